@@ -1,0 +1,27 @@
+//! The normalized domain every Switchyard crate speaks: chat requests and responses (in the OpenAI
+//! chat-completions shape, which is the lingua franca of the providers and SDKs), stream chunks,
+//! usage, money in integer nano-USD, ids, and the closed [`ErrorClass`] with its one mapping to
+//! HTTP and gRPC.
+//!
+//! This crate does no I/O and holds no policy: it defines values and their invariants only.
+
+pub mod chat;
+pub mod error;
+pub mod ids;
+pub mod money;
+pub mod params;
+pub mod response;
+pub mod tokens;
+
+pub use chat::{
+    ChatRequest, Content, ContentPart, DataCollection, ImageUrl, JsonSchemaSpec, MaxPrice, Message,
+    ProviderPreferences, Quantization, ResponseFormat, Role, Sort, StreamOptions, Tool, ToolCall,
+    ToolChoice,
+};
+pub use error::{Error, ErrorClass, Fallback};
+pub use ids::{ApiKeyId, EndpointId, ModelId, OrgId, ProviderId, RequestId, WorkflowId};
+pub use money::{Money, MoneyParseError, PricePerMtok};
+pub use params::Parameter;
+pub use response::{
+    ChatChunk, ChatResponse, Choice, ChunkChoice, Delta, FinishReason, ToolCallDelta, Usage,
+};

@@ -1,0 +1,312 @@
+//! The Anthropic Messages wire format, as documented: `x-api-key` and `anthropic-version`
+//! headers, `max_tokens` required, content blocks (text, tool_use), the SSE event sequence
+//! (message_start, content_block_start/delta/stop, ping, message_delta, message_stop) and the
+//! `{"type": "error", "error": {...}}` envelope, including 529 `overloaded_error`.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_core::tokens::{PER_MESSAGE_OVERHEAD, estimate_text};
+
+use crate::generate::{Finish, Parsed, Reply, split_pieces};
+use crate::wire::{Ctx, Event, Failure, json_response, retry_after_for, sse, with_retry_after};
+
+/// The `x-api-key` presented (or a bearer token, which Anthropic also accepts for OAuth).
+pub fn presented_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| k.trim().to_string())
+        .or_else(|| crate::openai::presented_key(headers))
+}
+
+#[derive(Deserialize)]
+struct Request {
+    #[serde(default)]
+    model: String,
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    system: Option<Value>,
+    #[serde(default)]
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    tools: Vec<InTool>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    output_format: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct InMessage {
+    #[allow(dead_code)]
+    role: String,
+    content: Value,
+}
+
+#[derive(Deserialize)]
+struct InTool {
+    name: String,
+    #[serde(default)]
+    input_schema: Value,
+}
+
+/// All text inside a `content` value (string or blocks), tool inputs and results included.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|b| match b.get("type").and_then(Value::as_str) {
+                Some("text") => b
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                Some("tool_use") => b.get("input").map(Value::to_string).unwrap_or_default(),
+                Some("tool_result") => b.get("content").map(text_of).unwrap_or_default(),
+                _ => String::new(),
+            })
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+/// Parses a Messages body; `anthropic-version` is required as by the real API.
+pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Failure> {
+    if headers.get("anthropic-version").is_none() {
+        return Err(Failure::BadRequest(
+            "anthropic-version: header is required".into(),
+        ));
+    }
+    let req: Request = serde_json::from_slice(body)
+        .map_err(|e| Failure::BadRequest(format!("invalid request body: {e}")))?;
+    if req.model.is_empty() {
+        return Err(Failure::BadRequest("model: Field required".into()));
+    }
+    let Some(max_tokens) = req.max_tokens else {
+        return Err(Failure::BadRequest("max_tokens: Field required".into()));
+    };
+    if req.messages.is_empty() {
+        return Err(Failure::BadRequest(
+            "messages: at least one message is required".into(),
+        ));
+    }
+    let mut texts: Vec<String> = Vec::new();
+    if let Some(system) = &req.system {
+        texts.push(text_of(system));
+    }
+    texts.extend(req.messages.iter().map(|m| text_of(&m.content)));
+    let mut prompt_tokens: u32 = 3 + PER_MESSAGE_OVERHEAD * req.messages.len() as u32;
+    for t in &texts {
+        prompt_tokens = prompt_tokens.saturating_add(estimate_text(t));
+    }
+    for t in &req.tools {
+        prompt_tokens = prompt_tokens
+            .saturating_add(estimate_text(&t.name))
+            .saturating_add(estimate_text(&t.input_schema.to_string()));
+    }
+    let choice_type = req
+        .tool_choice
+        .as_ref()
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("auto");
+    let tool = match choice_type {
+        "none" => None,
+        "tool" => {
+            let name = req
+                .tool_choice
+                .as_ref()
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            req.tools.iter().find(|t| t.name == name)
+        }
+        _ => req.tools.first(),
+    }
+    .map(|t| (t.name.clone(), t.input_schema.clone()));
+    let json = req.output_format.as_ref().and_then(|f| {
+        (f.get("type").and_then(Value::as_str) == Some("json_schema"))
+            .then(|| f.get("schema").cloned().unwrap_or(Value::Null))
+    });
+    Ok(Parsed {
+        model: req.model,
+        stream: req.stream,
+        include_usage: true,
+        max_tokens: Some(max_tokens),
+        prompt_text: texts.join("\n"),
+        prompt_tokens,
+        tools: req.tools.len(),
+        tool,
+        json,
+    })
+}
+
+fn envelope(kind: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_sim"})
+}
+
+/// The documented error answer for `failure`. (A refusal is not an error here: it is a 200 with
+/// `stop_reason: refusal`, so callers never pass [`Failure::Refused`].)
+pub fn error(failure: &Failure, retry_after_s: Option<u32>) -> Response<Body> {
+    let (status, kind, message) = match failure {
+        Failure::BadRequest(msg) => (400, "invalid_request_error", msg.clone()),
+        Failure::Unauthorized | Failure::Injected(401) => {
+            (401, "authentication_error", "invalid x-api-key".to_string())
+        }
+        Failure::ModelNotFound(model) => (404, "not_found_error", format!("model: {model}")),
+        Failure::RateLimited(_) | Failure::Injected(429) => (
+            429,
+            "rate_limit_error",
+            "Number of requests has exceeded your rate limit.".to_string(),
+        ),
+        Failure::ContextLength { tokens, limit } => (
+            400,
+            "invalid_request_error",
+            format!("prompt is too long: {tokens} tokens > {limit} maximum"),
+        ),
+        Failure::Refused | Failure::Injected(400) => {
+            (400, "invalid_request_error", "Invalid request.".to_string())
+        }
+        Failure::Injected(529) => (529, "overloaded_error", "Overloaded".to_string()),
+        Failure::Injected(504) => (504, "timeout_error", "Request timed out".to_string()),
+        Failure::Injected(status) => (*status, "api_error", "Internal server error".to_string()),
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    with_retry_after(
+        json_response(status, &envelope(kind, &message)),
+        retry_after_for(failure, retry_after_s),
+    )
+}
+
+fn stop_reason(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Text {
+            finish: Finish::Length,
+            ..
+        } => "max_tokens",
+        Reply::Text { .. } => "end_turn",
+        Reply::Tool { .. } => "tool_use",
+        Reply::Refusal => "refusal",
+    }
+}
+
+fn usage(input: u32, output: u32) -> Value {
+    json!({
+        "input_tokens": input,
+        "output_tokens": output,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0
+    })
+}
+
+/// A complete `message` object.
+pub fn message(ctx: &Ctx<'_>, reply: &Reply) -> Value {
+    let content = match reply {
+        Reply::Text { pieces, .. } => json!([{"type": "text", "text": pieces.concat()}]),
+        Reply::Tool {
+            id, name, input, ..
+        } => {
+            json!([{"type": "tool_use", "id": id.replace("call_", "toolu_"), "name": name, "input": input}])
+        }
+        Reply::Refusal => json!([]),
+    };
+    json!({
+        "id": format!("msg_sim{}", ctx.id),
+        "type": "message",
+        "role": "assistant",
+        "model": ctx.parsed.model,
+        "content": content,
+        "stop_reason": stop_reason(reply),
+        "stop_sequence": null,
+        "usage": usage(ctx.parsed.prompt_tokens, reply.completion_tokens()),
+    })
+}
+
+/// The SSE event sequence of a streamed message. With `malformed`, one event's JSON is broken.
+pub fn events(ctx: &Ctx<'_>, reply: &Reply, malformed: bool) -> Vec<Event> {
+    let mut out = Vec::new();
+    let start = json!({
+        "type": "message_start",
+        "message": {
+            "id": format!("msg_sim{}", ctx.id), "type": "message", "role": "assistant",
+            "model": ctx.parsed.model, "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": usage(ctx.parsed.prompt_tokens, 1)
+        }
+    });
+    out.push(sse(Some("message_start"), &start.to_string(), false));
+    match reply {
+        Reply::Text { pieces, .. } => {
+            out.push(sse(
+                Some("content_block_start"),
+                &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}).to_string(),
+                false,
+            ));
+            out.push(sse(Some("ping"), r#"{"type": "ping"}"#, false));
+            for piece in pieces {
+                out.push(sse(
+                    Some("content_block_delta"),
+                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}).to_string(),
+                    true,
+                ));
+            }
+            out.push(sse(
+                Some("content_block_stop"),
+                r#"{"type":"content_block_stop","index":0}"#,
+                false,
+            ));
+        }
+        Reply::Tool {
+            id,
+            name,
+            arguments,
+            ..
+        } => {
+            out.push(sse(
+                Some("content_block_start"),
+                &json!({"type": "content_block_start", "index": 0, "content_block":
+                    {"type": "tool_use", "id": id.replace("call_", "toolu_"), "name": name, "input": {}}}).to_string(),
+                true,
+            ));
+            out.push(sse(Some("ping"), r#"{"type": "ping"}"#, false));
+            for piece in split_pieces(arguments) {
+                out.push(sse(
+                    Some("content_block_delta"),
+                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}}).to_string(),
+                    true,
+                ));
+            }
+            out.push(sse(
+                Some("content_block_stop"),
+                r#"{"type":"content_block_stop","index":0}"#,
+                false,
+            ));
+        }
+        Reply::Refusal => {}
+    }
+    out.push(sse(
+        Some("message_delta"),
+        &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(reply), "stop_sequence": null},
+                "usage": {"output_tokens": reply.completion_tokens()}})
+        .to_string(),
+        false,
+    ));
+    out.push(sse(
+        Some("message_stop"),
+        r#"{"type":"message_stop"}"#,
+        false,
+    ));
+    if malformed && out.len() > 1 {
+        out[1] = sse(
+            Some("content_block_start"),
+            r#"{"type": "content_block_start", "index": 0, "content_bl"#,
+            true,
+        );
+    }
+    out
+}
