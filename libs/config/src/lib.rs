@@ -14,6 +14,6 @@ mod validate;
 
 pub use catalog::Catalog;
 pub use error::{ConfigError, FieldError};
-pub use load::{SourceText, load_file, parse_str, parse_value, read_value};
+pub use load::{SourceText, load_file, parse_str, parse_value, read_text, read_value};
 pub use overrides::{Override, apply_overrides, overrides_from_env};
 pub use validate::{Validate, Validator};

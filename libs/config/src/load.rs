@@ -22,13 +22,21 @@ pub fn read_value(path: &Path, env_prefix: &str) -> Result<SourceText, ConfigErr
         path: path.to_path_buf(),
         source,
     })?;
-    let name = path.display().to_string();
-    let mut value = parse_yaml(&name, &text)?;
+    read_text(&path.display().to_string(), &text, env_prefix)
+}
+
+/// Parses YAML text (a file's, or one built into a binary) and applies the process
+/// environment's `<env_prefix>__…` overrides.
+pub fn read_text(name: &str, text: &str, env_prefix: &str) -> Result<SourceText, ConfigError> {
+    let mut value = parse_yaml(name, text)?;
     apply_overrides(
         &mut value,
         &overrides_from_env(env_prefix, std::env::vars()),
     )?;
-    Ok(SourceText { name, value })
+    Ok(SourceText {
+        name: name.to_string(),
+        value,
+    })
 }
 
 /// Loads, overrides, deserializes and validates a configuration file.

@@ -1,0 +1,115 @@
+//! The `switchyard` command as a user runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use switchyard_testkit::workspace_bin;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BAD_CATALOG: &str = r#"
+providers:
+  - id: a
+    format: openai
+    base_url: http://127.0.0.1:1/v1
+    data_policy: { retains_prompts: false, trains_on_data: false, zero_retention: false }
+models:
+  - { id: m, context_length: 100, max_output: 500 }
+endpoints:
+  - { model: m, provider: a, upstream_model: x, price: { prompt: -1, completion: 1 } }
+  - { model: m, provider: ghost, upstream_model: y, price: { prompt: 1, completion: 1 } }
+"#;
+
+fn write_temp(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn check_catalog_reports_every_error_and_honours_env_overrides() {
+    let bin = workspace_bin("switchyard", "switchyard").unwrap();
+    let file = write_temp(BAD_CATALOG);
+    let out = Command::new(&bin)
+        .arg("check-catalog")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for expected in [
+        "3 errors",
+        "models[0].max_output: 500 exceeds context_length 100",
+        "endpoints[0].price.prompt: must not be negative",
+        "endpoints[1].provider: unknown provider `ghost`",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+
+    // Environment overrides fix two of them; the third is still reported.
+    let out = Command::new(&bin)
+        .arg("check-catalog")
+        .arg(file.path())
+        .env("SWITCHYARD_CATALOG__ENDPOINTS__0__PRICE__PROMPT", "0.5")
+        .env("SWITCHYARD_CATALOG__MODELS__0__MAX_OUTPUT", "50")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("1 error:"), "{stderr}");
+    assert!(stderr.contains("unknown provider `ghost`"), "{stderr}");
+
+    let out = Command::new(&bin)
+        .arg("check-catalog")
+        .arg(switchyard_testkit::workspace_root().join("deploy/config/catalog.example.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn up_serves_the_simulated_providers() {
+    let bin = workspace_bin("switchyard", "switchyard").unwrap();
+    // The demo's fixed ports could be taken on a shared machine: use any free ones.
+    let sim = write_temp(
+        "providers:\n  - { id: sim-openai, format: openai }\n  - { id: sim-anthropic, format: anthropic }\n",
+    );
+    let mut child = tokio::process::Command::new(&bin)
+        .arg("up")
+        .arg("--sim-config")
+        .arg(sim.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut openai_url = None;
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
+    {
+        if line.contains("sim-openai") {
+            openai_url = line.split_whitespace().last().map(str::to_string);
+        }
+        if line.contains("ready") {
+            break;
+        }
+    }
+    let url = openai_url.expect("up printed no sim-openai URL");
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/chat/completions"))
+        .json(&json!({"model": "fast-1", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    child.kill().await.unwrap();
+}
