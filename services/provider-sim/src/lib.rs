@@ -118,6 +118,19 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
         })
 }
 
+/// Starts the simulator, prints its [`Ready`] line on stdout, and serves until Ctrl-C or
+/// SIGTERM. What both binaries that run the simulator do.
+pub async fn run_until_signal(config: SimConfig) -> Result<(), String> {
+    let sim = start(config).await.map_err(|e| e.to_string())?;
+    let ready = serde_json::to_string(&sim.ready()).map_err(|e| e.to_string())?;
+    // The ready line is how a parent process learns the ports; without it nobody can use us.
+    switchyard_runtime::print_stdout(&format!("{ready}\n"))
+        .map_err(|e| format!("cannot print the ready line: {e}"))?;
+    switchyard_runtime::shutdown_signal().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
 /// Binds every listener and starts serving; returns once all are bound.
 pub async fn start(config: SimConfig) -> Result<SimHandle, StartError> {
     let shutdown = CancellationToken::new();

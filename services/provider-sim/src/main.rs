@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard_provider_sim::{SimConfig, config::ENV_PREFIX, start};
+use switchyard_provider_sim::{SimConfig, config::ENV_PREFIX, run_until_signal};
 
 #[derive(Parser)]
 #[command(version, about = "Simulated LLM providers with fault injection")]
@@ -17,55 +17,17 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    switchyard_runtime::init_logging();
     let args = Args::parse();
-    let config: SimConfig = match switchyard_config::load_file(&args.config, ENV_PREFIX) {
-        Ok(c) => c,
+    let result = match switchyard_config::load_file::<SimConfig>(&args.config, ENV_PREFIX) {
+        Ok(config) => run_until_signal(config).await,
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    let sim = match start(config).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match serde_json::to_string(&sim.ready()) {
-        Ok(line) => println!("{line}"),
-        Err(e) => tracing::error!(error = %e, "cannot print addresses"),
-    }
-    shutdown_signal().await;
-    sim.shutdown().await;
-    ExitCode::SUCCESS
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

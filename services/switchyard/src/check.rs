@@ -14,12 +14,13 @@ pub struct Args {
 /// Prints a summary of a valid catalog, or every error.
 pub fn run(args: Args) -> Result<(), String> {
     let catalog = Catalog::load(&args.path).map_err(|e| e.to_string())?;
-    println!(
-        "{}: ok ({} providers, {} models, {} endpoints)",
+    switchyard_runtime::print_stdout(&format!(
+        "{}: ok ({} providers, {} models, {} endpoints)\n",
         args.path.display(),
         catalog.providers.len(),
         catalog.models.len(),
         catalog.endpoints.len()
-    );
+    ))
+    .map_err(|e| format!("cannot print the result: {e}"))?;
     Ok(())
 }

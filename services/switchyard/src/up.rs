@@ -62,36 +62,28 @@ pub async fn run(args: Args) -> Result<(), String> {
     let sim = switchyard_provider_sim::start(sim_config)
         .await
         .map_err(|e| e.to_string())?;
-    println!("switchyard up");
-    println!(
-        "  catalog: {catalog_name} ({} providers, {} models, {} endpoints)",
+    let mut text = format!(
+        "switchyard up\n  catalog: {catalog_name} ({} providers, {} models, {} endpoints)\n  simulated providers (control API {}):\n",
         catalog.providers.len(),
         catalog.models.len(),
-        catalog.endpoints.len()
+        catalog.endpoints.len(),
+        sim.control_url()
     );
-    println!("  simulated providers (control API {}):", sim.control_url());
     for (id, format, _) in &sim.providers {
         let url = sim.base_url(id).unwrap_or_default();
-        println!(
-            "    {id:<16} {:<10} {url}",
-            format!("{format:?}").to_lowercase()
-        );
+        let format = format!("{format:?}").to_lowercase();
+        text.push_str(&format!("    {id:<16} {format:<10} {url}\n"));
     }
-    println!("  ready; Ctrl-C stops");
-    crate::signal::shutdown().await;
+    text.push_str("  ready; Ctrl-C stops\n");
+    if let Err(e) = switchyard_runtime::print_stdout(&text) {
+        tracing::warn!(error = %e, "cannot print to stdout; serving anyway");
+    }
+    switchyard_runtime::shutdown_signal().await;
     sim.shutdown().await;
     Ok(())
 }
 
 /// Runs the provider simulator alone.
 pub async fn sim(args: SimArgs) -> Result<(), String> {
-    let config = load_sim(Some(&args.config))?;
-    let sim = switchyard_provider_sim::start(config)
-        .await
-        .map_err(|e| e.to_string())?;
-    let ready = serde_json::to_string(&sim.ready()).map_err(|e| e.to_string())?;
-    println!("{ready}");
-    crate::signal::shutdown().await;
-    sim.shutdown().await;
-    Ok(())
+    switchyard_provider_sim::run_until_signal(load_sim(Some(&args.config))?).await
 }
