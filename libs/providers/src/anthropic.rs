@@ -1,0 +1,514 @@
+//! The Anthropic Messages format. Mapping from the normalized (OpenAI-shaped) request:
+//!
+//! | normalized | Messages API |
+//! |---|---|
+//! | `system` / `developer` messages | top-level `system` (joined) |
+//! | user content parts | `text` / `image` blocks (data URLs become base64 sources) |
+//! | assistant `tool_calls` | `tool_use` blocks (`arguments` must be a JSON object) |
+//! | `tool` messages | `tool_result` blocks in a user turn (consecutive ones merged) |
+//! | `tools`, `tool_choice` none/auto/required/function | `tools` (`input_schema`), `tool_choice` none/auto/any/tool |
+//! | `parallel_tool_calls: false` | `tool_choice.disable_parallel_tool_use` |
+//! | `response_format` json_schema / json_object | `output_format` json_schema (object schema for json_object) |
+//! | `max_tokens` (required upstream) | `max_tokens`, else the endpoint's max output |
+//! | `stop`, `temperature`, `top_p`, `user` | `stop_sequences`, `temperature`, `top_p`, `metadata.user_id` |
+//! | `seed`, penalties, logprobs | not supported by the format; dropped (`require_parameters` excludes such endpoints) |
+//!
+//! Back: `text` blocks → content, `tool_use` → tool calls (input serialized as arguments),
+//! `stop_reason` end_turn/stop_sequence → stop, max_tokens → length, tool_use → tool_calls,
+//! refusal → a `content_policy` error; usage input (+ cache reads and writes) / output tokens.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use switchyard_core::response::FunctionDelta;
+use switchyard_core::{
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta,
+    ErrorClass, FinishReason, Message, ResponseFormat, Role, ToolCall, ToolCallDelta, ToolChoice,
+    Usage,
+};
+
+use crate::adapter::{
+    Flow, StreamDecoder, WireAdapter, now_unix, post_json, secret_header, with_body,
+};
+use crate::error::{Phase, UpstreamError, classify_stream_error};
+use crate::sse::SseEvent;
+use crate::target::Target;
+
+/// The API version every request declares.
+pub const API_VERSION: &str = "2023-06-01";
+/// The beta that enables `output_format` (structured outputs).
+pub const STRUCTURED_OUTPUTS_BETA: &str = "structured-outputs-2025-11-13";
+
+/// The Anthropic-format adapter.
+#[derive(Debug, Clone, Copy)]
+pub struct Anthropic;
+
+fn invalid(message: impl Into<String>) -> UpstreamError {
+    UpstreamError::new(ErrorClass::InvalidRequest, Phase::Connect, message)
+}
+
+fn content_blocks(content: &Option<Content>) -> Vec<Value> {
+    let text_block = |t: &str| json!({"type": "text", "text": t});
+    match content {
+        None => Vec::new(),
+        Some(Content::Text(t)) if t.is_empty() => Vec::new(),
+        Some(Content::Text(t)) => vec![text_block(t)],
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .filter_map(|p| match p {
+                ContentPart::Text { text } if text.is_empty() => None,
+                ContentPart::Text { text } => Some(text_block(text)),
+                ContentPart::ImageUrl { image_url } => Some(image_block(&image_url.url)),
+            })
+            .collect(),
+    }
+}
+
+fn image_block(url: &str) -> Value {
+    if let Some(rest) = url.strip_prefix("data:")
+        && let Some((meta, data)) = rest.split_once(',')
+        && let Some(media_type) = meta.strip_suffix(";base64")
+    {
+        return json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}});
+    }
+    json!({"type": "image", "source": {"type": "url", "url": url}})
+}
+
+/// The Messages body for `req`.
+pub fn wire_request(
+    target: &Target,
+    req: &ChatRequest,
+    stream: bool,
+) -> Result<Value, UpstreamError> {
+    let mut system: Vec<String> = Vec::new();
+    let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut push = |role: &'static str, blocks: Vec<Value>| {
+        if blocks.is_empty() {
+            return;
+        }
+        match messages.last_mut() {
+            Some((last, existing)) if *last == role => existing.extend(blocks),
+            _ => messages.push((role, blocks)),
+        }
+    };
+    for (i, m) in req.messages.iter().enumerate() {
+        match m.role {
+            Role::System | Role::Developer => system.push(m.text_content()),
+            Role::User => push("user", content_blocks(&m.content)),
+            Role::Assistant => {
+                let mut blocks = content_blocks(&m.content);
+                for (j, call) in m.tool_calls.iter().enumerate() {
+                    let input: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
+                    if !input.is_object() {
+                        return Err(invalid(format!(
+                            "messages[{i}].tool_calls[{j}].arguments must be a JSON object for this provider"
+                        )));
+                    }
+                    blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}));
+                }
+                push("assistant", blocks);
+            }
+            Role::Tool => {
+                let Some(id) = &m.tool_call_id else {
+                    return Err(invalid(format!(
+                        "messages[{i}]: a tool message needs tool_call_id"
+                    )));
+                };
+                push(
+                    "user",
+                    vec![
+                        json!({"type": "tool_result", "tool_use_id": id, "content": m.text_content()}),
+                    ],
+                );
+            }
+        }
+    }
+    if messages.is_empty() {
+        return Err(invalid(
+            "at least one user or assistant message is required",
+        ));
+    }
+    let mut body = Map::new();
+    body.insert("model".into(), json!(target.upstream_model));
+    body.insert(
+        "max_tokens".into(),
+        json!(req.max_output_tokens().unwrap_or(target.max_output)),
+    );
+    let system: Vec<String> = system.into_iter().filter(|s| !s.is_empty()).collect();
+    if !system.is_empty() {
+        body.insert("system".into(), json!(system.join("\n\n")));
+    }
+    body.insert(
+        "messages".into(),
+        Value::Array(
+            messages
+                .into_iter()
+                .map(|(role, content)| json!({"role": role, "content": content}))
+                .collect(),
+        ),
+    );
+    if stream {
+        body.insert("stream".into(), json!(true));
+    }
+    if let Some(t) = req.temperature {
+        body.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = req.top_p {
+        body.insert("top_p".into(), json!(p));
+    }
+    if !req.stop.is_empty() {
+        body.insert("stop_sequences".into(), json!(req.stop));
+    }
+    if let Some(user) = &req.user {
+        body.insert("metadata".into(), json!({"user_id": user}));
+    }
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut tool = json!({"name": t.name, "input_schema": t.parameters});
+                if let Some(d) = &t.description {
+                    tool["description"] = json!(d);
+                }
+                tool
+            })
+            .collect();
+        body.insert("tools".into(), Value::Array(tools));
+        let mut choice = match &req.tool_choice {
+            None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
+            Some(ToolChoice::None) => json!({"type": "none"}),
+            Some(ToolChoice::Required) => json!({"type": "any"}),
+            Some(ToolChoice::Function(name)) => json!({"type": "tool", "name": name}),
+        };
+        if req.parallel_tool_calls == Some(false) && choice["type"] != "none" {
+            choice["disable_parallel_tool_use"] = json!(true);
+        }
+        body.insert("tool_choice".into(), choice);
+    }
+    match &req.response_format {
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            body.insert(
+                "output_format".into(),
+                json!({"type": "json_schema", "schema": json_schema.schema}),
+            );
+        }
+        Some(ResponseFormat::JsonObject) => {
+            body.insert(
+                "output_format".into(),
+                json!({"type": "json_schema", "schema": {"type": "object"}}),
+            );
+        }
+        Some(ResponseFormat::Text) | None => {}
+    }
+    Ok(Value::Object(body))
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: u32,
+    #[serde(default)]
+    output_tokens: u32,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u32>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u32>,
+}
+
+impl WireUsage {
+    /// Anthropic counts cache reads and writes apart from `input_tokens`; all are prompt tokens.
+    fn prompt(&self) -> u32 {
+        self.input_tokens
+            .saturating_add(self.cache_read_input_tokens.unwrap_or(0))
+            .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
+    }
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    id: String,
+    model: String,
+    content: Vec<Value>,
+    stop_reason: Option<String>,
+    usage: WireUsage,
+}
+
+fn finish(stop_reason: Option<&str>) -> Result<Option<FinishReason>, String> {
+    Ok(match stop_reason {
+        Some("end_turn" | "stop_sequence" | "pause_turn") => Some(FinishReason::Stop),
+        Some("max_tokens") => Some(FinishReason::Length),
+        Some("tool_use") => Some(FinishReason::ToolCalls),
+        Some("refusal") => return Err("stop_reason refusal".into()),
+        Some(_) | None => None,
+    })
+}
+
+fn refused(phase: Phase, why: &str) -> UpstreamError {
+    UpstreamError::new(
+        ErrorClass::ContentPolicy,
+        phase,
+        format!("upstream refused: {why}"),
+    )
+}
+
+impl WireAdapter for Anthropic {
+    fn request(
+        &self,
+        target: &Target,
+        req: &ChatRequest,
+        stream: bool,
+    ) -> Result<http::Request<Full<Bytes>>, UpstreamError> {
+        let body = wire_request(target, req, stream)?;
+        let structured = body.get("output_format").is_some();
+        let bytes = serde_json::to_vec(&body).map_err(|e| {
+            UpstreamError::new(
+                ErrorClass::Internal,
+                Phase::Connect,
+                format!("cannot encode the request: {e}"),
+            )
+        })?;
+        let mut builder = post_json(&format!("{}/v1/messages", target.base_url), stream)?
+            .header("anthropic-version", API_VERSION);
+        if structured {
+            builder = builder.header("anthropic-beta", STRUCTURED_OUTPUTS_BETA);
+        }
+        if let Some(key) = &target.key {
+            builder = builder.header("x-api-key", secret_header(key.expose_secret())?);
+        }
+        with_body(builder, bytes)
+    }
+
+    fn parse_response(&self, target: &Target, body: &[u8]) -> Result<ChatResponse, UpstreamError> {
+        let m: WireMessage =
+            serde_json::from_slice(body).map_err(|e| UpstreamError::malformed(Phase::Body, e))?;
+        let finish_reason =
+            finish(m.stop_reason.as_deref()).map_err(|why| refused(Phase::Body, &why))?;
+        let mut text = String::new();
+        let mut tool_calls = Vec::new();
+        for block in &m.content {
+            match block["type"].as_str() {
+                Some("text") => text.push_str(block["text"].as_str().unwrap_or("")),
+                Some("tool_use") => tool_calls.push(ToolCall {
+                    id: block["id"].as_str().unwrap_or("").to_string(),
+                    name: block["name"].as_str().unwrap_or("").to_string(),
+                    arguments: block
+                        .get("input")
+                        .map(Value::to_string)
+                        .unwrap_or_else(|| "{}".into()),
+                }),
+                _ => {}
+            }
+        }
+        Ok(ChatResponse {
+            id: m.id,
+            object: "chat.completion".into(),
+            created: now_unix(),
+            model: m.model,
+            provider: Some(target.provider.to_string()),
+            choices: vec![Choice {
+                index: 0,
+                message: Message {
+                    role: Role::Assistant,
+                    content: (!text.is_empty() || tool_calls.is_empty())
+                        .then_some(Content::Text(text)),
+                    name: None,
+                    tool_calls,
+                    tool_call_id: None,
+                    refusal: None,
+                },
+                finish_reason,
+            }],
+            usage: Some(Usage {
+                prompt_tokens: m.usage.prompt(),
+                completion_tokens: m.usage.output_tokens,
+                cached_prompt_tokens: m.usage.cache_read_input_tokens.unwrap_or(0),
+                cost: None,
+            }),
+        })
+    }
+
+    fn decoder(&self, target: &Target) -> Box<dyn StreamDecoder> {
+        Box::new(Decoder {
+            provider: target.provider.to_string(),
+            id: String::new(),
+            model: target.upstream_model.clone(),
+            created: now_unix(),
+            usage: Usage::default(),
+            finish: None,
+            refusal: false,
+            tool_index: HashMap::new(),
+        })
+    }
+}
+
+struct Decoder {
+    provider: String,
+    id: String,
+    model: String,
+    created: i64,
+    usage: Usage,
+    finish: Option<FinishReason>,
+    refusal: bool,
+    /// Content-block index → tool-call index.
+    tool_index: HashMap<u64, u32>,
+}
+
+impl Decoder {
+    fn chunk(
+        &self,
+        delta: Delta,
+        finish_reason: Option<FinishReason>,
+        usage: Option<Usage>,
+    ) -> ChatChunk {
+        ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            provider: Some(self.provider.clone()),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason,
+            }],
+            usage,
+        }
+    }
+}
+
+impl StreamDecoder for Decoder {
+    fn event(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, UpstreamError> {
+        let malformed = |e: serde_json::Error| UpstreamError::malformed(Phase::Stream, e);
+        let v: Value = serde_json::from_str(&event.data).map_err(malformed)?;
+        let kind = v["type"].as_str().unwrap_or(event.event.as_str());
+        match kind {
+            "message_start" => {
+                let m = &v["message"];
+                self.id = m["id"].as_str().unwrap_or("").to_string();
+                if let Some(model) = m["model"].as_str() {
+                    self.model = model.to_string();
+                }
+                if let Ok(u) = serde_json::from_value::<WireUsage>(m["usage"].clone()) {
+                    self.usage.prompt_tokens = u.prompt();
+                    self.usage.cached_prompt_tokens = u.cache_read_input_tokens.unwrap_or(0);
+                    self.usage.completion_tokens = u.output_tokens;
+                }
+                out.push(self.chunk(
+                    Delta {
+                        role: Some(Role::Assistant),
+                        ..Delta::default()
+                    },
+                    None,
+                    None,
+                ));
+            }
+            "content_block_start" => {
+                let block = &v["content_block"];
+                match block["type"].as_str() {
+                    Some("tool_use") => {
+                        let index = self.tool_index.len() as u32;
+                        self.tool_index
+                            .insert(v["index"].as_u64().unwrap_or(0), index);
+                        let delta = ToolCallDelta {
+                            index,
+                            id: block["id"].as_str().map(str::to_string),
+                            kind: Some("function".into()),
+                            function: FunctionDelta {
+                                name: block["name"].as_str().map(str::to_string),
+                                arguments: Some(String::new()),
+                            },
+                        };
+                        out.push(self.chunk(
+                            Delta {
+                                tool_calls: vec![delta],
+                                ..Delta::default()
+                            },
+                            None,
+                            None,
+                        ));
+                    }
+                    Some("text") => {
+                        if let Some(t) = block["text"].as_str().filter(|t| !t.is_empty()) {
+                            out.push(self.chunk(
+                                Delta {
+                                    content: Some(t.to_string()),
+                                    ..Delta::default()
+                                },
+                                None,
+                                None,
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let d = &v["delta"];
+                match d["type"].as_str() {
+                    Some("text_delta") => out.push(self.chunk(
+                        Delta {
+                            content: Some(d["text"].as_str().unwrap_or("").to_string()),
+                            ..Delta::default()
+                        },
+                        None,
+                        None,
+                    )),
+                    Some("input_json_delta") => {
+                        let block = v["index"].as_u64().unwrap_or(0);
+                        let Some(index) = self.tool_index.get(&block).copied() else {
+                            return Err(UpstreamError::malformed(
+                                Phase::Stream,
+                                "input_json_delta for a block that is not a tool_use",
+                            ));
+                        };
+                        out.push(self.chunk(
+                            Delta {
+                                tool_calls: vec![ToolCallDelta {
+                                    index,
+                                    id: None,
+                                    kind: None,
+                                    function: FunctionDelta {
+                                        name: None,
+                                        arguments: Some(
+                                            d["partial_json"].as_str().unwrap_or("").to_string(),
+                                        ),
+                                    },
+                                }],
+                                ..Delta::default()
+                            },
+                            None,
+                            None,
+                        ));
+                    }
+                    // thinking, signatures and future delta kinds carry nothing we forward.
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                match finish(v["delta"]["stop_reason"].as_str()) {
+                    Ok(f) => self.finish = f,
+                    Err(_) => self.refusal = true,
+                }
+                if let Some(n) = v["usage"]["output_tokens"].as_u64() {
+                    self.usage.completion_tokens = u32::try_from(n).unwrap_or(u32::MAX);
+                }
+            }
+            "message_stop" => {
+                if self.refusal {
+                    return Err(refused(Phase::Stream, "stop_reason refusal"));
+                }
+                out.push(self.chunk(Delta::default(), self.finish, Some(self.usage)));
+                return Ok(Flow::Done);
+            }
+            "error" => return Err(classify_stream_error(event.data.as_bytes())),
+            // ping, content_block_stop and event types added later.
+            _ => {}
+        }
+        Ok(Flow::Continue)
+    }
+}

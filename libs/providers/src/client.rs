@@ -1,0 +1,394 @@
+//! One pooled HTTP client for every upstream, and the two calls the router makes with it.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use http::Uri;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use switchyard_core::{ChatChunk, ChatResponse, ErrorClass};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapter::{Flow, StreamDecoder, adapter_for};
+use crate::error::{CallError, Phase, UpstreamError, classify_status};
+use crate::sse::{SseEvent, SseParser};
+use crate::target::{Call, Timeouts};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The largest non-streamed body (or error body) read from an upstream.
+pub const MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// Normalized chunks of a streamed completion. It ends with `None` only after the upstream's
+/// terminal event; any other end is an `Err` item, never a silent clean end.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, CallError>> + Send>>;
+
+tokio::task_local! {
+    /// The connect timeout of the attempt being made on this task.
+    static CONNECT_LIMIT: Duration;
+}
+
+/// The connect limit was reached.
+#[derive(Debug, thiserror::Error)]
+#[error("connect timed out after {0:?}")]
+struct ConnectTimeout(Duration);
+
+/// Applies the current attempt's connect timeout. The pool calls the connector from the task
+/// that needs the connection, so the attempt's limit is read from a task-local; a connection
+/// finished in the background after another one was checked out uses the default.
+#[derive(Clone)]
+struct TimedConnector<C> {
+    inner: C,
+    default: Duration,
+}
+
+impl<C> tower::Service<Uri> for TimedConnector<C>
+where
+    C: tower::Service<Uri> + Clone + Send + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let limit = CONNECT_LIMIT.try_with(|d| *d).unwrap_or(self.default);
+        let fut = self.inner.call(uri);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r.map_err(Into::into),
+                Err(_) => Err(Box::new(ConnectTimeout(limit)) as BoxError),
+            }
+        })
+    }
+}
+
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Settings of the shared client.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientOptions {
+    /// Connect timeout when a call does not set one (background pool connections).
+    pub default_connect_timeout: Duration,
+    /// Idle pooled connections are closed after this long.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            default_connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 256,
+        }
+    }
+}
+
+/// The provider client: one connection pool (keep-alive, TCP_NODELAY, rustls, HTTP/2 where the
+/// upstream offers it by ALPN) shared by every endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct ProviderClient {
+    http: Client<TimedConnector<Https>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for ProviderClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProviderClient")
+    }
+}
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up TLS for upstreams: {0}")]
+pub struct ClientBuildError(String);
+
+impl ProviderClient {
+    /// A client with `options`.
+    pub fn new(options: ClientOptions) -> Result<Self, ClientBuildError> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = match hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider.clone())
+        {
+            Ok(b) => b,
+            Err(e) => {
+                // HTTPS upstreams then fail with a certificate error; HTTP ones (the simulator,
+                // in-cluster models) keep working.
+                tracing::warn!(error = %e, "no platform root certificates; https upstreams will fail");
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| ClientBuildError(e.to_string()))?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+            }
+        };
+        let https = builder
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let connector = TimedConnector {
+            inner: https,
+            default: options.default_connect_timeout,
+        };
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(options.pool_idle_timeout)
+            .pool_max_idle_per_host(options.pool_max_idle_per_host)
+            .build(connector);
+        Ok(ProviderClient { http })
+    }
+
+    /// Sends the request and waits for the response head, within the connect and first-byte
+    /// limits and the attempt deadline.
+    async fn send(
+        &self,
+        call: &Call<'_>,
+        stream: bool,
+        deadline: Instant,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let adapter = adapter_for(call.target.format);
+        let req = adapter.request(call.target, call.request, stream)?;
+        let head_deadline = deadline.min(Instant::now() + call.timeouts.first_byte);
+        let sent = CONNECT_LIMIT.scope(call.timeouts.connect, self.http.request(req));
+        match tokio::time::timeout_at(head_deadline, sent).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(request_error(&e)),
+            Err(_) => Err(deadline_error(
+                Phase::FirstByte,
+                head_deadline == deadline,
+                call.timeouts,
+            )),
+        }
+    }
+
+    /// A non-streamed chat completion.
+    pub async fn chat(&self, call: Call<'_>) -> Result<ChatResponse, CallError> {
+        let deadline = Instant::now() + call.timeouts.total;
+        let work = async {
+            let resp = self.send(&call, false, deadline).await?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = read_body(resp.into_body(), deadline, call.timeouts).await?;
+            if !status.is_success() {
+                return Err(classify_status(status, &headers, &body));
+            }
+            adapter_for(call.target.format).parse_response(call.target, &body)
+        };
+        tokio::select! {
+            biased;
+            _ = call.cancel.cancelled() => Err(CallError::Cancelled),
+            r = work => r.map_err(CallError::Upstream),
+        }
+    }
+
+    /// A streamed chat completion: returns once the upstream accepted the request (status 2xx);
+    /// an error status is classified and returned here instead.
+    pub async fn chat_stream(&self, call: Call<'_>) -> Result<ChunkStream, CallError> {
+        let started = Instant::now();
+        let deadline = started + call.timeouts.total;
+        let work = async {
+            let resp = self.send(&call, true, deadline).await?;
+            let status = resp.status();
+            if !status.is_success() {
+                let headers = resp.headers().clone();
+                let body = read_body(resp.into_body(), deadline, call.timeouts).await?;
+                return Err(classify_status(status, &headers, &body));
+            }
+            Ok(resp.into_body())
+        };
+        let body = tokio::select! {
+            biased;
+            _ = call.cancel.cancelled() => return Err(CallError::Cancelled),
+            r = work => r?,
+        };
+        let state = StreamState {
+            body,
+            parser: SseParser::new(),
+            decoder: adapter_for(call.target.format).decoder(call.target),
+            events: Vec::new(),
+            pending: VecDeque::new(),
+            error: None,
+            done: false,
+            first_deadline: Some(started + call.timeouts.first_byte),
+            deadline,
+            timeouts: call.timeouts,
+            cancel: call.cancel.clone(),
+        };
+        Ok(Box::pin(futures::stream::unfold(state, next_chunk)))
+    }
+}
+
+fn deadline_error(phase: Phase, total: bool, t: Timeouts) -> UpstreamError {
+    let (which, limit) = if total {
+        ("total", t.total)
+    } else {
+        ("first byte", t.first_byte)
+    };
+    UpstreamError::new(
+        ErrorClass::Timeout,
+        phase,
+        format!(
+            "no {} within the {which} timeout of {limit:?}",
+            match phase {
+                Phase::FirstByte => "answer",
+                _ => "complete answer",
+            }
+        ),
+    )
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn request_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(t) = s.downcast_ref::<ConnectTimeout>() {
+            return UpstreamError::new(ErrorClass::Timeout, Phase::Connect, t.to_string());
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        UpstreamError::new(
+            ErrorClass::Unavailable,
+            Phase::Connect,
+            format!("cannot connect: {}", root_cause(e)),
+        )
+    } else {
+        UpstreamError::new(
+            ErrorClass::Unavailable,
+            Phase::FirstByte,
+            format!("connection failed before the answer: {}", root_cause(e)),
+        )
+    }
+}
+
+async fn read_body(
+    body: hyper::body::Incoming,
+    deadline: Instant,
+    timeouts: Timeouts,
+) -> Result<Bytes, UpstreamError> {
+    match tokio::time::timeout_at(deadline, Limited::new(body, MAX_BODY).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => Err(UpstreamError::new(
+            ErrorClass::Unavailable,
+            Phase::Body,
+            format!("body failed: {}", root_cause(e.as_ref())),
+        )),
+        Err(_) => Err(deadline_error(Phase::Body, true, timeouts)),
+    }
+}
+
+struct StreamState {
+    body: hyper::body::Incoming,
+    parser: SseParser,
+    decoder: Box<dyn StreamDecoder>,
+    events: Vec<SseEvent>,
+    pending: VecDeque<ChatChunk>,
+    /// Yielded once the chunks decoded before it are out.
+    error: Option<CallError>,
+    /// The terminal event was seen.
+    done: bool,
+    /// Until the first chunk: the first-byte deadline.
+    first_deadline: Option<Instant>,
+    deadline: Instant,
+    timeouts: Timeouts,
+    cancel: CancellationToken,
+}
+
+async fn next_chunk(mut s: StreamState) -> Option<(Result<ChatChunk, CallError>, StreamState)> {
+    loop {
+        if let Some(chunk) = s.pending.pop_front() {
+            s.first_deadline = None;
+            return Some((Ok(chunk), s));
+        }
+        if let Some(e) = s.error.take() {
+            s.done = true;
+            return Some((Err(e), s));
+        }
+        if s.done {
+            return None;
+        }
+        let limit = s.first_deadline.map_or(s.deadline, |f| f.min(s.deadline));
+        let frame = tokio::select! {
+            biased;
+            _ = s.cancel.cancelled() => {
+                s.error = Some(CallError::Cancelled);
+                continue;
+            }
+            frame = tokio::time::timeout_at(limit, s.body.frame()) => frame,
+        };
+        let phase = if s.first_deadline.is_some() {
+            Phase::FirstByte
+        } else {
+            Phase::Stream
+        };
+        let failure = match frame {
+            Err(_) => Some(deadline_error(phase, limit == s.deadline, s.timeouts)),
+            Ok(None) => Some(UpstreamError::new(
+                ErrorClass::Unavailable,
+                phase,
+                "stream ended without its terminal event",
+            )),
+            Ok(Some(Err(e))) => Some(UpstreamError::new(
+                ErrorClass::Unavailable,
+                phase,
+                format!("stream cut: {}", root_cause(&e)),
+            )),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => decode(&mut s, &data),
+                Err(_) => None, // trailers carry nothing we use
+            },
+        };
+        if let Some(e) = failure {
+            s.error = Some(CallError::Upstream(e));
+        }
+    }
+}
+
+fn decode(s: &mut StreamState, data: &[u8]) -> Option<UpstreamError> {
+    if let Err(e) = s.parser.push(data, &mut s.events) {
+        return Some(UpstreamError::malformed(Phase::Stream, e));
+    }
+    let mut out = Vec::new();
+    for event in s.events.drain(..) {
+        match s.decoder.event(&event, &mut out) {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Done) => {
+                s.done = true;
+                break;
+            }
+            Err(e) => {
+                s.pending.extend(out);
+                return Some(e);
+            }
+        }
+    }
+    s.pending.extend(out);
+    None
+}

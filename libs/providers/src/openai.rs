@@ -1,0 +1,125 @@
+//! The OpenAI chat-completions format (OpenAI, Together, Groq, Fireworks, DeepInfra, vLLM,
+//! Ollama, …). The normalized types already have this shape, so mapping is mostly choosing which
+//! fields go upstream: the routing fields stay here, `model` becomes the upstream name, and a
+//! stream always asks for usage in its last chunk.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use switchyard_core::{
+    ChatChunk, ChatRequest, ChatResponse, ErrorClass, FinishReason, StreamOptions,
+};
+
+use crate::adapter::{Flow, StreamDecoder, WireAdapter, post_json, secret_header, with_body};
+use crate::error::{Phase, UpstreamError, classify_stream_error};
+use crate::sse::SseEvent;
+use crate::target::Target;
+
+/// The OpenAI-format adapter.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAi;
+
+/// The body sent upstream for `req`.
+pub fn wire_request(target: &Target, req: &ChatRequest, stream: bool) -> ChatRequest {
+    let mut wire = req.clone();
+    wire.model = target.upstream_model.clone();
+    wire.models = Vec::new();
+    wire.provider = None;
+    wire.workflow = None;
+    wire.stream = stream;
+    wire.stream_options = stream.then_some(StreamOptions {
+        include_usage: true,
+    });
+    wire
+}
+
+fn refused(message: &str) -> UpstreamError {
+    UpstreamError::new(
+        ErrorClass::ContentPolicy,
+        Phase::Body,
+        format!("upstream refused: {message}"),
+    )
+}
+
+impl WireAdapter for OpenAi {
+    fn request(
+        &self,
+        target: &Target,
+        req: &ChatRequest,
+        stream: bool,
+    ) -> Result<http::Request<Full<Bytes>>, UpstreamError> {
+        let body = serde_json::to_vec(&wire_request(target, req, stream)).map_err(|e| {
+            UpstreamError::new(
+                ErrorClass::Internal,
+                Phase::Connect,
+                format!("cannot encode the request: {e}"),
+            )
+        })?;
+        let mut builder = post_json(&format!("{}/chat/completions", target.base_url), stream)?;
+        if let Some(key) = &target.key {
+            builder = builder.header(
+                http::header::AUTHORIZATION,
+                secret_header(&format!("Bearer {}", key.expose_secret()))?,
+            );
+        }
+        with_body(builder, body)
+    }
+
+    fn parse_response(&self, target: &Target, body: &[u8]) -> Result<ChatResponse, UpstreamError> {
+        let mut resp: ChatResponse =
+            serde_json::from_slice(body).map_err(|e| UpstreamError::malformed(Phase::Body, e))?;
+        let Some(first) = resp.choices.first() else {
+            return Err(UpstreamError::malformed(Phase::Body, "no choices"));
+        };
+        if let Some(text) = &first.message.refusal {
+            return Err(refused(text));
+        }
+        if first.finish_reason == Some(FinishReason::ContentFilter) {
+            return Err(refused("finish_reason content_filter"));
+        }
+        resp.provider = Some(target.provider.to_string());
+        Ok(resp)
+    }
+
+    fn decoder(&self, target: &Target) -> Box<dyn StreamDecoder> {
+        Box::new(Decoder {
+            provider: target.provider.to_string(),
+        })
+    }
+}
+
+struct Decoder {
+    provider: String,
+}
+
+impl StreamDecoder for Decoder {
+    fn event(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, UpstreamError> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            return Ok(Flow::Done);
+        }
+        if event.event == "error" || data.starts_with("{\"error\"") {
+            return Err(classify_stream_error(data.as_bytes()));
+        }
+        let value: Value =
+            serde_json::from_str(data).map_err(|e| UpstreamError::malformed(Phase::Stream, e))?;
+        if value.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(classify_stream_error(data.as_bytes()));
+        }
+        let mut chunk: ChatChunk = serde_json::from_value(value)
+            .map_err(|e| UpstreamError::malformed(Phase::Stream, e))?;
+        chunk.provider = Some(self.provider.clone());
+        let filtered = chunk
+            .choices
+            .iter()
+            .any(|c| c.finish_reason == Some(FinishReason::ContentFilter));
+        out.push(chunk);
+        if filtered {
+            let mut e = refused("finish_reason content_filter");
+            e.phase = Phase::Stream;
+            return Err(e);
+        }
+        Ok(Flow::Continue)
+    }
+}

@@ -1,0 +1,86 @@
+//! Where and how to call: one endpoint of the catalog, with the key to use and the limits.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use switchyard_config::catalog::{Catalog, Endpoint, WireFormat};
+use switchyard_core::{EndpointId, ProviderId};
+use tokio_util::sync::CancellationToken;
+
+/// One upstream endpoint, resolved from the catalog.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Catalog endpoint id.
+    pub endpoint: EndpointId,
+    /// Catalog provider id.
+    pub provider: ProviderId,
+    /// Wire format.
+    pub format: WireFormat,
+    /// Base URL without a trailing slash.
+    pub base_url: String,
+    /// The model name the upstream expects.
+    pub upstream_model: String,
+    /// The key: shared or the org's own (BYOK). `Debug` prints `[REDACTED]`.
+    pub key: Option<SecretString>,
+    /// Output cap used when the request sets none (Anthropic requires one).
+    pub max_output: u32,
+}
+
+impl Target {
+    /// The target for `endpoint` of `catalog`, with `key`. `None` if the endpoint's provider or
+    /// model is missing (a validated catalog always has them).
+    pub fn from_catalog(
+        catalog: &Catalog,
+        endpoint: &Endpoint,
+        key: Option<SecretString>,
+    ) -> Option<Target> {
+        let provider = catalog.provider(endpoint.provider.as_str())?;
+        let model = catalog.model(endpoint.model.as_str())?;
+        Some(Target {
+            endpoint: endpoint.id(),
+            provider: provider.id.clone(),
+            format: provider.format,
+            base_url: provider.base_url.trim_end_matches('/').to_string(),
+            upstream_model: endpoint.upstream_model.clone(),
+            key,
+            max_output: endpoint.max_output.unwrap_or(model.max_output),
+        })
+    }
+}
+
+/// Per-attempt time limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP and TLS connection set-up (only when no pooled connection is free).
+    pub connect: Duration,
+    /// Until the response head; for a stream, until its first chunk. Most upstreams send
+    /// nothing for a non-streamed completion until it is finished, so for those this bounds the
+    /// whole generation.
+    pub first_byte: Duration,
+    /// The whole attempt, body or stream included.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(60),
+            total: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One attempt: what to send where, within which limits, until when the caller still wants it.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The endpoint.
+    pub target: &'a Target,
+    /// The normalized request (its `model`/`models`/`provider`/`workflow` routing fields are
+    /// not sent upstream).
+    pub request: &'a switchyard_core::ChatRequest,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Fires when the caller gives up (client disconnect, overall deadline).
+    pub cancel: &'a CancellationToken,
+}

@@ -1,0 +1,586 @@
+//! Every fault the provider simulator can produce, through the real client over HTTP, for both
+//! wire formats, streamed and not, each mapped to its class (and Retry-After carried).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use switchyard_config::catalog::WireFormat;
+use switchyard_core::{ChatRequest, ErrorClass, FinishReason, Tool, ToolChoice};
+use switchyard_provider_sim::SimHandle;
+use switchyard_providers::{
+    Call, CallError, ClientOptions, Phase, ProviderClient, Target, Timeouts, UpstreamError,
+};
+use switchyard_testkit::start_sim;
+use tokio_util::sync::CancellationToken;
+
+const CONFIG: &str = r#"
+seed: 11
+providers:
+  - { id: oai, format: openai, api_key: sk-oai-test-0001, models: [gpt-up] }
+  - { id: ant, format: anthropic, api_key: sk-ant-test-0002, models: [claude-up] }
+"#;
+
+const FORMATS: [&str; 2] = ["oai", "ant"];
+
+struct Fixture {
+    sim: SimHandle,
+    client: ProviderClient,
+    http: reqwest::Client,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        Fixture {
+            sim: start_sim(CONFIG).await.unwrap(),
+            client: ProviderClient::new(ClientOptions::default()).unwrap(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn target(&self, id: &str) -> Target {
+        let (format, model, key) = match id {
+            "oai" => (WireFormat::Openai, "gpt-up", "sk-oai-test-0001"),
+            _ => (WireFormat::Anthropic, "claude-up", "sk-ant-test-0002"),
+        };
+        Target {
+            endpoint: format!("m@{id}").as_str().into(),
+            provider: id.into(),
+            format,
+            base_url: self.sim.base_url(id).unwrap(),
+            upstream_model: model.into(),
+            key: Some(SecretString::from(key)),
+            max_output: 256,
+        }
+    }
+
+    async fn faults(&self, id: &str, faults: Value) {
+        let url = format!("{}/providers/{id}/faults", self.sim.control_url());
+        let resp = self.http.put(url).json(&faults).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    async fn stats(&self, id: &str) -> Value {
+        let url = format!("{}/providers/{id}/stats", self.sim.control_url());
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn chat(
+        &self,
+        target: &Target,
+        req: &ChatRequest,
+        timeouts: Timeouts,
+    ) -> Result<switchyard_core::ChatResponse, CallError> {
+        let cancel = CancellationToken::new();
+        self.client
+            .chat(Call {
+                target,
+                request: req,
+                timeouts,
+                cancel: &cancel,
+            })
+            .await
+    }
+
+    /// Runs a streamed call to its end: the chunks, and the error that ended it (None = a clean
+    /// end after the terminal event).
+    async fn stream(
+        &self,
+        target: &Target,
+        req: &ChatRequest,
+        timeouts: Timeouts,
+    ) -> (Vec<switchyard_core::ChatChunk>, Option<CallError>) {
+        let cancel = CancellationToken::new();
+        let mut stream = match self
+            .client
+            .chat_stream(Call {
+                target,
+                request: req,
+                timeouts,
+                cancel: &cancel,
+            })
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return (Vec::new(), Some(e)),
+        };
+        let mut chunks = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(c) => chunks.push(c),
+                Err(e) => {
+                    assert!(stream.next().await.is_none(), "items after the error");
+                    return (chunks, Some(e));
+                }
+            }
+        }
+        (chunks, None)
+    }
+}
+
+fn quick() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(2),
+        first_byte: Duration::from_secs(5),
+        total: Duration::from_secs(10),
+    }
+}
+
+fn hello() -> ChatRequest {
+    ChatRequest::user("ignored-routing-name", "hello")
+}
+
+fn upstream(e: Option<CallError>) -> UpstreamError {
+    match e {
+        Some(CallError::Upstream(u)) => u,
+        other => panic!("expected an upstream error, got {other:?}"),
+    }
+}
+
+fn text_of(chunks: &[switchyard_core::ChatChunk]) -> String {
+    chunks
+        .iter()
+        .flat_map(|c| c.choices.iter())
+        .filter_map(|c| c.delta.content.as_deref())
+        .collect()
+}
+
+#[tokio::test]
+async fn completions_and_streams_come_back_normalized() {
+    let f = Fixture::new().await;
+    for id in FORMATS {
+        let t = f.target(id);
+        let resp = f.chat(&t, &hello(), quick()).await.unwrap();
+        assert_eq!(resp.provider.as_deref(), Some(id));
+        let msg = &resp.choices[0].message;
+        assert!(
+            msg.text_content().starts_with(&format!("Hello from {id}")),
+            "{id}: {resp:?}"
+        );
+        assert_eq!(resp.choices[0].finish_reason, Some(FinishReason::Stop));
+        let usage = resp.usage.unwrap();
+        assert_eq!(usage.completion_tokens, 16);
+        assert!(usage.prompt_tokens > 0);
+
+        let (chunks, end) = f.stream(&t, &hello(), quick()).await;
+        assert!(end.is_none(), "{id}: {end:?}");
+        assert!(text_of(&chunks).starts_with(&format!("Hello from {id}")));
+        let last = chunks.last().unwrap();
+        assert_eq!(
+            last.usage.unwrap().completion_tokens,
+            16,
+            "{id}: usage at the end of the stream"
+        );
+        assert!(chunks.iter().any(|c| {
+            c.choices
+                .iter()
+                .any(|ch| ch.finish_reason == Some(FinishReason::Stop))
+        }));
+        assert!(chunks.iter().all(|c| c.provider.as_deref() == Some(id)));
+    }
+    // The upstream saw the upstream model name and our key, never the routing name.
+    let stats = f.stats("oai").await;
+    assert_eq!(stats["by_model"]["gpt-up"], 2);
+    assert_eq!(stats["recent"][0]["key_hint"], "0001");
+}
+
+#[tokio::test]
+async fn error_statuses_map_to_classes_with_retry_after() {
+    let f = Fixture::new().await;
+    let cases: [(&str, u16, ErrorClass, bool); 9] = [
+        ("oai", 429, ErrorClass::RateLimited, true),
+        ("oai", 500, ErrorClass::Unavailable, false),
+        ("oai", 502, ErrorClass::Unavailable, false),
+        ("oai", 503, ErrorClass::Unavailable, true),
+        ("oai", 504, ErrorClass::Timeout, false),
+        ("ant", 429, ErrorClass::RateLimited, true),
+        ("ant", 500, ErrorClass::Unavailable, false),
+        ("ant", 529, ErrorClass::Unavailable, true),
+        ("ant", 401, ErrorClass::UpstreamAuth, false),
+    ];
+    for (id, status, class, has_retry_after) in cases {
+        f.faults(
+            id,
+            json!({"errors": [{"status": status, "rate": 1.0}], "retry_after_s": 2}),
+        )
+        .await;
+        let t = f.target(id);
+        for stream in [false, true] {
+            let e = if stream {
+                upstream(f.stream(&t, &hello(), quick()).await.1)
+            } else {
+                upstream(f.chat(&t, &hello(), quick()).await.err())
+            };
+            assert_eq!(e.class, class, "{id} {status} stream={stream}: {e}");
+            assert_eq!(e.status, Some(status));
+            assert_eq!(e.phase, Phase::FirstByte);
+            let expected = has_retry_after.then(|| Duration::from_secs(2));
+            assert_eq!(e.retry_after, expected, "{id} {status} stream={stream}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_key_and_an_unknown_model() {
+    let f = Fixture::new().await;
+    for id in FORMATS {
+        let mut t = f.target(id);
+        t.key = Some(SecretString::from("sk-wrong"));
+        let e = upstream(f.chat(&t, &hello(), quick()).await.err());
+        assert_eq!(e.class, ErrorClass::UpstreamAuth, "{id}: {e}");
+        assert!(!e.message.contains("sk-wrong"), "the key leaked into {e}");
+
+        let mut t = f.target(id);
+        t.upstream_model = "retired".into();
+        let e = upstream(f.chat(&t, &hello(), quick()).await.err());
+        assert_eq!(
+            (e.class, e.status),
+            (ErrorClass::Unavailable, Some(404)),
+            "{id}: {e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hang_times_out_at_the_first_byte_limit() {
+    let f = Fixture::new().await;
+    let limits = Timeouts {
+        connect: Duration::from_secs(2),
+        first_byte: Duration::from_millis(300),
+        total: Duration::from_secs(10),
+    };
+    for id in FORMATS {
+        f.faults(id, json!({"hang_rate": 1.0})).await;
+        let t = f.target(id);
+        for stream in [false, true] {
+            let started = Instant::now();
+            let e = if stream {
+                upstream(f.stream(&t, &hello(), limits).await.1)
+            } else {
+                upstream(f.chat(&t, &hello(), limits).await.err())
+            };
+            assert_eq!(
+                (e.class, e.phase),
+                (ErrorClass::Timeout, Phase::FirstByte),
+                "{id}: {e}"
+            );
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+                "{took:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slow_first_token_and_a_slow_stream_hit_their_limits() {
+    let f = Fixture::new().await;
+    for id in FORMATS {
+        let t = f.target(id);
+        // Headers come at once, the first token late: the first-byte limit covers the first chunk.
+        f.faults(id, json!({"latency": {"ttft_ms": 600}})).await;
+        let limits = Timeouts {
+            first_byte: Duration::from_millis(200),
+            ..quick()
+        };
+        let e = upstream(f.stream(&t, &hello(), limits).await.1);
+        assert_eq!(
+            (e.class, e.phase),
+            (ErrorClass::Timeout, Phase::FirstByte),
+            "{id}: {e}"
+        );
+
+        // Tokens trickle: the total limit ends the stream mid-way, with an error, not a clean end.
+        f.faults(id, json!({"latency": {"per_token_ms": 100}}))
+            .await;
+        let limits = Timeouts {
+            total: Duration::from_millis(700),
+            ..quick()
+        };
+        let (chunks, end) = f.stream(&t, &hello(), limits).await;
+        let e = upstream(end);
+        assert_eq!(
+            (e.class, e.phase),
+            (ErrorClass::Timeout, Phase::Stream),
+            "{id}: {e}"
+        );
+        assert!(
+            !text_of(&chunks).is_empty(),
+            "{id}: some tokens arrived first"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reset_is_unavailable() {
+    let f = Fixture::new().await;
+    for id in FORMATS {
+        f.faults(id, json!({"reset_rate": 1.0})).await;
+        let t = f.target(id);
+        for stream in [false, true] {
+            let e = if stream {
+                upstream(f.stream(&t, &hello(), quick()).await.1)
+            } else {
+                upstream(f.chat(&t, &hello(), quick()).await.err())
+            };
+            assert_eq!(e.class, ErrorClass::Unavailable, "{id} {stream}: {e}");
+            assert_eq!(e.status, None);
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_answers_are_unavailable() {
+    let f = Fixture::new().await;
+    for id in FORMATS {
+        f.faults(id, json!({"malformed_rate": 1.0})).await;
+        let t = f.target(id);
+        let e = upstream(f.chat(&t, &hello(), quick()).await.err());
+        assert_eq!(
+            (e.class, e.phase),
+            (ErrorClass::Unavailable, Phase::Body),
+            "{id}: {e}"
+        );
+        assert!(e.message.contains("malformed"), "{e}");
+        let e = upstream(f.stream(&t, &hello(), quick()).await.1);
+        assert_eq!(e.class, ErrorClass::Unavailable, "{id}: {e}");
+        assert!(e.message.contains("malformed"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_cut_stream_is_an_error_never_a_clean_end() {
+    let f = Fixture::new().await;
+    for id in FORMATS {
+        f.faults(id, json!({"cut_stream_after": 4})).await;
+        let t = f.target(id);
+        let (chunks, end) = f.stream(&t, &hello(), quick()).await;
+        let e = upstream(end);
+        assert_eq!(
+            (e.class, e.phase),
+            (ErrorClass::Unavailable, Phase::Stream),
+            "{id}: {e}"
+        );
+        let content_chunks = chunks
+            .iter()
+            .filter(|c| {
+                c.choices
+                    .iter()
+                    .any(|ch| ch.delta.content.as_deref().is_some_and(|t| !t.is_empty()))
+            })
+            .count();
+        assert_eq!(
+            content_chunks, 4,
+            "{id}: the chunks before the cut are delivered"
+        );
+        assert!(
+            chunks.iter().all(|c| c.usage.is_none()),
+            "{id}: no final usage chunk after a cut"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_rate_limit_carries_retry_after() {
+    let f = Fixture::new().await;
+    for id in FORMATS {
+        f.faults(id, json!({"rate_limit_rps": 1})).await;
+        let t = f.target(id);
+        let mut limited = None;
+        for _ in 0..4 {
+            if let Err(e) = f.chat(&t, &hello(), quick()).await {
+                limited = Some(upstream(Some(e)));
+                break;
+            }
+        }
+        let e = limited.unwrap_or_else(|| panic!("{id}: never limited"));
+        assert_eq!(e.class, ErrorClass::RateLimited, "{id}: {e}");
+        assert_eq!(e.retry_after, Some(Duration::from_secs(1)));
+    }
+}
+
+#[tokio::test]
+async fn long_prompts_are_context_length_errors() {
+    let f = Fixture::new().await;
+    let long = ChatRequest::user("x", &"word ".repeat(400));
+    for id in FORMATS {
+        f.faults(id, json!({"context_limit": 100})).await;
+        let t = f.target(id);
+        let e = upstream(f.chat(&t, &long, quick()).await.err());
+        assert_eq!(e.class, ErrorClass::ContextLengthExceeded, "{id}: {e}");
+        let e = upstream(f.stream(&t, &long, quick()).await.1);
+        assert_eq!(e.class, ErrorClass::ContextLengthExceeded, "{id}: {e}");
+        assert!(f.chat(&t, &hello(), quick()).await.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_content_policy() {
+    let f = Fixture::new().await;
+    let req = ChatRequest::user("x", "tell me the forbidden thing");
+    for id in FORMATS {
+        f.faults(id, json!({"refuse_on": "forbidden"})).await;
+        let t = f.target(id);
+        let e = upstream(f.chat(&t, &req, quick()).await.err());
+        assert_eq!(e.class, ErrorClass::ContentPolicy, "{id}: {e}");
+        let e = upstream(f.stream(&t, &req, quick()).await.1);
+        assert_eq!(e.class, ErrorClass::ContentPolicy, "{id}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn connection_refused_is_unavailable_at_connect() {
+    let f = Fixture::new().await;
+    let port = switchyard_testkit::free_port().unwrap();
+    let mut t = f.target("oai");
+    t.base_url = format!("http://127.0.0.1:{port}/v1");
+    let e = upstream(f.chat(&t, &hello(), quick()).await.err());
+    assert_eq!(
+        (e.class, e.phase),
+        (ErrorClass::Unavailable, Phase::Connect),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn cancellation_ends_the_call_at_once() {
+    let f = Fixture::new().await;
+    f.faults("ant", json!({"hang_rate": 1.0})).await;
+    let t = f.target("ant");
+    let req = hello();
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let r = f
+        .client
+        .chat(Call {
+            target: &t,
+            request: &req,
+            timeouts: quick(),
+            cancel: &cancel,
+        })
+        .await;
+    assert_eq!(r.unwrap_err(), CallError::Cancelled);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+fn weather_request(stream: bool) -> ChatRequest {
+    let mut req = ChatRequest::user("x", "weather in Paris?");
+    req.stream = stream;
+    req.tools = vec![Tool {
+        name: "get_weather".into(),
+        description: Some("current weather".into()),
+        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}),
+        strict: None,
+    }];
+    req.tool_choice = Some(ToolChoice::Required);
+    req
+}
+
+/// The tool call of a stream, assembled from its deltas: (id, name, arguments).
+fn assemble_tool_call(chunks: &[switchyard_core::ChatChunk]) -> (String, String, String) {
+    let mut id = String::new();
+    let mut name = String::new();
+    let mut args = String::new();
+    for d in chunks
+        .iter()
+        .flat_map(|c| c.choices.iter())
+        .flat_map(|c| c.delta.tool_calls.iter())
+    {
+        assert_eq!(d.index, 0);
+        if let Some(i) = &d.id {
+            id = i.clone();
+        }
+        if let Some(n) = &d.function.name {
+            name = n.clone();
+        }
+        args.push_str(d.function.arguments.as_deref().unwrap_or(""));
+    }
+    (id, name, args)
+}
+
+#[tokio::test]
+async fn tool_calls_round_trip_in_both_formats() {
+    let f = Fixture::new().await;
+    for id in FORMATS {
+        let t = f.target(id);
+        let resp = f.chat(&t, &weather_request(false), quick()).await.unwrap();
+        assert_eq!(
+            resp.choices[0].finish_reason,
+            Some(FinishReason::ToolCalls),
+            "{id}"
+        );
+        let call = &resp.choices[0].message.tool_calls[0];
+        assert_eq!(call.name, "get_weather");
+        assert!(!call.id.is_empty());
+        let args: Value = serde_json::from_str(&call.arguments).unwrap();
+        assert!(
+            args["city"].is_string() && args["days"].is_i64(),
+            "{id}: {args}"
+        );
+
+        let (chunks, end) = f.stream(&t, &weather_request(true), quick()).await;
+        assert!(end.is_none(), "{id}: {end:?}");
+        let (call_id, name, args) = assemble_tool_call(&chunks);
+        assert!(!call_id.is_empty() && name == "get_weather", "{id}");
+        let args: Value = serde_json::from_str(&args).unwrap();
+        assert!(args["city"].is_string(), "{id}: {args}");
+        assert!(chunks.iter().any(|c| {
+            c.choices
+                .iter()
+                .any(|ch| ch.finish_reason == Some(FinishReason::ToolCalls))
+        }));
+
+        // The tool's result goes back upstream in the format's own shape, and the model answers.
+        let mut follow_up = weather_request(false);
+        follow_up.tool_choice = Some(ToolChoice::None);
+        follow_up.messages.push(resp.choices[0].message.clone());
+        let mut result =
+            switchyard_core::Message::text(switchyard_core::Role::Tool, "18C and sunny");
+        result.tool_call_id = Some(call.id.clone());
+        follow_up.messages.push(result);
+        let answer = f.chat(&t, &follow_up, quick()).await.unwrap();
+        assert!(
+            answer.choices[0]
+                .message
+                .text_content()
+                .starts_with("Hello"),
+            "{id}: {answer:?}"
+        );
+        let recent = &f.stats(id).await["recent"];
+        assert_eq!(recent[recent.as_array().unwrap().len() - 1]["tools"], 1);
+    }
+}
+
+#[tokio::test]
+async fn invalid_tool_arguments_arrive_as_sent() {
+    let f = Fixture::new().await;
+    for id in FORMATS {
+        f.faults(id, json!({"invalid_tool_call_rate": 1.0})).await;
+        let t = f.target(id);
+        let (chunks, end) = f.stream(&t, &weather_request(true), quick()).await;
+        assert!(
+            end.is_none(),
+            "{id}: a broken tool call is content, not a transport error"
+        );
+        let (_, _, args) = assemble_tool_call(&chunks);
+        assert!(
+            serde_json::from_str::<Value>(&args).is_err(),
+            "{id}: {args}"
+        );
+    }
+}
