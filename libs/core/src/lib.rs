@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod error;
+pub mod health;
 pub mod ids;
 pub mod money;
 pub mod params;
@@ -19,6 +20,7 @@ pub use chat::{
     ToolChoice,
 };
 pub use error::{Error, ErrorClass, Fallback};
+pub use health::{EndpointHealth, EndpointState, HealthSnapshot};
 pub use ids::{ApiKeyId, EndpointId, ModelId, OrgId, ProviderId, RequestId, WorkflowId};
 pub use money::{Money, MoneyParseError, PricePerMtok};
 pub use params::Parameter;

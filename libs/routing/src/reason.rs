@@ -1,0 +1,123 @@
+//! Why a candidate is not in the plan: a closed set, each with a stable label, so that "why did
+//! this request not go to X" has a precise answer in responses, logs and metrics.
+
+use serde::Serialize;
+use switchyard_core::{EndpointId, ModelId, Money, Parameter, ProviderId};
+
+use crate::plan::KeySource;
+
+/// The reason a candidate was left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum ExclusionReason {
+    /// An operator disabled the provider or endpoint.
+    Disabled,
+    /// The org's policy or data class does not allow the provider.
+    PolicyDenied,
+    /// The provider processes requests outside the allowed regions.
+    Region,
+    /// The provider retains or trains on prompts and data collection is denied.
+    DataPolicy,
+    /// Zero data retention is required and the provider does not offer it.
+    Zdr,
+    /// Not in the request's `only` list.
+    NotInOnly,
+    /// In the request's `ignore` list.
+    Ignored,
+    /// Not in `order` while `allow_fallbacks` is false.
+    FallbacksDisabled,
+    /// The model is not one the workflow allows.
+    ModelNotAllowed,
+    /// `fail_safe` degradation: another model than the first is never substituted.
+    NoSubstitution,
+    /// The endpoint's quantization is not acceptable.
+    Quantization,
+    /// A price is above the ceiling.
+    OverMaxPrice {
+        /// `prompt`, `completion` or `request`.
+        which: &'static str,
+        /// The endpoint's price.
+        price: Money,
+        /// The ceiling.
+        max: Money,
+    },
+    /// The endpoint does not support a parameter the request uses.
+    MissingParameter {
+        /// The parameter.
+        parameter: Parameter,
+    },
+    /// Prompt plus output do not fit the endpoint's context (or output cap).
+    ContextTooSmall {
+        /// Estimated prompt tokens plus requested output.
+        needed: u32,
+        /// What the endpoint holds.
+        available: u32,
+    },
+    /// `byok: strict` and this is shared capacity.
+    ByokRequired,
+    /// `byok: off` and this is the org's own key.
+    ByokDisabled,
+    /// The endpoint is ejected by health checks.
+    Unhealthy,
+    /// The plan already holds the maximum number of attempts.
+    AttemptCap,
+}
+
+impl ExclusionReason {
+    /// The low-cardinality label (metrics, logs).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExclusionReason::Disabled => "disabled",
+            ExclusionReason::PolicyDenied => "policy_denied",
+            ExclusionReason::Region => "region",
+            ExclusionReason::DataPolicy => "data_policy",
+            ExclusionReason::Zdr => "zdr",
+            ExclusionReason::NotInOnly => "not_in_only",
+            ExclusionReason::Ignored => "ignored",
+            ExclusionReason::FallbacksDisabled => "fallbacks_disabled",
+            ExclusionReason::ModelNotAllowed => "model_not_allowed",
+            ExclusionReason::NoSubstitution => "no_substitution",
+            ExclusionReason::Quantization => "quantization",
+            ExclusionReason::OverMaxPrice { .. } => "over_max_price",
+            ExclusionReason::MissingParameter { .. } => "missing_parameter",
+            ExclusionReason::ContextTooSmall { .. } => "context_too_small",
+            ExclusionReason::ByokRequired => "byok_required",
+            ExclusionReason::ByokDisabled => "byok_disabled",
+            ExclusionReason::Unhealthy => "unhealthy",
+            ExclusionReason::AttemptCap => "attempt_cap",
+        }
+    }
+}
+
+impl std::fmt::Display for ExclusionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExclusionReason::OverMaxPrice { which, price, max } => {
+                write!(f, "{which} price {price} is over the ceiling {max}")
+            }
+            ExclusionReason::MissingParameter { parameter } => {
+                write!(f, "does not support `{parameter}`")
+            }
+            ExclusionReason::ContextTooSmall { needed, available } => {
+                write!(f, "needs {needed} tokens, holds {available}")
+            }
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// A candidate left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exclusion {
+    /// The endpoint.
+    pub endpoint: EndpointId,
+    /// Its model.
+    pub model: ModelId,
+    /// Its provider.
+    pub provider: ProviderId,
+    /// Which key the candidate would have used.
+    pub key: KeySource,
+    /// Why.
+    #[serde(flatten)]
+    pub reason: ExclusionReason,
+}
