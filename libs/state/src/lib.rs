@@ -1,0 +1,16 @@
+//! Shared state behind traits, each with a Redis implementation (atomic Lua scripts, multiplexed
+//! connections that reconnect by themselves) and an in-memory one (for `switchyard up` and unit
+//! tests). Services never talk to Redis but through here, so the key layout, the scripts and the
+//! failure semantics live in one place.
+//!
+//! Keys are namespaced `sy:`; multi-key scripts keep their keys in one hash slot.
+
+mod error;
+mod memory;
+mod policy;
+mod redis_store;
+
+pub use error::StateError;
+pub use memory::MemoryPolicyStore;
+pub use policy::{PolicyStore, StoredSnapshot, snapshot_channel};
+pub use redis_store::{RedisPolicyStore, connect};
