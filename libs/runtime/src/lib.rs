@@ -1,7 +1,10 @@
-//! Process plumbing shared by every Switchyard binary: how logs are set up and how a process
-//! learns it should stop. No service logic lives here.
+//! Process plumbing shared by every Switchyard binary: how logs are set up, how a process
+//! learns it should stop, and the ops endpoints (metrics, health, readiness). No service logic
+//! lives here.
 
 use std::io::IsTerminal;
+
+pub mod ops;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); one JSON object per line when
 /// `SWITCHYARD_LOG_FORMAT=json`, colours only on a terminal.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod secrets;
 mod up;
 
 #[derive(Parser)]
@@ -23,6 +24,12 @@ enum Command {
     CheckCatalog(check::Args),
     /// Run the provider simulator (same as the `switchyard-provider-sim` binary).
     Sim(up::SimArgs),
+    /// Run a policy service replica (same as the `switchyard-policy` binary).
+    Policy(switchyard_policy::run::Args),
+    /// Seal an org's provider key (read from stdin) for the policy file's `byok` list.
+    SealByok(secrets::SealArgs),
+    /// Print a new random master key (base64 of 32 bytes) for SWITCHYARD_MASTER_KEY.
+    NewMasterKey,
 }
 
 #[tokio::main]
@@ -33,6 +40,9 @@ async fn main() -> ExitCode {
         Command::Up(args) => up::run(args).await,
         Command::CheckCatalog(args) => check::run(args),
         Command::Sim(args) => up::sim(args).await,
+        Command::Policy(args) => switchyard_policy::run::run(args).await,
+        Command::SealByok(args) => secrets::seal(args),
+        Command::NewMasterKey => secrets::new_master_key(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

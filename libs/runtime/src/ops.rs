@@ -1,0 +1,74 @@
+//! The ops listener every service has: `/metrics` (Prometheus text), `/healthz` (the process is
+//! alive) and `/readyz` (it can do its job; 503 with a JSON detail otherwise).
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the same handle).
+/// When another recorder is already installed (an embedding program's), metrics go there and
+/// this handle renders an empty page.
+pub fn metrics_handle() -> PrometheusHandle {
+    METRICS
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::debug!("a metrics recorder was already installed");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Whether the service is ready, with a detail for operators.
+pub type Readiness = Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>;
+
+#[derive(Clone)]
+struct Ops {
+    metrics: PrometheusHandle,
+    ready: Readiness,
+}
+
+/// Serves the ops routes on `listener` until `shutdown`.
+pub async fn serve_ops(listener: TcpListener, ready: Readiness, shutdown: CancellationToken) {
+    let ops = Ops {
+        metrics: metrics_handle(),
+        ready,
+    };
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(ops);
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+    if let Err(e) = serve.await {
+        tracing::warn!(error = %e, "ops listener failed");
+    }
+}
+
+async fn render(State(ops): State<Ops>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        ops.metrics.render(),
+    )
+}
+
+async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
+    let (ready, detail) = (ops.ready)();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(detail))
+}

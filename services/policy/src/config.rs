@@ -1,0 +1,337 @@
+//! The policy file: data classes and orgs, each org with its API keys (hashes only), BYOK keys
+//! (sealed), provider lists, budget fail mode and workflows. Reference:
+//! `deploy/config/policy.example.yaml`.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use switchyard_config::{Validate, Validator};
+use switchyard_core::{
+    ApiKeyId, DataCollection, MaxPrice, ModelId, Money, OrgId, ProviderId, ProviderPreferences,
+    WorkflowId,
+};
+use switchyard_routing::{ByokMode, Degradation, PanicMode};
+
+use crate::crypto::SealedSecret;
+
+/// Environment prefix of overrides: `SWITCHYARD_POLICY__ORGS__0__BUDGET_FAIL_MODE=fail_open`.
+pub const ENV_PREFIX: &str = "SWITCHYARD_POLICY";
+
+/// The whole policy file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Named data-handling constraints workflows refer to.
+    #[serde(default)]
+    pub data_classes: Vec<DataClass>,
+    /// Tenants.
+    pub orgs: Vec<OrgConfig>,
+}
+
+/// What requests of a data class may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataClass {
+    /// `public`, `internal`, `regulated`, …
+    pub id: String,
+    /// Zero-retention endpoints only.
+    #[serde(default)]
+    pub zdr: bool,
+    /// Deny providers that retain or train on prompts.
+    #[serde(default)]
+    pub data_collection: Option<DataCollection>,
+    /// Only these providers.
+    #[serde(default)]
+    pub providers: Option<Vec<ProviderId>>,
+    /// Only providers processing in these regions.
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+}
+
+/// What a router does when the budget store cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Refuse requests that need a budget hold.
+    #[default]
+    FailClosed,
+    /// Serve within `fail_open_allowance`, then refuse.
+    FailOpen,
+}
+
+/// One tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgConfig {
+    /// Unique id.
+    pub id: OrgId,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Budget fail mode.
+    #[serde(default)]
+    pub budget_fail_mode: FailMode,
+    /// USD each router may let this org spend while budgets are unreachable (fail_open only).
+    #[serde(default)]
+    pub fail_open_allowance: Money,
+    /// Provider lists for every workflow of the org.
+    #[serde(default)]
+    pub providers: OrgProviders,
+    /// API keys, by hash.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// The org's own provider keys, sealed (`switchyard seal-byok`).
+    #[serde(default)]
+    pub byok: Vec<ByokConfig>,
+    /// The workflow of requests that name none.
+    pub default_workflow: WorkflowId,
+    /// Presets.
+    pub workflows: Vec<WorkflowConfig>,
+}
+
+/// Org-wide provider allow and deny lists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgProviders {
+    /// Only these.
+    #[serde(default)]
+    pub only: Option<Vec<ProviderId>>,
+    /// Never these.
+    #[serde(default)]
+    pub deny: Vec<ProviderId>,
+}
+
+/// A configured API key: its hash, never the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Unique id.
+    pub id: ApiKeyId,
+    /// Lowercase hex SHA-256 of the key.
+    pub sha256: String,
+    /// Display prefix (at most 12 characters).
+    pub prefix: String,
+    /// What the key may do (`chat`, `models`, `explain`, …); empty means everything.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// An org's own key for one provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByokConfig {
+    /// The provider.
+    pub provider: ProviderId,
+    /// The key, sealed for this org and provider.
+    pub sealed: SealedSecret,
+}
+
+/// Per-attempt and overall time limits of a workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkflowTimeouts {
+    /// Connection set-up, per attempt.
+    pub connect_ms: u64,
+    /// First byte (stream: first chunk), per attempt.
+    pub first_byte_ms: u64,
+    /// The whole request, every attempt and retry included.
+    pub total_ms: u64,
+}
+
+impl Default for WorkflowTimeouts {
+    fn default() -> Self {
+        WorkflowTimeouts {
+            connect_ms: 5_000,
+            first_byte_ms: 30_000,
+            total_ms: 120_000,
+        }
+    }
+}
+
+/// Retries of the same endpoint (for retryable classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Retries per endpoint after the first try.
+    pub max_retries: u32,
+    /// First backoff; doubles each retry, with jitter.
+    pub base_backoff_ms: u64,
+    /// Backoff cap (Retry-After may ask for more, within the deadline).
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 1,
+            base_backoff_ms: 100,
+            max_backoff_ms: 2_000,
+        }
+    }
+}
+
+fn default_attempt_cap() -> usize {
+    switchyard_routing::DEFAULT_ATTEMPT_CAP
+}
+
+/// A preset: what continuity, cost, privacy and determinism mean for one use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowConfig {
+    /// Unique within the org.
+    pub id: WorkflowId,
+    /// Models, in fallback order; also the only models requests may ask for when non-empty.
+    #[serde(default)]
+    pub models: Vec<ModelId>,
+    /// Provider controls (the planner's).
+    #[serde(default)]
+    pub provider: ProviderPreferences,
+    /// Time limits.
+    #[serde(default)]
+    pub timeouts: WorkflowTimeouts,
+    /// Retries.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// `fallback` or `fail_safe` (same model only).
+    #[serde(default)]
+    pub degradation: Degradation,
+    /// A data class id.
+    #[serde(default)]
+    pub data_class: Option<String>,
+    /// BYOK mode.
+    #[serde(default)]
+    pub byok: ByokMode,
+    /// Price ceilings (combined with `provider.max_price`, the stricter wins).
+    #[serde(default)]
+    pub max_price: Option<MaxPrice>,
+    /// When every endpoint is ejected.
+    #[serde(default)]
+    pub panic: PanicMode,
+    /// Most attempts per request.
+    #[serde(default = "default_attempt_cap")]
+    pub attempt_cap: usize,
+    /// Whether a content-policy refusal may fall back to another endpoint.
+    #[serde(default)]
+    pub fallback_on_refusal: bool,
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Validate for PolicyConfig {
+    fn validate(&self, v: &mut Validator) {
+        let mut classes = HashSet::new();
+        v.each("data_classes", &self.data_classes, |v, _, c| {
+            if c.id.is_empty() || !classes.insert(c.id.as_str()) {
+                v.error_at("id", format!("empty or duplicate data class `{}`", c.id));
+            }
+        });
+        let mut orgs = HashSet::new();
+        let mut key_ids = HashSet::new();
+        let mut hashes = HashSet::new();
+        v.each("orgs", &self.orgs, |v, _, o| {
+            if o.id.as_str().is_empty() || !orgs.insert(o.id.as_str()) {
+                v.error_at("id", format!("empty or duplicate org `{}`", o.id));
+            }
+            v.check(
+                !o.fail_open_allowance.is_negative(),
+                "fail_open_allowance",
+                "must not be negative",
+            );
+            v.each("api_keys", &o.api_keys, |v, _, k| {
+                if !key_ids.insert(k.id.as_str()) {
+                    v.error_at("id", format!("duplicate key id `{}`", k.id));
+                }
+                if !is_hex64(&k.sha256) {
+                    v.error_at(
+                        "sha256",
+                        "must be 64 lowercase hex characters (the key's SHA-256, never the key)",
+                    );
+                } else if !hashes.insert(k.sha256.as_str()) {
+                    v.error_at("sha256", "the same key is configured twice");
+                }
+                v.check(
+                    !k.prefix.is_empty() && k.prefix.chars().count() <= 12,
+                    "prefix",
+                    "must be 1 to 12 characters (a display prefix, not the key)",
+                );
+            });
+            let mut byok = HashSet::new();
+            v.each("byok", &o.byok, |v, _, b| {
+                if !byok.insert(b.provider.as_str()) {
+                    v.error_at(
+                        "provider",
+                        format!("two keys for provider `{}`", b.provider),
+                    );
+                }
+            });
+            let mut workflows = HashSet::new();
+            v.each("workflows", &o.workflows, |v, _, w| {
+                if w.id.as_str().is_empty() || !workflows.insert(w.id.as_str()) {
+                    v.error_at("id", format!("empty or duplicate workflow `{}`", w.id));
+                }
+                if let Some(class) = &w.data_class
+                    && !classes.contains(class.as_str())
+                {
+                    v.error_at("data_class", format!("unknown data class `{class}`"));
+                }
+                let t = w.timeouts;
+                v.field("timeouts", |v| {
+                    v.check(t.connect_ms > 0, "connect_ms", "must be positive");
+                    v.check(t.first_byte_ms > 0, "first_byte_ms", "must be positive");
+                    v.check(
+                        t.total_ms >= t.first_byte_ms,
+                        "total_ms",
+                        "must be at least first_byte_ms",
+                    );
+                });
+                v.field("retry", |v| {
+                    v.check(
+                        w.retry.max_retries <= 10,
+                        "max_retries",
+                        "must be at most 10",
+                    );
+                    v.check(
+                        w.retry.base_backoff_ms <= w.retry.max_backoff_ms,
+                        "base_backoff_ms",
+                        "must not exceed max_backoff_ms",
+                    );
+                });
+                v.check(
+                    (1..=20).contains(&w.attempt_cap),
+                    "attempt_cap",
+                    "must be between 1 and 20",
+                );
+            });
+            if !workflows.contains(o.default_workflow.as_str()) {
+                v.error_at(
+                    "default_workflow",
+                    format!("unknown workflow `{}`", o.default_workflow),
+                );
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_policies_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+        for file in ["policy.example.yaml", "policy.demo.yaml"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let cfg: PolicyConfig =
+                switchyard_config::parse_str(file, &text).unwrap_or_else(|e| panic!("{e}"));
+            let compiled = crate::compile::compile(&cfg, &Default::default(), None).unwrap();
+            assert!(
+                compiled.authenticate("sk-switchyard-demo").is_some(),
+                "{file}: the demo key"
+            );
+        }
+    }
+}

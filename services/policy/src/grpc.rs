@@ -1,0 +1,229 @@
+//! gRPC `switchyard.v1.Policy` over [`PolicyCore`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use secrecy::ExposeSecret;
+use switchyard_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::core::{CoreError, PolicyCore, Served};
+use crate::snapshot::{KeyRecord, Override, OverrideKind};
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct PolicyGrpc {
+    core: Arc<PolicyCore>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl PolicyGrpc {
+    /// Serves `core`; watch streams end when `shutdown` fires (graceful shutdown waits for them).
+    pub fn new(core: Arc<PolicyCore>, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        PolicyGrpc { core, shutdown }
+    }
+}
+
+fn status(e: CoreError) -> Status {
+    match e {
+        CoreError::NotFound(m) => Status::not_found(m),
+        CoreError::Invalid(m) => Status::invalid_argument(m),
+        CoreError::State(e) => Status::unavailable(e.to_string()),
+    }
+}
+
+/// The wire form of a served snapshot, BYOK keys opened for the receiving router.
+pub fn to_proto(s: &Served) -> pb::PolicySnapshot {
+    pb::PolicySnapshot {
+        version: s.version,
+        created_unix_ms: s.created_ms as i64,
+        sha256: s.sha256.clone(),
+        compiled_json: s.body.to_vec(),
+        byok_keys: s
+            .byok
+            .iter()
+            .map(|(org, provider, key)| pb::ByokKey {
+                org_id: org.clone(),
+                provider: provider.clone(),
+                key: key.expose_secret().to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn key_proto(k: &KeyRecord) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id.to_string(),
+        org_id: k.org.to_string(),
+        sha256_hex: k.sha256.clone(),
+        prefix: k.prefix.clone(),
+        scopes: k.scopes.clone(),
+        revoked: k.revoked,
+    }
+}
+
+fn override_proto(o: &Override) -> pb::Override {
+    pb::Override {
+        id: o.id.clone(),
+        kind: match o.kind {
+            OverrideKind::DisableProvider => pb::OverrideKind::DisableProvider,
+            OverrideKind::DisableEndpoint => pb::OverrideKind::DisableEndpoint,
+            OverrideKind::ForceModel => pb::OverrideKind::ForceModel,
+        } as i32,
+        org_id: o.org.as_ref().map(ToString::to_string).unwrap_or_default(),
+        target: o.target.clone(),
+        model: o
+            .model
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        reason: o.reason.clone(),
+        actor: o.actor.clone(),
+        created_unix_ms: o.created_ms as i64,
+    }
+}
+
+fn override_from(p: pb::Override) -> Result<Override, Status> {
+    let kind = match pb::OverrideKind::try_from(p.kind) {
+        Ok(pb::OverrideKind::DisableProvider) => OverrideKind::DisableProvider,
+        Ok(pb::OverrideKind::DisableEndpoint) => OverrideKind::DisableEndpoint,
+        Ok(pb::OverrideKind::ForceModel) => OverrideKind::ForceModel,
+        _ => {
+            return Err(Status::invalid_argument(
+                "override kind must be disable_provider, disable_endpoint or force_model",
+            ));
+        }
+    };
+    let opt = |s: String| (!s.is_empty()).then_some(s);
+    Ok(Override {
+        id: p.id,
+        kind,
+        org: opt(p.org_id).map(Into::into),
+        target: p.target,
+        model: opt(p.model).map(Into::into),
+        reason: p.reason,
+        actor: opt(p.actor).unwrap_or_else(|| "unknown".into()),
+        created_ms: 0,
+    })
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::PolicySnapshot, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::policy_server::Policy for PolicyGrpc {
+    type WatchStream = SnapshotStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchPolicyRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let mut known = request.into_inner().known_version;
+        let updates = tokio_stream::wrappers::WatchStream::new(self.core.subscribe());
+        metrics::gauge!("switchyard_policy_watchers").increment(1.0);
+        let guard = WatcherGuard;
+        let stream = updates.filter_map(move |served| {
+            let _alive = &guard;
+            let out = served.filter(|s| s.version > known).map(|s| {
+                known = s.version;
+                Ok(to_proto(&s))
+            });
+            futures::future::ready(out)
+        });
+        let stream = stream.take_until(self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_snapshot(
+        &self,
+        _: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<pb::PolicySnapshot>, Status> {
+        self.core
+            .current()
+            .map(|s| Response::new(to_proto(&s)))
+            .ok_or_else(|| Status::unavailable("no policy snapshot published yet"))
+    }
+
+    async fn issue_api_key(
+        &self,
+        request: Request<pb::IssueApiKeyRequest>,
+    ) -> Result<Response<pb::IssueApiKeyResponse>, Status> {
+        let r = request.into_inner();
+        let actor = if r.actor.is_empty() {
+            "unknown"
+        } else {
+            &r.actor
+        };
+        let (record, secret, _) = self
+            .core
+            .issue_key(&r.org_id, r.scopes, actor)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::IssueApiKeyResponse {
+            key: Some(key_proto(&record)),
+            secret: secret.expose_secret().to_string(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        let r = request.into_inner();
+        let version = self
+            .core
+            .revoke_key(&r.key_id, &r.actor, &r.reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RevokeApiKeyResponse { version }))
+    }
+
+    async fn put_override(
+        &self,
+        request: Request<pb::PutOverrideRequest>,
+    ) -> Result<Response<pb::Override>, Status> {
+        let o = request
+            .into_inner()
+            .r#override
+            .ok_or_else(|| Status::invalid_argument("override missing"))?;
+        let (o, _) = self
+            .core
+            .put_override(override_from(o)?)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(override_proto(&o)))
+    }
+
+    async fn remove_override(
+        &self,
+        request: Request<pb::RemoveOverrideRequest>,
+    ) -> Result<Response<pb::RemoveOverrideResponse>, Status> {
+        let r = request.into_inner();
+        let version = self
+            .core
+            .remove_override(&r.id, &r.actor, &r.reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RemoveOverrideResponse { version }))
+    }
+
+    async fn list_overrides(
+        &self,
+        _: Request<pb::ListOverridesRequest>,
+    ) -> Result<Response<pb::ListOverridesResponse>, Status> {
+        let overrides = self
+            .core
+            .current()
+            .map(|s| s.compiled.overrides.iter().map(override_proto).collect())
+            .unwrap_or_default();
+        Ok(Response::new(pb::ListOverridesResponse { overrides }))
+    }
+}
+
+struct WatcherGuard;
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        metrics::gauge!("switchyard_policy_watchers").decrement(1.0);
+    }
+}

@@ -1,0 +1,18 @@
+//! The policy service: where each org's decisions live (keys, workflows, data classes, BYOK
+//! keys, operator overrides) and how every router gets the same ones. It compiles the policy file
+//! and the run-time documents into a versioned snapshot, publishes it to the state store (so
+//! replicas agree on one version and routers can start while this service is down), and streams
+//! it to routers over gRPC `Policy.Watch`.
+//!
+//! It never routes requests and never stores a key in clear: client keys only as SHA-256, BYOK
+//! keys only sealed (decrypted only into the snapshot a router receives).
+
+pub mod compile;
+pub mod config;
+pub mod core;
+pub mod crypto;
+pub mod grpc;
+pub mod keys;
+pub mod run;
+pub mod server;
+pub mod snapshot;

@@ -1,0 +1,150 @@
+//! Assembles a policy replica: the core, its reload and refresh loops, the gRPC server (Policy,
+//! grpc.health.v1, reflection) and the ops listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_proto::v1::policy_server::PolicyServer;
+use switchyard_state::PolicyStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::core::PolicyCore;
+use crate::crypto::MasterKey;
+use crate::grpc::PolicyGrpc;
+
+/// How often the policy file is checked for changes.
+pub const FILE_POLL: Duration = Duration::from_millis(250);
+/// How often the store is re-read even without an announcement.
+pub const STORE_POLL: Duration = Duration::from_secs(2);
+
+/// A running replica.
+#[derive(Debug)]
+pub struct PolicyHandle {
+    /// gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Ops (metrics, health) address.
+    pub http_addr: SocketAddr,
+    /// The replica's state.
+    pub core: Arc<PolicyCore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl PolicyHandle {
+    /// Stops every task and waits for them.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The policy file is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] switchyard_config::ConfigError),
+    /// A listener address could not be read.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Starts a replica on the given listeners.
+pub async fn start(
+    file: PathBuf,
+    store: Arc<dyn PolicyStore>,
+    master: Option<MasterKey>,
+    grpc: TcpListener,
+    http: TcpListener,
+) -> Result<PolicyHandle, StartError> {
+    let core = PolicyCore::new(store.clone(), file, master);
+    core.reload().await?;
+    if let Err(e) = core.refresh().await {
+        tracing::warn!(error = %e, "state store unreachable at start; serving once it answers");
+    }
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+
+    // The policy file: poll, reload on change (an invalid file is logged and counted).
+    let (c, stop) = (core.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(FILE_POLL);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let _ = c.reload().await;
+        }
+    });
+    // The store: follow announcements, re-read periodically, and keep publishing until the
+    // first publication succeeds (a store that was down at start).
+    let (c, stop, mut changes) = (core.clone(), shutdown.clone(), store.subscribe());
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(STORE_POLL);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = changes.recv() => {}
+                _ = tick.tick() => {}
+            }
+            let result = if c.current().is_none() {
+                c.publish().await.map(|_| ())
+            } else {
+                c.refresh().await.map_err(Into::into)
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "policy store refresh failed");
+            }
+        }
+    });
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<PolicyServer<PolicyGrpc>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let service = PolicyServer::new(PolicyGrpc::new(core.clone(), shutdown.clone()));
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "policy gRPC server failed");
+        }
+    });
+
+    let c = core.clone();
+    let ready: switchyard_runtime::ops::Readiness = Arc::new(move || match c.current() {
+        Some(s) => (true, serde_json::json!({"policy_version": s.version})),
+        None => (
+            false,
+            serde_json::json!({"policy_version": null, "reason": "no snapshot published yet"}),
+        ),
+    });
+    tracker.spawn(switchyard_runtime::ops::serve_ops(
+        http,
+        ready,
+        shutdown.clone(),
+    ));
+
+    Ok(PolicyHandle {
+        grpc_addr,
+        http_addr,
+        core,
+        shutdown,
+        tracker,
+    })
+}

@@ -1,0 +1,192 @@
+//! The compiled policy every router receives: orgs with their workflows already turned into
+//! planner bounds, key hashes, sealed BYOK keys and the overrides in force. Serialized
+//! deterministically (ordered collections), so equal inputs give equal bytes and one version.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use switchyard_core::{ApiKeyId, ModelId, Money, OrgId, ProviderId, WorkflowId};
+use switchyard_routing::Policy;
+
+use crate::config::{FailMode, RetryPolicy, WorkflowTimeouts};
+use crate::crypto::SealedSecret;
+
+/// Everything a router needs to authorize and route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompiledPolicy {
+    /// Tenants, in file order.
+    pub orgs: Vec<CompiledOrg>,
+    /// API keys (config and issued), by id.
+    pub keys: Vec<KeyRecord>,
+    /// Sealed BYOK keys.
+    pub byok: Vec<SealedByok>,
+    /// Operator overrides in force, by id.
+    pub overrides: Vec<Override>,
+    /// Key hash → index into `keys`, built on first use.
+    #[serde(skip)]
+    key_index: OnceLock<HashMap<String, usize>>,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompiledOrg {
+    /// Id.
+    pub id: OrgId,
+    /// Name.
+    pub name: String,
+    /// Budget fail mode.
+    pub fail_mode: FailMode,
+    /// Spend allowed while budgets are unreachable.
+    pub fail_open_allowance: Money,
+    /// Workflow of requests naming none.
+    pub default_workflow: WorkflowId,
+    /// Workflows.
+    pub workflows: Vec<CompiledWorkflow>,
+}
+
+/// A workflow, compiled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompiledWorkflow {
+    /// Id.
+    pub id: WorkflowId,
+    /// The planner bounds: org lists, data class, overrides and workflow controls merged.
+    pub routing: Policy,
+    /// Time limits.
+    pub timeouts: WorkflowTimeouts,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Whether refusals may fall back.
+    pub fallback_on_refusal: bool,
+    /// Data class, for logs.
+    pub data_class: Option<String>,
+}
+
+/// Where a key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyOrigin {
+    /// The policy file.
+    Config,
+    /// `IssueApiKey`.
+    Issued,
+}
+
+/// An API key as routers check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Id.
+    pub id: ApiKeyId,
+    /// Owner.
+    pub org: OrgId,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Display prefix.
+    pub prefix: String,
+    /// Scopes; empty means all.
+    pub scopes: Vec<String>,
+    /// Revoked keys stay listed but never authenticate.
+    pub revoked: bool,
+    /// Origin.
+    pub origin: KeyOrigin,
+}
+
+/// An org's sealed key for a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedByok {
+    /// Org.
+    pub org: OrgId,
+    /// Provider.
+    pub provider: ProviderId,
+    /// Sealed key.
+    pub sealed: SealedSecret,
+}
+
+/// What an override does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverrideKind {
+    /// Disable a provider (target = provider id).
+    DisableProvider,
+    /// Disable an endpoint (target = endpoint id).
+    DisableEndpoint,
+    /// Force a model for a workflow (target = workflow id, `model` set; org required).
+    ForceModel,
+}
+
+/// An operator override with its audit fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    /// Id.
+    pub id: String,
+    /// Kind.
+    pub kind: OverrideKind,
+    /// Only this org; all orgs when absent.
+    pub org: Option<OrgId>,
+    /// Provider, endpoint or workflow id.
+    pub target: String,
+    /// The forced model.
+    pub model: Option<ModelId>,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub actor: String,
+    /// When, Unix milliseconds.
+    pub created_ms: u64,
+}
+
+impl CompiledPolicy {
+    /// The key record a presented key authenticates as: looked up by hash, compared in constant
+    /// time, never if revoked.
+    pub fn authenticate(&self, presented: &str) -> Option<&KeyRecord> {
+        let h = crate::keys::hash(presented);
+        let index = self.key_index.get_or_init(|| {
+            self.keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.sha256.clone(), i))
+                .collect()
+        });
+        let k = self.keys.get(*index.get(&h)?)?;
+        // The map found it by hash; the constant-time compare is the decision.
+        (bool::from(k.sha256.as_bytes().ct_eq(h.as_bytes())) && !k.revoked).then_some(k)
+    }
+
+    /// A policy from its parts (the index is built on first use).
+    pub fn new(
+        orgs: Vec<CompiledOrg>,
+        keys: Vec<KeyRecord>,
+        byok: Vec<SealedByok>,
+        overrides: Vec<Override>,
+    ) -> Self {
+        CompiledPolicy {
+            orgs,
+            keys,
+            byok,
+            overrides,
+            key_index: OnceLock::new(),
+        }
+    }
+
+    /// An org.
+    pub fn org(&self, id: &str) -> Option<&CompiledOrg> {
+        self.orgs.iter().find(|o| o.id.as_str() == id)
+    }
+
+    /// A workflow of `org`, or its default when `workflow` is `None`.
+    pub fn workflow(&self, org: &str, workflow: Option<&str>) -> Option<&CompiledWorkflow> {
+        let o = self.org(org)?;
+        let id = workflow.unwrap_or(o.default_workflow.as_str());
+        o.workflows.iter().find(|w| w.id.as_str() == id)
+    }
+
+    /// The providers for which `org` has its own key.
+    pub fn byok_providers(&self, org: &str) -> Vec<ProviderId> {
+        self.byok
+            .iter()
+            .filter(|b| b.org.as_str() == org)
+            .map(|b| b.provider.clone())
+            .collect()
+    }
+}
