@@ -6,11 +6,19 @@
 //! Keys are namespaced `sy:`; multi-key scripts keep their keys in one hash slot.
 
 mod error;
+mod health;
+mod health_memory;
+mod health_redis;
 mod memory;
 mod policy;
 mod redis_store;
 
 pub use error::StateError;
+pub use health::{
+    BUCKET_SECS, HealthRecord, HealthStore, Outcomes, bucket_of, health_channel, snapshot,
+};
+pub use health_memory::MemoryHealthStore;
+pub use health_redis::RedisHealthStore;
 pub use memory::MemoryPolicyStore;
 pub use policy::{PolicyStore, StoredSnapshot, snapshot_channel};
 pub use redis_store::{RedisPolicyStore, connect};

@@ -58,7 +58,12 @@ impl RedisPolicyStore {
     pub async fn open(url: &str, shutdown: CancellationToken) -> Result<Self, StateError> {
         let (client, conn) = connect(url).await?;
         let changes = broadcast::channel(64).0;
-        tokio::spawn(subscriber(client, changes.clone(), shutdown));
+        tokio::spawn(subscriber(
+            client,
+            snapshot_channel(),
+            changes.clone(),
+            shutdown,
+        ));
         Ok(RedisPolicyStore {
             conn,
             changes,
@@ -71,9 +76,11 @@ impl RedisPolicyStore {
     }
 }
 
-/// Keeps a pub/sub subscription alive and forwards versions; reconnects after any failure.
-async fn subscriber(
+/// Keeps a pub/sub subscription to `channel` alive and forwards the versions announced on it;
+/// reconnects after any failure.
+pub(crate) async fn subscriber(
     client: redis::Client,
+    channel: &'static str,
     changes: broadcast::Sender<u64>,
     shutdown: CancellationToken,
 ) {
@@ -81,7 +88,7 @@ async fn subscriber(
     loop {
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(snapshot_channel()).await?;
+            pubsub.subscribe(channel).await?;
             let mut messages = pubsub.on_message();
             while let Some(msg) = messages.next().await {
                 if let Ok(v) = msg.get_payload::<u64>() {

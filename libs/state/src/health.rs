@@ -1,0 +1,204 @@
+//! Endpoint health: one record per endpoint (written by the prober, read by every router) with a
+//! version bumped and announced atomically with each write; the routers' passive outcome counters
+//! per endpoint per time bucket; and leases that split probing between prober replicas.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use switchyard_core::{EndpointHealth, EndpointId, EndpointState, HealthSnapshot};
+use tokio::sync::broadcast;
+
+use crate::StateError;
+
+/// Seconds per passive-outcome bucket.
+pub const BUCKET_SECS: u64 = 10;
+
+/// The pub/sub channel on which new health versions are announced.
+pub fn health_channel() -> &'static str {
+    "sy:health:changed"
+}
+
+/// One endpoint's full health record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    /// State.
+    pub state: EndpointState,
+    /// Ejected until, Unix ms (0 when not ejected).
+    #[serde(default)]
+    pub ejected_until_ms: u64,
+    /// Error rate over the evaluation window.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Latency EWMA, ms.
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+    /// Time-to-first-token EWMA, ms.
+    #[serde(default)]
+    pub ttft_ms: Option<f64>,
+    /// Output tokens per second EWMA.
+    #[serde(default)]
+    pub tokens_per_s: Option<f64>,
+    /// Written at, Unix ms.
+    #[serde(default)]
+    pub updated_ms: u64,
+    /// Why it is in this state.
+    #[serde(default)]
+    pub reason: String,
+    /// Failed probes in a row.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// Ejections so far (the next one lasts longer); reset after a long healthy spell.
+    #[serde(default)]
+    pub ejections: u32,
+    /// Last probe, Unix ms (shared, so a new lease holder keeps the cadence).
+    #[serde(default)]
+    pub last_probe_ms: u64,
+    /// Since when the endpoint has been healthy, Unix ms.
+    #[serde(default)]
+    pub healthy_since_ms: u64,
+}
+
+impl HealthRecord {
+    /// What routers plan with: a record older than `ttl` reads as unknown, never as unhealthy.
+    pub fn view(&self, now_ms: u64, ttl: Duration) -> EndpointHealth {
+        let stale = now_ms.saturating_sub(self.updated_ms) > ttl.as_millis() as u64;
+        EndpointHealth {
+            state: if stale && self.state != EndpointState::Disabled {
+                EndpointState::Unknown
+            } else {
+                self.state
+            },
+            latency_ms: self.latency_ms,
+            ttft_ms: self.ttft_ms,
+            tokens_per_s: self.tokens_per_s,
+            error_rate: self.error_rate,
+        }
+    }
+}
+
+/// Builds the planner's snapshot from records.
+pub fn snapshot(
+    version: u64,
+    records: &BTreeMap<EndpointId, HealthRecord>,
+    now_ms: u64,
+    ttl: Duration,
+) -> HealthSnapshot {
+    HealthSnapshot {
+        version,
+        endpoints: records
+            .iter()
+            .map(|(id, r)| (id.clone(), r.view(now_ms, ttl)))
+            .collect(),
+    }
+}
+
+/// Counters of one endpoint over some buckets; what routers add after each attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcomes {
+    /// Successful attempts.
+    pub ok: u64,
+    /// Failed attempts.
+    pub failed: u64,
+    /// Failures by error class label.
+    pub by_class: BTreeMap<String, u64>,
+    /// Sum of attempt latencies, ms.
+    pub latency_ms_sum: u64,
+    /// Sum of times to first token, ms.
+    pub ttft_ms_sum: u64,
+    /// Attempts that measured a first token.
+    pub ttft_count: u64,
+    /// Output tokens produced.
+    pub tokens_out: u64,
+    /// Generation time of those tokens, ms.
+    pub generation_ms: u64,
+}
+
+impl Outcomes {
+    /// Adds another set of counters.
+    pub fn add(&mut self, o: &Outcomes) {
+        self.ok += o.ok;
+        self.failed += o.failed;
+        for (k, v) in &o.by_class {
+            *self.by_class.entry(k.clone()).or_default() += v;
+        }
+        self.latency_ms_sum += o.latency_ms_sum;
+        self.ttft_ms_sum += o.ttft_ms_sum;
+        self.ttft_count += o.ttft_count;
+        self.tokens_out += o.tokens_out;
+        self.generation_ms += o.generation_ms;
+    }
+
+    /// Attempts counted.
+    pub fn total(&self) -> u64 {
+        self.ok + self.failed
+    }
+
+    pub(crate) fn fields(&self) -> Vec<(String, u64)> {
+        let mut f = vec![
+            ("ok".to_string(), self.ok),
+            ("failed".to_string(), self.failed),
+            ("lat".to_string(), self.latency_ms_sum),
+            ("ttft".to_string(), self.ttft_ms_sum),
+            ("ttft_n".to_string(), self.ttft_count),
+            ("tok".to_string(), self.tokens_out),
+            ("gen".to_string(), self.generation_ms),
+        ];
+        f.extend(self.by_class.iter().map(|(k, v)| (format!("c:{k}"), *v)));
+        f.retain(|(_, v)| *v > 0);
+        f
+    }
+
+    pub(crate) fn from_fields(fields: impl IntoIterator<Item = (String, u64)>) -> Outcomes {
+        let mut o = Outcomes::default();
+        for (k, v) in fields {
+            match k.as_str() {
+                "ok" => o.ok += v,
+                "failed" => o.failed += v,
+                "lat" => o.latency_ms_sum += v,
+                "ttft" => o.ttft_ms_sum += v,
+                "ttft_n" => o.ttft_count += v,
+                "tok" => o.tokens_out += v,
+                "gen" => o.generation_ms += v,
+                other => {
+                    if let Some(class) = other.strip_prefix("c:") {
+                        *o.by_class.entry(class.to_string()).or_default() += v;
+                    }
+                }
+            }
+        }
+        o
+    }
+}
+
+/// The bucket a Unix-ms time falls in.
+pub fn bucket_of(ms: u64) -> u64 {
+    ms / 1000 / BUCKET_SECS
+}
+
+/// Where health lives.
+#[async_trait]
+pub trait HealthStore: Send + Sync + 'static {
+    /// Every record and the current version.
+    async fn records(&self) -> Result<(u64, BTreeMap<EndpointId, HealthRecord>), StateError>;
+    /// Writes one record, bumps the version and announces it, atomically; returns the version.
+    async fn put_record(
+        &self,
+        endpoint: &EndpointId,
+        record: &HealthRecord,
+    ) -> Result<u64, StateError>;
+    /// Announcements of new versions.
+    fn subscribe(&self) -> broadcast::Receiver<u64>;
+    /// Adds outcome counters (one pipelined round trip for the whole batch).
+    async fn add_outcomes(&self, batch: &[(EndpointId, u64, Outcomes)]) -> Result<(), StateError>;
+    /// The sum of `endpoint`'s counters over buckets `from..=to`.
+    async fn outcomes(
+        &self,
+        endpoint: &EndpointId,
+        from: u64,
+        to: u64,
+    ) -> Result<Outcomes, StateError>;
+    /// Takes or extends the lease `name` for `owner`; `false` while someone else holds it.
+    async fn lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError>;
+}

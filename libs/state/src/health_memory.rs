@@ -1,0 +1,116 @@
+//! In-memory health store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use switchyard_core::EndpointId;
+use tokio::sync::broadcast;
+
+use crate::StateError;
+use crate::health::{HealthRecord, HealthStore, Outcomes};
+
+#[derive(Default)]
+struct Inner {
+    version: u64,
+    records: BTreeMap<EndpointId, HealthRecord>,
+    outcomes: HashMap<(EndpointId, u64), Outcomes>,
+    leases: HashMap<String, (String, Instant)>,
+}
+
+/// The in-memory [`HealthStore`].
+pub struct MemoryHealthStore {
+    inner: Mutex<Inner>,
+    changes: broadcast::Sender<u64>,
+}
+
+impl std::fmt::Debug for MemoryHealthStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryHealthStore")
+    }
+}
+
+impl Default for MemoryHealthStore {
+    fn default() -> Self {
+        MemoryHealthStore {
+            inner: Mutex::new(Inner::default()),
+            changes: broadcast::channel(256).0,
+        }
+    }
+}
+
+impl MemoryHealthStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl HealthStore for MemoryHealthStore {
+    async fn records(&self) -> Result<(u64, BTreeMap<EndpointId, HealthRecord>), StateError> {
+        let inner = self.lock();
+        Ok((inner.version, inner.records.clone()))
+    }
+
+    async fn put_record(
+        &self,
+        endpoint: &EndpointId,
+        record: &HealthRecord,
+    ) -> Result<u64, StateError> {
+        let v = {
+            let mut inner = self.lock();
+            inner.records.insert(endpoint.clone(), record.clone());
+            inner.version += 1;
+            inner.version
+        };
+        let _ = self.changes.send(v);
+        Ok(v)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    async fn add_outcomes(&self, batch: &[(EndpointId, u64, Outcomes)]) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        for (ep, bucket, o) in batch {
+            inner
+                .outcomes
+                .entry((ep.clone(), *bucket))
+                .or_default()
+                .add(o);
+        }
+        Ok(())
+    }
+
+    async fn outcomes(
+        &self,
+        endpoint: &EndpointId,
+        from: u64,
+        to: u64,
+    ) -> Result<Outcomes, StateError> {
+        let inner = self.lock();
+        let mut sum = Outcomes::default();
+        for b in from..=to {
+            if let Some(o) = inner.outcomes.get(&(endpoint.clone(), b)) {
+                sum.add(o);
+            }
+        }
+        Ok(sum)
+    }
+
+    async fn lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        match inner.leases.get(name) {
+            Some((holder, until)) if holder != owner && *until > now => Ok(false),
+            _ => {
+                inner
+                    .leases
+                    .insert(name.to_string(), (owner.to_string(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Redis health store. Records and their version share the `{health}` hash tag, so the write
+//! script stays in one Cluster slot; outcome buckets are tagged per endpoint.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use switchyard_core::EndpointId;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::StateError;
+use crate::health::{BUCKET_SECS, HealthRecord, HealthStore, Outcomes, health_channel};
+use crate::redis_store::{connect, subscriber};
+
+const RECORDS: &str = "sy:{health}:records";
+const VERSION: &str = "sy:{health}:version";
+/// Outcome buckets outlive the longest evaluation window.
+const OUTCOME_TTL_SECS: u64 = 30 * BUCKET_SECS;
+
+const PUT: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], v)
+return v
+";
+
+const LEASE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// The Redis [`HealthStore`].
+#[derive(Clone)]
+pub struct RedisHealthStore {
+    conn: ConnectionManager,
+    changes: broadcast::Sender<u64>,
+    put: redis::Script,
+    lease: redis::Script,
+}
+
+impl std::fmt::Debug for RedisHealthStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisHealthStore")
+    }
+}
+
+fn bucket_key(endpoint: &str, bucket: u64) -> String {
+    format!("sy:{{{endpoint}}}:out:{bucket}")
+}
+
+impl RedisHealthStore {
+    /// A store on `url`, with a subscriber that lives until `shutdown`.
+    pub async fn open(url: &str, shutdown: CancellationToken) -> Result<Self, StateError> {
+        let (client, conn) = connect(url).await?;
+        let changes = broadcast::channel(256).0;
+        tokio::spawn(subscriber(
+            client,
+            health_channel(),
+            changes.clone(),
+            shutdown,
+        ));
+        Ok(RedisHealthStore {
+            conn,
+            changes,
+            put: redis::Script::new(PUT),
+            lease: redis::Script::new(LEASE),
+        })
+    }
+}
+
+#[async_trait]
+impl HealthStore for RedisHealthStore {
+    async fn records(&self) -> Result<(u64, BTreeMap<EndpointId, HealthRecord>), StateError> {
+        let mut conn = self.conn.clone();
+        let (version, all): (Option<u64>, Vec<(String, String)>) = redis::pipe()
+            .get(VERSION)
+            .hgetall(RECORDS)
+            .query_async(&mut conn)
+            .await?;
+        let mut records = BTreeMap::new();
+        for (ep, json) in all {
+            let r: HealthRecord = serde_json::from_str(&json).map_err(|e| StateError::Corrupt {
+                key: format!("{RECORDS}/{ep}"),
+                detail: e.to_string(),
+            })?;
+            records.insert(EndpointId::from(ep), r);
+        }
+        Ok((version.unwrap_or(0), records))
+    }
+
+    async fn put_record(
+        &self,
+        endpoint: &EndpointId,
+        record: &HealthRecord,
+    ) -> Result<u64, StateError> {
+        let json = serde_json::to_string(record).map_err(|e| StateError::Corrupt {
+            key: endpoint.to_string(),
+            detail: e.to_string(),
+        })?;
+        let mut conn = self.conn.clone();
+        let v: u64 = self
+            .put
+            .key(RECORDS)
+            .key(VERSION)
+            .arg(endpoint.as_str())
+            .arg(json)
+            .arg(health_channel())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(v)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    async fn add_outcomes(&self, batch: &[(EndpointId, u64, Outcomes)]) -> Result<(), StateError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (ep, bucket, o) in batch {
+            let key = bucket_key(ep.as_str(), *bucket);
+            for (field, n) in o.fields() {
+                pipe.hincr(&key, field, n).ignore();
+            }
+            pipe.expire(&key, OUTCOME_TTL_SECS as i64).ignore();
+        }
+        let mut conn = self.conn.clone();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn outcomes(
+        &self,
+        endpoint: &EndpointId,
+        from: u64,
+        to: u64,
+    ) -> Result<Outcomes, StateError> {
+        let mut pipe = redis::pipe();
+        for b in from..=to {
+            pipe.hgetall(bucket_key(endpoint.as_str(), b));
+        }
+        let mut conn = self.conn.clone();
+        let buckets: Vec<Vec<(String, u64)>> = pipe.query_async(&mut conn).await?;
+        let mut sum = Outcomes::default();
+        for fields in buckets {
+            sum.add(&Outcomes::from_fields(fields));
+        }
+        Ok(sum)
+    }
+
+    async fn lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        let got: i64 = self
+            .lease
+            .key(format!("sy:lease:{{{name}}}"))
+            .arg(owner)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(got == 1)
+    }
+}

@@ -1,0 +1,105 @@
+//! The health store contract, on the in-memory store and a real redis-server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use switchyard_core::{EndpointId, EndpointState};
+use switchyard_state::{HealthRecord, HealthStore, MemoryHealthStore, Outcomes, RedisHealthStore};
+use switchyard_testkit::RedisServer;
+use tokio_util::sync::CancellationToken;
+
+async fn contract(a: &dyn HealthStore, b: &dyn HealthStore) {
+    let ep = EndpointId::from("m@p");
+    let mut changes = b.subscribe();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rec = HealthRecord {
+        state: EndpointState::Ejected,
+        reason: "probe failed twice".into(),
+        updated_ms: 5,
+        ..Default::default()
+    };
+    let written = Instant::now();
+    let v = a.put_record(&ep, &rec).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(1), changes.recv())
+        .await
+        .expect("announced within 1 s")
+        .unwrap();
+    assert_eq!(seen, v);
+    assert!(written.elapsed() < Duration::from_secs(1));
+    let (version, records) = b.records().await.unwrap();
+    assert_eq!(version, v);
+    assert_eq!(records.get("m@p"), Some(&rec));
+    let v2 = b
+        .put_record(&EndpointId::from("m@q"), &HealthRecord::default())
+        .await
+        .unwrap();
+    assert_eq!(v2, v + 1);
+
+    let mut o = Outcomes {
+        ok: 3,
+        failed: 1,
+        latency_ms_sum: 400,
+        ..Default::default()
+    };
+    o.by_class.insert("timeout".into(), 1);
+    a.add_outcomes(&[
+        (ep.clone(), 100, o.clone()),
+        (ep.clone(), 101, o.clone()),
+        (EndpointId::from("m@q"), 100, o.clone()),
+    ])
+    .await
+    .unwrap();
+    let sum = b.outcomes(&ep, 99, 101).await.unwrap();
+    assert_eq!(
+        (
+            sum.ok,
+            sum.failed,
+            sum.latency_ms_sum,
+            sum.by_class.get("timeout").copied()
+        ),
+        (6, 2, 800, Some(2))
+    );
+    assert_eq!(
+        b.outcomes(&ep, 102, 105).await.unwrap(),
+        Outcomes::default()
+    );
+
+    let ttl = Duration::from_millis(300);
+    assert!(a.lease("m@p", "prober-1", ttl).await.unwrap());
+    assert!(
+        !b.lease("m@p", "prober-2", ttl).await.unwrap(),
+        "held by another"
+    );
+    assert!(
+        a.lease("m@p", "prober-1", ttl).await.unwrap(),
+        "the holder extends"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        b.lease("m@p", "prober-2", ttl).await.unwrap(),
+        "taken over after the TTL"
+    );
+    assert!(!a.lease("m@p", "prober-1", ttl).await.unwrap());
+    let _: BTreeMap<_, _> = records;
+}
+
+#[tokio::test]
+async fn memory_health_store_keeps_the_contract() {
+    let s = MemoryHealthStore::default();
+    contract(&s, &s).await;
+}
+
+#[tokio::test]
+async fn redis_health_store_keeps_the_contract_across_connections() {
+    let redis = RedisServer::start().await.unwrap();
+    let stop = CancellationToken::new();
+    let a = RedisHealthStore::open(&redis.url(), stop.clone())
+        .await
+        .unwrap();
+    let b = RedisHealthStore::open(&redis.url(), stop.clone())
+        .await
+        .unwrap();
+    contract(&a, &b).await;
+    stop.cancel();
+}
