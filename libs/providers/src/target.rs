@@ -84,3 +84,20 @@ pub struct Call<'a> {
     /// Fires when the caller gives up (client disconnect, overall deadline).
     pub cancel: &'a CancellationToken,
 }
+
+/// Reads the key a catalog provider refers to (`env:NAME`, `file:/path`, `none`). The error
+/// names the reference, never a value.
+pub fn resolve_key(
+    key: &switchyard_config::catalog::KeyRef,
+) -> Result<Option<SecretString>, String> {
+    use switchyard_config::catalog::KeyRef;
+    match key {
+        KeyRef::None => Ok(None),
+        KeyRef::Env(var) => std::env::var(var)
+            .map(|k| Some(SecretString::from(k.trim().to_string())))
+            .map_err(|_| format!("environment variable {var} is not set")),
+        KeyRef::File(path) => std::fs::read_to_string(path)
+            .map(|k| Some(SecretString::from(k.trim().to_string())))
+            .map_err(|e| format!("cannot read key file {path}: {}", e.kind())),
+    }
+}

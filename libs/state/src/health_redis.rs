@@ -147,6 +147,9 @@ impl HealthStore for RedisHealthStore {
         from: u64,
         to: u64,
     ) -> Result<Outcomes, StateError> {
+        if from > to {
+            return Ok(Outcomes::default());
+        }
         let mut pipe = redis::pipe();
         for b in from..=to {
             pipe.hgetall(bucket_key(endpoint.as_str(), b));

@@ -64,6 +64,11 @@ async fn contract(a: &dyn HealthStore, b: &dyn HealthStore) {
         b.outcomes(&ep, 102, 105).await.unwrap(),
         Outcomes::default()
     );
+    assert_eq!(
+        b.outcomes(&ep, 105, 104).await.unwrap(),
+        Outcomes::default(),
+        "an empty range is empty, not an error"
+    );
 
     let ttl = Duration::from_millis(300);
     assert!(a.lease("m@p", "prober-1", ttl).await.unwrap());

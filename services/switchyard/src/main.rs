@@ -26,6 +26,8 @@ enum Command {
     Sim(up::SimArgs),
     /// Run a policy service replica (same as the `switchyard-policy` binary).
     Policy(switchyard_policy::run::Args),
+    /// Run a health prober replica (same as the `switchyard-health-prober` binary).
+    Prober(switchyard_health_prober::run::Args),
     /// Seal an org's provider key (read from stdin) for the policy file's `byok` list.
     SealByok(secrets::SealArgs),
     /// Print a new random master key (base64 of 32 bytes) for SWITCHYARD_MASTER_KEY.
@@ -41,6 +43,7 @@ async fn main() -> ExitCode {
         Command::CheckCatalog(args) => check::run(args),
         Command::Sim(args) => up::sim(args).await,
         Command::Policy(args) => switchyard_policy::run::run(args).await,
+        Command::Prober(args) => switchyard_health_prober::run::run(args).await,
         Command::SealByok(args) => secrets::seal(args),
         Command::NewMasterKey => secrets::new_master_key(),
     };

@@ -1,0 +1,183 @@
+//! gRPC `switchyard.v1.Health` over a [`Prober`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use switchyard_core::{EndpointId, EndpointState};
+use switchyard_proto::v1 as pb;
+use switchyard_state::{HealthRecord, StateError};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::prober::Prober;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct HealthGrpc {
+    prober: Arc<Prober>,
+    shutdown: CancellationToken,
+}
+
+impl HealthGrpc {
+    /// Serves `prober`; watch streams end at `shutdown`.
+    pub fn new(prober: Arc<Prober>, shutdown: CancellationToken) -> Self {
+        HealthGrpc { prober, shutdown }
+    }
+}
+
+fn state(s: EndpointState) -> pb::EndpointState {
+    match s {
+        EndpointState::Healthy => pb::EndpointState::Healthy,
+        EndpointState::Degraded => pb::EndpointState::Degraded,
+        EndpointState::Ejected => pb::EndpointState::Ejected,
+        EndpointState::Disabled => pb::EndpointState::Disabled,
+        EndpointState::Unknown => pb::EndpointState::Unknown,
+    }
+}
+
+/// A record on the wire.
+pub fn to_proto(endpoint: &EndpointId, r: &HealthRecord) -> pb::EndpointHealth {
+    pb::EndpointHealth {
+        endpoint: endpoint.to_string(),
+        state: state(r.state) as i32,
+        ejected_until_unix_ms: r.ejected_until_ms as i64,
+        error_rate: r.error_rate,
+        latency_ms_ewma: r.latency_ms.unwrap_or(0.0),
+        ttft_ms_ewma: r.ttft_ms.unwrap_or(0.0),
+        tokens_per_second_ewma: r.tokens_per_s.unwrap_or(0.0),
+        updated_unix_ms: r.updated_ms as i64,
+        reason: r.reason.clone(),
+        consecutive_failures: r.consecutive_failures,
+        ejections: r.ejections,
+    }
+}
+
+fn unavailable(e: StateError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+async fn list(prober: &Prober) -> Result<pb::ListEndpointsResponse, StateError> {
+    let (version, records) = prober.store().records().await?;
+    let endpoints = prober
+        .targets()
+        .iter()
+        .map(|t| {
+            to_proto(
+                &t.target.endpoint,
+                &records.get(&t.target.endpoint).cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok(pb::ListEndpointsResponse { version, endpoints })
+}
+
+fn found(r: Option<HealthRecord>, endpoint: &str) -> Result<Response<pb::EndpointHealth>, Status> {
+    r.map(|r| Response::new(to_proto(&EndpointId::from(endpoint), &r)))
+        .ok_or_else(|| Status::not_found(format!("no endpoint `{endpoint}` in the catalog")))
+}
+
+type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::HealthChange, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::health_server::Health for HealthGrpc {
+    type WatchStream = ChangeStream;
+
+    async fn list_endpoints(
+        &self,
+        _: Request<pb::ListEndpointsRequest>,
+    ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
+        list(&self.prober)
+            .await
+            .map(Response::new)
+            .map_err(unavailable)
+    }
+
+    async fn watch(
+        &self,
+        _: Request<pb::WatchHealthRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let changes = tokio_stream::wrappers::BroadcastStream::new(self.prober.store().subscribe());
+        let prober = self.prober.clone();
+        let first = futures::stream::once(futures::future::ready(()));
+        let stream = first
+            .chain(changes.map(|_| ()))
+            .then(move |()| {
+                let prober = prober.clone();
+                async move {
+                    list(&prober)
+                        .await
+                        .map(|l| pb::HealthChange {
+                            version: l.version,
+                            endpoints: l.endpoints,
+                        })
+                        .map_err(unavailable)
+                }
+            })
+            .take_until(self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn probe_now(
+        &self,
+        request: Request<pb::ProbeNowRequest>,
+    ) -> Result<Response<pb::EndpointHealth>, Status> {
+        let ep = request.into_inner().endpoint;
+        found(self.prober.probe_now(&ep).await.map_err(unavailable)?, &ep)
+    }
+
+    async fn eject(
+        &self,
+        request: Request<pb::EjectRequest>,
+    ) -> Result<Response<pb::EndpointHealth>, Status> {
+        let r = request.into_inner();
+        if r.duration_s == 0 {
+            return Err(Status::invalid_argument("duration_s must be positive"));
+        }
+        let why = format!(
+            "{} ({})",
+            if r.reason.is_empty() {
+                "no reason given"
+            } else {
+                &r.reason
+            },
+            if r.actor.is_empty() {
+                "unknown"
+            } else {
+                &r.actor
+            }
+        );
+        let rec = self
+            .prober
+            .set_manual(
+                &r.endpoint,
+                Some(Duration::from_secs(u64::from(r.duration_s))),
+                &why,
+            )
+            .await
+            .map_err(unavailable)?;
+        found(rec, &r.endpoint)
+    }
+
+    async fn restore(
+        &self,
+        request: Request<pb::RestoreRequest>,
+    ) -> Result<Response<pb::EndpointHealth>, Status> {
+        let r = request.into_inner();
+        let rec = self
+            .prober
+            .set_manual(
+                &r.endpoint,
+                None,
+                if r.actor.is_empty() {
+                    "unknown"
+                } else {
+                    &r.actor
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        found(rec, &r.endpoint)
+    }
+}

@@ -1,0 +1,11 @@
+//! The health prober: turns active probes and the routers' passive outcomes into one health
+//! record per endpoint in the shared store, so every router ejects and restores the same
+//! endpoints at the same time. Several replicas split the endpoints through leases.
+//!
+//! It decides health; it never routes requests.
+
+pub mod config;
+pub mod grpc;
+pub mod machine;
+pub mod prober;
+pub mod run;

@@ -1,0 +1,455 @@
+//! The probing loop of one replica: take or extend the lease of every endpoint, probe the owned
+//! ones that are due (within the spend cap), fold in the routers' passive outcomes, run the state
+//! machine and write records that changed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchyard_config::Catalog;
+use switchyard_core::{ChatRequest, EndpointId, EndpointState, ErrorClass, ModelId, Money};
+use switchyard_policy::snapshot::{CompiledPolicy, OverrideKind};
+use switchyard_providers::{Call, CallError, ProviderClient, Target, Timeouts, resolve_key};
+use switchyard_state::{HealthRecord, HealthStore, PolicyStore, StateError, bucket_of};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ProberConfig;
+use crate::machine::{Inputs, ProbeResult, evaluate};
+
+/// Prompt tokens a probe is assumed to cost.
+const PROBE_PROMPT_TOKENS: u64 = 12;
+
+/// An endpoint the prober watches.
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    /// Where and how to call it.
+    pub target: Target,
+    /// Its model.
+    pub model: ModelId,
+    /// What one probe costs at its prices.
+    pub cost: Money,
+}
+
+/// One prober replica.
+pub struct Prober {
+    store: Arc<dyn HealthStore>,
+    policy: Option<Arc<dyn PolicyStore>>,
+    targets: Vec<ProbeTarget>,
+    model_sizes: HashMap<ModelId, usize>,
+    client: ProviderClient,
+    cfg: ProberConfig,
+    owner: String,
+    spend: Mutex<VecDeque<(Instant, i64)>>,
+    disabled: Mutex<(u64, BTreeSet<EndpointId>)>,
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober")
+            .field("owner", &self.owner)
+            .field("endpoints", &self.targets.len())
+            .finish()
+    }
+}
+
+/// Now, Unix ms.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Prober {
+    /// A prober for every endpoint of `catalog`. Keys are resolved now; an endpoint whose key
+    /// is missing is still watched (its probes fail as upstream_auth).
+    pub fn new(
+        catalog: &Catalog,
+        store: Arc<dyn HealthStore>,
+        policy: Option<Arc<dyn PolicyStore>>,
+        client: ProviderClient,
+        cfg: ProberConfig,
+        owner: String,
+    ) -> Self {
+        let mut targets = Vec::new();
+        let mut model_sizes: HashMap<ModelId, usize> = HashMap::new();
+        for e in &catalog.endpoints {
+            let key = catalog
+                .provider(e.provider.as_str())
+                .map(|p| resolve_key(&p.key))
+                .transpose();
+            let key = match key {
+                Ok(k) => k.flatten(),
+                Err(msg) => {
+                    tracing::warn!(endpoint = %e.id(), "provider key unavailable: {msg}");
+                    None
+                }
+            };
+            let Some(target) = Target::from_catalog(catalog, e, key) else {
+                continue;
+            };
+            let cost = e
+                .price
+                .prompt_per_mtok()
+                .cost_of(PROBE_PROMPT_TOKENS)
+                .saturating_add(e.price.completion_per_mtok().cost_of(1))
+                .saturating_add(e.price.request);
+            *model_sizes.entry(e.model.clone()).or_default() += 1;
+            targets.push(ProbeTarget {
+                target,
+                model: e.model.clone(),
+                cost,
+            });
+        }
+        Prober {
+            store,
+            policy,
+            targets,
+            model_sizes,
+            client,
+            cfg,
+            owner,
+            spend: Mutex::new(VecDeque::new()),
+            disabled: Mutex::new((0, BTreeSet::new())),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn HealthStore> {
+        &self.store
+    }
+
+    /// The watched endpoints.
+    pub fn targets(&self) -> &[ProbeTarget] {
+        &self.targets
+    }
+
+    /// Runs ticks every `evaluate_ms` until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            self.cfg.evaluate_ms.min(self.cfg.probe.interval_ms),
+        ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.tick().await {
+                tracing::warn!(error = %e, "health evaluation failed; retrying next tick");
+            }
+        }
+    }
+
+    /// Reserves `cost` in the hourly spend cap; false when it would go over.
+    fn spend_allows(&self, cost: Money) -> bool {
+        let mut spend = self.spend.lock().unwrap_or_else(|e| e.into_inner());
+        let hour_ago = Instant::now().checked_sub(Duration::from_secs(3600));
+        while spend
+            .front()
+            .is_some_and(|(at, _)| hour_ago.is_some_and(|h| *at < h))
+        {
+            spend.pop_front();
+        }
+        let used: i64 = spend.iter().map(|(_, c)| c).sum();
+        if used.saturating_add(cost.nanos()) > self.cfg.probe.max_spend_per_hour.nanos() {
+            return false;
+        }
+        spend.push_back((Instant::now(), cost.nanos()));
+        true
+    }
+
+    /// Endpoints disabled by global operator overrides in the published policy.
+    async fn disabled(&self) -> BTreeSet<EndpointId> {
+        let Some(policy) = &self.policy else {
+            return BTreeSet::new();
+        };
+        let Ok(Some(snap)) = policy.current_snapshot().await else {
+            return self
+                .disabled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .clone();
+        };
+        {
+            let cached = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
+            if cached.0 == snap.version {
+                return cached.1.clone();
+            }
+        }
+        let Ok(compiled) = serde_json::from_slice::<CompiledPolicy>(&snap.body) else {
+            return BTreeSet::new();
+        };
+        let mut set = BTreeSet::new();
+        for o in compiled.overrides.iter().filter(|o| o.org.is_none()) {
+            for t in &self.targets {
+                let hit = match o.kind {
+                    OverrideKind::DisableProvider => t.target.provider.as_str() == o.target,
+                    OverrideKind::DisableEndpoint => t.target.endpoint.as_str() == o.target,
+                    OverrideKind::ForceModel => false,
+                };
+                if hit {
+                    set.insert(t.target.endpoint.clone());
+                }
+            }
+        }
+        *self.disabled.lock().unwrap_or_else(|e| e.into_inner()) = (snap.version, set.clone());
+        set
+    }
+
+    /// One active probe: a one-token completion.
+    pub async fn probe(&self, t: &ProbeTarget) -> ProbeResult {
+        let mut req = ChatRequest::user(t.model.as_str(), "ping");
+        req.max_tokens = Some(1);
+        let timeout = Duration::from_millis(self.cfg.probe.timeout_ms);
+        let timeouts = Timeouts {
+            connect: timeout.min(Duration::from_secs(2)),
+            first_byte: timeout,
+            total: timeout,
+        };
+        let cancel = CancellationToken::new();
+        let started_ms = now_ms();
+        let started = Instant::now();
+        let r = self
+            .client
+            .chat(Call {
+                target: &t.target,
+                request: &req,
+                timeouts,
+                cancel: &cancel,
+            })
+            .await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let class = match &r {
+            Ok(_) => None,
+            Err(CallError::Upstream(e)) => Some(e.class),
+            Err(CallError::Cancelled) => Some(ErrorClass::Timeout),
+        };
+        let result = if class.is_some() { "failure" } else { "ok" };
+        metrics::counter!("switchyard_probes_total", "endpoint" => t.target.endpoint.to_string(), "result" => result).increment(1);
+        ProbeResult {
+            ok: class.is_none(),
+            latency_ms,
+            class,
+            started_ms,
+        }
+    }
+
+    /// One evaluation round over the endpoints this replica holds.
+    pub async fn tick(&self) -> Result<(), StateError> {
+        let now = now_ms();
+        let (_, mut records) = self
+            .store
+            .records()
+            .await
+            .map_err(|e| context("reading health records", e))?;
+        let disabled = self.disabled().await;
+        let lease_ttl = Duration::from_millis(self.cfg.lease_ttl_ms);
+        let mut owned = Vec::new();
+        for t in &self.targets {
+            if self
+                .store
+                .lease(t.target.endpoint.as_str(), &self.owner, lease_ttl)
+                .await
+                .map_err(|e| context("taking a lease", e))?
+            {
+                owned.push(t);
+            }
+        }
+        let interval = self.cfg.probe.interval_ms;
+        let due: Vec<&ProbeTarget> = owned
+            .iter()
+            .copied()
+            .filter(|t| {
+                let last = records
+                    .get(&t.target.endpoint)
+                    .map(|r| r.last_probe_ms)
+                    .unwrap_or(0);
+                now.saturating_sub(last) + self.cfg.evaluate_ms / 2 >= interval
+            })
+            .filter(|t| {
+                let allowed = self.spend_allows(t.cost);
+                if !allowed {
+                    metrics::counter!("switchyard_probes_skipped_total", "reason" => "spend_cap")
+                        .increment(1);
+                }
+                allowed
+            })
+            .collect();
+        let jitter = self.cfg.probe.jitter_ms;
+        let probes = futures::future::join_all(due.iter().map(|t| async move {
+            if jitter > 0 {
+                let delay = rand::random_range(0..=jitter);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            (t.target.endpoint.clone(), self.probe(t).await)
+        }))
+        .await;
+        let probes: HashMap<EndpointId, ProbeResult> = probes.into_iter().collect();
+        let now = now_ms();
+        for t in owned {
+            let ep = &t.target.endpoint;
+            let prev = records.get(ep).cloned().unwrap_or_default();
+            let next = self
+                .evaluate_one(
+                    t,
+                    &prev,
+                    probes.get(ep).copied(),
+                    disabled.contains(ep),
+                    &records,
+                    now,
+                )
+                .await?;
+            if changed(&prev, &next)
+                || now.saturating_sub(prev.updated_ms) > self.cfg.record_ttl_ms / 3
+            {
+                self.write(ep, &prev, &next).await?;
+            }
+            records.insert(ep.clone(), next);
+        }
+        Ok(())
+    }
+
+    async fn evaluate_one(
+        &self,
+        t: &ProbeTarget,
+        prev: &HealthRecord,
+        probe: Option<ProbeResult>,
+        disabled: bool,
+        records: &BTreeMap<EndpointId, HealthRecord>,
+        now: u64,
+    ) -> Result<HealthRecord, StateError> {
+        let th = &self.cfg.thresholds;
+        let window_start = now.saturating_sub(th.window_ms);
+        // Outcomes from before a recovery do not count against the recovered endpoint.
+        let from = if prev.healthy_since_ms > window_start {
+            bucket_of(prev.healthy_since_ms) + 1
+        } else {
+            bucket_of(window_start)
+        };
+        let window = self
+            .store
+            .outcomes(&t.target.endpoint, from, bucket_of(now))
+            .await
+            .map_err(|e| context("reading passive outcomes", e))?;
+        let others = self
+            .targets
+            .iter()
+            .filter(|o| o.model == t.model && o.target.endpoint != t.target.endpoint)
+            .filter(|o| {
+                records
+                    .get(&o.target.endpoint)
+                    .is_some_and(|r| r.state == EndpointState::Ejected && r.ejected_until_ms > now)
+            })
+            .count();
+        let inputs = Inputs {
+            now_ms: now,
+            probe,
+            window: &window,
+            disabled,
+            model_endpoints: self.model_sizes.get(&t.model).copied().unwrap_or(1),
+            model_ejected_others: others,
+        };
+        Ok(evaluate(prev, &inputs, th))
+    }
+
+    async fn write(
+        &self,
+        ep: &EndpointId,
+        prev: &HealthRecord,
+        next: &HealthRecord,
+    ) -> Result<u64, StateError> {
+        if prev.state != next.state {
+            tracing::info!(endpoint = %ep, from = prev.state.as_str(), to = next.state.as_str(), reason = %next.reason, "endpoint state changed");
+            if next.state == EndpointState::Ejected {
+                metrics::counter!("switchyard_ejections_total", "endpoint" => ep.to_string())
+                    .increment(1);
+            }
+        }
+        for s in [
+            EndpointState::Healthy,
+            EndpointState::Degraded,
+            EndpointState::Ejected,
+            EndpointState::Disabled,
+            EndpointState::Unknown,
+        ] {
+            let v = if s == next.state { 1.0 } else { 0.0 };
+            metrics::gauge!("switchyard_endpoint_state", "endpoint" => ep.to_string(), "state" => s.as_str()).set(v);
+        }
+        self.store
+            .put_record(ep, next)
+            .await
+            .map_err(|e| context("writing a health record", e))
+    }
+
+    fn target(&self, endpoint: &str) -> Option<&ProbeTarget> {
+        self.targets
+            .iter()
+            .find(|t| t.target.endpoint.as_str() == endpoint)
+    }
+
+    /// Probes `endpoint` now (whoever holds its lease) and records the result.
+    pub async fn probe_now(&self, endpoint: &str) -> Result<Option<HealthRecord>, StateError> {
+        let Some(t) = self.target(endpoint) else {
+            return Ok(None);
+        };
+        let probe = self.probe(t).await;
+        let (_, records) = self.store.records().await?;
+        let prev = records.get(&t.target.endpoint).cloned().unwrap_or_default();
+        let disabled = self.disabled().await.contains(&t.target.endpoint);
+        let next = self
+            .evaluate_one(t, &prev, Some(probe), disabled, &records, now_ms())
+            .await?;
+        self.write(&t.target.endpoint, &prev, &next).await?;
+        Ok(Some(next))
+    }
+
+    /// Ejects `endpoint` for `duration` (operator action), or restores it when `duration` is None.
+    pub async fn set_manual(
+        &self,
+        endpoint: &str,
+        duration: Option<Duration>,
+        why: &str,
+    ) -> Result<Option<HealthRecord>, StateError> {
+        let Some(t) = self.target(endpoint) else {
+            return Ok(None);
+        };
+        let (_, records) = self.store.records().await?;
+        let prev = records.get(&t.target.endpoint).cloned().unwrap_or_default();
+        let now = now_ms();
+        let mut next = prev.clone();
+        next.updated_ms = now;
+        match duration {
+            Some(d) => {
+                next.state = EndpointState::Ejected;
+                next.ejected_until_ms = now + d.as_millis() as u64;
+                next.reason = format!("ejected by an operator: {why}");
+            }
+            None => {
+                next.state = EndpointState::Healthy;
+                next.ejected_until_ms = 0;
+                next.consecutive_failures = 0;
+                next.healthy_since_ms = now;
+                next.reason = format!("restored by an operator: {why}");
+            }
+        }
+        self.write(&t.target.endpoint, &prev, &next).await?;
+        Ok(Some(next))
+    }
+}
+
+fn context(what: &str, e: StateError) -> StateError {
+    match e {
+        StateError::Unavailable(m) => StateError::Unavailable(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+fn changed(a: &HealthRecord, b: &HealthRecord) -> bool {
+    a.state != b.state
+        || a.reason != b.reason
+        || a.ejected_until_ms != b.ejected_until_ms
+        || a.consecutive_failures != b.consecutive_failures
+        || a.last_probe_ms != b.last_probe_ms
+}
