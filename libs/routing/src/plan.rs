@@ -108,6 +108,9 @@ struct Ctx<'a> {
     used: Vec<switchyard_core::Parameter>,
     needed: u32,
     max_tokens: Option<u32>,
+    /// Acceptable quantizations: `None` for any; an empty list (disjoint workflow and request
+    /// lists) for none.
+    quantizations: Option<Vec<Quantization>>,
 }
 
 fn contains(list: &[String], id: &str) -> bool {
@@ -172,10 +175,10 @@ impl Ctx<'_> {
         {
             return Err(ExclusionReason::FallbacksDisabled);
         }
-        if !prefs.quantizations.is_empty()
-            && !prefs
-                .quantizations
-                .contains(&c.quantization.unwrap_or(Quantization::Unknown))
+        if self
+            .quantizations
+            .as_ref()
+            .is_some_and(|q| !q.contains(&c.quantization.unwrap_or(Quantization::Unknown)))
         {
             return Err(ExclusionReason::Quantization);
         }
@@ -270,6 +273,14 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         used: request.used_parameters(),
         needed: prompt.saturating_add(max_tokens.unwrap_or(0)),
         max_tokens,
+        quantizations: quantizations(
+            &input.policy.preferences.quantizations,
+            request
+                .provider
+                .as_ref()
+                .map(|p| p.quantizations.as_slice())
+                .unwrap_or(&[]),
+        ),
     };
 
     // (model index, candidate, key, state)
@@ -369,6 +380,21 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         models,
         panic,
     })
+}
+
+fn quantizations(workflow: &[Quantization], request: &[Quantization]) -> Option<Vec<Quantization>> {
+    match (workflow.is_empty(), request.is_empty()) {
+        (true, true) => None,
+        (false, true) => Some(workflow.to_vec()),
+        (true, false) => Some(request.to_vec()),
+        (false, false) => Some(
+            request
+                .iter()
+                .filter(|q| workflow.contains(q))
+                .copied()
+                .collect(),
+        ),
+    }
 }
 
 fn exclusion(c: &Candidate, key: KeySource, reason: ExclusionReason) -> Exclusion {

@@ -119,6 +119,17 @@ fn quantizations() {
 }
 
 #[test]
+fn disjoint_quantization_lists_allow_nothing() {
+    let mut s = req(json!({"provider": {"quantizations": ["int4"]}}));
+    s.policy.preferences.quantizations = vec![switchyard_core::Quantization::Fp8];
+    let err = s.run().unwrap_err();
+    let PlanError::NoEligibleRoute { excluded } = err else {
+        panic!()
+    };
+    assert!(excluded.iter().all(|e| e.reason.as_str() == "quantization"));
+}
+
+#[test]
 fn max_price() {
     let s = req(json!({"provider": {"max_price": {"prompt": 1}}}));
     assert_eq!(sorted(s.endpoints()), ["small@a", "small@c"]);
