@@ -111,6 +111,9 @@ struct Ctx<'a> {
     /// Acceptable quantizations: `None` for any; an empty list (disjoint workflow and request
     /// lists) for none.
     quantizations: Option<Vec<Quantization>>,
+    /// The `order` lists of every layer (workflow, request) that disallows fallbacks: a provider
+    /// must be in each.
+    no_fallback_orders: Vec<Vec<String>>,
 }
 
 fn contains(list: &[String], id: &str) -> bool {
@@ -169,9 +172,10 @@ impl Ctx<'_> {
         if contains(&prefs.ignore, provider) {
             return Err(ExclusionReason::Ignored);
         }
-        if prefs.allow_fallbacks == Some(false)
-            && !prefs.order.is_empty()
-            && !contains(&prefs.order, provider)
+        if self
+            .no_fallback_orders
+            .iter()
+            .any(|order| !contains(order, provider))
         {
             return Err(ExclusionReason::FallbacksDisabled);
         }
@@ -273,6 +277,12 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         used: request.used_parameters(),
         needed: prompt.saturating_add(max_tokens.unwrap_or(0)),
         max_tokens,
+        no_fallback_orders: [Some(&input.policy.preferences), request.provider.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|p| p.allow_fallbacks == Some(false) && !p.order.is_empty())
+            .map(|p| p.order.clone())
+            .collect(),
         quantizations: quantizations(
             &input.policy.preferences.quantizations,
             request

@@ -119,6 +119,18 @@ fn quantizations() {
 }
 
 #[test]
+fn a_request_order_cannot_widen_a_no_fallback_workflow() {
+    let mut s = req(json!({"provider": {"order": ["b", "a"]}}));
+    s.policy.preferences.order = vec!["a".into()];
+    s.policy.preferences.allow_fallbacks = Some(false);
+    assert_eq!(s.endpoints(), ["small@a"]);
+    assert!(
+        s.reasons()
+            .contains(&("small@b".into(), "fallbacks_disabled"))
+    );
+}
+
+#[test]
 fn disjoint_quantization_lists_allow_nothing() {
     let mut s = req(json!({"provider": {"quantizations": ["int4"]}}));
     s.policy.preferences.quantizations = vec![switchyard_core::Quantization::Fp8];

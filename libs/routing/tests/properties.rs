@@ -326,6 +326,9 @@ fn violates(
         if l.ignore.contains(&id) {
             return Some("ignore");
         }
+        if l.allow_fallbacks == Some(false) && !l.order.is_empty() && !l.order.contains(&id) {
+            return Some("fallbacks");
+        }
         if !l.quantizations.is_empty()
             && !l
                 .quantizations
