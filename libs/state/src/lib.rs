@@ -5,6 +5,9 @@
 //!
 //! Keys are namespaced `sy:`; multi-key scripts keep their keys in one hash slot.
 
+mod budget;
+mod budget_memory;
+mod budget_redis;
 mod error;
 mod health;
 mod health_memory;
@@ -13,6 +16,12 @@ mod memory;
 mod policy;
 mod redis_store;
 
+pub use budget::{
+    BudgetDef, BudgetStore, BudgetView, DayUsage, HoldOutcome, HoldRequest, LedgerEntry, Period,
+    Scope, SettleOutcome, day_of,
+};
+pub use budget_memory::MemoryBudgetStore;
+pub use budget_redis::RedisBudgetStore;
 pub use error::StateError;
 pub use health::{
     BUCKET_SECS, HealthRecord, HealthStore, Outcomes, bucket_of, health_channel, snapshot,

@@ -1,0 +1,278 @@
+//! In-memory budgets for `switchyard up` and tests: the same operations, atomic under one lock.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use switchyard_core::Money;
+
+use crate::StateError;
+use crate::budget::{
+    BudgetDef, BudgetStore, BudgetView, DayUsage, HoldOutcome, HoldRequest, LedgerEntry, Period,
+    Scope, SettleOutcome, day_of,
+};
+
+struct Hold {
+    amount: i64,
+    counters: Vec<String>,
+    expires_ms: u64,
+    state: &'static str,
+}
+
+#[derive(Default)]
+struct Org {
+    defs: BTreeMap<(Scope, Period), BudgetDef>,
+    counters: HashMap<String, i64>,
+    holds: HashMap<String, Hold>,
+    reported: HashSet<String>,
+    ledger: Vec<(String, LedgerEntry)>,
+    usage: HashMap<String, DayUsage>,
+}
+
+/// The in-memory [`BudgetStore`].
+#[derive(Default)]
+pub struct MemoryBudgetStore {
+    orgs: Mutex<HashMap<String, Org>>,
+    seq: Mutex<u64>,
+}
+
+impl std::fmt::Debug for MemoryBudgetStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryBudgetStore")
+    }
+}
+
+impl MemoryBudgetStore {
+    fn with<T>(&self, org: &str, f: impl FnOnce(&mut Org) -> T) -> T {
+        let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+        f(orgs.entry(org.to_string()).or_default())
+    }
+
+    fn next_id(&self) -> String {
+        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
+        *seq += 1;
+        format!("{}-0", *seq)
+    }
+}
+
+fn record(o: &mut Org, id: String, entry: &LedgerEntry, day: &str) {
+    let usage = o.usage.entry(day.to_string()).or_default();
+    for (f, v) in entry.usage_fields() {
+        *usage.entry(f).or_default() += v;
+    }
+    o.ledger.push((id, entry.clone()));
+}
+
+#[async_trait]
+impl BudgetStore for MemoryBudgetStore {
+    async fn set_budget(
+        &self,
+        org: &str,
+        scope: &Scope,
+        period: Period,
+        def: &BudgetDef,
+    ) -> Result<(), StateError> {
+        self.with(org, |o| o.defs.insert((scope.clone(), period), def.clone()));
+        Ok(())
+    }
+
+    async fn budgets(&self, org: &str, now_ms: u64) -> Result<Vec<BudgetView>, StateError> {
+        Ok(self.with(org, |o| {
+            o.defs
+                .iter()
+                .map(|((scope, period), def)| {
+                    let pk = period.key(now_ms);
+                    let base = format!("{}|{pk}", scope.as_str());
+                    let get = |f: &str| {
+                        Money::from_nanos(
+                            o.counters.get(&format!("{base}|{f}")).copied().unwrap_or(0),
+                        )
+                    };
+                    BudgetView {
+                        scope: scope.clone(),
+                        period: *period,
+                        def: def.clone(),
+                        period_key: pk,
+                        spent: get("spent"),
+                        held: get("held"),
+                    }
+                })
+                .collect()
+        }))
+    }
+
+    async fn hold(&self, req: &HoldRequest) -> Result<HoldOutcome, StateError> {
+        Ok(self.with(&req.org, |o| {
+            if let Some(h) = o.holds.get(&req.hold_id) {
+                return HoldOutcome::Duplicate(h.state.to_string());
+            }
+            let amount = req.amount.nanos();
+            let mut bases = Vec::new();
+            for scope in &req.scopes {
+                for period in Period::ALL {
+                    let base = format!("{}|{}", scope.as_str(), period.key(req.now_ms));
+                    if let Some(def) = o.defs.get(&(scope.clone(), period))
+                        && def.hard
+                    {
+                        let spent = o
+                            .counters
+                            .get(&format!("{base}|spent"))
+                            .copied()
+                            .unwrap_or(0);
+                        let held = o
+                            .counters
+                            .get(&format!("{base}|held"))
+                            .copied()
+                            .unwrap_or(0);
+                        if spent + held + amount > def.limit.nanos() {
+                            return HoldOutcome::Denied {
+                                scope: scope.clone(),
+                                period,
+                                limit: def.limit,
+                                spent: Money::from_nanos(spent),
+                                held: Money::from_nanos(held),
+                            };
+                        }
+                    }
+                    bases.push(base);
+                }
+            }
+            for b in &bases {
+                *o.counters.entry(format!("{b}|held")).or_default() += amount;
+            }
+            o.holds.insert(
+                req.hold_id.clone(),
+                Hold {
+                    amount,
+                    counters: bases,
+                    expires_ms: req.now_ms + req.ttl_ms,
+                    state: "held",
+                },
+            );
+            HoldOutcome::Held
+        }))
+    }
+
+    async fn settle(
+        &self,
+        org: &str,
+        hold_id: &str,
+        entry: &LedgerEntry,
+    ) -> Result<SettleOutcome, StateError> {
+        let id = self.next_id();
+        let day = day_of(if entry.finished_ms > 0 {
+            entry.finished_ms
+        } else {
+            crate::policy::now_ms()
+        });
+        Ok(self.with(org, |o| {
+            let Some(h) = o.holds.get_mut(hold_id) else {
+                return SettleOutcome::Unknown;
+            };
+            if h.state != "held" {
+                return SettleOutcome::Duplicate(h.state.to_string());
+            }
+            h.state = "settled";
+            let (amount, counters) = (h.amount, h.counters.clone());
+            let actual = entry.cost.nanos().max(0);
+            for b in counters {
+                *o.counters.entry(format!("{b}|held")).or_default() -= amount;
+                *o.counters.entry(format!("{b}|spent")).or_default() += actual;
+            }
+            record(o, id.clone(), entry, &day);
+            SettleOutcome::Done(Some(id))
+        }))
+    }
+
+    async fn release(&self, org: &str, hold_id: &str) -> Result<SettleOutcome, StateError> {
+        Ok(self.with(org, |o| {
+            let Some(h) = o.holds.get_mut(hold_id) else {
+                return SettleOutcome::Unknown;
+            };
+            if h.state != "held" {
+                return SettleOutcome::Duplicate(h.state.to_string());
+            }
+            h.state = "released";
+            let (amount, counters) = (h.amount, h.counters.clone());
+            for b in counters {
+                *o.counters.entry(format!("{b}|held")).or_default() -= amount;
+            }
+            SettleOutcome::Done(None)
+        }))
+    }
+
+    async fn charge(
+        &self,
+        org: &str,
+        scopes: &[Scope],
+        now_ms: u64,
+        entry: &LedgerEntry,
+    ) -> Result<SettleOutcome, StateError> {
+        let id = self.next_id();
+        Ok(self.with(org, |o| {
+            if !o.reported.insert(entry.request_id.clone()) {
+                return SettleOutcome::Duplicate("reported".into());
+            }
+            for s in scopes {
+                for p in Period::ALL {
+                    *o.counters
+                        .entry(format!("{}|{}|spent", s.as_str(), p.key(now_ms)))
+                        .or_default() += entry.cost.nanos().max(0);
+                }
+            }
+            record(o, id.clone(), entry, &day_of(now_ms));
+            SettleOutcome::Done(Some(id))
+        }))
+    }
+
+    async fn expired_holds(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, String, Money)>, StateError> {
+        let orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, String, Money)> = orgs
+            .iter()
+            .flat_map(|(org, o)| {
+                o.holds
+                    .iter()
+                    .filter(|(_, h)| h.state == "held" && h.expires_ms <= now_ms)
+                    .map(|(id, h)| (org.clone(), id.clone(), Money::from_nanos(h.amount)))
+            })
+            .collect();
+        out.sort();
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn ledger(
+        &self,
+        org: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, LedgerEntry)>, StateError> {
+        Ok(self.with(org, |o| {
+            let start = if after.is_empty() {
+                0
+            } else {
+                o.ledger
+                    .iter()
+                    .position(|(id, _)| id == after)
+                    .map_or(o.ledger.len(), |i| i + 1)
+            };
+            o.ledger.iter().skip(start).take(limit).cloned().collect()
+        }))
+    }
+
+    async fn usage(
+        &self,
+        org: &str,
+        days: &[String],
+    ) -> Result<Vec<(String, DayUsage)>, StateError> {
+        Ok(self.with(org, |o| {
+            days.iter()
+                .filter_map(|d| o.usage.get(d).map(|u| (d.clone(), u.clone())))
+                .collect()
+        }))
+    }
+}

@@ -1,0 +1,371 @@
+//! The budget store contract on the in-memory store and a real redis-server; concurrency across
+//! four separate connections; and durability of settled spend across kill -9 with AOF.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use std::sync::Arc;
+
+use switchyard_core::Money;
+use switchyard_state::{
+    BudgetDef, BudgetStore, HoldOutcome, HoldRequest, LedgerEntry, MemoryBudgetStore, Period,
+    RedisBudgetStore, Scope, SettleOutcome,
+};
+use switchyard_testkit::{RedisOptions, RedisServer};
+
+/// 2026-11-24T12:00:00Z.
+const NOW: u64 = 1_795_521_600_000;
+const DAY: u64 = 86_400_000;
+
+fn usd(cents: i64) -> Money {
+    Money::from_nanos(cents * 10_000_000)
+}
+
+fn hold(id: &str, cents: i64, now: u64) -> HoldRequest {
+    HoldRequest {
+        org: "acme".into(),
+        hold_id: id.into(),
+        amount: usd(cents),
+        scopes: vec![Scope::org(), Scope::key("k1")],
+        now_ms: now,
+        ttl_ms: 60_000,
+    }
+}
+
+fn entry(id: &str, cents: i64) -> LedgerEntry {
+    LedgerEntry {
+        request_id: id.into(),
+        org: "acme".into(),
+        api_key: "k1".into(),
+        model: "m".into(),
+        provider: "p".into(),
+        cost: usd(cents),
+        finished_ms: NOW,
+        ..Default::default()
+    }
+}
+
+async fn spent_held(s: &dyn BudgetStore, period: Period, now: u64) -> (Money, Money) {
+    let b = s.budgets("acme", now).await.unwrap();
+    let v = b
+        .iter()
+        .find(|v| v.scope == Scope::org() && v.period == period)
+        .unwrap();
+    (v.spent, v.held)
+}
+
+async fn contract(s: &dyn BudgetStore) {
+    let day = BudgetDef {
+        limit: usd(100),
+        hard: true,
+        thresholds: vec![50, 80, 100],
+    };
+    s.set_budget("acme", &Scope::org(), Period::Day, &day)
+        .await
+        .unwrap();
+    s.set_budget(
+        "acme",
+        &Scope::org(),
+        Period::Month,
+        &BudgetDef {
+            limit: usd(1_000),
+            hard: true,
+            thresholds: vec![],
+        },
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        s.hold(&hold("r1", 40, NOW)).await.unwrap(),
+        HoldOutcome::Held
+    );
+    assert_eq!(
+        s.hold(&hold("r2", 40, NOW)).await.unwrap(),
+        HoldOutcome::Held
+    );
+    match s.hold(&hold("r3", 40, NOW)).await.unwrap() {
+        HoldOutcome::Denied {
+            scope,
+            period,
+            limit,
+            held,
+            ..
+        } => {
+            assert_eq!(
+                (scope, period, limit, held),
+                (Scope::org(), Period::Day, usd(100), usd(80))
+            );
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    assert_eq!(
+        s.hold(&hold("r1", 40, NOW)).await.unwrap(),
+        HoldOutcome::Duplicate("held".into()),
+        "a repeated hold counts once"
+    );
+    assert_eq!(spent_held(s, Period::Day, NOW).await, (usd(0), usd(80)));
+
+    // Settling below the hold frees the difference for the next request.
+    assert!(matches!(
+        s.settle("acme", "r1", &entry("r1", 10)).await.unwrap(),
+        SettleOutcome::Done(Some(_))
+    ));
+    for _ in 0..2 {
+        assert_eq!(
+            s.settle("acme", "r1", &entry("r1", 10)).await.unwrap(),
+            SettleOutcome::Duplicate("settled".into())
+        );
+    }
+    assert_eq!(spent_held(s, Period::Day, NOW).await, (usd(10), usd(40)));
+    assert_eq!(
+        s.hold(&hold("r3", 40, NOW)).await.unwrap(),
+        HoldOutcome::Held
+    );
+    assert_eq!(
+        s.release("acme", "r3").await.unwrap(),
+        SettleOutcome::Done(None)
+    );
+    assert_eq!(
+        s.release("acme", "r3").await.unwrap(),
+        SettleOutcome::Duplicate("released".into())
+    );
+    assert_eq!(
+        s.settle("acme", "never", &entry("x", 1)).await.unwrap(),
+        SettleOutcome::Unknown
+    );
+
+    // Usage without a hold, reported three times, counts once.
+    let first = s
+        .charge("acme", &[Scope::org()], NOW, &entry("r9", 5))
+        .await
+        .unwrap();
+    assert!(matches!(first, SettleOutcome::Done(Some(_))));
+    for _ in 0..2 {
+        assert_eq!(
+            s.charge("acme", &[Scope::org()], NOW, &entry("r9", 5))
+                .await
+                .unwrap(),
+            SettleOutcome::Duplicate("reported".into())
+        );
+    }
+    assert_eq!(spent_held(s, Period::Day, NOW).await, (usd(15), usd(40)));
+
+    let ledger = s.ledger("acme", "", 10).await.unwrap();
+    assert_eq!(
+        ledger
+            .iter()
+            .map(|(_, e)| e.request_id.as_str())
+            .collect::<Vec<_>>(),
+        ["r1", "r9"]
+    );
+    let rest = s.ledger("acme", &ledger[0].0, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    let usage = s
+        .usage(
+            "acme",
+            &["2026-11-24".to_string(), "2026-11-25".to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].1["cost|model|m"], usd(15).nanos());
+    assert_eq!(usage[0].1["req|day|"], 2);
+
+    // The next UTC day starts at zero; the month keeps counting.
+    assert_eq!(
+        spent_held(s, Period::Day, NOW + DAY).await,
+        (usd(0), usd(0))
+    );
+    assert_eq!(spent_held(s, Period::Month, NOW + DAY).await.0, usd(15));
+
+    // Soft budgets never deny.
+    s.set_budget(
+        "acme",
+        &Scope::workflow("batch"),
+        Period::Day,
+        &BudgetDef {
+            limit: usd(1),
+            hard: false,
+            thresholds: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let mut big = hold("r10", 50, NOW + DAY);
+    big.scopes.push(Scope::workflow("batch"));
+    assert_eq!(s.hold(&big).await.unwrap(), HoldOutcome::Held);
+
+    // A hold nobody settles shows up as expired after its TTL.
+    let mut lost = hold("lost", 1, NOW + DAY);
+    lost.ttl_ms = 10;
+    s.hold(&lost).await.unwrap();
+    let expired = s.expired_holds(NOW + DAY + 11, 100).await.unwrap();
+    assert!(
+        expired.contains(&("acme".to_string(), "lost".to_string(), usd(1))),
+        "{expired:?}"
+    );
+}
+
+#[tokio::test]
+async fn memory_budget_store_keeps_the_contract() {
+    contract(&MemoryBudgetStore::default()).await;
+}
+
+#[tokio::test]
+async fn redis_budget_store_keeps_the_contract() {
+    let redis = RedisServer::start().await.unwrap();
+    contract(&RedisBudgetStore::open(&redis.url()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn four_routers_never_overshoot_and_reuse_freed_budget() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut routers = Vec::new();
+    for _ in 0..4 {
+        routers.push(Arc::new(
+            RedisBudgetStore::open(&redis.url()).await.unwrap(),
+        ));
+    }
+    let limit = usd(500);
+    routers[0]
+        .set_budget(
+            "acme",
+            &Scope::org(),
+            Period::Day,
+            &BudgetDef {
+                limit,
+                hard: true,
+                thresholds: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let max_cost = usd(7);
+    let wave = |offset: usize| {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let store = routers[i % 4].clone();
+            tasks.spawn(async move {
+                let id = format!("req-{}", offset + i);
+                let amount = Money::from_nanos(max_cost.nanos() - (i as i64 % 5) * 10_000_000);
+                match store
+                    .hold(&HoldRequest {
+                        org: "acme".into(),
+                        hold_id: id.clone(),
+                        amount,
+                        scopes: vec![Scope::org()],
+                        now_ms: NOW,
+                        ttl_ms: 60_000,
+                    })
+                    .await
+                    .unwrap()
+                {
+                    HoldOutcome::Held => {
+                        // The request costs a third of its maximum.
+                        let cost = Money::from_nanos(amount.nanos() / 3);
+                        store
+                            .settle("acme", &id, &entry(&id, 0).clone_with_cost(cost))
+                            .await
+                            .unwrap();
+                        1
+                    }
+                    HoldOutcome::Denied { .. } => 0,
+                    HoldOutcome::Duplicate(_) => panic!("unique ids"),
+                }
+            });
+        }
+        tasks
+    };
+    let mut admitted = 0;
+    let mut first = wave(0);
+    while let Some(n) = first.join_next().await {
+        admitted += n.unwrap();
+    }
+    let (spent, held) = spent_held(routers[1].as_ref(), Period::Day, NOW).await;
+    assert_eq!(held, usd(0));
+    assert!(spent <= limit, "spent {spent} over limit {limit}");
+    // Settling at a third freed budget: a second wave still gets through, and the total stays within
+    // one request's maximum cost of the limit.
+    let mut second = wave(1_000);
+    let mut admitted2 = 0;
+    while let Some(n) = second.join_next().await {
+        admitted2 += n.unwrap();
+    }
+    let (spent, _) = spent_held(routers[2].as_ref(), Period::Day, NOW).await;
+    assert!(
+        admitted > 0 && admitted2 > 0,
+        "first {admitted}, second {admitted2}"
+    );
+    assert!(
+        spent.nanos() <= limit.nanos() + max_cost.nanos(),
+        "spent {spent} vs limit {limit}"
+    );
+    eprintln!(
+        "400 concurrent requests over 4 connections: {admitted} + {admitted2} admitted, spent {spent} USD of {limit}"
+    );
+    let ledger = routers[3].ledger("acme", "", 10_000).await.unwrap();
+    assert_eq!(
+        ledger.len(),
+        admitted + admitted2,
+        "one ledger entry per admitted request"
+    );
+    let ledger_sum: i64 = ledger.iter().map(|(_, e)| e.cost.nanos()).sum();
+    assert_eq!(
+        ledger_sum,
+        spent.nanos(),
+        "the ledger accounts for every nano-USD spent"
+    );
+}
+
+trait WithCost {
+    fn clone_with_cost(&self, cost: Money) -> LedgerEntry;
+}
+
+impl WithCost for LedgerEntry {
+    fn clone_with_cost(&self, cost: Money) -> LedgerEntry {
+        LedgerEntry {
+            cost,
+            ..self.clone()
+        }
+    }
+}
+
+#[tokio::test]
+async fn settled_spend_survives_kill_9_with_aof() {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let store = RedisBudgetStore::open(&redis.url()).await.unwrap();
+    store
+        .set_budget(
+            "acme",
+            &Scope::org(),
+            Period::Total,
+            &BudgetDef {
+                limit: usd(10_000),
+                hard: true,
+                thresholds: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    for i in 0..50 {
+        let id = format!("r{i}");
+        store.hold(&hold(&id, 3, NOW)).await.unwrap();
+        store.settle("acme", &id, &entry(&id, 2)).await.unwrap();
+    }
+    let before = spent_held(&store, Period::Total, NOW).await;
+    assert_eq!(before, (usd(100), usd(0)));
+    redis.kill().await.unwrap();
+    redis.restart().await.unwrap();
+    let store = RedisBudgetStore::open(&redis.url()).await.unwrap();
+    assert_eq!(spent_held(&store, Period::Total, NOW).await, before);
+    assert_eq!(store.ledger("acme", "", 100).await.unwrap().len(), 50);
+}
