@@ -275,7 +275,7 @@ impl BudgetStore for RedisBudgetStore {
                 held: money(held),
             });
         }
-        out.sort_by(|a, b| (a.scope.clone(), a.period).cmp(&(b.scope.clone(), b.period)));
+        out.sort_by(|a, b| a.scope.cmp(&b.scope).then(a.period.cmp(&b.period)));
         Ok(out)
     }
 

@@ -1,0 +1,135 @@
+//! Process entry shared by `switchyard-billing` and `switchyard billing`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_proto::v1::billing_server::BillingServer;
+use switchyard_state::{BudgetStore, MemoryBudgetStore, RedisBudgetStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::service::Billing;
+
+/// Command-line arguments of the billing service.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// gRPC listen address.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:50053",
+        env = "SWITCHYARD_BILLING_GRPC"
+    )]
+    pub grpc: SocketAddr,
+    /// Ops (metrics, health) listen address.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8083",
+        env = "SWITCHYARD_BILLING_HTTP"
+    )]
+    pub http: SocketAddr,
+    /// Redis URL; without it budgets live in this process only.
+    #[arg(long, env = "SWITCHYARD_REDIS_URL")]
+    pub redis: Option<String>,
+    /// How often expired holds are looked for, ms.
+    #[arg(long, default_value_t = 5_000, env = "SWITCHYARD_BILLING_RECONCILE_MS")]
+    pub reconcile_ms: u64,
+}
+
+/// A running billing service.
+#[derive(Debug)]
+pub struct BillingHandle {
+    /// gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Ops address.
+    pub http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl BillingHandle {
+    /// Stops and waits.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Starts the service on the given listeners.
+pub async fn start(
+    store: Arc<dyn BudgetStore>,
+    reconcile: Duration,
+    grpc: TcpListener,
+    http: TcpListener,
+) -> Result<BillingHandle, String> {
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (grpc_addr, http_addr) = (
+        grpc.local_addr().map_err(|e| e.to_string())?,
+        http.local_addr().map_err(|e| e.to_string())?,
+    );
+    let billing = Billing::new(store, shutdown.clone());
+    tracker.spawn(billing.clone().run_reconciler(reconcile));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<BillingServer<Billing>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| e.to_string())?;
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(BillingServer::new(billing))
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "billing gRPC server failed");
+        }
+    });
+    let ready: switchyard_runtime::ops::Readiness = Arc::new(|| (true, serde_json::json!({})));
+    tracker.spawn(switchyard_runtime::ops::serve_ops(
+        http,
+        ready,
+        shutdown.clone(),
+    ));
+    Ok(BillingHandle {
+        grpc_addr,
+        http_addr,
+        shutdown,
+        tracker,
+    })
+}
+
+/// Runs until Ctrl-C or SIGTERM. Prints one JSON line with the bound addresses.
+pub async fn run(args: Args) -> Result<(), String> {
+    let store: Arc<dyn BudgetStore> = match &args.redis {
+        Some(url) => Arc::new(
+            RedisBudgetStore::open(url)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        None => Arc::new(MemoryBudgetStore::default()),
+    };
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let handle = start(
+        store,
+        Duration::from_millis(args.reconcile_ms.max(100)),
+        bind(args.grpc).await?,
+        bind(args.http).await?,
+    )
+    .await?;
+    let ready = serde_json::json!({"grpc": handle.grpc_addr, "http": handle.http_addr});
+    switchyard_runtime::print_stdout(&format!("{ready}\n")).map_err(|e| e.to_string())?;
+    switchyard_runtime::shutdown_signal().await;
+    handle.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,531 @@
+//! gRPC `switchyard.v1.Billing` over a [`BudgetStore`], the reconciler of expired holds, and
+//! budget alerts.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use switchyard_core::Money;
+use switchyard_proto::v1 as pb;
+use switchyard_state::{
+    BudgetDef, BudgetStore, BudgetView, LedgerEntry, Period, Scope, SettleOutcome, StateError,
+    day_of,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// Now, Unix ms.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The billing service.
+#[derive(Clone)]
+pub struct Billing {
+    store: Arc<dyn BudgetStore>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Billing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Billing")
+    }
+}
+
+fn unavailable(e: StateError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+fn scope_of(s: Option<pb::Scope>) -> Result<(String, Scope), Status> {
+    let s = s.ok_or_else(|| Status::invalid_argument("scope is required"))?;
+    if s.org_id.is_empty() {
+        return Err(Status::invalid_argument("scope.org_id is required"));
+    }
+    let scope = match pb::ScopeKind::try_from(s.kind) {
+        Ok(pb::ScopeKind::Org) => Scope::org(),
+        Ok(pb::ScopeKind::ApiKey) if !s.id.is_empty() => Scope::key(&s.id),
+        Ok(pb::ScopeKind::Workflow) if !s.id.is_empty() => Scope::workflow(&s.id),
+        _ => {
+            return Err(Status::invalid_argument(
+                "scope.kind must be org, api_key (with id) or workflow (with id)",
+            ));
+        }
+    };
+    Ok((s.org_id, scope))
+}
+
+fn period_of(p: i32) -> Result<Period, Status> {
+    match pb::Period::try_from(p) {
+        Ok(pb::Period::Day) => Ok(Period::Day),
+        Ok(pb::Period::Month) => Ok(Period::Month),
+        Ok(pb::Period::Total) => Ok(Period::Total),
+        _ => Err(Status::invalid_argument(
+            "period must be day, month or total",
+        )),
+    }
+}
+
+fn budget_proto(org: &str, v: &BudgetView) -> pb::Budget {
+    let (kind, id) = match v.scope.as_str().split_once(':') {
+        Some(("key", id)) => (pb::ScopeKind::ApiKey, id.to_string()),
+        Some(("wf", id)) => (pb::ScopeKind::Workflow, id.to_string()),
+        _ => (pb::ScopeKind::Org, String::new()),
+    };
+    pb::Budget {
+        scope: Some(pb::Scope {
+            kind: kind as i32,
+            org_id: org.to_string(),
+            id,
+        }),
+        period: match v.period {
+            Period::Day => pb::Period::Day,
+            Period::Month => pb::Period::Month,
+            Period::Total => pb::Period::Total,
+        } as i32,
+        limit_nano_usd: v.def.limit.nanos(),
+        spent_nano_usd: v.spent.nanos(),
+        held_nano_usd: v.held.nanos(),
+        hard: v.def.hard,
+        alert_thresholds_percent: v.def.thresholds.clone(),
+        period_key: v.period_key.clone(),
+    }
+}
+
+fn entry_of(r: &pb::UsageRecord, unreconciled: bool) -> LedgerEntry {
+    LedgerEntry {
+        request_id: r.request_id.clone(),
+        org: r.org_id.clone(),
+        api_key: r.api_key_id.clone(),
+        workflow: r.workflow.clone(),
+        model: r.model.clone(),
+        provider: r.provider.clone(),
+        endpoint: r.endpoint.clone(),
+        prompt_tokens: u64::from(r.prompt_tokens),
+        completion_tokens: u64::from(r.completion_tokens),
+        cached_prompt_tokens: u64::from(r.cached_prompt_tokens),
+        cost: Money::from_nanos(r.cost_nano_usd.max(0)),
+        hold_id: r.hold_id.clone(),
+        unreconciled,
+        finished_ms: if r.finished_unix_ms > 0 {
+            r.finished_unix_ms as u64
+        } else {
+            now_ms()
+        },
+        attempts: r.attempts,
+        outcome: r.outcome.clone(),
+    }
+}
+
+fn record_of(e: &LedgerEntry) -> pb::UsageRecord {
+    pb::UsageRecord {
+        request_id: e.request_id.clone(),
+        org_id: e.org.clone(),
+        api_key_id: e.api_key.clone(),
+        workflow: e.workflow.clone(),
+        model: e.model.clone(),
+        provider: e.provider.clone(),
+        endpoint: e.endpoint.clone(),
+        prompt_tokens: e.prompt_tokens as u32,
+        completion_tokens: e.completion_tokens as u32,
+        cached_prompt_tokens: e.cached_prompt_tokens as u32,
+        cost_nano_usd: e.cost.nanos(),
+        hold_id: e.hold_id.clone(),
+        finished_unix_ms: e.finished_ms as i64,
+        attempts: e.attempts,
+        outcome: e.outcome.clone(),
+    }
+}
+
+impl Billing {
+    /// A service over `store`; streams end at `shutdown`.
+    pub fn new(store: Arc<dyn BudgetStore>, shutdown: CancellationToken) -> Self {
+        Billing { store, shutdown }
+    }
+
+    /// Settles (or charges) one usage record; `true` when it was new.
+    pub async fn apply(&self, r: &pb::UsageRecord) -> Result<bool, StateError> {
+        let entry = entry_of(r, false);
+        let before = self.store.budgets(&r.org_id, entry.finished_ms).await?;
+        let outcome = if r.hold_id.is_empty() {
+            let mut scopes = vec![Scope::org()];
+            if !r.api_key_id.is_empty() {
+                scopes.push(Scope::key(&r.api_key_id));
+            }
+            if !r.workflow.is_empty() {
+                scopes.push(Scope::workflow(&r.workflow));
+            }
+            self.store
+                .charge(&r.org_id, &scopes, entry.finished_ms, &entry)
+                .await?
+        } else {
+            self.store.settle(&r.org_id, &r.hold_id, &entry).await?
+        };
+        self.settled(&r.org_id, &before, &outcome, entry.finished_ms)
+            .await
+    }
+
+    /// After a settlement: counts it and raises the alerts it caused; `true` when it was new.
+    async fn settled(
+        &self,
+        org: &str,
+        before: &[BudgetView],
+        outcome: &SettleOutcome,
+        now: u64,
+    ) -> Result<bool, StateError> {
+        let new = matches!(outcome, SettleOutcome::Done(_));
+        if new {
+            metrics::counter!("switchyard_billing_settled_total").increment(1);
+            self.alerts(org, before, now).await?;
+        }
+        Ok(new)
+    }
+
+    /// Emits an alert for every threshold a budget crossed since `before`, and the usage gauges.
+    async fn alerts(&self, org: &str, before: &[BudgetView], now: u64) -> Result<(), StateError> {
+        for after in self.store.budgets(org, now).await? {
+            let limit = after.def.limit.nanos();
+            if limit <= 0 {
+                continue;
+            }
+            let pct = |spent: Money| (spent.nanos() as f64 / limit as f64) * 100.0;
+            let was = before
+                .iter()
+                .find(|b| {
+                    b.scope == after.scope
+                        && b.period == after.period
+                        && b.period_key == after.period_key
+                })
+                .map(|b| pct(b.spent))
+                .unwrap_or(0.0);
+            let now_pct = pct(after.spent);
+            metrics::gauge!("switchyard_budget_used_ratio", "org" => org.to_string(), "scope" => after.scope.as_str().to_string(), "period" => after.period.as_str())
+                .set(now_pct / 100.0);
+            for t in &after.def.thresholds {
+                let t = f64::from(*t);
+                if was < t && now_pct >= t {
+                    tracing::warn!(
+                        org,
+                        scope = after.scope.as_str(),
+                        period = after.period.as_str(),
+                        threshold = t,
+                        used_percent = now_pct,
+                        hard = after.def.hard,
+                        "budget threshold crossed"
+                    );
+                    metrics::counter!("switchyard_budget_alerts_total", "org" => org.to_string(), "scope" => after.scope.as_str().to_string(), "threshold" => t.to_string()).increment(1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles holds whose TTL passed at their held amount, marked unreconciled. Returns how many.
+    pub async fn reconcile(&self, now: u64) -> Result<usize, StateError> {
+        let expired = self.store.expired_holds(now, 500).await?;
+        let mut n = 0;
+        for (org, hold_id, amount) in expired {
+            let entry = LedgerEntry {
+                request_id: format!("unreconciled:{hold_id}"),
+                org: org.clone(),
+                cost: amount,
+                hold_id: hold_id.clone(),
+                unreconciled: true,
+                finished_ms: now,
+                outcome: "unreconciled".into(),
+                ..Default::default()
+            };
+            let before = self.store.budgets(&org, now).await?;
+            let outcome = self.store.settle(&org, &hold_id, &entry).await?;
+            if self.settled(&org, &before, &outcome, now).await? {
+                tracing::warn!(org, hold = %hold_id, amount = %amount, "expired hold settled at its held amount");
+                metrics::counter!("switchyard_billing_unreconciled_total").increment(1);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Runs the reconciler every `every` until shutdown.
+    pub async fn run_reconciler(self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.reconcile(now_ms()).await {
+                tracing::warn!(error = %e, "reconciler pass failed");
+            }
+        }
+    }
+}
+
+type LedgerStream = Pin<Box<dyn Stream<Item = Result<pb::LedgerEntry, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::billing_server::Billing for Billing {
+    type ExportLedgerStream = LedgerStream;
+
+    async fn report_usage(
+        &self,
+        request: Request<pb::ReportUsageRequest>,
+    ) -> Result<Response<pb::ReportUsageResponse>, Status> {
+        let mut acknowledged = Vec::new();
+        for r in request.into_inner().records {
+            if r.request_id.is_empty() || r.org_id.is_empty() {
+                return Err(Status::invalid_argument(
+                    "every record needs request_id and org_id",
+                ));
+            }
+            self.apply(&r).await.map_err(unavailable)?;
+            acknowledged.push(r.request_id);
+        }
+        Ok(Response::new(pb::ReportUsageResponse { acknowledged }))
+    }
+
+    async fn get_budget(
+        &self,
+        request: Request<pb::GetBudgetRequest>,
+    ) -> Result<Response<pb::Budget>, Status> {
+        let r = request.into_inner();
+        let (org, scope) = scope_of(r.scope)?;
+        let period = period_of(r.period)?;
+        let all = self
+            .store
+            .budgets(&org, now_ms())
+            .await
+            .map_err(unavailable)?;
+        all.iter()
+            .find(|v| v.scope == scope && v.period == period)
+            .map(|v| Response::new(budget_proto(&org, v)))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no {} budget for {} of org `{org}`",
+                    period.as_str(),
+                    scope.as_str()
+                ))
+            })
+    }
+
+    async fn list_budgets(
+        &self,
+        request: Request<pb::ListBudgetsRequest>,
+    ) -> Result<Response<pb::ListBudgetsResponse>, Status> {
+        let org = request.into_inner().org_id;
+        let all = self
+            .store
+            .budgets(&org, now_ms())
+            .await
+            .map_err(unavailable)?;
+        Ok(Response::new(pb::ListBudgetsResponse {
+            budgets: all.iter().map(|v| budget_proto(&org, v)).collect(),
+        }))
+    }
+
+    async fn set_budget(
+        &self,
+        request: Request<pb::SetBudgetRequest>,
+    ) -> Result<Response<pb::Budget>, Status> {
+        let r = request.into_inner();
+        let (org, scope) = scope_of(r.scope)?;
+        let period = period_of(r.period)?;
+        if r.limit_nano_usd < 0 {
+            return Err(Status::invalid_argument(
+                "limit_nano_usd must not be negative",
+            ));
+        }
+        if r.alert_thresholds_percent
+            .iter()
+            .any(|t| *t == 0 || *t > 1_000)
+        {
+            return Err(Status::invalid_argument(
+                "alert thresholds are percentages between 1 and 1000",
+            ));
+        }
+        let def = BudgetDef {
+            limit: Money::from_nanos(r.limit_nano_usd),
+            hard: r.hard,
+            thresholds: r.alert_thresholds_percent,
+        };
+        self.store
+            .set_budget(&org, &scope, period, &def)
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(org, scope = scope.as_str(), period = period.as_str(), limit = %def.limit, hard = def.hard, "budget set");
+        let all = self
+            .store
+            .budgets(&org, now_ms())
+            .await
+            .map_err(unavailable)?;
+        all.iter()
+            .find(|v| v.scope == scope && v.period == period)
+            .map(|v| Response::new(budget_proto(&org, v)))
+            .ok_or_else(|| Status::internal("budget not readable after being set"))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::GetUsageResponse>, Status> {
+        let r = request.into_inner();
+        let dim = match pb::UsageGroupBy::try_from(r.group_by) {
+            Ok(pb::UsageGroupBy::ApiKey) => "key",
+            Ok(pb::UsageGroupBy::Workflow) => "workflow",
+            Ok(pb::UsageGroupBy::Model) => "model",
+            Ok(pb::UsageGroupBy::Provider) => "provider",
+            _ => "day",
+        };
+        let today = day_of(now_ms());
+        let to = if r.to_day.is_empty() {
+            today.clone()
+        } else {
+            r.to_day.clone()
+        };
+        let from = if r.from_day.is_empty() {
+            to.clone()
+        } else {
+            r.from_day.clone()
+        };
+        let days = days_between(&from, &to).ok_or_else(|| {
+            Status::invalid_argument(
+                "from_day and to_day are YYYY-MM-DD, at most 400 days apart, in order",
+            )
+        })?;
+        let usage = self
+            .store
+            .usage(&r.org_id, &days)
+            .await
+            .map_err(unavailable)?;
+        let mut rows: std::collections::BTreeMap<String, pb::UsageRow> =
+            std::collections::BTreeMap::new();
+        for (day, fields) in usage {
+            for (field, v) in fields {
+                let mut parts = field.splitn(3, '|');
+                let (Some(metric), Some(d), Some(value)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                if d != dim {
+                    continue;
+                }
+                let key = if dim == "day" {
+                    day.clone()
+                } else {
+                    value.to_string()
+                };
+                let row = rows.entry(key.clone()).or_insert_with(|| pb::UsageRow {
+                    key,
+                    ..Default::default()
+                });
+                match metric {
+                    "cost" => row.cost_nano_usd += v,
+                    "req" => row.requests += v.max(0) as u64,
+                    "in" => row.prompt_tokens += v.max(0) as u64,
+                    "out" => row.completion_tokens += v.max(0) as u64,
+                    _ => {}
+                }
+            }
+        }
+        Ok(Response::new(pb::GetUsageResponse {
+            rows: rows.into_values().collect(),
+        }))
+    }
+
+    async fn export_ledger(
+        &self,
+        request: Request<pb::ExportLedgerRequest>,
+    ) -> Result<Response<Self::ExportLedgerStream>, Status> {
+        let r = request.into_inner();
+        let store = self.store.clone();
+        let stream = futures::stream::unfold(Some(r.after_id), move |after| {
+            let store = store.clone();
+            let org = r.org_id.clone();
+            async move {
+                let after = after?;
+                match store.ledger(&org, &after, 500).await {
+                    Ok(page) if page.is_empty() => None,
+                    Ok(page) => {
+                        let next = page.last().map(|(id, _)| id.clone());
+                        let items: Vec<Result<pb::LedgerEntry, Status>> = page
+                            .iter()
+                            .map(|(id, e)| {
+                                Ok(pb::LedgerEntry {
+                                    id: id.clone(),
+                                    record: Some(record_of(e)),
+                                    unreconciled: e.unreconciled,
+                                })
+                            })
+                            .collect();
+                        Some((futures::stream::iter(items), next))
+                    }
+                    Err(e) => Some((futures::stream::iter(vec![Err(unavailable(e))]), None)),
+                }
+            }
+        });
+        let stream = futures::StreamExt::take_until(
+            futures::StreamExt::flatten(stream),
+            self.shutdown.clone().cancelled_owned(),
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Every `YYYY-MM-DD` from `from` to `to` inclusive (at most 400).
+fn days_between(from: &str, to: &str) -> Option<Vec<String>> {
+    let parse = |s: &str| -> Option<u64> {
+        let mut it = s.splitn(3, '-');
+        let (y, m, d): (i64, i64, i64) = (
+            it.next()?.parse().ok()?,
+            it.next()?.parse().ok()?,
+            it.next()?.parse().ok()?,
+        );
+        // Days since the epoch for a civil date (inverse of the store's conversion).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let ms = u64::try_from(days).ok()? * 86_400_000;
+        (day_of(ms) == s).then_some(ms)
+    };
+    let (a, b) = (parse(from)?, parse(to)?);
+    if b < a || (b - a) / 86_400_000 > 400 {
+        return None;
+    }
+    Some(
+        (0..=(b - a) / 86_400_000)
+            .map(|i| day_of(a + i * 86_400_000))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::days_between;
+
+    #[test]
+    fn day_ranges() {
+        assert_eq!(
+            days_between("2026-02-27", "2026-03-01").unwrap(),
+            ["2026-02-27", "2026-02-28", "2026-03-01"]
+        );
+        assert_eq!(
+            days_between("2024-02-28", "2024-03-01").unwrap().len(),
+            3,
+            "leap year"
+        );
+        assert!(days_between("2026-03-01", "2026-02-27").is_none());
+        assert!(days_between("2026-13-01", "2026-13-02").is_none());
+        assert!(
+            days_between("2020-01-01", "2026-01-01").is_none(),
+            "too long"
+        );
+    }
+}
