@@ -1,0 +1,374 @@
+//! The attempt engine: runs a plan's attempts in order under one deadline. A failed attempt is
+//! retried on the same endpoint only for retryable classes, a bounded number of times, after a
+//! jittered exponential backoff or the upstream's Retry-After, within the retry budget; a
+//! Retry-After longer than the backoff cap is only waited out when no other endpoint is left.
+//! Otherwise the engine falls back along the plan when the class allows it: any endpoint for
+//! outages and rate limits, a model with a larger context for context errors, and after a refusal
+//! only if the workflow allows. A stream can still fall back until its first chunk; after that it
+//! is committed to its endpoint.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Serialize;
+use switchyard_core::{
+    ChatChunk, ChatRequest, ChatResponse, EndpointId, Error, ErrorClass, Fallback, ModelId,
+    ProviderId,
+};
+use switchyard_providers::{
+    Call, CallError, ChunkStream, ProviderClient, Target, Timeouts, UpstreamError,
+};
+use switchyard_routing::Attempt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::retry_budget::RetryBudget;
+
+/// A planned attempt with where to send it.
+#[derive(Debug, Clone)]
+pub struct PlannedAttempt {
+    /// The planner's attempt.
+    pub attempt: Attempt,
+    /// The upstream call target (with the key the attempt uses).
+    pub target: Target,
+    /// The endpoint's context window, for context-length fallbacks.
+    pub context_length: u32,
+}
+
+/// How the engine behaves for one request (from the workflow).
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    /// Per-attempt limits (each also bounded by the deadline).
+    pub timeouts: Timeouts,
+    /// Retries per endpoint after its first try.
+    pub max_retries: u32,
+    /// First backoff; doubles with each retry, jittered.
+    pub base_backoff: Duration,
+    /// Backoff cap.
+    pub max_backoff: Duration,
+    /// The whole request ends here.
+    pub deadline: Instant,
+    /// Whether a refusal may fall back.
+    pub fallback_on_refusal: bool,
+}
+
+/// One attempt as it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptTrace {
+    /// Endpoint.
+    pub endpoint: EndpointId,
+    /// Provider.
+    pub provider: ProviderId,
+    /// Model.
+    pub model: ModelId,
+    /// `ok` or the error class.
+    pub outcome: &'static str,
+    /// Time taken.
+    pub latency_ms: u64,
+    /// A retry of the previous attempt's endpoint.
+    pub retry: bool,
+}
+
+/// A completion and how it was reached.
+#[derive(Debug)]
+pub struct Completed {
+    /// The response.
+    pub response: ChatResponse,
+    /// Index of the serving attempt in the plan.
+    pub served: usize,
+    /// Every attempt.
+    pub trace: Vec<AttemptTrace>,
+}
+
+/// A committed stream: its first chunk, the rest, and how it was reached.
+pub struct Streaming {
+    /// The first chunk.
+    pub first: ChatChunk,
+    /// The rest; ends with an error item if the upstream fails after the first chunk.
+    pub rest: ChunkStream,
+    /// Index of the serving attempt in the plan.
+    pub served: usize,
+    /// Every attempt so far.
+    pub trace: Vec<AttemptTrace>,
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("served", &self.served)
+            .field("trace", &self.trace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request could not be served.
+#[derive(Debug)]
+pub struct Failed {
+    /// The client-facing error (the last attempt's, or the deadline's).
+    pub error: Error,
+    /// Every attempt.
+    pub trace: Vec<AttemptTrace>,
+    /// The caller gave up (client disconnect); nothing will read the error.
+    pub cancelled: bool,
+}
+
+enum Next {
+    Retry(Duration),
+    NextEndpoint,
+    Stop,
+}
+
+fn backoff(base: Duration, retries_done: u32, max: Duration) -> Duration {
+    let exp = base
+        .saturating_mul(1u32.checked_shl(retries_done.min(16)).unwrap_or(u32::MAX))
+        .min(max);
+    // Full jitter over the upper half: spreads retries without making them arbitrarily short.
+    let half = exp / 2;
+    half + Duration::from_secs_f64(rand::random::<f64>() * half.as_secs_f64())
+}
+
+fn decide(
+    e: &UpstreamError,
+    retries_done: u32,
+    more_endpoints: bool,
+    s: &EngineSettings,
+    budget: &RetryBudget,
+    provider: &ProviderId,
+) -> Next {
+    if e.class.retry_same_endpoint() && retries_done < s.max_retries {
+        let wait = backoff(s.base_backoff, retries_done, s.max_backoff)
+            .max(e.retry_after.unwrap_or_default());
+        let worth_waiting = wait <= s.max_backoff || !more_endpoints;
+        if worth_waiting && Instant::now() + wait < s.deadline && budget.try_spend(provider) {
+            return Next::Retry(wait);
+        }
+    }
+    match e.class.fallback() {
+        Fallback::Yes | Fallback::LargerContext => Next::NextEndpoint,
+        Fallback::IfWorkflowAllows if s.fallback_on_refusal => Next::NextEndpoint,
+        _ => Next::Stop,
+    }
+}
+
+fn trace(p: &PlannedAttempt, outcome: &'static str, started: Instant, retry: bool) -> AttemptTrace {
+    AttemptTrace {
+        endpoint: p.attempt.endpoint.clone(),
+        provider: p.attempt.provider.clone(),
+        model: p.attempt.model.clone(),
+        outcome,
+        latency_ms: started.elapsed().as_millis() as u64,
+        retry,
+    }
+}
+
+fn attempt_timeouts(s: &EngineSettings) -> Option<Timeouts> {
+    let left = s.deadline.checked_duration_since(Instant::now())?;
+    if left.is_zero() {
+        return None;
+    }
+    Some(Timeouts {
+        connect: s.timeouts.connect.min(left),
+        first_byte: s.timeouts.first_byte.min(left),
+        total: s.timeouts.total.min(left),
+    })
+}
+
+/// What happened to one attempt, for the shared loop.
+enum Tried<T> {
+    Served(T),
+    Failed(UpstreamError),
+    Cancelled,
+}
+
+/// The loop both entry points share: attempts in order, retries, fallbacks, the deadline.
+async fn drive<T, F, Fut>(
+    plan: &[PlannedAttempt],
+    s: &EngineSettings,
+    budget: &RetryBudget,
+    cancel: &CancellationToken,
+    mut once: F,
+) -> Result<(T, usize, Vec<AttemptTrace>), Failed>
+where
+    F: FnMut(usize, Timeouts) -> Fut,
+    Fut: std::future::Future<Output = Tried<T>>,
+{
+    let mut traces = Vec::new();
+    let mut last: Option<UpstreamError> = None;
+    let mut min_context: Option<u32> = None;
+    let mut i = 0;
+    while i < plan.len() {
+        let p = &plan[i];
+        if min_context.is_some_and(|c| p.context_length <= c) {
+            i += 1;
+            continue;
+        }
+        let mut retries = 0u32;
+        loop {
+            let Some(timeouts) = attempt_timeouts(s) else {
+                // Out of time: the last upstream failure says more than "timeout" when there was one.
+                let error = match &last {
+                    Some(e) => e.to_error(),
+                    None => Error::new(
+                        ErrorClass::Timeout,
+                        "the request deadline passed before an upstream answered",
+                    ),
+                };
+                return Err(Failed {
+                    error,
+                    trace: traces,
+                    cancelled: false,
+                });
+            };
+            if retries == 0 {
+                budget.deposit(&p.attempt.provider);
+            }
+            let started = Instant::now();
+            match once(i, timeouts).await {
+                Tried::Served(v) => {
+                    traces.push(trace(p, "ok", started, retries > 0));
+                    metrics::counter!("switchyard_attempts_total", "provider" => p.attempt.provider.to_string(), "outcome" => "ok").increment(1);
+                    return Ok((v, i, traces));
+                }
+                Tried::Cancelled => {
+                    let error = Error::new(ErrorClass::Timeout, "the client went away");
+                    return Err(Failed {
+                        error,
+                        trace: traces,
+                        cancelled: true,
+                    });
+                }
+                Tried::Failed(e) => {
+                    traces.push(trace(p, e.class.as_str(), started, retries > 0));
+                    metrics::counter!("switchyard_attempts_total", "provider" => p.attempt.provider.to_string(), "outcome" => e.class.as_str()).increment(1);
+                    let more = plan[i + 1..]
+                        .iter()
+                        .any(|q| min_context.is_none_or(|c| q.context_length > c));
+                    match decide(&e, retries, more, s, budget, &p.attempt.provider) {
+                        Next::Retry(wait) => {
+                            metrics::counter!("switchyard_retries_total", "provider" => p.attempt.provider.to_string()).increment(1);
+                            retries += 1;
+                            tokio::select! {
+                                _ = cancel.cancelled() => {
+                                    let error = Error::new(ErrorClass::Timeout, "the client went away");
+                                    return Err(Failed { error, trace: traces, cancelled: true });
+                                }
+                                _ = tokio::time::sleep(wait) => {}
+                            }
+                            last = Some(e);
+                        }
+                        Next::NextEndpoint => {
+                            if e.class == ErrorClass::ContextLengthExceeded {
+                                min_context = Some(min_context.unwrap_or(0).max(p.context_length));
+                            }
+                            if let Some(next) = plan[i + 1..]
+                                .iter()
+                                .find(|q| min_context.is_none_or(|c| q.context_length > c))
+                            {
+                                metrics::counter!("switchyard_fallbacks_total", "from" => p.attempt.provider.to_string(), "to" => next.attempt.provider.to_string(), "reason" => e.class.as_str()).increment(1);
+                            }
+                            last = Some(e);
+                            break;
+                        }
+                        Next::Stop => {
+                            return Err(Failed {
+                                error: e.to_error(),
+                                trace: traces,
+                                cancelled: false,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    let error = match last {
+        Some(e) => e.to_error(),
+        None => Error::new(ErrorClass::NoEligibleRoute, "no attempt could be made"),
+    };
+    Err(Failed {
+        error,
+        trace: traces,
+        cancelled: false,
+    })
+}
+
+/// Runs a non-streamed request along `plan`.
+pub async fn complete(
+    client: &ProviderClient,
+    plan: &[PlannedAttempt],
+    request: &ChatRequest,
+    s: &EngineSettings,
+    budget: &RetryBudget,
+    cancel: &CancellationToken,
+) -> Result<Completed, Failed> {
+    let (response, served, trace) = drive(plan, s, budget, cancel, |i, timeouts| {
+        let target = &plan[i].target;
+        async move {
+            match client
+                .chat(Call {
+                    target,
+                    request,
+                    timeouts,
+                    cancel,
+                })
+                .await
+            {
+                Ok(r) => Tried::Served(r),
+                Err(CallError::Upstream(e)) => Tried::Failed(e),
+                Err(CallError::Cancelled) => Tried::Cancelled,
+            }
+        }
+    })
+    .await?;
+    Ok(Completed {
+        response,
+        served,
+        trace,
+    })
+}
+
+/// Runs a streamed request along `plan`, falling back until an attempt yields its first chunk.
+pub async fn stream(
+    client: &ProviderClient,
+    plan: &[PlannedAttempt],
+    request: &ChatRequest,
+    s: &EngineSettings,
+    budget: &RetryBudget,
+    cancel: &CancellationToken,
+) -> Result<Streaming, Failed> {
+    let ((first, rest), served, trace) = drive(plan, s, budget, cancel, |i, timeouts| {
+        let target = &plan[i].target;
+        async move {
+            let mut rest = match client
+                .chat_stream(Call {
+                    target,
+                    request,
+                    timeouts,
+                    cancel,
+                })
+                .await
+            {
+                Ok(s) => s,
+                Err(CallError::Upstream(e)) => return Tried::Failed(e),
+                Err(CallError::Cancelled) => return Tried::Cancelled,
+            };
+            match rest.next().await {
+                Some(Ok(first)) => Tried::Served((first, rest)),
+                Some(Err(CallError::Upstream(e))) => Tried::Failed(e),
+                Some(Err(CallError::Cancelled)) => Tried::Cancelled,
+                None => Tried::Failed(UpstreamError::malformed(
+                    switchyard_providers::Phase::FirstByte,
+                    "stream ended before any chunk",
+                )),
+            }
+        }
+    })
+    .await?;
+    Ok(Streaming {
+        first,
+        rest,
+        served,
+        trace,
+    })
+}

@@ -1,0 +1,5 @@
+//! The router: the request path from a client to upstream providers. This first part is the
+//! attempt engine and the retry budget; the APIs, auth, budgets and reporting build on them.
+
+pub mod engine;
+pub mod retry_budget;
