@@ -114,7 +114,7 @@ pub struct Failed {
 
 enum Next {
     Retry(Duration),
-    NextEndpoint,
+    OtherEndpoint,
     Stop,
 }
 
@@ -144,8 +144,8 @@ fn decide(
         }
     }
     match e.class.fallback() {
-        Fallback::Yes | Fallback::LargerContext => Next::NextEndpoint,
-        Fallback::IfWorkflowAllows if s.fallback_on_refusal => Next::NextEndpoint,
+        Fallback::Yes | Fallback::LargerContext => Next::OtherEndpoint,
+        Fallback::IfWorkflowAllows if s.fallback_on_refusal => Next::OtherEndpoint,
         _ => Next::Stop,
     }
 }
@@ -256,7 +256,7 @@ where
                             }
                             last = Some(e);
                         }
-                        Next::NextEndpoint => {
+                        Next::OtherEndpoint => {
                             if e.class == ErrorClass::ContextLengthExceeded {
                                 min_context = Some(min_context.unwrap_or(0).max(p.context_length));
                             }
