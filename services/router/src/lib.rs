@@ -2,4 +2,5 @@
 //! attempt engine and the retry budget; the APIs, auth, budgets and reporting build on them.
 
 pub mod engine;
+pub mod reporter;
 pub mod retry_budget;
