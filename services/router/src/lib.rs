@@ -2,5 +2,6 @@
 //! attempt engine and the retry budget; the APIs, auth, budgets and reporting build on them.
 
 pub mod engine;
+pub mod health_view;
 pub mod reporter;
 pub mod retry_budget;

@@ -1,0 +1,108 @@
+//! The health view follows the shared records within a second, survives a Redis outage on the
+//! last snapshot (marked stale), recovers without restart, and overlays local penalties.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchyard_core::{EndpointId, EndpointState};
+use switchyard_router::health_view::HealthView;
+use switchyard_state::{HealthRecord, HealthStore, RedisHealthStore};
+use switchyard_testkit::{RedisOptions, RedisServer};
+use tokio_util::sync::CancellationToken;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn until(view: &HealthView, what: impl Fn(&HealthView) -> bool, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while !what(view) {
+        assert!(started.elapsed() < limit, "not within {limit:?}: {view:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn follows_survives_an_outage_and_penalizes() {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    let prober: Arc<dyn HealthStore> = Arc::new(
+        RedisHealthStore::open(&redis.url(), stop.clone())
+            .await
+            .unwrap(),
+    );
+    let router_store: Arc<dyn HealthStore> = Arc::new(
+        RedisHealthStore::open(&redis.url(), stop.clone())
+            .await
+            .unwrap(),
+    );
+    let view = HealthView::spawn(
+        router_store,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        stop.clone(),
+    );
+    until(&view, |v| !v.is_stale(), Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let ep = EndpointId::from("m@a");
+    let ejected = HealthRecord {
+        state: EndpointState::Ejected,
+        updated_ms: now_ms(),
+        ..Default::default()
+    };
+    prober.put_record(&ep, &ejected).await.unwrap();
+    let took = until(
+        &view,
+        |v| v.snapshot().get("m@a").state == EndpointState::Ejected,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(took < Duration::from_secs(1));
+
+    // Redis goes away: the last snapshot keeps serving, marked stale.
+    redis.kill().await.unwrap();
+    until(&view, HealthView::is_stale, Duration::from_secs(3)).await;
+    assert_eq!(view.snapshot().get("m@a").state, EndpointState::Ejected);
+
+    // It comes back: the view recovers by itself and sees changes made meanwhile.
+    redis.restart().await.unwrap();
+    until(&view, |v| !v.is_stale(), Duration::from_secs(5)).await;
+    let back = HealthRecord {
+        state: EndpointState::Healthy,
+        updated_ms: now_ms(),
+        ..Default::default()
+    };
+    let mut written = false;
+    for _ in 0..50 {
+        if prober.put_record(&ep, &back).await.is_ok() {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(written);
+    until(
+        &view,
+        |v| v.snapshot().get("m@a").state == EndpointState::Healthy,
+        Duration::from_secs(3),
+    )
+    .await;
+
+    // A local penalty degrades the endpoint here at once, and wears off.
+    view.penalize(&ep, Duration::from_millis(300));
+    assert_eq!(view.snapshot().get("m@a").state, EndpointState::Degraded);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(view.snapshot().get("m@a").state, EndpointState::Healthy);
+    stop.cancel();
+}
