@@ -3,5 +3,6 @@
 
 pub mod engine;
 pub mod health_view;
+pub mod policy_view;
 pub mod reporter;
 pub mod retry_budget;
