@@ -3,6 +3,8 @@
 
 pub mod engine;
 pub mod health_view;
+pub mod http;
+pub mod pipeline;
 pub mod policy_view;
 pub mod reporter;
 pub mod retry_budget;

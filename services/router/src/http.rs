@@ -1,0 +1,260 @@
+//! The OpenAI-compatible HTTP API: `POST /v1/chat/completions` (JSON and SSE) and
+//! `GET /v1/models`, with OpenRouter-style routing fields in the request and the served model,
+//! provider, `usage.cost` and the routing trace in the response. Errors use the OpenAI envelope.
+
+use std::sync::Arc;
+
+use axum::Router as Axum;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use switchyard_core::{ChatChunk, ChatRequest, Error, Usage};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{self, AttemptTrace};
+use crate::pipeline::{Admitted, Router};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// The HTTP routes.
+pub fn routes(router: Arc<Router>) -> Axum {
+    Axum::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(router)
+}
+
+/// An error as an HTTP response.
+pub fn error_response(e: &Error) -> Response {
+    let mut resp = (e.http_status(), axum::Json(e.openai_body())).into_response();
+    if let Some(after) = e.retry_after
+        && let Ok(v) = HeaderValue::from_str(&(after.as_secs_f64().ceil() as u64).to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
+    json!({"request_id": a.id, "workflow": a.workflow.id, "attempts": trace, "policy_version": a.policy_version, "health_version": a.health_version})
+}
+
+async fn models(State(r): State<Arc<Router>>, headers: HeaderMap) -> Response {
+    if let Err(e) = r.authenticate(bearer(&headers)) {
+        return error_response(&e);
+    }
+    let data: Vec<Value> = r.models.iter().map(|(id, ctx, out)| json!({"id": id, "object": "model", "owned_by": "switchyard", "context_length": ctx, "max_output": out})).collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn chat(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (policy, key) = match r.authenticate(bearer(&headers)) {
+        Ok(v) => v,
+        Err(e) => return error_response(&e),
+    };
+    let req: ChatRequest = match serde_json::from_slice(&body) {
+        Ok(req) => req,
+        Err(e) => return error_response(&Error::invalid(format!("invalid request body: {e}"))),
+    };
+    let admitted = match r.admit(&policy, key, &req).await {
+        Ok(a) => a,
+        Err(e) => return error_response(&e),
+    };
+    if req.stream {
+        stream(r, admitted, req).await
+    } else {
+        complete(r, admitted, req).await
+    }
+}
+
+async fn complete(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
+    let cancel = CancellationToken::new();
+    match engine::complete(
+        &r.client,
+        &a.plan,
+        &req,
+        &a.settings,
+        &r.retry_budget,
+        &cancel,
+    )
+    .await
+    {
+        Ok(done) => {
+            r.note_failures(&done.trace);
+            let served = &a.plan[done.served].attempt;
+            let usage = done.response.usage.unwrap_or_default();
+            let cost = r
+                .finish(&a, Some((&served.endpoint, usage)), done.trace.len(), "ok")
+                .await;
+            let mut resp = done.response;
+            resp.model = served.model.to_string();
+            resp.provider = Some(served.provider.to_string());
+            resp.usage = Some(Usage { cost, ..usage });
+            let mut body = serde_json::to_value(&resp).unwrap_or_default();
+            body["routing"] = trace_json(&a, &done.trace);
+            axum::Json(body).into_response()
+        }
+        Err(failed) => {
+            r.note_failures(&failed.trace);
+            r.finish(&a, None, failed.trace.len(), failed.error.class.as_str())
+                .await;
+            let e = failed
+                .error
+                .with_metadata("routing", trace_json(&a, &failed.trace));
+            error_response(&e)
+        }
+    }
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+struct Sse {
+    router: Arc<Router>,
+    admitted: Admitted,
+    rest: switchyard_providers::ChunkStream,
+    served: usize,
+    trace: Vec<AttemptTrace>,
+    usage: Usage,
+    include_usage: bool,
+    first: Option<ChatChunk>,
+    done: bool,
+}
+
+impl Sse {
+    fn render(&mut self, mut chunk: ChatChunk) -> Option<Bytes> {
+        if let Some(u) = chunk.usage {
+            self.usage = u;
+        }
+        let served = &self.admitted.plan[self.served].attempt;
+        chunk.model = served.model.to_string();
+        chunk.provider = Some(served.provider.to_string());
+        if chunk.choices.is_empty() {
+            // The usage-only chunk: forwarded only when the client asked for it.
+            if !self.include_usage {
+                return None;
+            }
+            let cost = self
+                .router
+                .prices
+                .cost(served.endpoint.as_str(), &self.usage);
+            chunk.usage = Some(Usage { cost, ..self.usage });
+        } else if !self.include_usage {
+            chunk.usage = None;
+        }
+        Some(sse(&serde_json::to_value(&chunk).unwrap_or_default()))
+    }
+}
+
+async fn stream(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
+    let cancel = CancellationToken::new();
+    let started = match engine::stream(
+        &r.client,
+        &a.plan,
+        &req,
+        &a.settings,
+        &r.retry_budget,
+        &cancel,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(failed) => {
+            // Nothing was sent yet: an ordinary error response.
+            r.note_failures(&failed.trace);
+            r.finish(&a, None, failed.trace.len(), failed.error.class.as_str())
+                .await;
+            let e = failed
+                .error
+                .with_metadata("routing", trace_json(&a, &failed.trace));
+            return error_response(&e);
+        }
+    };
+    r.note_failures(&started.trace);
+    let state = Sse {
+        router: r,
+        admitted: a,
+        rest: started.rest,
+        served: started.served,
+        trace: started.trace,
+        usage: Usage::default(),
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+        first: Some(started.first),
+        done: false,
+    };
+    let body = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            if let Some(first) = s.first.take()
+                && let Some(bytes) = s.render(first)
+            {
+                return Some((Ok::<Bytes, std::convert::Infallible>(bytes), s));
+            }
+            match s.rest.next().await {
+                Some(Ok(chunk)) => {
+                    if let Some(bytes) = s.render(chunk) {
+                        return Some((Ok(bytes), s));
+                    }
+                }
+                Some(Err(e)) => {
+                    // After the first chunk there is no fallback: an explicit error event ends
+                    // the stream, never a silent clean end. What was generated is still billed.
+                    s.done = true;
+                    let error = match e {
+                        switchyard_providers::CallError::Upstream(u) => u.to_error(),
+                        switchyard_providers::CallError::Cancelled => {
+                            Error::new(switchyard_core::ErrorClass::Timeout, "cancelled")
+                        }
+                    };
+                    let endpoint = s.admitted.plan[s.served].attempt.endpoint.clone();
+                    s.router
+                        .finish(
+                            &s.admitted,
+                            Some((&endpoint, s.usage)),
+                            s.trace.len(),
+                            error.class.as_str(),
+                        )
+                        .await;
+                    let mut body = error.openai_body();
+                    body["error"]["metadata"]["routing"] = trace_json(&s.admitted, &s.trace);
+                    return Some((Ok(sse(&body)), s));
+                }
+                None => {
+                    s.done = true;
+                    let endpoint = s.admitted.plan[s.served].attempt.endpoint.clone();
+                    s.router
+                        .finish(&s.admitted, Some((&endpoint, s.usage)), s.trace.len(), "ok")
+                        .await;
+                    return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), s));
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}

@@ -1,0 +1,417 @@
+//! The request path shared by the router's APIs: authenticate, resolve the workflow, plan,
+//! hold the maximum cost, run the attempts, and report the usage (settling the hold), or
+//! release the hold when nothing was served.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use switchyard_billing::pricing::PriceBook;
+use switchyard_config::Catalog;
+use switchyard_core::{ChatRequest, EndpointId, Error, ErrorClass, Money, Usage};
+use switchyard_policy::config::FailMode;
+use switchyard_policy::snapshot::{CompiledWorkflow, KeyRecord};
+use switchyard_proto::v1 as pb;
+use switchyard_providers::{ProviderClient, Target, Timeouts, resolve_key};
+use switchyard_routing::{KeySource, PlanInput, RoutingCatalog, plan};
+use switchyard_state::{BudgetStore, HoldOutcome, HoldRequest, Scope};
+use tokio::time::Instant;
+
+use crate::engine::{AttemptTrace, EngineSettings, PlannedAttempt};
+use crate::health_view::HealthView;
+use crate::policy_view::{PolicyView, PolicyWatcher};
+use crate::reporter::Reporter;
+use crate::retry_budget::RetryBudget;
+
+/// Longest a request may ask to generate.
+pub const MAX_OUTPUT_TOKENS: u32 = 1_000_000;
+/// Most messages in one request.
+pub const MAX_MESSAGES: usize = 10_000;
+
+/// Everything the request path needs, shared by every request of a router.
+pub struct Router {
+    /// Planner view of the catalog.
+    pub routing: RoutingCatalog,
+    /// Prices.
+    pub prices: PriceBook,
+    /// Call targets with the shared keys, by endpoint.
+    pub targets: HashMap<EndpointId, (Target, u32)>,
+    /// Policy.
+    pub policy: Arc<PolicyWatcher>,
+    /// Health.
+    pub health: Arc<HealthView>,
+    /// Budgets.
+    pub budgets: Arc<dyn BudgetStore>,
+    /// Usage reports.
+    pub reporter: Reporter,
+    /// Upstream client.
+    pub client: ProviderClient,
+    /// Retry budgets.
+    pub retry_budget: RetryBudget,
+    /// Unsettled holds expire after this long.
+    pub hold_ttl: Duration,
+    /// Models as listed by `/v1/models`.
+    pub models: Vec<(String, u32, u32)>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("endpoints", &self.targets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request that passed auth, policy, planning and the budget hold.
+pub struct Admitted {
+    /// Request id (also the hold id).
+    pub id: String,
+    /// The caller's key.
+    pub key: KeyRecord,
+    /// The workflow.
+    pub workflow: CompiledWorkflow,
+    /// Attempts in order.
+    pub plan: Vec<PlannedAttempt>,
+    /// Engine settings from the workflow.
+    pub settings: EngineSettings,
+    /// Whether a hold is in place to settle.
+    pub held: bool,
+    /// Policy version, for the trace.
+    pub policy_version: u64,
+    /// Health version, for the trace.
+    pub health_version: u64,
+}
+
+fn new_id() -> String {
+    format!(
+        "req_{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    )
+}
+
+impl Router {
+    /// Builds the router's static parts from the catalog. Shared provider keys are resolved now.
+    pub fn from_catalog(
+        catalog: &Catalog,
+        policy: Arc<PolicyWatcher>,
+        health: Arc<HealthView>,
+        budgets: Arc<dyn BudgetStore>,
+        reporter: Reporter,
+        client: ProviderClient,
+    ) -> Self {
+        let mut targets = HashMap::new();
+        for e in &catalog.endpoints {
+            let key = match catalog
+                .provider(e.provider.as_str())
+                .map(|p| resolve_key(&p.key))
+            {
+                Some(Ok(k)) => k,
+                Some(Err(msg)) => {
+                    tracing::warn!(endpoint = %e.id(), "shared provider key unavailable: {msg}");
+                    None
+                }
+                None => None,
+            };
+            let context = e
+                .context_length
+                .or_else(|| catalog.model(e.model.as_str()).map(|m| m.context_length))
+                .unwrap_or(0);
+            if let Some(t) = Target::from_catalog(catalog, e, key) {
+                targets.insert(e.id(), (t, context));
+            }
+        }
+        Router {
+            routing: RoutingCatalog::new(catalog),
+            prices: PriceBook::from_catalog(catalog),
+            targets,
+            policy,
+            health,
+            budgets,
+            reporter,
+            client,
+            retry_budget: RetryBudget::default(),
+            hold_ttl: Duration::from_secs(600),
+            models: catalog
+                .models
+                .iter()
+                .map(|m| (m.id.to_string(), m.context_length, m.max_output))
+                .collect(),
+        }
+    }
+
+    fn policy(&self) -> Result<Arc<PolicyView>, Error> {
+        self.policy.current().ok_or_else(|| {
+            Error::new(
+                ErrorClass::Unavailable,
+                "no policy loaded yet; the policy service has not answered",
+            )
+        })
+    }
+
+    /// Authenticates a bearer key.
+    pub fn authenticate(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<(Arc<PolicyView>, KeyRecord), Error> {
+        let policy = self.policy()?;
+        let key = bearer.ok_or_else(|| {
+            Error::new(
+                ErrorClass::Unauthenticated,
+                "missing API key: send `Authorization: Bearer <key>`",
+            )
+        })?;
+        let record =
+            policy.compiled.authenticate(key).cloned().ok_or_else(|| {
+                Error::new(ErrorClass::Unauthenticated, "invalid or revoked API key")
+            })?;
+        Ok((policy, record))
+    }
+
+    /// Everything before the first attempt: validation, workflow, plan, budget hold.
+    pub async fn admit(
+        &self,
+        policy: &PolicyView,
+        key: KeyRecord,
+        req: &ChatRequest,
+    ) -> Result<Admitted, Error> {
+        validate(req)?;
+        let org = key.org.to_string();
+        let workflow = policy
+            .compiled
+            .workflow(&org, req.workflow.as_deref())
+            .cloned()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorClass::ForbiddenByPolicy,
+                    format!(
+                        "workflow `{}` does not exist for this org",
+                        req.workflow.as_deref().unwrap_or("(default)")
+                    ),
+                )
+            })?;
+        let byok: Vec<_> = policy
+            .byok
+            .keys()
+            .filter(|(o, _)| *o == org)
+            .map(|(_, p)| p.as_str().into())
+            .collect();
+        let health = self.health.snapshot();
+        let planned = plan(&PlanInput {
+            catalog: &self.routing,
+            policy: &workflow.routing,
+            request: req,
+            health: &health,
+            byok: &byok,
+            seed: rand::random(),
+        })
+        .map_err(|e| e.to_error())?;
+        let mut attempts = Vec::new();
+        for a in planned.attempts {
+            let Some((target, context)) = self.targets.get(&a.endpoint) else {
+                continue;
+            };
+            let mut target = target.clone();
+            if a.key == KeySource::Byok {
+                target.key = policy
+                    .byok
+                    .get(&(org.clone(), a.provider.to_string()))
+                    .map(|k| {
+                        SecretString::from(secrecy::ExposeSecret::expose_secret(k).to_string())
+                    });
+            }
+            attempts.push(PlannedAttempt {
+                attempt: a,
+                target,
+                context_length: *context,
+            });
+        }
+        let id = new_id();
+        let endpoints: Vec<EndpointId> = attempts
+            .iter()
+            .map(|p| p.attempt.endpoint.clone())
+            .collect();
+        let max_cost = self.prices.max_cost(
+            &endpoints,
+            req.estimated_prompt_tokens(),
+            req.max_output_tokens(),
+        );
+        let held = self.hold(policy, &key, &workflow, &id, max_cost).await?;
+        let t = workflow.timeouts;
+        let settings = EngineSettings {
+            timeouts: Timeouts {
+                connect: Duration::from_millis(t.connect_ms),
+                first_byte: Duration::from_millis(t.first_byte_ms),
+                total: Duration::from_millis(t.total_ms),
+            },
+            max_retries: workflow.retry.max_retries,
+            base_backoff: Duration::from_millis(workflow.retry.base_backoff_ms),
+            max_backoff: Duration::from_millis(workflow.retry.max_backoff_ms),
+            deadline: Instant::now() + Duration::from_millis(t.total_ms),
+            fallback_on_refusal: workflow.fallback_on_refusal,
+        };
+        Ok(Admitted {
+            id,
+            key,
+            workflow,
+            plan: attempts,
+            settings,
+            held,
+            policy_version: policy.version,
+            health_version: health.version,
+        })
+    }
+
+    /// Holds `amount`; `Ok(false)` when the budget store is down and the org fails open.
+    async fn hold(
+        &self,
+        policy: &PolicyView,
+        key: &KeyRecord,
+        workflow: &CompiledWorkflow,
+        id: &str,
+        amount: Money,
+    ) -> Result<bool, Error> {
+        let org = key.org.to_string();
+        let req = HoldRequest {
+            org: org.clone(),
+            hold_id: id.to_string(),
+            amount,
+            scopes: vec![
+                Scope::org(),
+                Scope::key(key.id.as_str()),
+                Scope::workflow(workflow.id.as_str()),
+            ],
+            now_ms: switchyard_billing::service::now_ms(),
+            ttl_ms: self.hold_ttl.as_millis() as u64,
+        };
+        match self.budgets.hold(&req).await {
+            Ok(HoldOutcome::Held) => Ok(true),
+            Ok(HoldOutcome::Duplicate(_)) => Ok(true),
+            Ok(HoldOutcome::Denied {
+                scope,
+                period,
+                limit,
+                spent,
+                held,
+            }) => Err(Error::new(
+                ErrorClass::BudgetExceeded,
+                format!(
+                    "the {} budget of {} would be exceeded",
+                    period.as_str(),
+                    scope.as_str()
+                ),
+            )
+            .with_metadata("scope", scope.as_str().into())
+            .with_metadata("period", period.as_str().into())
+            .with_metadata("limit_usd", limit.to_string().into())
+            .with_metadata("spent_usd", spent.to_string().into())
+            .with_metadata("held_usd", held.to_string().into())),
+            Err(e) => {
+                let fail_open = policy
+                    .compiled
+                    .org(&org)
+                    .is_some_and(|o| o.fail_mode == FailMode::FailOpen);
+                tracing::warn!(org, error = %e, fail_open, "budget store unreachable");
+                if fail_open {
+                    Ok(false)
+                } else {
+                    Err(Error::new(
+                        ErrorClass::BudgetExceeded,
+                        "budgets cannot be checked right now and this org fails closed",
+                    )
+                    .with_metadata("reason", "budget_store_unavailable".into()))
+                }
+            }
+        }
+    }
+
+    /// Records the end of a request: usage to billing (settling the hold), or the hold released.
+    pub async fn finish(
+        &self,
+        a: &Admitted,
+        served: Option<(&EndpointId, Usage)>,
+        attempts: usize,
+        outcome: &str,
+    ) -> Option<Money> {
+        let org = a.key.org.to_string();
+        match served {
+            Some((endpoint, usage)) => {
+                let cost = self
+                    .prices
+                    .cost(endpoint.as_str(), &usage)
+                    .unwrap_or(Money::ZERO);
+                let p = a.plan.iter().find(|p| &p.attempt.endpoint == endpoint);
+                let record = pb::UsageRecord {
+                    request_id: a.id.clone(),
+                    org_id: org,
+                    api_key_id: a.key.id.to_string(),
+                    workflow: a.workflow.id.to_string(),
+                    model: p.map(|p| p.attempt.model.to_string()).unwrap_or_default(),
+                    provider: p
+                        .map(|p| p.attempt.provider.to_string())
+                        .unwrap_or_default(),
+                    endpoint: endpoint.to_string(),
+                    prompt_tokens: usage.prompt_tokens,
+                    completion_tokens: usage.completion_tokens,
+                    cached_prompt_tokens: usage.cached_prompt_tokens,
+                    cost_nano_usd: cost.nanos(),
+                    hold_id: if a.held { a.id.clone() } else { String::new() },
+                    finished_unix_ms: switchyard_billing::service::now_ms() as i64,
+                    attempts: attempts as u32,
+                    outcome: outcome.to_string(),
+                };
+                let _ = self.reporter.report(record);
+                Some(cost)
+            }
+            None => {
+                if a.held
+                    && let Err(e) = self.budgets.release(&org, &a.id).await
+                {
+                    // The hold expires and the reconciler settles it; logged, not lost.
+                    tracing::warn!(error = %e, "budget hold not released; it will expire");
+                }
+                None
+            }
+        }
+    }
+
+    /// Penalizes endpoints that just failed, before the prober's shared record catches up.
+    pub fn note_failures(&self, trace: &[AttemptTrace]) {
+        for t in trace.iter().filter(|t| {
+            t.outcome != "ok"
+                && t.outcome != "context_length_exceeded"
+                && t.outcome != "content_policy"
+        }) {
+            self.health.penalize(&t.endpoint, Duration::from_secs(5));
+        }
+    }
+}
+
+fn validate(req: &ChatRequest) -> Result<(), Error> {
+    if req.messages.is_empty() {
+        return Err(Error::invalid(
+            "`messages` must contain at least one message",
+        ));
+    }
+    if req.messages.len() > MAX_MESSAGES {
+        return Err(Error::invalid(format!(
+            "at most {MAX_MESSAGES} messages per request"
+        )));
+    }
+    if req
+        .max_output_tokens()
+        .is_some_and(|n| n == 0 || n > MAX_OUTPUT_TOKENS)
+    {
+        return Err(Error::invalid(format!(
+            "`max_tokens` must be between 1 and {MAX_OUTPUT_TOKENS}"
+        )));
+    }
+    if req.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        return Err(Error::invalid("`temperature` must be between 0 and 2"));
+    }
+    if req.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+        return Err(Error::invalid("`top_p` must be between 0 and 1"));
+    }
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! The router's HTTP API with the real policy service, billing over gRPC and the provider
+//! simulator on loopback ports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchyard_config::Catalog;
+use switchyard_core::Money;
+use switchyard_provider_sim::SimHandle;
+use switchyard_providers::{ClientOptions, ProviderClient};
+use switchyard_router::health_view::HealthView;
+use switchyard_router::pipeline::Router;
+use switchyard_router::policy_view::PolicyWatcher;
+use switchyard_router::reporter::Reporter;
+use switchyard_state::{
+    BudgetDef, BudgetStore, MemoryBudgetStore, MemoryHealthStore, MemoryPolicyStore, Period, Scope,
+};
+use switchyard_testkit::start_sim;
+use tokio_util::sync::CancellationToken;
+
+const KEY: &str = "sk-test-router-key";
+
+struct Env {
+    sim: SimHandle,
+    url: String,
+    http: reqwest::Client,
+    budgets: Arc<dyn BudgetStore>,
+    _dir: tempfile::TempDir,
+    _services: (
+        switchyard_policy::server::PolicyHandle,
+        switchyard_billing::run::BillingHandle,
+    ),
+}
+
+async fn env() -> Env {
+    let sim = start_sim("providers:\n  - { id: a, format: openai }\n  - { id: b, format: openai }\n  - { id: c, format: anthropic }\n").await.unwrap();
+    let mut cat = String::from("providers:\n");
+    for p in ["a", "b", "c"] {
+        let format = if p == "c" { "anthropic" } else { "openai" };
+        cat.push_str(&format!("  - {{ id: {p}, format: {format}, base_url: \"{}\", data_policy: {{ retains_prompts: false, trains_on_data: false, zero_retention: true }} }}\n", sim.base_url(p).unwrap()));
+    }
+    cat.push_str("models:\n  - { id: m, context_length: 8000, max_output: 500 }\n  - { id: big, context_length: 100000, max_output: 500 }\nendpoints:\n");
+    cat.push_str(
+        "  - { model: m, provider: a, upstream_model: m-a, price: { prompt: 1, completion: 2 } }\n",
+    );
+    cat.push_str(
+        "  - { model: m, provider: b, upstream_model: m-b, price: { prompt: 1, completion: 2 } }\n",
+    );
+    cat.push_str("  - { model: big, provider: c, upstream_model: big-c, price: { prompt: 3, completion: 15 } }\n");
+    let catalog = Catalog::from_yaml("catalog", &cat).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    let sha = switchyard_policy::keys::hash(KEY);
+    std::fs::write(
+        &file,
+        format!(
+            "orgs:\n  - id: acme\n    api_keys: [{{ id: k1, sha256: \"{sha}\", prefix: sk-test }}]\n    default_workflow: main\n    workflows:\n      - {{ id: main, models: [m, big], retry: {{ max_retries: 0 }} }}\n      - {{ id: strict, models: [m], provider: {{ order: [a], allow_fallbacks: false }}, retry: {{ max_retries: 0 }} }}\n"
+        ),
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let listen = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let policy = switchyard_policy::server::start(
+        file,
+        Arc::new(MemoryPolicyStore::default()),
+        None,
+        listen().await,
+        listen().await,
+    )
+    .await
+    .unwrap();
+    let budgets: Arc<dyn BudgetStore> = Arc::new(MemoryBudgetStore::default());
+    let billing = switchyard_billing::run::start(
+        budgets.clone(),
+        Duration::from_secs(60),
+        listen().await,
+        listen().await,
+    )
+    .await
+    .unwrap();
+    let watcher = PolicyWatcher::spawn(format!("http://{}", policy.grpc_addr), None, stop.clone());
+    let health = HealthView::spawn(
+        Arc::new(MemoryHealthStore::default()),
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+        stop.clone(),
+    );
+    let (reporter, _) = Reporter::spawn(
+        format!("http://{}", billing.grpc_addr),
+        10_000,
+        stop.clone(),
+        Duration::from_secs(2),
+    );
+    let router = Arc::new(Router::from_catalog(
+        &catalog,
+        watcher.clone(),
+        health,
+        budgets.clone(),
+        reporter,
+        ProviderClient::new(ClientOptions::default()).unwrap(),
+    ));
+    let listener = listen().await;
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        async move { axum::serve(listener, switchyard_router::http::routes(router)).await },
+    );
+    let started = Instant::now();
+    while watcher.current().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Env {
+        sim,
+        url,
+        http: reqwest::Client::new(),
+        budgets,
+        _dir: dir,
+        _services: (policy, billing),
+    }
+}
+
+impl Env {
+    async fn chat(&self, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.url))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn faults(&self, id: &str, faults: Value) {
+        let url = format!("{}/providers/{id}/faults", self.sim.control_url());
+        assert_eq!(
+            self.http
+                .put(url)
+                .json(&faults)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+}
+
+fn hi(extra: Value) -> Value {
+    let mut body =
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+#[tokio::test]
+async fn auth_models_and_a_served_request() {
+    let e = env().await;
+    let resp = e
+        .http
+        .post(format!("{}/v1/chat/completions", e.url))
+        .json(&hi(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unauthenticated");
+    let models: Value = e
+        .http
+        .get(format!("{}/v1/models", e.url))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"].as_array().unwrap().len(), 2);
+
+    let (status, v) = e.chat(hi(json!({}))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["model"], "m");
+    assert!(["a", "b"].contains(&v["provider"].as_str().unwrap()));
+    assert!(
+        Money::parse_usd(v["usage"]["cost"].as_str().unwrap())
+            .unwrap()
+            .nanos()
+            > 0
+    );
+    assert_eq!(v["routing"]["attempts"][0]["outcome"], "ok");
+    assert_eq!(v["routing"]["workflow"], "main");
+
+    let (status, v) = e.chat(json!({"model": "m", "messages": []})).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (status, v) = e.chat(hi(json!({"model": "unknown-model"}))).await;
+    assert_eq!(status, 400, "{v}");
+}
+
+#[tokio::test]
+async fn an_outage_is_invisible_and_no_fallback_is_a_clear_error() {
+    let e = env().await;
+    e.faults("a", json!({"errors": [{"status": 500, "rate": 1.0}]}))
+        .await;
+    for _ in 0..12 {
+        let (status, v) = e.chat(hi(json!({}))).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["provider"], "b");
+    }
+    let (status, v) = e.chat(hi(json!({"workflow": "strict"}))).await;
+    assert_eq!(status, 502, "{v}");
+    assert_eq!(v["error"]["code"], "unavailable");
+    assert_eq!(
+        v["error"]["metadata"]["routing"]["attempts"][0]["provider"],
+        "a"
+    );
+}
+
+#[tokio::test]
+async fn streams_end_with_done_or_an_explicit_error_event() {
+    let e = env().await;
+    let text = e
+        .http
+        .post(format!("{}/v1/chat/completions", e.url))
+        .bearer_auth(KEY)
+        .json(&hi(json!({"stream": true})))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    e.faults("a", json!({"cut_stream_after": 2})).await;
+    let text = e
+        .http
+        .post(format!("{}/v1/chat/completions", e.url))
+        .bearer_auth(KEY)
+        .json(&hi(json!({"stream": true, "workflow": "strict"})))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("[DONE]"), "{text}");
+    let last = text.lines().rfind(|l| l.starts_with("data: ")).unwrap();
+    let v: Value = serde_json::from_str(&last["data: ".len()..]).unwrap();
+    assert_eq!(v["error"]["code"], "unavailable", "{text}");
+}
+
+#[tokio::test]
+async fn budgets_deny_and_usage_reaches_billing() {
+    let e = env().await;
+    let (status, _) = e.chat(hi(json!({}))).await;
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    while e.budgets.ledger("acme", "", 100).await.unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "usage never reached billing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entry = &e.budgets.ledger("acme", "", 100).await.unwrap()[0].1;
+    assert_eq!(
+        (
+            entry.api_key.as_str(),
+            entry.workflow.as_str(),
+            entry.model.as_str()
+        ),
+        ("k1", "main", "m")
+    );
+    assert!(entry.cost.nanos() > 0);
+    let budgets = e
+        .budgets
+        .budgets("acme", switchyard_billing::service::now_ms())
+        .await
+        .unwrap();
+    assert!(budgets.is_empty());
+
+    e.budgets
+        .set_budget(
+            "acme",
+            &Scope::org(),
+            Period::Day,
+            &BudgetDef {
+                limit: Money::from_nanos(1),
+                hard: true,
+                thresholds: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let (status, v) = e.chat(hi(json!({}))).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (402, Some("budget_exceeded")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["metadata"]["scope"], "org");
+}
