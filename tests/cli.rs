@@ -76,40 +76,49 @@ fn check_catalog_reports_every_error_and_honours_env_overrides() {
 }
 
 #[tokio::test]
-async fn up_serves_the_simulated_providers() {
+async fn up_serves_chat_completions_with_the_demo_key() {
     let bin = workspace_bin("switchyard", "switchyard").unwrap();
-    // The demo's fixed ports could be taken on a shared machine: use any free ones.
-    let sim = write_temp(
-        "providers:\n  - { id: sim-openai, format: openai }\n  - { id: sim-anthropic, format: anthropic }\n",
-    );
+    // The documented ports could be taken on a shared machine: every listener on a free port.
     let mut child = tokio::process::Command::new(&bin)
-        .arg("up")
-        .arg("--sim-config")
-        .arg(sim.path())
+        .args(["up", "--ephemeral"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut openai_url = None;
+    let mut router = None;
     while let Ok(Ok(Some(line))) =
         tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
     {
-        if line.contains("sim-openai") {
-            openai_url = line.split_whitespace().last().map(str::to_string);
+        if line.trim_start().starts_with("router") {
+            router = line.split_whitespace().nth(1).map(str::to_string);
         }
         if line.contains("ready") {
             break;
         }
     }
-    let url = openai_url.expect("up printed no sim-openai URL");
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/chat/completions"))
-        .json(&json!({"model": "fast-1", "messages": [{"role": "user", "content": "hi"}]}))
+    let router = router.expect("up printed no router address");
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{router}/v1/chat/completions"))
+        .bearer_auth("sk-switchyard-demo")
+        .json(&json!({"model": "demo-fast", "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(v["provider"].as_str().unwrap().starts_with("sim-"), "{v}");
+    assert_eq!(v["routing"]["attempts"][0]["outcome"], "ok");
+    let denied = http
+        .post(format!("{router}/v1/chat/completions"))
+        .json(&json!({"model": "demo-fast", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let ready = http.get(format!("{router}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
     child.kill().await.unwrap();
 }

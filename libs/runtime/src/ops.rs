@@ -39,17 +39,22 @@ struct Ops {
     ready: Readiness,
 }
 
-/// Serves the ops routes on `listener` until `shutdown`.
-pub async fn serve_ops(listener: TcpListener, ready: Readiness, shutdown: CancellationToken) {
+/// The ops routes, to merge into a service's own HTTP routes.
+pub fn routes(ready: Readiness) -> Router {
     let ops = Ops {
         metrics: metrics_handle(),
         ready,
     };
-    let app = Router::new()
+    Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(ops);
+        .with_state(ops)
+}
+
+/// Serves the ops routes on `listener` until `shutdown`.
+pub async fn serve_ops(listener: TcpListener, ready: Readiness, shutdown: CancellationToken) {
+    let app = routes(ready);
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
     if let Err(e) = serve.await {
         tracing::warn!(error = %e, "ops listener failed");

@@ -8,3 +8,4 @@ pub mod pipeline;
 pub mod policy_view;
 pub mod reporter;
 pub mod retry_budget;
+pub mod run;

@@ -28,6 +28,8 @@ enum Command {
     Policy(switchyard_policy::run::Args),
     /// Run a health prober replica (same as the `switchyard-health-prober` binary).
     Prober(switchyard_health_prober::run::Args),
+    /// Run a router (needs Redis and the policy and billing services).
+    Router(switchyard_router::run::Args),
     /// Run a billing replica (same as the `switchyard-billing` binary).
     Billing(switchyard_billing::run::Args),
     /// Seal an org's provider key (read from stdin) for the policy file's `byok` list.
@@ -47,6 +49,7 @@ async fn main() -> ExitCode {
         Command::Policy(args) => switchyard_policy::run::run(args).await,
         Command::Prober(args) => switchyard_health_prober::run::run(args).await,
         Command::Billing(args) => switchyard_billing::run::run(args).await,
+        Command::Router(args) => switchyard_router::run::run(args).await,
         Command::SealByok(args) => secrets::seal(args),
         Command::NewMasterKey => secrets::new_master_key(),
     };

@@ -1,12 +1,23 @@
-//! `switchyard up` and `switchyard sim`.
+//! `switchyard up` (everything in one process) and `switchyard sim`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use switchyard_config::{Catalog, catalog};
+use switchyard_health_prober::config::ProberConfig;
+use switchyard_health_prober::prober::Prober;
 use switchyard_provider_sim::{SimConfig, config::ENV_PREFIX as SIM_ENV_PREFIX};
+use switchyard_providers::{ClientOptions, ProviderClient};
+use switchyard_state::{
+    BudgetStore, HealthStore, MemoryBudgetStore, MemoryHealthStore, MemoryPolicyStore, PolicyStore,
+};
+use tokio::net::TcpListener;
 
 const DEMO_CATALOG: &str = include_str!("../../../deploy/config/catalog.demo.yaml");
 const DEMO_SIM: &str = include_str!("../../../deploy/config/provider-sim.demo.yaml");
+const DEMO_POLICY: &str = include_str!("../../../deploy/config/policy.demo.yaml");
 
 /// Arguments of `up`.
 #[derive(clap::Args)]
@@ -17,6 +28,12 @@ pub struct Args {
     /// Simulator config instead of the built-in demo providers.
     #[arg(long)]
     sim_config: Option<PathBuf>,
+    /// Policy file instead of the built-in demo policy (demo key `sk-switchyard-demo`).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Bind every listener on a free port instead of the documented defaults.
+    #[arg(long)]
+    ephemeral: bool,
 }
 
 /// Arguments of `sim`.
@@ -25,20 +42,6 @@ pub struct SimArgs {
     /// Simulator config (YAML); overrides: SWITCHYARD_SIM__SECTION__KEY=value.
     #[arg(long)]
     config: PathBuf,
-}
-
-fn load_catalog(path: Option<&PathBuf>) -> Result<(String, Catalog), String> {
-    let loaded = match path {
-        Some(p) => Catalog::load(p).map(|c| (p.display().to_string(), c)),
-        None => switchyard_config::read_text(
-            "built-in deploy/config/catalog.demo.yaml",
-            DEMO_CATALOG,
-            catalog::ENV_PREFIX,
-        )
-        .and_then(|src| Catalog::from_value(&src.name, src.value))
-        .map(|c| ("built-in demo".to_string(), c)),
-    };
-    loaded.map_err(|e| e.to_string())
 }
 
 fn load_sim(path: Option<&PathBuf>) -> Result<SimConfig, String> {
@@ -54,16 +57,122 @@ fn load_sim(path: Option<&PathBuf>) -> Result<SimConfig, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Starts what the single-process cluster has so far, prints where it listens, and runs until
-/// Ctrl-C or SIGTERM.
+async fn bind(ephemeral: bool, addr: &str) -> Result<TcpListener, String> {
+    let addr: SocketAddr = if ephemeral { "127.0.0.1:0" } else { addr }
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    TcpListener::bind(addr).await.map_err(|e| {
+        format!("cannot listen on {addr}: {e} (is another switchyard running? try --ephemeral)")
+    })
+}
+
+/// Starts the whole system on loopback and runs until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> Result<(), String> {
-    let (catalog_name, catalog) = load_catalog(args.catalog.as_ref())?;
-    let sim_config = load_sim(args.sim_config.as_ref())?;
+    let mut sim_config = load_sim(args.sim_config.as_ref())?;
+    if args.ephemeral {
+        sim_config.control = SocketAddr::from(([127, 0, 0, 1], 0));
+        for p in &mut sim_config.providers {
+            p.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        }
+    }
     let sim = switchyard_provider_sim::start(sim_config)
         .await
         .map_err(|e| e.to_string())?;
+    let (catalog_name, mut catalog) = match &args.catalog {
+        Some(p) => (
+            p.display().to_string(),
+            Catalog::load(p).map_err(|e| e.to_string())?,
+        ),
+        None => {
+            let src = switchyard_config::read_text(
+                "built-in deploy/config/catalog.demo.yaml",
+                DEMO_CATALOG,
+                catalog::ENV_PREFIX,
+            )
+            .map_err(|e| e.to_string())?;
+            (
+                "built-in demo".to_string(),
+                Catalog::from_value(&src.name, src.value).map_err(|e| e.to_string())?,
+            )
+        }
+    };
+    if args.catalog.is_none() {
+        // The demo catalog names the simulated providers; point it at where they really listen.
+        for p in &mut catalog.providers {
+            if let Some(url) = sim.base_url(p.id.as_str()) {
+                p.base_url = url;
+            }
+        }
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let policy_file = match &args.policy {
+        Some(p) => p.clone(),
+        None => {
+            let f = dir.path().join("policy.demo.yaml");
+            std::fs::write(&f, DEMO_POLICY).map_err(|e| e.to_string())?;
+            f
+        }
+    };
+
+    let e = args.ephemeral;
+    let policy_store: Arc<dyn PolicyStore> = Arc::new(MemoryPolicyStore::default());
+    let budgets: Arc<dyn BudgetStore> = Arc::new(MemoryBudgetStore::default());
+    let health: Arc<dyn HealthStore> = Arc::new(MemoryHealthStore::default());
+    let master = switchyard_policy::crypto::MasterKey::from_env().map_err(|e| e.to_string())?;
+    let policy = switchyard_policy::server::start(
+        policy_file,
+        policy_store.clone(),
+        master,
+        bind(e, "127.0.0.1:50052").await?,
+        bind(e, "127.0.0.1:8082").await?,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let billing = switchyard_billing::run::start(
+        budgets.clone(),
+        Duration::from_secs(5),
+        bind(e, "127.0.0.1:50053").await?,
+        bind(e, "127.0.0.1:8083").await?,
+    )
+    .await?;
+    let client = ProviderClient::new(ClientOptions::default()).map_err(|e| e.to_string())?;
+    let prober = Prober::new(
+        &catalog,
+        health.clone(),
+        Some(policy_store.clone()),
+        client,
+        ProberConfig::default(),
+        "up".into(),
+    );
+    let prober = switchyard_health_prober::run::start(
+        prober,
+        bind(e, "127.0.0.1:50054").await?,
+        bind(e, "127.0.0.1:8084").await?,
+    )
+    .await?;
+    let stores = switchyard_router::run::Stores {
+        health,
+        budgets,
+        policy: Some(policy_store),
+    };
+    let router = switchyard_router::run::start(
+        &catalog,
+        stores,
+        format!("http://{}", policy.grpc_addr),
+        format!("http://{}", billing.grpc_addr),
+        bind(e, "127.0.0.1:8080").await?,
+    )
+    .await?;
+
     let mut text = format!(
-        "switchyard up\n  catalog: {catalog_name} ({} providers, {} models, {} endpoints)\n  simulated providers (control API {}):\n",
+        "switchyard up\n  router     http://{}  (OpenAI-compatible API; /metrics /healthz /readyz)\n  policy     grpc {}  ops {}\n  billing    grpc {}  ops {}\n  prober     grpc {}  ops {}\n  catalog    {catalog_name} ({} providers, {} models, {} endpoints)\n  simulated providers (control API {}):\n",
+        router.http_addr,
+        policy.grpc_addr,
+        policy.http_addr,
+        billing.grpc_addr,
+        billing.http_addr,
+        prober.grpc_addr,
+        prober.http_addr,
         catalog.providers.len(),
         catalog.models.len(),
         catalog.endpoints.len(),
@@ -71,14 +180,26 @@ pub async fn run(args: Args) -> Result<(), String> {
     );
     for (id, format, _) in &sim.providers {
         let url = sim.base_url(id).unwrap_or_default();
-        let format = format!("{format:?}").to_lowercase();
-        text.push_str(&format!("    {id:<16} {format:<10} {url}\n"));
+        text.push_str(&format!(
+            "    {id:<16} {:<10} {url}\n",
+            format!("{format:?}").to_lowercase()
+        ));
+    }
+    if args.policy.is_none() {
+        text.push_str(&format!(
+            "  demo key   sk-switchyard-demo (dev only)\n  try        curl http://{}/v1/chat/completions -H 'authorization: Bearer sk-switchyard-demo' -H 'content-type: application/json' -d '{{\"model\": \"demo-fast\", \"messages\": [{{\"role\": \"user\", \"content\": \"hello\"}}]}}'\n",
+            router.http_addr
+        ));
     }
     text.push_str("  ready; Ctrl-C stops\n");
     if let Err(e) = switchyard_runtime::print_stdout(&text) {
         tracing::warn!(error = %e, "cannot print to stdout; serving anyway");
     }
     switchyard_runtime::shutdown_signal().await;
+    router.shutdown().await;
+    prober.shutdown().await;
+    billing.shutdown().await;
+    policy.shutdown().await;
     sim.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,177 @@
+//! Process entry shared by `switchyard router` and `switchyard up`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_config::Catalog;
+use switchyard_providers::{ClientOptions, ProviderClient};
+use switchyard_state::{
+    BudgetStore, HealthStore, PolicyStore, RedisBudgetStore, RedisHealthStore, RedisPolicyStore,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::health_view::HealthView;
+use crate::pipeline::Router;
+use crate::policy_view::PolicyWatcher;
+use crate::reporter::Reporter;
+
+/// Command-line arguments of a router.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The catalog.
+    #[arg(long, env = "SWITCHYARD_CATALOG")]
+    pub catalog: PathBuf,
+    /// HTTP listen address (OpenAI-compatible API, /metrics, /healthz, /readyz).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SWITCHYARD_ROUTER_HTTP")]
+    pub http: SocketAddr,
+    /// The policy service.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50052",
+        env = "SWITCHYARD_POLICY_URL"
+    )]
+    pub policy: String,
+    /// The billing service.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50053",
+        env = "SWITCHYARD_BILLING_URL"
+    )]
+    pub billing: String,
+    /// Redis, for health, budgets and the policy snapshot.
+    #[arg(long, env = "SWITCHYARD_REDIS_URL")]
+    pub redis: String,
+}
+
+/// The shared state a router reads and writes.
+pub struct Stores {
+    /// Health records.
+    pub health: Arc<dyn HealthStore>,
+    /// Budgets.
+    pub budgets: Arc<dyn BudgetStore>,
+    /// Published policy snapshots (fallback when the policy service is down).
+    pub policy: Option<Arc<dyn PolicyStore>>,
+}
+
+/// A running router.
+#[derive(Debug)]
+pub struct RouterHandle {
+    /// HTTP address.
+    pub http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl RouterHandle {
+    /// Stops serving, flushes usage reports, and waits.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Starts a router on `http`.
+pub async fn start(
+    catalog: &Catalog,
+    stores: Stores,
+    policy_url: String,
+    billing_url: String,
+    http: TcpListener,
+) -> Result<RouterHandle, String> {
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+    let watcher = PolicyWatcher::spawn(policy_url, stores.policy, shutdown.clone());
+    let health = HealthView::spawn(
+        stores.health,
+        Duration::from_secs(30),
+        Duration::from_secs(2),
+        shutdown.clone(),
+    );
+    let (reporter, reporter_task) = Reporter::spawn(
+        billing_url,
+        262_144,
+        shutdown.clone(),
+        Duration::from_secs(10),
+    );
+    tracker.spawn(async move {
+        let _ = reporter_task.await;
+    });
+    let client = ProviderClient::new(ClientOptions::default()).map_err(|e| e.to_string())?;
+    let router = Arc::new(Router::from_catalog(
+        catalog,
+        watcher.clone(),
+        health.clone(),
+        stores.budgets,
+        reporter,
+        client,
+    ));
+    let ready: switchyard_runtime::ops::Readiness = Arc::new(move || {
+        let p = watcher.current();
+        let detail = serde_json::json!({
+            "policy_version": p.as_ref().map(|p| p.version),
+            "policy_stale": watcher.is_stale(),
+            "health_stale": health.is_stale(),
+        });
+        (p.is_some(), detail)
+    });
+    let app = crate::http::routes(router).merge(switchyard_runtime::ops::routes(ready));
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let listener = axum::serve::ListenerExt::tap_io(http, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "router HTTP server failed");
+        }
+    });
+    Ok(RouterHandle {
+        http_addr,
+        shutdown,
+        tracker,
+    })
+}
+
+/// Runs a router until Ctrl-C or SIGTERM. Prints one JSON line with its address.
+pub async fn run(args: Args) -> Result<(), String> {
+    let catalog = Catalog::load(&args.catalog).map_err(|e| e.to_string())?;
+    let stop = CancellationToken::new();
+    let stores = Stores {
+        health: Arc::new(
+            RedisHealthStore::open(&args.redis, stop.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        budgets: Arc::new(
+            RedisBudgetStore::open(&args.redis)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        policy: Some(Arc::new(
+            RedisPolicyStore::open(&args.redis, stop.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+        )),
+    };
+    let http = TcpListener::bind(args.http)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.http))?;
+    let handle = start(&catalog, stores, args.policy, args.billing, http).await?;
+    switchyard_runtime::print_stdout(&format!(
+        "{}\n",
+        serde_json::json!({"http": handle.http_addr})
+    ))
+    .map_err(|e| e.to_string())?;
+    switchyard_runtime::shutdown_signal().await;
+    handle.shutdown().await;
+    stop.cancel();
+    Ok(())
+}
