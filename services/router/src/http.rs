@@ -84,7 +84,9 @@ async fn chat(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> 
 
 async fn complete(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
     let cancel = CancellationToken::new();
-    match engine::complete(
+    // Dropped with this future when the client disconnects.
+    let mut unfinished = Unfinished::new(&r, &a);
+    let result = engine::complete(
         &r.client,
         &a.plan,
         &req,
@@ -92,8 +94,9 @@ async fn complete(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
         &r.retry_budget,
         &cancel,
     )
-    .await
-    {
+    .await;
+    unfinished.disarm();
+    match result {
         Ok(done) => {
             r.note_failures(&done.trace);
             let served = &a.plan[done.served].attempt;
@@ -121,11 +124,44 @@ async fn complete(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
     }
 }
 
+/// Settles a request whose client went away, if it is dropped before it finished normally.
+struct Unfinished {
+    router: Arc<Router>,
+    admitted: Option<Admitted>,
+    /// For a committed stream: the serving attempt and the completion tokens streamed so far.
+    streamed: Option<(usize, u32)>,
+}
+
+impl Unfinished {
+    fn new(router: &Arc<Router>, admitted: &Admitted) -> Self {
+        Unfinished {
+            router: router.clone(),
+            admitted: Some(admitted.clone()),
+            streamed: None,
+        }
+    }
+
+    /// The request finished normally: nothing to do on drop.
+    fn disarm(&mut self) {
+        self.admitted = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(a) = self.admitted.take() {
+            let (router, streamed) = (self.router.clone(), self.streamed);
+            tokio::spawn(async move { router.finish_cancelled(&a, streamed).await });
+        }
+    }
+}
+
 fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
 struct Sse {
+    unfinished: Unfinished,
     router: Arc<Router>,
     admitted: Admitted,
     rest: switchyard_providers::ChunkStream,
@@ -141,6 +177,16 @@ impl Sse {
     fn render(&mut self, mut chunk: ChatChunk) -> Option<Bytes> {
         if let Some(u) = chunk.usage {
             self.usage = u;
+        }
+        let streamed_tokens: u32 = chunk
+            .choices
+            .iter()
+            .map(|c| {
+                switchyard_core::tokens::estimate_text(c.delta.content.as_deref().unwrap_or(""))
+            })
+            .sum();
+        if let Some((_, tokens)) = self.unfinished.streamed.as_mut() {
+            *tokens = tokens.saturating_add(streamed_tokens);
         }
         let served = &self.admitted.plan[self.served].attempt;
         chunk.model = served.model.to_string();
@@ -164,6 +210,7 @@ impl Sse {
 
 async fn stream(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
     let cancel = CancellationToken::new();
+    let mut unfinished = Unfinished::new(&r, &a);
     let started = match engine::stream(
         &r.client,
         &a.plan,
@@ -176,6 +223,7 @@ async fn stream(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
     {
         Ok(s) => s,
         Err(failed) => {
+            unfinished.disarm();
             // Nothing was sent yet: an ordinary error response.
             r.note_failures(&failed.trace);
             r.finish(&a, None, failed.trace.len(), failed.error.class.as_str())
@@ -187,7 +235,9 @@ async fn stream(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
         }
     };
     r.note_failures(&started.trace);
+    unfinished.streamed = Some((started.served, 0));
     let state = Sse {
+        unfinished,
         router: r,
         admitted: a,
         rest: started.rest,
@@ -218,6 +268,7 @@ async fn stream(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
                     // After the first chunk there is no fallback: an explicit error event ends
                     // the stream, never a silent clean end. What was generated is still billed.
                     s.done = true;
+                    s.unfinished.disarm();
                     let error = match e {
                         switchyard_providers::CallError::Upstream(u) => u.to_error(),
                         switchyard_providers::CallError::Cancelled => {
@@ -239,6 +290,7 @@ async fn stream(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
                 }
                 None => {
                     s.done = true;
+                    s.unfinished.disarm();
                     let endpoint = s.admitted.plan[s.served].attempt.endpoint.clone();
                     s.router
                         .finish(&s.admitted, Some((&endpoint, s.usage)), s.trace.len(), "ok")

@@ -64,6 +64,7 @@ impl std::fmt::Debug for Router {
 }
 
 /// A request that passed auth, policy, planning and the budget hold.
+#[derive(Clone)]
 pub struct Admitted {
     /// Request id (also the hold id).
     pub id: String,
@@ -81,6 +82,8 @@ pub struct Admitted {
     pub policy_version: u64,
     /// Health version, for the trace.
     pub health_version: u64,
+    /// Estimated prompt tokens (what a cancelled stream is billed for at least).
+    pub prompt_tokens: u32,
 }
 
 fn new_id() -> String {
@@ -260,6 +263,7 @@ impl Router {
             held,
             policy_version: policy.version,
             health_version: health.version,
+            prompt_tokens: req.estimated_prompt_tokens(),
         })
     }
 
@@ -372,6 +376,28 @@ impl Router {
                     tracing::warn!(error = %e, "budget hold not released; it will expire");
                 }
                 None
+            }
+        }
+    }
+
+    /// Records a request whose client went away: a stream is settled for what it delivered (the
+    /// prompt and the completion tokens streamed so far, estimated); anything else has its hold
+    /// released.
+    pub async fn finish_cancelled(&self, a: &Admitted, streamed: Option<(usize, u32)>) {
+        metrics::counter!("switchyard_requests_cancelled_total").increment(1);
+        match streamed {
+            Some((served, completion_tokens)) => {
+                let endpoint = a.plan[served].attempt.endpoint.clone();
+                let usage = Usage {
+                    prompt_tokens: a.prompt_tokens,
+                    completion_tokens,
+                    ..Usage::default()
+                };
+                self.finish(a, Some((&endpoint, usage)), served + 1, "cancelled")
+                    .await;
+            }
+            None => {
+                self.finish(a, None, 0, "cancelled").await;
             }
         }
     }

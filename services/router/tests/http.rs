@@ -310,3 +310,101 @@ async fn budgets_deny_and_usage_reaches_billing() {
     );
     assert_eq!(v["error"]["metadata"]["scope"], "org");
 }
+
+async fn held(e: &Env) -> Money {
+    e.budgets
+        .budgets("acme", switchyard_billing::service::now_ms())
+        .await
+        .unwrap()
+        .iter()
+        .find(|b| b.scope == Scope::org())
+        .unwrap()
+        .held
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_is_charged_for_what_it_got_and_no_more() {
+    let e = env().await;
+    e.budgets
+        .set_budget(
+            "acme",
+            &Scope::org(),
+            Period::Day,
+            &BudgetDef {
+                limit: Money::from_usd(100),
+                hard: true,
+                thresholds: vec![],
+            },
+        )
+        .await
+        .unwrap();
+
+    // A stream abandoned after a few chunks: settled for the prompt and the tokens streamed.
+    e.faults("a", json!({"latency": {"per_token_ms": 100}}))
+        .await;
+    let mut resp = e
+        .http
+        .post(format!("{}/v1/chat/completions", e.url))
+        .bearer_auth(KEY)
+        .json(&hi(json!({"stream": true, "workflow": "strict"})))
+        .send()
+        .await
+        .unwrap();
+    let mut got = 0;
+    while got < 3 {
+        if resp.chunk().await.unwrap().is_some() {
+            got += 1;
+        }
+    }
+    drop(resp);
+    let started = Instant::now();
+    let entry = loop {
+        if let Some((_, entry)) = e
+            .budgets
+            .ledger("acme", "", 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+        {
+            break entry;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the abandoned stream was never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(entry.outcome, "cancelled");
+    assert!(
+        entry.completion_tokens > 0 && entry.completion_tokens < 16,
+        "{entry:?}"
+    );
+    assert_eq!(
+        held(&e).await,
+        Money::ZERO,
+        "no hold left to expire and over-charge"
+    );
+
+    // A non-streamed request abandoned while the upstream hangs: the hold is released, no charge.
+    e.faults("a", json!({"hang_rate": 1.0})).await;
+    let err = e
+        .http
+        .post(format!("{}/v1/chat/completions", e.url))
+        .bearer_auth(KEY)
+        .timeout(Duration::from_millis(300))
+        .json(&hi(json!({"workflow": "strict"})))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    let started = Instant::now();
+    while held(&e).await != Money::ZERO {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the abandoned request's hold was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(e.budgets.ledger("acme", "", 100).await.unwrap().len(), 1);
+}
