@@ -98,7 +98,15 @@ async fn complete(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
     unfinished.disarm();
     match result {
         Ok(done) => {
-            r.note_failures(&done.trace);
+            r.note_attempts(
+                &done.trace,
+                u64::from(
+                    done.response
+                        .usage
+                        .map(|u| u.completion_tokens)
+                        .unwrap_or(0),
+                ),
+            );
             let served = &a.plan[done.served].attempt;
             let usage = done.response.usage.unwrap_or_default();
             let cost = r
@@ -113,7 +121,7 @@ async fn complete(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
             axum::Json(body).into_response()
         }
         Err(failed) => {
-            r.note_failures(&failed.trace);
+            r.note_attempts(&failed.trace, 0);
             r.finish(&a, None, failed.trace.len(), failed.error.class.as_str())
                 .await;
             let e = failed
@@ -225,7 +233,7 @@ async fn stream(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
         Err(failed) => {
             unfinished.disarm();
             // Nothing was sent yet: an ordinary error response.
-            r.note_failures(&failed.trace);
+            r.note_attempts(&failed.trace, 0);
             r.finish(&a, None, failed.trace.len(), failed.error.class.as_str())
                 .await;
             let e = failed
@@ -234,7 +242,7 @@ async fn stream(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
             return error_response(&e);
         }
     };
-    r.note_failures(&started.trace);
+    r.note_attempts(&started.trace, 0);
     unfinished.streamed = Some((started.served, 0));
     let state = Sse {
         unfinished,

@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod health_view;
 pub mod http;
+pub mod outcomes;
 pub mod pipeline;
 pub mod policy_view;
 pub mod reporter;

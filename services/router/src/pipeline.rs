@@ -53,6 +53,8 @@ pub struct Router {
     pub hold_ttl: Duration,
     /// Models as listed by `/v1/models`.
     pub models: Vec<(String, u32, u32)>,
+    /// Passive outcomes for the prober.
+    pub outcomes: Option<Arc<crate::outcomes::OutcomeWriter>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -141,6 +143,7 @@ impl Router {
                 .iter()
                 .map(|m| (m.id.to_string(), m.context_length, m.max_output))
                 .collect(),
+            outcomes: None,
         }
     }
 
@@ -402,8 +405,19 @@ impl Router {
         }
     }
 
-    /// Penalizes endpoints that just failed, before the prober's shared record catches up.
-    pub fn note_failures(&self, trace: &[AttemptTrace]) {
+    /// Records every attempt as a passive outcome, and penalizes endpoints that just failed,
+    /// before the prober's shared record catches up. `tokens_out` belongs to the last attempt.
+    pub fn note_attempts(&self, trace: &[AttemptTrace], tokens_out: u64) {
+        if let Some(w) = &self.outcomes {
+            for (i, t) in trace.iter().enumerate() {
+                let tokens = if i + 1 == trace.len() { tokens_out } else { 0 };
+                w.record(&t.endpoint, t.outcome, t.latency_ms, tokens);
+            }
+        }
+        self.note_failures(trace);
+    }
+
+    fn note_failures(&self, trace: &[AttemptTrace]) {
         for t in trace.iter().filter(|t| {
             t.outcome != "ok"
                 && t.outcome != "context_length_exceeded"

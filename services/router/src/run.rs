@@ -88,7 +88,7 @@ pub async fn start(
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let watcher = PolicyWatcher::spawn(policy_url, stores.policy, shutdown.clone());
     let health = HealthView::spawn(
-        stores.health,
+        stores.health.clone(),
         Duration::from_secs(30),
         Duration::from_secs(2),
         shutdown.clone(),
@@ -103,14 +103,21 @@ pub async fn start(
         let _ = reporter_task.await;
     });
     let client = ProviderClient::new(ClientOptions::default()).map_err(|e| e.to_string())?;
-    let router = Arc::new(Router::from_catalog(
+    let outcomes = crate::outcomes::OutcomeWriter::spawn(
+        stores.health.clone(),
+        Duration::from_secs(1),
+        shutdown.clone(),
+    );
+    let mut router = Router::from_catalog(
         catalog,
         watcher.clone(),
         health.clone(),
         stores.budgets,
         reporter,
         client,
-    ));
+    );
+    router.outcomes = Some(outcomes);
+    let router = Arc::new(router);
     let ready: switchyard_runtime::ops::Readiness = Arc::new(move || {
         let p = watcher.current();
         let detail = serde_json::json!({

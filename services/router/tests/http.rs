@@ -27,6 +27,7 @@ struct Env {
     url: String,
     http: reqwest::Client,
     budgets: Arc<dyn BudgetStore>,
+    health: Arc<dyn switchyard_state::HealthStore>,
     _dir: tempfile::TempDir,
     _services: (
         switchyard_policy::server::PolicyHandle,
@@ -82,8 +83,10 @@ async fn env() -> Env {
     .await
     .unwrap();
     let watcher = PolicyWatcher::spawn(format!("http://{}", policy.grpc_addr), None, stop.clone());
+    let health_store: Arc<dyn switchyard_state::HealthStore> =
+        Arc::new(MemoryHealthStore::default());
     let health = HealthView::spawn(
-        Arc::new(MemoryHealthStore::default()),
+        health_store.clone(),
         Duration::from_secs(30),
         Duration::from_secs(1),
         stop.clone(),
@@ -94,14 +97,20 @@ async fn env() -> Env {
         stop.clone(),
         Duration::from_secs(2),
     );
-    let router = Arc::new(Router::from_catalog(
+    let mut router = Router::from_catalog(
         &catalog,
         watcher.clone(),
         health,
         budgets.clone(),
         reporter,
         ProviderClient::new(ClientOptions::default()).unwrap(),
+    );
+    router.outcomes = Some(switchyard_router::outcomes::OutcomeWriter::spawn(
+        health_store.clone(),
+        Duration::from_millis(100),
+        stop.clone(),
     ));
+    let router = Arc::new(router);
     let listener = listen().await;
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(
@@ -117,6 +126,7 @@ async fn env() -> Env {
         url,
         http: reqwest::Client::new(),
         budgets,
+        health: health_store,
         _dir: dir,
         _services: (policy, billing),
     }
@@ -407,4 +417,28 @@ async fn a_client_that_disconnects_is_charged_for_what_it_got_and_no_more() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(e.budgets.ledger("acme", "", 100).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn every_attempt_becomes_a_passive_outcome() {
+    let e = env().await;
+    e.faults("a", json!({"errors": [{"status": 503, "rate": 1.0}]}))
+        .await;
+    for _ in 0..6 {
+        let (status, _) = e.chat(hi(json!({}))).await;
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let now = switchyard_billing::service::now_ms();
+    let (from, to) = (
+        switchyard_state::bucket_of(now) - 1,
+        switchyard_state::bucket_of(now),
+    );
+    let a = e.health.outcomes(&"m@a".into(), from, to).await.unwrap();
+    let b = e.health.outcomes(&"m@b".into(), from, to).await.unwrap();
+    assert!(a.failed > 0 && a.ok == 0, "{a:?}");
+    assert_eq!(a.by_class.get("unavailable").copied(), Some(a.failed));
+    assert_eq!(b.ok, 6, "{b:?}");
+    // Six replies of 16 tokens each (latency on loopback can round to 0 ms).
+    assert_eq!(b.tokens_out, 96);
 }

@@ -1,0 +1,103 @@
+//! Passive outcomes: every attempt's result, aggregated here per endpoint and time bucket and
+//! flushed to the shared store in one pipelined write per interval. While the store is down the
+//! counters keep aggregating (bounded by the number of endpoint-buckets, not by traffic) and are
+//! flushed when it returns.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchyard_core::EndpointId;
+use switchyard_state::{HealthStore, Outcomes, bucket_of};
+use tokio_util::sync::CancellationToken;
+
+/// Most endpoint-buckets held while the store is unreachable; older ones are dropped first.
+pub const MAX_PENDING: usize = 100_000;
+
+/// Aggregates and flushes outcomes.
+pub struct OutcomeWriter {
+    pending: Mutex<HashMap<(EndpointId, u64), Outcomes>>,
+}
+
+impl std::fmt::Debug for OutcomeWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutcomeWriter")
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl OutcomeWriter {
+    /// Starts flushing to `store` every `every` until `shutdown` (with a last flush).
+    pub fn spawn(
+        store: Arc<dyn HealthStore>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let w = Arc::new(OutcomeWriter {
+            pending: Mutex::new(HashMap::new()),
+        });
+        let me = w.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                let stopping = tokio::select! {
+                    _ = shutdown.cancelled() => true,
+                    _ = tick.tick() => false,
+                };
+                me.flush(store.as_ref()).await;
+                if stopping {
+                    return;
+                }
+            }
+        });
+        w
+    }
+
+    /// Records one attempt.
+    pub fn record(&self, endpoint: &EndpointId, outcome: &str, latency_ms: u64, tokens_out: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() >= MAX_PENDING {
+            if let Some(oldest) = pending.keys().min_by_key(|k| k.1).cloned() {
+                pending.remove(&oldest);
+            }
+            metrics::counter!("switchyard_outcomes_dropped_total").increment(1);
+        }
+        let o = pending
+            .entry((endpoint.clone(), bucket_of(now_ms())))
+            .or_default();
+        if outcome == "ok" {
+            o.ok += 1;
+            o.tokens_out += tokens_out;
+            if tokens_out > 0 {
+                o.generation_ms += latency_ms;
+            }
+        } else {
+            o.failed += 1;
+            *o.by_class.entry(outcome.to_string()).or_default() += 1;
+        }
+        o.latency_ms_sum += latency_ms;
+    }
+
+    async fn flush(&self, store: &dyn HealthStore) {
+        let batch: Vec<(EndpointId, u64, Outcomes)> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.drain().map(|((e, b), o)| (e, b, o)).collect()
+        };
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = store.add_outcomes(&batch).await {
+            tracing::debug!(error = %e, buckets = batch.len(), "outcomes kept until the store answers");
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for (ep, b, o) in batch {
+                pending.entry((ep, b)).or_default().add(&o);
+            }
+        }
+    }
+}
