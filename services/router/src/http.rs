@@ -16,7 +16,7 @@ use switchyard_core::{ChatChunk, ChatRequest, Error, Usage};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{self, AttemptTrace};
-use crate::pipeline::{Admitted, Router};
+use crate::pipeline::{Admitted, Router, Unfinished};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -128,38 +128,6 @@ async fn complete(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
                 .error
                 .with_metadata("routing", trace_json(&a, &failed.trace));
             error_response(&e)
-        }
-    }
-}
-
-/// Settles a request whose client went away, if it is dropped before it finished normally.
-struct Unfinished {
-    router: Arc<Router>,
-    admitted: Option<Admitted>,
-    /// For a committed stream: the serving attempt and the completion tokens streamed so far.
-    streamed: Option<(usize, u32)>,
-}
-
-impl Unfinished {
-    fn new(router: &Arc<Router>, admitted: &Admitted) -> Self {
-        Unfinished {
-            router: router.clone(),
-            admitted: Some(admitted.clone()),
-            streamed: None,
-        }
-    }
-
-    /// The request finished normally: nothing to do on drop.
-    fn disarm(&mut self) {
-        self.admitted = None;
-    }
-}
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        if let Some(a) = self.admitted.take() {
-            let (router, streamed) = (self.router.clone(), self.streamed);
-            tokio::spawn(async move { router.finish_cancelled(&a, streamed).await });
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The router: the request path from a client to upstream providers. This first part is the
 //! attempt engine and the retry budget; the APIs, auth, budgets and reporting build on them.
 
+pub mod convert;
 pub mod engine;
+pub mod grpc;
 pub mod health_view;
 pub mod http;
 pub mod outcomes;

@@ -455,3 +455,35 @@ fn validate(req: &ChatRequest) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Settles a request whose client went away, if it is dropped before it finished normally.
+pub struct Unfinished {
+    router: Arc<Router>,
+    admitted: Option<Admitted>,
+    /// For a committed stream: the serving attempt and the completion tokens streamed so far.
+    pub streamed: Option<(usize, u32)>,
+}
+
+impl Unfinished {
+    pub fn new(router: &Arc<Router>, admitted: &Admitted) -> Self {
+        Unfinished {
+            router: router.clone(),
+            admitted: Some(admitted.clone()),
+            streamed: None,
+        }
+    }
+
+    /// The request finished normally: nothing to do on drop.
+    pub fn disarm(&mut self) {
+        self.admitted = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(a) = self.admitted.take() {
+            let (router, streamed) = (self.router.clone(), self.streamed);
+            tokio::spawn(async move { router.finish_cancelled(&a, streamed).await });
+        }
+    }
+}

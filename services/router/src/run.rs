@@ -28,6 +28,13 @@ pub struct Args {
     /// HTTP listen address (OpenAI-compatible API, /metrics, /healthz, /readyz).
     #[arg(long, default_value = "127.0.0.1:8080", env = "SWITCHYARD_ROUTER_HTTP")]
     pub http: SocketAddr,
+    /// gRPC listen address (switchyard.v1.Router, grpc.health.v1, reflection).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:50051",
+        env = "SWITCHYARD_ROUTER_GRPC"
+    )]
+    pub grpc: SocketAddr,
     /// The policy service.
     #[arg(
         long,
@@ -62,6 +69,8 @@ pub struct Stores {
 pub struct RouterHandle {
     /// HTTP address.
     pub http_addr: SocketAddr,
+    /// gRPC address.
+    pub grpc_addr: SocketAddr,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -82,10 +91,12 @@ pub async fn start(
     policy_url: String,
     billing_url: String,
     http: TcpListener,
+    grpc: TcpListener,
 ) -> Result<RouterHandle, String> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+    let grpc_addr = grpc.local_addr().map_err(|e| e.to_string())?;
     let watcher = PolicyWatcher::spawn(policy_url, stores.policy, shutdown.clone());
     let health = HealthView::spawn(
         stores.health.clone(),
@@ -127,6 +138,30 @@ pub async fn start(
         });
         (p.is_some(), detail)
     });
+    let (reporter_health, health_service) = tonic_health::server::health_reporter();
+    reporter_health
+        .set_serving::<switchyard_proto::v1::router_server::RouterServer<crate::grpc::RouterGrpc>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| e.to_string())?;
+    let grpc_service = switchyard_proto::v1::router_server::RouterServer::new(
+        crate::grpc::RouterGrpc::new(router.clone(), shutdown.clone()),
+    );
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(grpc_service)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "router gRPC server failed");
+        }
+    });
     let app = crate::http::routes(router).merge(switchyard_runtime::ops::routes(ready));
     let stop = shutdown.clone();
     tracker.spawn(async move {
@@ -142,6 +177,7 @@ pub async fn start(
     });
     Ok(RouterHandle {
         http_addr,
+        grpc_addr,
         shutdown,
         tracker,
     })
@@ -171,10 +207,13 @@ pub async fn run(args: Args) -> Result<(), String> {
     let http = TcpListener::bind(args.http)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.http))?;
-    let handle = start(&catalog, stores, args.policy, args.billing, http).await?;
+    let grpc = TcpListener::bind(args.grpc)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.grpc))?;
+    let handle = start(&catalog, stores, args.policy, args.billing, http, grpc).await?;
     switchyard_runtime::print_stdout(&format!(
         "{}\n",
-        serde_json::json!({"http": handle.http_addr})
+        serde_json::json!({"http": handle.http_addr, "grpc": handle.grpc_addr})
     ))
     .map_err(|e| e.to_string())?;
     switchyard_runtime::shutdown_signal().await;

@@ -28,6 +28,7 @@ struct Env {
     http: reqwest::Client,
     budgets: Arc<dyn BudgetStore>,
     health: Arc<dyn switchyard_state::HealthStore>,
+    grpc: String,
     _dir: tempfile::TempDir,
     _services: (
         switchyard_policy::server::PolicyHandle,
@@ -113,6 +114,16 @@ async fn env() -> Env {
     let router = Arc::new(router);
     let listener = listen().await;
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let grpc_listener = listen().await;
+    let grpc = format!("http://{}", grpc_listener.local_addr().unwrap());
+    let grpc_service = switchyard_proto::v1::router_server::RouterServer::new(
+        switchyard_router::grpc::RouterGrpc::new(router.clone(), stop.clone()),
+    );
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc_service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener)),
+    );
     tokio::spawn(
         async move { axum::serve(listener, switchyard_router::http::routes(router)).await },
     );
@@ -127,6 +138,7 @@ async fn env() -> Env {
         http: reqwest::Client::new(),
         budgets,
         health: health_store,
+        grpc,
         _dir: dir,
         _services: (policy, billing),
     }
@@ -424,8 +436,9 @@ async fn every_attempt_becomes_a_passive_outcome() {
     let e = env().await;
     e.faults("a", json!({"errors": [{"status": 503, "rate": 1.0}]}))
         .await;
+    // `a` first every time, so the counts are exact.
     for _ in 0..6 {
-        let (status, _) = e.chat(hi(json!({}))).await;
+        let (status, _) = e.chat(hi(json!({"provider": {"order": ["a", "b"]}}))).await;
         assert_eq!(status, 200);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -436,9 +449,137 @@ async fn every_attempt_becomes_a_passive_outcome() {
     );
     let a = e.health.outcomes(&"m@a".into(), from, to).await.unwrap();
     let b = e.health.outcomes(&"m@b".into(), from, to).await.unwrap();
-    assert!(a.failed > 0 && a.ok == 0, "{a:?}");
+    assert_eq!((a.failed, a.ok), (6, 0), "{a:?}");
     assert_eq!(a.by_class.get("unavailable").copied(), Some(a.failed));
     assert_eq!(b.ok, 6, "{b:?}");
     // Six replies of 16 tokens each (latency on loopback can round to 0 ms).
     assert_eq!(b.tokens_out, 96);
+}
+
+fn grpc_request<T>(body: T, key: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    if let Some(k) = key {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {k}").parse().unwrap());
+    }
+    r
+}
+
+fn grpc_hi() -> switchyard_proto::v1::ChatRequest {
+    use switchyard_proto::v1 as pb;
+    pb::ChatRequest {
+        model: "m".into(),
+        messages: vec![pb::Message {
+            role: pb::Role::User as i32,
+            content: vec![pb::ContentPart {
+                part: Some(pb::content_part::Part::Text("hi".into())),
+            }],
+            ..Default::default()
+        }],
+        max_tokens: Some(20),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_grpc_api_serves_chat_streams_and_models() {
+    use switchyard_proto::v1 as pb;
+    let e = env().await;
+    let mut client = pb::router_client::RouterClient::connect(e.grpc.clone())
+        .await
+        .unwrap();
+    let err = client
+        .chat(grpc_request(grpc_hi(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    let resp = client
+        .chat(grpc_request(grpc_hi(), Some(KEY)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(["a", "b"].contains(&resp.provider.as_str()));
+    assert_eq!(resp.model, "m");
+    assert!(resp.usage.unwrap().cost_nano_usd > 0);
+    assert_eq!(resp.trace.unwrap().attempts[0].outcome, "ok");
+    let text: String = resp.choices[0]
+        .message
+        .as_ref()
+        .unwrap()
+        .content
+        .iter()
+        .filter_map(|c| match &c.part {
+            Some(pb::content_part::Part::Text(t)) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(text.starts_with("Hello from"), "{text}");
+
+    let mut stream = client
+        .chat_stream(grpc_request(grpc_hi(), Some(KEY)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut content = String::new();
+    let mut done = None;
+    while let Some(ev) = stream.message().await.unwrap() {
+        match ev.event {
+            Some(pb::chat_stream_event::Event::Chunk(c)) => content.push_str(&c.content),
+            Some(pb::chat_stream_event::Event::Done(d)) => done = Some(d),
+            None => {}
+        }
+    }
+    assert!(content.starts_with("Hello from"), "{content}");
+    let done = done.expect("a done event");
+    assert_eq!(done.usage.unwrap().completion_tokens, 16);
+
+    // A stream cut after its first chunks ends with a non-OK status, not a clean end.
+    e.faults("a", json!({"cut_stream_after": 2})).await;
+    let mut req = grpc_hi();
+    req.workflow = "strict".into();
+    let mut stream = client
+        .chat_stream(grpc_request(req, Some(KEY)))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the cut stream ended cleanly"),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+
+    let models = client
+        .list_models(grpc_request(pb::ListModelsRequest {}, Some(KEY)))
+        .await
+        .unwrap()
+        .into_inner();
+    let m = models.models.iter().find(|m| m.id == "m").unwrap();
+    assert_eq!(m.providers, ["a", "b"]);
+
+    e.budgets
+        .set_budget(
+            "acme",
+            &Scope::org(),
+            Period::Day,
+            &BudgetDef {
+                limit: Money::from_nanos(1),
+                hard: true,
+                thresholds: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let err = client
+        .chat(grpc_request(grpc_hi(), Some(KEY)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(
+        err.metadata().get("switchyard-error-class").unwrap(),
+        "budget_exceeded"
+    );
 }

@@ -161,12 +161,14 @@ pub async fn run(args: Args) -> Result<(), String> {
         format!("http://{}", policy.grpc_addr),
         format!("http://{}", billing.grpc_addr),
         bind(e, "127.0.0.1:8080").await?,
+        bind(e, "127.0.0.1:50051").await?,
     )
     .await?;
 
     let mut text = format!(
-        "switchyard up\n  router     http://{}  (OpenAI-compatible API; /metrics /healthz /readyz)\n  policy     grpc {}  ops {}\n  billing    grpc {}  ops {}\n  prober     grpc {}  ops {}\n  catalog    {catalog_name} ({} providers, {} models, {} endpoints)\n  simulated providers (control API {}):\n",
+        "switchyard up\n  router     http://{}  (OpenAI-compatible API; /metrics /healthz /readyz)  grpc {}\n  policy     grpc {}  ops {}\n  billing    grpc {}  ops {}\n  prober     grpc {}  ops {}\n  catalog    {catalog_name} ({} providers, {} models, {} endpoints)\n  simulated providers (control API {}):\n",
         router.http_addr,
+        router.grpc_addr,
         policy.grpc_addr,
         policy.http_addr,
         billing.grpc_addr,

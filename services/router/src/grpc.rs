@@ -1,0 +1,295 @@
+//! gRPC `switchyard.v1.Router`: Chat, ChatStream and ListModels over the same pipeline as the
+//! HTTP API. Auth: `authorization: Bearer <key>` metadata. A client deadline (`grpc-timeout`)
+//! shortens the workflow's. A stream that fails after its first chunk ends with a non-OK status.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use switchyard_core::{Error, ErrorClass, Usage};
+use switchyard_proto::v1 as pb;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::engine;
+use crate::pipeline::{Admitted, Router, Unfinished};
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct RouterGrpc {
+    router: Arc<Router>,
+    shutdown: CancellationToken,
+}
+
+impl RouterGrpc {
+    /// Serves `router`; streams end at `shutdown`.
+    pub fn new(router: Arc<Router>, shutdown: CancellationToken) -> Self {
+        RouterGrpc { router, shutdown }
+    }
+}
+
+fn bearer<T>(r: &Request<T>) -> Option<String> {
+    r.metadata()
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(|k| k.trim().to_string())
+}
+
+/// `grpc-timeout` ("100m", "5S", …) as a duration.
+fn grpc_timeout<T>(r: &Request<T>) -> Option<Duration> {
+    let v = r.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+async fn admit<T>(
+    r: &Router,
+    request: &Request<T>,
+    req: &switchyard_core::ChatRequest,
+) -> Result<Admitted, Status> {
+    let key = bearer(request);
+    let (policy, record) = r.authenticate(key.as_deref()).map_err(|e| e.to_status())?;
+    let mut admitted = r
+        .admit(&policy, record, req)
+        .await
+        .map_err(|e| e.to_status())?;
+    if let Some(t) = grpc_timeout(request) {
+        admitted.settings.deadline = admitted
+            .settings
+            .deadline
+            .min(tokio::time::Instant::now() + t);
+    }
+    Ok(admitted)
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ChatStreamEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::router_server::Router for RouterGrpc {
+    type ChatStreamStream = EventStream;
+
+    async fn chat(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<pb::ChatResponse>, Status> {
+        let r = &self.router;
+        let (metadata, extensions, body) = request.into_parts();
+        let probe = Request::from_parts(metadata, extensions, ());
+        let req = convert::request(body).map_err(|e| e.to_status())?;
+        let a = admit(r, &probe, &req).await?;
+        let mut unfinished = Unfinished::new(r, &a);
+        let cancel = CancellationToken::new();
+        let result = engine::complete(
+            &r.client,
+            &a.plan,
+            &req,
+            &a.settings,
+            &r.retry_budget,
+            &cancel,
+        )
+        .await;
+        unfinished.disarm();
+        match result {
+            Ok(done) => {
+                r.note_attempts(
+                    &done.trace,
+                    u64::from(
+                        done.response
+                            .usage
+                            .map(|u| u.completion_tokens)
+                            .unwrap_or(0),
+                    ),
+                );
+                let served = &a.plan[done.served].attempt;
+                let usage = done.response.usage.unwrap_or_default();
+                let cost = r
+                    .finish(&a, Some((&served.endpoint, usage)), done.trace.len(), "ok")
+                    .await;
+                let mut resp = done.response;
+                resp.model = served.model.to_string();
+                resp.provider = Some(served.provider.to_string());
+                resp.usage = Some(Usage { cost, ..usage });
+                Ok(Response::new(convert::response(
+                    &resp,
+                    convert::trace(&done.trace, a.policy_version, a.health_version),
+                )))
+            }
+            Err(failed) => {
+                r.note_attempts(&failed.trace, 0);
+                r.finish(&a, None, failed.trace.len(), failed.error.class.as_str())
+                    .await;
+                Err(failed.error.to_status())
+            }
+        }
+    }
+
+    async fn chat_stream(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<Self::ChatStreamStream>, Status> {
+        let r = self.router.clone();
+        let (metadata, extensions, body) = request.into_parts();
+        let probe = Request::from_parts(metadata, extensions, ());
+        let req = convert::request(body).map_err(|e| e.to_status())?;
+        let a = admit(&r, &probe, &req).await?;
+        let mut unfinished = Unfinished::new(&r, &a);
+        let cancel = CancellationToken::new();
+        let started = match engine::stream(
+            &r.client,
+            &a.plan,
+            &req,
+            &a.settings,
+            &r.retry_budget,
+            &cancel,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(failed) => {
+                unfinished.disarm();
+                r.note_attempts(&failed.trace, 0);
+                r.finish(&a, None, failed.trace.len(), failed.error.class.as_str())
+                    .await;
+                return Err(failed.error.to_status());
+            }
+        };
+        r.note_attempts(&started.trace, 0);
+        unfinished.streamed = Some((started.served, 0));
+        let served = started.served;
+        let first = futures::stream::once(futures::future::ready(Ok(started.first)));
+        let chunks = first.chain(started.rest);
+        let state = (
+            chunks.boxed(),
+            unfinished,
+            a,
+            r,
+            Usage::default(),
+            started.trace,
+            false,
+        );
+        let events = futures::stream::unfold(
+            state,
+            move |(mut chunks, mut unfinished, a, r, mut usage, trace, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    match chunks.next().await {
+                        Some(Ok(mut c)) => {
+                            if let Some(u) = c.usage {
+                                usage = u;
+                            }
+                            let attempt = &a.plan[served].attempt;
+                            c.model = attempt.model.to_string();
+                            c.provider = Some(attempt.provider.to_string());
+                            if let Some((_, tokens)) = unfinished.streamed.as_mut() {
+                                *tokens = tokens.saturating_add(
+                                    c.choices
+                                        .iter()
+                                        .map(|ch| {
+                                            switchyard_core::tokens::estimate_text(
+                                                ch.delta.content.as_deref().unwrap_or(""),
+                                            )
+                                        })
+                                        .sum(),
+                                );
+                            }
+                            if let Some(event) = convert::chunk(&c) {
+                                return Some((
+                                    Ok(event),
+                                    (chunks, unfinished, a, r, usage, trace, false),
+                                ));
+                            }
+                        }
+                        Some(Err(e)) => {
+                            unfinished.disarm();
+                            let error = match e {
+                                switchyard_providers::CallError::Upstream(u) => u.to_error(),
+                                switchyard_providers::CallError::Cancelled => {
+                                    Error::new(ErrorClass::Timeout, "cancelled")
+                                }
+                            };
+                            let endpoint = a.plan[served].attempt.endpoint.clone();
+                            r.finish(
+                                &a,
+                                Some((&endpoint, usage)),
+                                trace.len(),
+                                error.class.as_str(),
+                            )
+                            .await;
+                            return Some((
+                                Err(error.to_status()),
+                                (chunks, unfinished, a, r, usage, trace, true),
+                            ));
+                        }
+                        None => {
+                            unfinished.disarm();
+                            let endpoint = a.plan[served].attempt.endpoint.clone();
+                            let cost = r
+                                .finish(&a, Some((&endpoint, usage)), trace.len(), "ok")
+                                .await;
+                            let done = pb::ChatStreamEvent {
+                                event: Some(pb::chat_stream_event::Event::Done(pb::StreamDone {
+                                    usage: Some(convert::usage(&Usage { cost, ..usage })),
+                                    trace: Some(convert::trace(
+                                        &trace,
+                                        a.policy_version,
+                                        a.health_version,
+                                    )),
+                                })),
+                            };
+                            return Some((
+                                Ok(done),
+                                (chunks, unfinished, a, r, usage, trace, true),
+                            ));
+                        }
+                    }
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(
+            events.take_until(self.shutdown.clone().cancelled_owned()),
+        )))
+    }
+
+    async fn list_models(
+        &self,
+        request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        self.router
+            .authenticate(bearer(&request).as_deref())
+            .map_err(|e| e.to_status())?;
+        let models = self
+            .router
+            .models
+            .iter()
+            .map(|(id, ctx, out)| pb::ModelInfo {
+                id: id.clone(),
+                context_length: *ctx,
+                max_output: *out,
+                providers: self
+                    .router
+                    .routing
+                    .candidates(id)
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|c| c.provider.to_string())
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+}
