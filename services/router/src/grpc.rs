@@ -90,49 +90,12 @@ impl pb::router_server::Router for RouterGrpc {
         let probe = Request::from_parts(metadata, extensions, ());
         let req = convert::request(body).map_err(|e| e.to_status())?;
         let a = admit(r, &probe, &req).await?;
-        let mut unfinished = Unfinished::new(r, &a);
-        let cancel = CancellationToken::new();
-        let result = engine::complete(
-            &r.client,
-            &a.plan,
-            &req,
-            &a.settings,
-            &r.retry_budget,
-            &cancel,
-        )
-        .await;
-        unfinished.disarm();
-        match result {
-            Ok(done) => {
-                r.note_attempts(
-                    &done.trace,
-                    u64::from(
-                        done.response
-                            .usage
-                            .map(|u| u.completion_tokens)
-                            .unwrap_or(0),
-                    ),
-                );
-                let served = &a.plan[done.served].attempt;
-                let usage = done.response.usage.unwrap_or_default();
-                let cost = r
-                    .finish(&a, Some((&served.endpoint, usage)), done.trace.len(), "ok")
-                    .await;
-                let mut resp = done.response;
-                resp.model = served.model.to_string();
-                resp.provider = Some(served.provider.to_string());
-                resp.usage = Some(Usage { cost, ..usage });
-                Ok(Response::new(convert::response(
-                    &resp,
-                    convert::trace(&done.trace, a.policy_version, a.health_version),
-                )))
-            }
-            Err(failed) => {
-                r.note_attempts(&failed.trace, 0);
-                r.finish(&a, None, failed.trace.len(), failed.error.class.as_str())
-                    .await;
-                Err(failed.error.to_status())
-            }
+        match r.run_complete(&a, &req).await {
+            Ok((resp, trace)) => Ok(Response::new(convert::response(
+                &resp,
+                convert::trace(&trace, a.policy_version, a.health_version),
+            ))),
+            Err((error, _)) => Err(error.to_status()),
         }
     }
 

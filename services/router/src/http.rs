@@ -83,51 +83,14 @@ async fn chat(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> 
 }
 
 async fn complete(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
-    let cancel = CancellationToken::new();
-    // Dropped with this future when the client disconnects.
-    let mut unfinished = Unfinished::new(&r, &a);
-    let result = engine::complete(
-        &r.client,
-        &a.plan,
-        &req,
-        &a.settings,
-        &r.retry_budget,
-        &cancel,
-    )
-    .await;
-    unfinished.disarm();
-    match result {
-        Ok(done) => {
-            r.note_attempts(
-                &done.trace,
-                u64::from(
-                    done.response
-                        .usage
-                        .map(|u| u.completion_tokens)
-                        .unwrap_or(0),
-                ),
-            );
-            let served = &a.plan[done.served].attempt;
-            let usage = done.response.usage.unwrap_or_default();
-            let cost = r
-                .finish(&a, Some((&served.endpoint, usage)), done.trace.len(), "ok")
-                .await;
-            let mut resp = done.response;
-            resp.model = served.model.to_string();
-            resp.provider = Some(served.provider.to_string());
-            resp.usage = Some(Usage { cost, ..usage });
+    match r.run_complete(&a, &req).await {
+        Ok((resp, trace)) => {
             let mut body = serde_json::to_value(&resp).unwrap_or_default();
-            body["routing"] = trace_json(&a, &done.trace);
+            body["routing"] = trace_json(&a, &trace);
             axum::Json(body).into_response()
         }
-        Err(failed) => {
-            r.note_attempts(&failed.trace, 0);
-            r.finish(&a, None, failed.trace.len(), failed.error.class.as_str())
-                .await;
-            let e = failed
-                .error
-                .with_metadata("routing", trace_json(&a, &failed.trace));
-            error_response(&e)
+        Err((error, trace)) => {
+            error_response(&error.with_metadata("routing", trace_json(&a, &trace)))
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use switchyard_billing::pricing::PriceBook;
 use switchyard_config::Catalog;
-use switchyard_core::{ChatRequest, EndpointId, Error, ErrorClass, Money, Usage};
+use switchyard_core::{ChatRequest, ChatResponse, EndpointId, Error, ErrorClass, Money, Usage};
 use switchyard_policy::config::FailMode;
 use switchyard_policy::snapshot::{CompiledWorkflow, KeyRecord};
 use switchyard_proto::v1 as pb;
@@ -379,6 +379,50 @@ impl Router {
                     tracing::warn!(error = %e, "budget hold not released; it will expire");
                 }
                 None
+            }
+        }
+    }
+
+    /// Runs a non-streamed request along its plan and records how it ended: passive outcomes,
+    /// the usage report (or the released hold), and the response carrying the served model,
+    /// provider and cost. If the caller is dropped midway (client disconnect), the disconnect
+    /// guard settles instead.
+    pub async fn run_complete(
+        self: &Arc<Self>,
+        a: &Admitted,
+        req: &ChatRequest,
+    ) -> Result<(ChatResponse, Vec<AttemptTrace>), (Error, Vec<AttemptTrace>)> {
+        let mut unfinished = Unfinished::new(self, a);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let result = crate::engine::complete(
+            &self.client,
+            &a.plan,
+            req,
+            &a.settings,
+            &self.retry_budget,
+            &cancel,
+        )
+        .await;
+        unfinished.disarm();
+        match result {
+            Ok(done) => {
+                let usage = done.response.usage.unwrap_or_default();
+                self.note_attempts(&done.trace, u64::from(usage.completion_tokens));
+                let served = &a.plan[done.served].attempt;
+                let cost = self
+                    .finish(a, Some((&served.endpoint, usage)), done.trace.len(), "ok")
+                    .await;
+                let mut resp = done.response;
+                resp.model = served.model.to_string();
+                resp.provider = Some(served.provider.to_string());
+                resp.usage = Some(Usage { cost, ..usage });
+                Ok((resp, done.trace))
+            }
+            Err(failed) => {
+                self.note_attempts(&failed.trace, 0);
+                self.finish(a, None, failed.trace.len(), failed.error.class.as_str())
+                    .await;
+                Err((failed.error, failed.trace))
             }
         }
     }
