@@ -12,6 +12,7 @@ mod error;
 mod health;
 mod health_memory;
 mod health_redis;
+mod idempotency;
 mod memory;
 mod policy;
 mod redis_store;
@@ -28,6 +29,7 @@ pub use health::{
 };
 pub use health_memory::MemoryHealthStore;
 pub use health_redis::RedisHealthStore;
+pub use idempotency::{Begin, IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore};
 pub use memory::MemoryPolicyStore;
 pub use policy::{PolicyStore, StoredSnapshot, snapshot_channel};
 pub use redis_store::{RedisPolicyStore, connect};

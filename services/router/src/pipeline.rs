@@ -55,6 +55,8 @@ pub struct Router {
     pub models: Vec<(String, u32, u32)>,
     /// Passive outcomes for the prober.
     pub outcomes: Option<Arc<crate::outcomes::OutcomeWriter>>,
+    /// Idempotency keys; without a store, `Idempotency-Key` is refused.
+    pub idempotency: Option<Arc<dyn switchyard_state::IdempotencyStore>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -144,6 +146,7 @@ impl Router {
                 .map(|m| (m.id.to_string(), m.context_length, m.max_output))
                 .collect(),
             outcomes: None,
+            idempotency: None,
         }
     }
 

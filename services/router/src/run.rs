@@ -62,6 +62,8 @@ pub struct Stores {
     pub budgets: Arc<dyn BudgetStore>,
     /// Published policy snapshots (fallback when the policy service is down).
     pub policy: Option<Arc<dyn PolicyStore>>,
+    /// Idempotency keys.
+    pub idempotency: Arc<dyn switchyard_state::IdempotencyStore>,
 }
 
 /// A running router.
@@ -128,6 +130,7 @@ pub async fn start(
         client,
     );
     router.outcomes = Some(outcomes);
+    router.idempotency = Some(stores.idempotency);
     let router = Arc::new(router);
     let ready: switchyard_runtime::ops::Readiness = Arc::new(move || {
         let p = watcher.current();
@@ -203,6 +206,11 @@ pub async fn run(args: Args) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?,
         )),
+        idempotency: Arc::new(
+            switchyard_state::RedisIdempotencyStore::open(&args.redis)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
     };
     let http = TcpListener::bind(args.http)
         .await

@@ -111,6 +111,7 @@ async fn env() -> Env {
         Duration::from_millis(100),
         stop.clone(),
     ));
+    router.idempotency = Some(Arc::new(switchyard_state::MemoryIdempotencyStore::default()));
     let router = Arc::new(router);
     let listener = listen().await;
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -582,4 +583,98 @@ async fn the_grpc_api_serves_chat_streams_and_models() {
         err.metadata().get("switchyard-error-class").unwrap(),
         "budget_exceeded"
     );
+}
+
+async fn post_idem(e: &Env, key: &str, body: &Value) -> reqwest::Response {
+    e.http
+        .post(format!("{}/v1/chat/completions", e.url))
+        .bearer_auth(KEY)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn sim_requests(e: &Env) -> u64 {
+    let mut n = 0;
+    for p in ["a", "b"] {
+        let v: Value = e
+            .http
+            .get(format!("{}/providers/{p}/stats", e.sim.control_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        n += v["requests"].as_u64().unwrap();
+    }
+    n
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_without_a_second_call_or_charge() {
+    let e = env().await;
+    let body = hi(json!({}));
+    let first = post_idem(&e, "order-42", &body).await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let calls = sim_requests(&e).await;
+    let again = post_idem(&e, "order-42", &body).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(
+        again["routing"]["request_id"],
+        first["routing"]["request_id"]
+    );
+    assert_eq!(sim_requests(&e).await, calls, "no second upstream call");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        e.budgets.ledger("acme", "", 100).await.unwrap().len(),
+        1,
+        "charged once"
+    );
+
+    // The same key for a different request is refused.
+    let other = post_idem(&e, "order-42", &hi(json!({"max_tokens": 5}))).await;
+    assert_eq!(other.status(), 400);
+    let v: Value = other.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("different request"),
+        "{v}"
+    );
+
+    // A duplicate while the first is still running is refused.
+    e.faults("b", json!({"latency": {"ttft_ms": 600}})).await;
+    e.faults("a", json!({"latency": {"ttft_ms": 600}})).await;
+    let slow = hi(json!({"max_tokens": 7}));
+    let (e2, slow2) = (&e, slow.clone());
+    let (running, dup) = tokio::join!(post_idem(e2, "order-43", &slow2), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        post_idem(&e, "order-43", &slow).await
+    });
+    assert_eq!(running.status(), 200);
+    assert_eq!(dup.status(), 400);
+    let v: Value = dup.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("in progress"),
+        "{v}"
+    );
+
+    // A failed request frees its key: the retry runs.
+    e.faults("a", json!({"errors": [{"status": 500, "rate": 1.0}]}))
+        .await;
+    let strict = hi(json!({"workflow": "strict"}));
+    assert_eq!(post_idem(&e, "order-44", &strict).await.status(), 502);
+    e.faults("a", json!({})).await;
+    assert_eq!(post_idem(&e, "order-44", &strict).await.status(), 200);
 }

@@ -154,6 +154,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         health,
         budgets,
         policy: Some(policy_store),
+        idempotency: Arc::new(switchyard_state::MemoryIdempotencyStore::default()),
     };
     let router = switchyard_router::run::start(
         &catalog,
