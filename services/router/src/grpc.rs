@@ -75,6 +75,55 @@ async fn admit<T>(
     Ok(admitted)
 }
 
+/// A Chat with `idempotency-key` metadata: the stored reply is the protobuf encoding, base64.
+async fn idempotent(
+    r: &Arc<Router>,
+    probe: &Request<()>,
+    req: &switchyard_core::ChatRequest,
+    idem: &str,
+) -> Result<Response<pb::ChatResponse>, Status> {
+    use base64::Engine;
+    use prost::Message;
+    use sha2::Digest;
+    let (policy, record) = r
+        .authenticate(bearer(probe).as_deref())
+        .map_err(|e| e.to_status())?;
+    let hash: String = sha2::Sha256::digest(serde_json::to_vec(req).unwrap_or_default())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let encode = |resp: &switchyard_core::ChatResponse,
+                  trace: &[crate::engine::AttemptTrace],
+                  a: &Admitted| {
+        let pb = convert::response(
+            resp,
+            convert::trace(trace, a.policy_version, a.health_version),
+        );
+        base64::engine::general_purpose::STANDARD.encode(pb.encode_to_vec())
+    };
+    let out = r
+        .run_idempotent(&policy, record, req, &format!("grpc:{idem}"), &hash, encode)
+        .await
+        .map_err(|e| e.to_status())?;
+    let (text, replayed) = match out {
+        crate::pipeline::Idempotent::Fresh(t) => (t, false),
+        crate::pipeline::Idempotent::Replay(t) => (t, true),
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| Status::internal("stored reply is not readable"))?;
+    let reply = pb::ChatResponse::decode(bytes.as_slice())
+        .map_err(|_| Status::internal("stored reply is not readable"))?;
+    let mut resp = Response::new(reply);
+    if replayed {
+        resp.metadata_mut().insert(
+            "idempotent-replayed",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+    }
+    Ok(resp)
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ChatStreamEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -89,6 +138,14 @@ impl pb::router_server::Router for RouterGrpc {
         let (metadata, extensions, body) = request.into_parts();
         let probe = Request::from_parts(metadata, extensions, ());
         let req = convert::request(body).map_err(|e| e.to_status())?;
+        if let Some(idem) = probe
+            .metadata()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+        {
+            return idempotent(r, &probe, &req, &idem).await;
+        }
         let a = admit(r, &probe, &req).await?;
         match r.run_complete(&a, &req).await {
             Ok((resp, trace)) => Ok(Response::new(convert::response(

@@ -89,12 +89,7 @@ async fn chat(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> 
     }
 }
 
-/// How long a completed response is kept for replays.
-const IDEMPOTENCY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-/// A non-streamed request with an `Idempotency-Key`: a replay gets the stored response without
-/// a second upstream call or charge; a duplicate still running, or the key reused for another
-/// request, is refused; a failed request frees the key for a retry.
+/// A non-streamed request with an `Idempotency-Key` header (see [`Router::run_idempotent`]).
 async fn idempotent(
     r: Arc<Router>,
     policy: Arc<crate::policy_view::PolicyView>,
@@ -104,84 +99,36 @@ async fn idempotent(
     idem: &str,
 ) -> Response {
     use sha2::Digest;
-    use switchyard_state::Begin;
-    let Some(store) = r.idempotency.clone() else {
-        return error_response(&Error::invalid(
-            "Idempotency-Key is not enabled on this router",
-        ));
-    };
-    if req.stream {
-        return error_response(&Error::invalid(
-            "Idempotency-Key is supported for non-streamed requests only",
-        ));
-    }
-    if idem.is_empty() || idem.len() > 256 {
-        return error_response(&Error::invalid(
-            "Idempotency-Key must be 1 to 256 characters",
-        ));
-    }
-    let org = key.org.to_string();
     let hash: String = sha2::Sha256::digest(body)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    // The claim outlives the request's own deadline; a client that vanishes frees it by expiry.
-    let claim_ttl = std::time::Duration::from_secs(600);
-    match store.begin(&org, idem, &hash, claim_ttl).await {
-        Ok(Begin::New) => {}
-        Ok(Begin::Done(stored)) => {
-            let mut resp = Response::new(Body::from(stored));
+    let encode = |resp: &switchyard_core::ChatResponse, trace: &[AttemptTrace], a: &Admitted| {
+        let mut body = serde_json::to_value(resp).unwrap_or_default();
+        body["routing"] = trace_json(a, trace);
+        body.to_string()
+    };
+    match r
+        .run_idempotent(&policy, key, &req, &format!("http:{idem}"), &hash, encode)
+        .await
+    {
+        Ok(out) => {
+            let (text, replayed) = match out {
+                crate::pipeline::Idempotent::Fresh(t) => (t, false),
+                crate::pipeline::Idempotent::Replay(t) => (t, true),
+            };
+            let mut resp = Response::new(Body::from(text));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            resp.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return resp;
-        }
-        Ok(Begin::InFlight) => {
-            return error_response(&Error::invalid(
-                "a request with this Idempotency-Key is still in progress",
-            ));
-        }
-        Ok(Begin::Mismatch) => {
-            return error_response(&Error::invalid(
-                "this Idempotency-Key was already used for a different request",
-            ));
-        }
-        Err(e) => {
-            return error_response(&Error::new(
-                switchyard_core::ErrorClass::Unavailable,
-                format!("idempotency keys cannot be checked right now: {e}"),
-            ));
-        }
-    }
-    let a = match r.admit(&policy, key, &req).await {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = store.abandon(&org, idem).await;
-            return error_response(&e);
-        }
-    };
-    match r.run_complete(&a, &req).await {
-        Ok((resp, trace)) => {
-            let mut body = serde_json::to_value(&resp).unwrap_or_default();
-            body["routing"] = trace_json(&a, &trace);
-            let text = body.to_string();
-            if let Err(e) = store.complete(&org, idem, &text, IDEMPOTENCY_TTL).await {
-                tracing::warn!(error = %e, "response not stored for idempotent replay");
+            if replayed {
+                resp.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
             }
-            let mut out = Response::new(Body::from(text));
-            out.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            out
+            resp
         }
-        Err((error, trace)) => {
-            let _ = store.abandon(&org, idem).await;
-            error_response(&error.with_metadata("routing", trace_json(&a, &trace)))
-        }
+        Err(e) => error_response(&e),
     }
 }
 

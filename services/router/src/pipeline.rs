@@ -24,6 +24,18 @@ use crate::policy_view::{PolicyView, PolicyWatcher};
 use crate::reporter::Reporter;
 use crate::retry_budget::RetryBudget;
 
+/// How long a completed response is kept for idempotent replays.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The text an idempotent request answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotent {
+    /// Just produced (and stored).
+    Fresh(String),
+    /// Stored by an earlier request with the same key.
+    Replay(String),
+}
+
 /// Longest a request may ask to generate.
 pub const MAX_OUTPUT_TOKENS: u32 = 1_000_000;
 /// Most messages in one request.
@@ -426,6 +438,82 @@ impl Router {
                 self.finish(a, None, failed.trace.len(), failed.error.class.as_str())
                     .await;
                 Err((failed.error, failed.trace))
+            }
+        }
+    }
+
+    /// A non-streamed request with an idempotency key: a repeat gets the stored response (no
+    /// second upstream call or charge); a duplicate still running, or the key reused for another
+    /// request, is refused; a failed request frees the key. `encode` turns a fresh response (with
+    /// its trace) into the text stored and returned; `hash` identifies the request's content.
+    pub async fn run_idempotent(
+        self: &Arc<Self>,
+        policy: &PolicyView,
+        key: KeyRecord,
+        req: &ChatRequest,
+        idem: &str,
+        hash: &str,
+        encode: impl Fn(&ChatResponse, &[AttemptTrace], &Admitted) -> String,
+    ) -> Result<Idempotent, Error> {
+        use switchyard_state::Begin;
+        let store = self
+            .idempotency
+            .clone()
+            .ok_or_else(|| Error::invalid("idempotency keys are not enabled on this router"))?;
+        if req.stream {
+            return Err(Error::invalid(
+                "idempotency keys are supported for non-streamed requests only",
+            ));
+        }
+        if idem.is_empty() || idem.len() > 256 {
+            return Err(Error::invalid(
+                "an idempotency key must be 1 to 256 characters",
+            ));
+        }
+        let org = key.org.to_string();
+        // The claim outlives the request's deadline; a client that vanishes frees it by expiry.
+        match store
+            .begin(&org, idem, hash, Duration::from_secs(600))
+            .await
+        {
+            Ok(Begin::New) => {}
+            Ok(Begin::Done(stored)) => return Ok(Idempotent::Replay(stored)),
+            Ok(Begin::InFlight) => {
+                return Err(Error::invalid(
+                    "a request with this idempotency key is still in progress",
+                ));
+            }
+            Ok(Begin::Mismatch) => {
+                return Err(Error::invalid(
+                    "this idempotency key was already used for a different request",
+                ));
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    ErrorClass::Unavailable,
+                    format!("idempotency keys cannot be checked right now: {e}"),
+                ));
+            }
+        }
+        let a = match self.admit(policy, key, req).await {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = store.abandon(&org, idem).await;
+                return Err(e);
+            }
+        };
+        match self.run_complete(&a, req).await {
+            Ok((resp, trace)) => {
+                let text = encode(&resp, &trace, &a);
+                if let Err(e) = store.complete(&org, idem, &text, IDEMPOTENCY_TTL).await {
+                    tracing::warn!(error = %e, "response not stored for idempotent replay");
+                }
+                Ok(Idempotent::Fresh(text))
+            }
+            Err((error, trace)) => {
+                let _ = store.abandon(&org, idem).await;
+                Err(error
+                    .with_metadata("attempts", serde_json::to_value(&trace).unwrap_or_default()))
             }
         }
     }

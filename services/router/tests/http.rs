@@ -553,6 +553,21 @@ async fn the_grpc_api_serves_chat_streams_and_models() {
     };
     assert_eq!(status.code(), tonic::Code::Unavailable);
 
+    // Idempotency over gRPC metadata: the repeat is the stored reply, with no upstream call.
+    e.faults("a", json!({})).await;
+    let with_key = || {
+        let mut r = grpc_request(grpc_hi(), Some(KEY));
+        r.metadata_mut()
+            .insert("idempotency-key", "grpc-order-1".parse().unwrap());
+        r
+    };
+    let first = client.chat(with_key()).await.unwrap().into_inner();
+    let calls = sim_requests(&e).await;
+    let again = client.chat(with_key()).await.unwrap();
+    assert_eq!(again.metadata().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(again.into_inner().id, first.id);
+    assert_eq!(sim_requests(&e).await, calls);
+
     let models = client
         .list_models(grpc_request(pb::ListModelsRequest {}, Some(KEY)))
         .await
