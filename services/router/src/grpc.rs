@@ -13,8 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::engine;
-use crate::pipeline::{Admitted, Router, Unfinished};
+use crate::pipeline::{Admitted, Router};
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -165,29 +164,10 @@ impl pb::router_server::Router for RouterGrpc {
         let probe = Request::from_parts(metadata, extensions, ());
         let req = convert::request(body).map_err(|e| e.to_status())?;
         let a = admit(&r, &probe, &req).await?;
-        let mut unfinished = Unfinished::new(&r, &a);
-        let cancel = CancellationToken::new();
-        let started = match engine::stream(
-            &r.client,
-            &a.plan,
-            &req,
-            &a.settings,
-            &r.retry_budget,
-            &cancel,
-        )
-        .await
-        {
-            Ok(s) => s,
-            Err(failed) => {
-                unfinished.disarm();
-                r.note_attempts(&failed.trace, 0);
-                r.finish(&a, None, failed.trace.len(), failed.error.class.as_str())
-                    .await;
-                return Err(failed.error.to_status());
-            }
-        };
-        r.note_attempts(&started.trace, 0);
-        unfinished.streamed = Some((started.served, 0));
+        let (started, unfinished) = r
+            .start_stream(&a, &req)
+            .await
+            .map_err(|(e, _)| e.to_status())?;
         let served = started.served;
         let first = futures::stream::once(futures::future::ready(Ok(started.first)));
         let chunks = first.chain(started.rest);

@@ -13,9 +13,8 @@ use axum::routing::{get, post};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use switchyard_core::{ChatChunk, ChatRequest, Error, Usage};
-use tokio_util::sync::CancellationToken;
 
-use crate::engine::{self, AttemptTrace};
+use crate::engine::AttemptTrace;
 use crate::pipeline::{Admitted, Router, Unfinished};
 
 /// Largest request body accepted.
@@ -198,33 +197,13 @@ impl Sse {
 }
 
 async fn stream(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
-    let cancel = CancellationToken::new();
-    let mut unfinished = Unfinished::new(&r, &a);
-    let started = match engine::stream(
-        &r.client,
-        &a.plan,
-        &req,
-        &a.settings,
-        &r.retry_budget,
-        &cancel,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(failed) => {
-            unfinished.disarm();
-            // Nothing was sent yet: an ordinary error response.
-            r.note_attempts(&failed.trace, 0);
-            r.finish(&a, None, failed.trace.len(), failed.error.class.as_str())
-                .await;
-            let e = failed
-                .error
-                .with_metadata("routing", trace_json(&a, &failed.trace));
-            return error_response(&e);
+    let (started, unfinished) = match r.start_stream(&a, &req).await {
+        Ok(v) => v,
+        // Nothing was sent yet: an ordinary error response.
+        Err((error, trace)) => {
+            return error_response(&error.with_metadata("routing", trace_json(&a, &trace)));
         }
     };
-    r.note_attempts(&started.trace, 0);
-    unfinished.streamed = Some((started.served, 0));
     let state = Sse {
         unfinished,
         router: r,

@@ -442,6 +442,41 @@ impl Router {
         }
     }
 
+    /// Starts a streamed request: falls back along the plan until an attempt yields its first
+    /// chunk. On failure (nothing was sent yet) the attempts are recorded and the hold released;
+    /// on success the returned guard settles what was streamed if the client goes away.
+    pub async fn start_stream(
+        self: &Arc<Self>,
+        a: &Admitted,
+        req: &ChatRequest,
+    ) -> Result<(crate::engine::Streaming, Unfinished), (Error, Vec<AttemptTrace>)> {
+        let mut unfinished = Unfinished::new(self, a);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        match crate::engine::stream(
+            &self.client,
+            &a.plan,
+            req,
+            &a.settings,
+            &self.retry_budget,
+            &cancel,
+        )
+        .await
+        {
+            Ok(started) => {
+                self.note_attempts(&started.trace, 0);
+                unfinished.streamed = Some((started.served, 0));
+                Ok((started, unfinished))
+            }
+            Err(failed) => {
+                unfinished.disarm();
+                self.note_attempts(&failed.trace, 0);
+                self.finish(a, None, failed.trace.len(), failed.error.class.as_str())
+                    .await;
+                Err((failed.error, failed.trace))
+            }
+        }
+    }
+
     /// A non-streamed request with an idempotency key: a repeat gets the stored response (no
     /// second upstream call or charge); a duplicate still running, or the key reused for another
     /// request, is refused; a failed request frees the key. `encode` turns a fresh response (with
