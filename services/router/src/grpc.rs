@@ -58,18 +58,16 @@ async fn admit<T>(
     r: &Router,
     request: &Request<T>,
     req: &switchyard_core::ChatRequest,
-) -> Result<Admitted, Status> {
+) -> Result<Arc<Admitted>, Status> {
     let key = bearer(request);
     let (policy, record) = r.authenticate(key.as_deref()).map_err(|e| e.to_status())?;
     let mut admitted = r
         .admit(&policy, record, req)
         .await
         .map_err(|e| e.to_status())?;
-    if let Some(t) = grpc_timeout(request) {
-        admitted.settings.deadline = admitted
-            .settings
-            .deadline
-            .min(tokio::time::Instant::now() + t);
+    // Just created, so this is the only reference.
+    if let (Some(t), Some(a)) = (grpc_timeout(request), Arc::get_mut(&mut admitted)) {
+        a.settings.deadline = a.settings.deadline.min(tokio::time::Instant::now() + t);
     }
     Ok(admitted)
 }

@@ -131,7 +131,7 @@ async fn idempotent(
     }
 }
 
-async fn complete(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
+async fn complete(r: Arc<Router>, a: Arc<Admitted>, req: ChatRequest) -> Response {
     match r.run_complete(&a, &req).await {
         Ok((resp, trace)) => {
             let mut body = serde_json::to_value(&resp).unwrap_or_default();
@@ -151,7 +151,7 @@ fn sse(v: &Value) -> Bytes {
 struct Sse {
     unfinished: Unfinished,
     router: Arc<Router>,
-    admitted: Admitted,
+    admitted: Arc<Admitted>,
     rest: switchyard_providers::ChunkStream,
     served: usize,
     trace: Vec<AttemptTrace>,
@@ -196,7 +196,7 @@ impl Sse {
     }
 }
 
-async fn stream(r: Arc<Router>, a: Admitted, req: ChatRequest) -> Response {
+async fn stream(r: Arc<Router>, a: Arc<Admitted>, req: ChatRequest) -> Response {
     let (started, unfinished) = match r.start_stream(&a, &req).await {
         Ok(v) => v,
         // Nothing was sent yet: an ordinary error response.

@@ -80,7 +80,6 @@ impl std::fmt::Debug for Router {
 }
 
 /// A request that passed auth, policy, planning and the budget hold.
-#[derive(Clone)]
 pub struct Admitted {
     /// Request id (also the hold id).
     pub id: String,
@@ -196,7 +195,7 @@ impl Router {
         policy: &PolicyView,
         key: KeyRecord,
         req: &ChatRequest,
-    ) -> Result<Admitted, Error> {
+    ) -> Result<Arc<Admitted>, Error> {
         validate(req)?;
         let org = key.org.to_string();
         let workflow = policy
@@ -272,7 +271,7 @@ impl Router {
             deadline: Instant::now() + Duration::from_millis(t.total_ms),
             fallback_on_refusal: workflow.fallback_on_refusal,
         };
-        Ok(Admitted {
+        Ok(Arc::new(Admitted {
             id,
             key,
             workflow,
@@ -282,7 +281,7 @@ impl Router {
             policy_version: policy.version,
             health_version: health.version,
             prompt_tokens: req.estimated_prompt_tokens(),
-        })
+        }))
     }
 
     /// Holds `amount`; `Ok(false)` when the budget store is down and the org fails open.
@@ -404,7 +403,7 @@ impl Router {
     /// guard settles instead.
     pub async fn run_complete(
         self: &Arc<Self>,
-        a: &Admitted,
+        a: &Arc<Admitted>,
         req: &ChatRequest,
     ) -> Result<(ChatResponse, Vec<AttemptTrace>), (Error, Vec<AttemptTrace>)> {
         let mut unfinished = Unfinished::new(self, a);
@@ -447,7 +446,7 @@ impl Router {
     /// on success the returned guard settles what was streamed if the client goes away.
     pub async fn start_stream(
         self: &Arc<Self>,
-        a: &Admitted,
+        a: &Arc<Admitted>,
         req: &ChatRequest,
     ) -> Result<(crate::engine::Streaming, Unfinished), (Error, Vec<AttemptTrace>)> {
         let mut unfinished = Unfinished::new(self, a);
@@ -629,16 +628,16 @@ fn validate(req: &ChatRequest) -> Result<(), Error> {
 /// Settles a request whose client went away, if it is dropped before it finished normally.
 pub struct Unfinished {
     router: Arc<Router>,
-    admitted: Option<Admitted>,
+    admitted: Option<Arc<Admitted>>,
     /// For a committed stream: the serving attempt and the completion tokens streamed so far.
     pub streamed: Option<(usize, u32)>,
 }
 
 impl Unfinished {
-    pub fn new(router: &Arc<Router>, admitted: &Admitted) -> Self {
+    pub fn new(router: &Arc<Router>, admitted: &Arc<Admitted>) -> Self {
         Unfinished {
             router: router.clone(),
-            admitted: Some(admitted.clone()),
+            admitted: Some(Arc::clone(admitted)),
             streamed: None,
         }
     }
