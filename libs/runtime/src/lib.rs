@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal;
 
+pub mod grpc;
 pub mod ops;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); one JSON object per line when

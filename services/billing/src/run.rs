@@ -72,25 +72,10 @@ pub async fn start(
     );
     let billing = Billing::new(store, shutdown.clone());
     tracker.spawn(billing.clone().run_reconciler(reconcile));
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<BillingServer<Billing>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| e.to_string())?;
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(BillingServer::new(billing))
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "billing gRPC server failed");
-        }
-    });
+    let grpc_server =
+        switchyard_runtime::grpc::grpc_server(grpc, BillingServer::new(billing), shutdown.clone())
+            .await?;
+    tracker.spawn(grpc_server);
     let ready: switchyard_runtime::ops::Readiness = Arc::new(|| (true, serde_json::json!({})));
     tracker.spawn(switchyard_runtime::ops::serve_ops(
         http,

@@ -80,6 +80,25 @@ async fn budgets_reports_alerts_reconciler_usage_and_ledger() {
         .await
         .unwrap();
 
+    // grpc.health.v1 reports the service serving on the same port.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", handle.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "switchyard.v1.Billing".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
     let set = client
         .set_budget(pb::SetBudgetRequest {
             scope: org_scope(),

@@ -81,26 +81,13 @@ pub async fn start(
         http.local_addr().map_err(|e| e.to_string())?,
     );
     tracker.spawn(prober.clone().run(shutdown.clone()));
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<HealthServer<HealthGrpc>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| e.to_string())?;
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let service = HealthServer::new(HealthGrpc::new(prober.clone(), shutdown.clone()));
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "prober gRPC server failed");
-        }
-    });
+    let grpc_server = switchyard_runtime::grpc::grpc_server(
+        grpc,
+        HealthServer::new(HealthGrpc::new(prober.clone(), shutdown.clone())),
+        shutdown.clone(),
+    )
+    .await?;
+    tracker.spawn(grpc_server);
     let ready: switchyard_runtime::ops::Readiness = Arc::new(|| (true, serde_json::json!({})));
     tracker.spawn(switchyard_runtime::ops::serve_ops(
         http,

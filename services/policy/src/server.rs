@@ -105,26 +105,14 @@ pub async fn start(
         }
     });
 
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<PolicyServer<PolicyGrpc>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let service = PolicyServer::new(PolicyGrpc::new(core.clone(), shutdown.clone()));
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "policy gRPC server failed");
-        }
-    });
+    let grpc_server = switchyard_runtime::grpc::grpc_server(
+        grpc,
+        PolicyServer::new(PolicyGrpc::new(core.clone(), shutdown.clone())),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(std::io::Error::other)?;
+    tracker.spawn(grpc_server);
 
     let c = core.clone();
     let ready: switchyard_runtime::ops::Readiness = Arc::new(move || match c.current() {

@@ -141,30 +141,16 @@ pub async fn start(
         });
         (p.is_some(), detail)
     });
-    let (reporter_health, health_service) = tonic_health::server::health_reporter();
-    reporter_health
-        .set_serving::<switchyard_proto::v1::router_server::RouterServer<crate::grpc::RouterGrpc>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| e.to_string())?;
-    let grpc_service = switchyard_proto::v1::router_server::RouterServer::new(
-        crate::grpc::RouterGrpc::new(router.clone(), shutdown.clone()),
-    );
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(grpc_service)
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "router gRPC server failed");
-        }
-    });
+    let grpc_server = switchyard_runtime::grpc::grpc_server(
+        grpc,
+        switchyard_proto::v1::router_server::RouterServer::new(crate::grpc::RouterGrpc::new(
+            router.clone(),
+            shutdown.clone(),
+        )),
+        shutdown.clone(),
+    )
+    .await?;
+    tracker.spawn(grpc_server);
     let app = crate::http::routes(router).merge(switchyard_runtime::ops::routes(ready));
     let stop = shutdown.clone();
     tracker.spawn(async move {

@@ -1,0 +1,46 @@
+//! Serving a Switchyard gRPC service the same way everywhere: the service itself plus
+//! `grpc.health.v1` (reporting it serving) and server reflection over every Switchyard proto,
+//! TCP_NODELAY on accepted connections, and a graceful stop.
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use axum::response::IntoResponse;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::codegen::Service;
+use tonic::codegen::http::Request;
+use tonic::server::NamedService;
+
+/// Prepares `service` on `listener`; the returned future serves until `shutdown` and should be
+/// spawned. Setup errors (reflection descriptors) are returned here, not hidden in the task.
+pub async fn grpc_server<S>(
+    listener: TcpListener,
+    service: S,
+    shutdown: CancellationToken,
+) -> Result<impl Future<Output = ()> + Send, String>
+where
+    S: Service<Request<Body>, Error = Infallible> + NamedService + Clone + Send + Sync + 'static,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<S>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("gRPC reflection: {e}"))?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(service = S::NAME, error = %e, "gRPC server failed");
+        }
+    })
+}
