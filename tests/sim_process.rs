@@ -56,24 +56,10 @@ async fn env_overrides_faults_control_api_and_kill() {
     assert_eq!(body["error"]["type"], "overloaded_error");
 
     // Heal it at run time.
-    let control = sim.control_url();
-    let resp = http
-        .put(format!("{control}/providers/down/faults"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    sim.control().heal("down").await.unwrap();
     assert_eq!(anthropic_request().send().await.unwrap().status(), 200);
 
-    let stats: Value = http
-        .get(format!("{control}/providers/down/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = sim.control().stats("down").await.unwrap();
     assert_eq!(stats["requests"], 2);
     assert_eq!(stats["by_outcome"]["status_529"], 1);
     assert_eq!(stats["by_outcome"]["ok"], 1);

@@ -13,7 +13,7 @@ use switchyard_provider_sim::SimHandle;
 use switchyard_providers::{
     Call, CallError, ClientOptions, Phase, ProviderClient, Target, Timeouts, UpstreamError,
 };
-use switchyard_testkit::start_sim;
+use switchyard_testkit::{SimControl, start_sim};
 use tokio_util::sync::CancellationToken;
 
 const CONFIG: &str = r#"
@@ -28,7 +28,6 @@ const FORMATS: [&str; 2] = ["oai", "ant"];
 struct Fixture {
     sim: SimHandle,
     client: ProviderClient,
-    http: reqwest::Client,
 }
 
 impl Fixture {
@@ -36,7 +35,6 @@ impl Fixture {
         Fixture {
             sim: start_sim(CONFIG).await.unwrap(),
             client: ProviderClient::new(ClientOptions::default()).unwrap(),
-            http: reqwest::Client::new(),
         }
     }
 
@@ -57,19 +55,15 @@ impl Fixture {
     }
 
     async fn faults(&self, id: &str, faults: Value) {
-        let url = format!("{}/providers/{id}/faults", self.sim.control_url());
-        let resp = self.http.put(url).json(&faults).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
+        SimControl::new(self.sim.control_url())
+            .set_faults(id, &faults)
+            .await
+            .unwrap();
     }
 
     async fn stats(&self, id: &str) -> Value {
-        let url = format!("{}/providers/{id}/stats", self.sim.control_url());
-        self.http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
+        SimControl::new(self.sim.control_url())
+            .stats(id)
             .await
             .unwrap()
     }

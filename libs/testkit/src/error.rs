@@ -43,6 +43,14 @@ pub enum TestkitError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A control or readiness request over HTTP failed.
+    #[error("{what}: {detail}")]
+    Http {
+        /// The request.
+        what: String,
+        /// Status and body, or the transport error.
+        detail: String,
+    },
     /// A Redis command failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),

@@ -5,16 +5,20 @@
 //! Nothing here mocks a Switchyard service: tests get real processes and real sockets.
 
 mod bins;
+mod control;
 mod error;
 mod ports;
 mod redis_server;
+mod service;
 mod sim;
 mod wait;
 
 pub use bins::{workspace_bin, workspace_root};
+pub use control::SimControl;
 pub use error::TestkitError;
 pub use ports::{free_port, listen_ephemeral};
 pub use redis_server::{RedisOptions, RedisServer};
+pub use service::ServiceProcess;
 pub use sim::{SimProcess, start_sim};
 pub use wait::{wait_for_http, wait_for_tcp};
 

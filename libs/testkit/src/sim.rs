@@ -1,15 +1,12 @@
 //! The provider simulator, in this process (fast, for most tests) or as its own binary (for
 //! scenarios that kill and restart it).
 
+use std::ffi::OsStr;
 use std::io::Write;
-use std::process::Stdio;
-use std::time::Duration;
 
 use switchyard_provider_sim::{Ready, SimConfig, SimHandle};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::{Result, TestkitError, workspace_bin};
+use crate::{Result, SimControl, TestkitError, service::ServiceProcess};
 
 /// Starts the simulator in this process from YAML config text.
 pub async fn start_sim(yaml: &str) -> Result<SimHandle> {
@@ -29,7 +26,7 @@ pub async fn start_sim(yaml: &str) -> Result<SimHandle> {
 /// The simulator binary running as a child process; killed when dropped.
 #[derive(Debug)]
 pub struct SimProcess {
-    child: Child,
+    process: ServiceProcess,
     /// Its bound addresses, as it printed them.
     pub ready: Ready,
     _config: tempfile::NamedTempFile,
@@ -39,7 +36,6 @@ impl SimProcess {
     /// Builds (if needed) and spawns `switchyard-provider-sim` with YAML config text and extra
     /// environment, and waits for its ready line.
     pub async fn spawn(yaml: &str, env: &[(&str, &str)]) -> Result<Self> {
-        let bin = workspace_bin("switchyard-provider-sim", "switchyard-provider-sim")?;
         let mut config = tempfile::Builder::new()
             .suffix(".yaml")
             .tempfile()
@@ -47,43 +43,21 @@ impl SimProcess {
         config
             .write_all(yaml.as_bytes())
             .map_err(TestkitError::io("writing the sim config"))?;
-        let mut cmd = Command::new(&bin);
-        cmd.arg("--config")
-            .arg(config.path())
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|source| TestkitError::Spawn {
-            program: bin.clone(),
-            source,
-        })?;
-        let stdout = child.stdout.take().ok_or_else(|| TestkitError::NotReady {
-            what: "provider simulator".into(),
-            detail: "no stdout".into(),
-        })?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .map_err(|_| TestkitError::NotReady {
+        let process = ServiceProcess::spawn(
+            "provider simulator",
+            "switchyard-provider-sim",
+            "switchyard-provider-sim",
+            [OsStr::new("--config"), config.path().as_os_str()],
+            env,
+        )
+        .await?;
+        let ready: Ready =
+            serde_json::from_value(process.ready.clone()).map_err(|e| TestkitError::NotReady {
                 what: "provider simulator".into(),
-                detail: "no ready line within 30 s".into(),
-            })?
-            .map_err(TestkitError::io("reading the simulator's stdout"))?;
-        let Some(line) = line else {
-            let status = child.wait().await.ok();
-            return Err(TestkitError::NotReady {
-                what: "provider simulator".into(),
-                detail: format!("exited ({status:?}) before printing its addresses"),
-            });
-        };
-        let ready: Ready = serde_json::from_str(&line).map_err(|e| TestkitError::NotReady {
-            what: "provider simulator".into(),
-            detail: format!("unreadable ready line `{line}`: {e}"),
-        })?;
+                detail: format!("unreadable ready line `{}`: {e}", process.ready),
+            })?;
         Ok(SimProcess {
-            child,
+            process,
             ready,
             _config: config,
         })
@@ -94,16 +68,23 @@ impl SimProcess {
         format!("http://{}", self.ready.control)
     }
 
+    /// A client of its control API.
+    pub fn control(&self) -> SimControl {
+        SimControl::new(self.control_url())
+    }
+
     /// A provider's base URL.
     pub fn base_url(&self, id: &str) -> Option<&str> {
         self.ready.providers.get(id).map(String::as_str)
     }
 
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
     /// SIGKILL.
     pub async fn kill(&mut self) -> Result<()> {
-        self.child
-            .kill()
-            .await
-            .map_err(TestkitError::io("killing the simulator"))
+        self.process.kill().await
     }
 }

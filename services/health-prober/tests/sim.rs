@@ -17,7 +17,7 @@ use switchyard_health_prober::prober::Prober;
 use switchyard_provider_sim::SimHandle;
 use switchyard_providers::{ClientOptions, ProviderClient};
 use switchyard_state::{HealthRecord, HealthStore, MemoryHealthStore, Outcomes, bucket_of};
-use switchyard_testkit::start_sim;
+use switchyard_testkit::{SimControl, start_sim};
 use tokio_util::sync::CancellationToken;
 
 const INTERVAL_MS: u64 = 200;
@@ -56,7 +56,6 @@ struct Fixture {
     sim: SimHandle,
     store: Arc<MemoryHealthStore>,
     stop: CancellationToken,
-    http: reqwest::Client,
 }
 
 impl Fixture {
@@ -77,26 +76,14 @@ impl Fixture {
         ));
         let stop = CancellationToken::new();
         tokio::spawn(prober.run(stop.clone()));
-        Fixture {
-            sim,
-            store,
-            stop,
-            http: reqwest::Client::new(),
-        }
+        Fixture { sim, store, stop }
     }
 
     async fn faults(&self, id: &str, faults: Value) {
-        let url = format!("{}/providers/{id}/faults", self.sim.control_url());
-        assert_eq!(
-            self.http
-                .put(url)
-                .json(&faults)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        SimControl::new(self.sim.control_url())
+            .set_faults(id, &faults)
+            .await
+            .unwrap();
     }
 
     async fn record(&self, ep: &str) -> HealthRecord {

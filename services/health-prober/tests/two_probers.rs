@@ -11,8 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use serde_json::Value;
-use switchyard_testkit::{RedisServer, start_sim};
+use switchyard_testkit::{RedisServer, SimControl, start_sim};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -54,16 +53,8 @@ async fn spawn(
     child
 }
 
-async fn requests(http: &reqwest::Client, control: &str, id: &str) -> u64 {
-    let v: Value = http
-        .get(format!("{control}/providers/{id}/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["requests"].as_u64().unwrap()
+async fn requests(control: &str, id: &str) -> u64 {
+    SimControl::new(control).requests(&[id]).await.unwrap()
 }
 
 #[tokio::test]
@@ -99,21 +90,14 @@ async fn probes_are_split_by_leases_and_taken_over() {
 
     let mut p1 = spawn("p1", &catalog, &config, &redis.url()).await;
     let mut p2 = spawn("p2", &catalog, &config, &redis.url()).await;
-    let http = reqwest::Client::new();
     let control = sim.control_url();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
     // Over 4 s, each endpoint is probed about once per interval: not twice as often.
     let window = Duration::from_millis(4_000);
-    let (a0, b0) = (
-        requests(&http, &control, "a").await,
-        requests(&http, &control, "b").await,
-    );
+    let (a0, b0) = (requests(&control, "a").await, requests(&control, "b").await);
     tokio::time::sleep(window).await;
-    let (a1, b1) = (
-        requests(&http, &control, "a").await,
-        requests(&http, &control, "b").await,
-    );
+    let (a1, b1) = (requests(&control, "a").await, requests(&control, "b").await);
     let expected = window.as_millis() as u64 / INTERVAL_MS;
     for (name, n) in [("a", a1 - a0), ("b", b1 - b0)] {
         assert!(
@@ -132,10 +116,10 @@ async fn probes_are_split_by_leases_and_taken_over() {
     };
     dead.kill().await.unwrap();
     let killed = Instant::now();
-    let before = requests(&http, &control, "a").await;
+    let before = requests(&control, "a").await;
     let taken_over = loop {
         let holder: Option<String> = conn.get("sy:lease:{m@a}").await.unwrap();
-        if holder.as_deref() == Some(survivor) && requests(&http, &control, "a").await > before {
+        if holder.as_deref() == Some(survivor) && requests(&control, "a").await > before {
             break killed.elapsed();
         }
         assert!(

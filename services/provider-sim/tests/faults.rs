@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use switchyard_provider_sim::SimHandle;
-use switchyard_testkit::start_sim;
+use switchyard_testkit::{SimControl, start_sim};
 
 const CONFIG: &str = r#"
 seed: 7
@@ -38,19 +38,15 @@ impl Sim {
     }
 
     async fn faults(&self, id: &str, faults: Value) {
-        let url = format!("{}/providers/{id}/faults", self.handle.control_url());
-        let resp = self.http.put(url).json(&faults).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        SimControl::new(self.handle.control_url())
+            .set_faults(id, &faults)
+            .await
+            .unwrap();
     }
 
     async fn stats(&self, id: &str) -> Value {
-        let url = format!("{}/providers/{id}/stats", self.handle.control_url());
-        self.http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
+        SimControl::new(self.handle.control_url())
+            .stats(id)
             .await
             .unwrap()
     }

@@ -13,14 +13,13 @@ use switchyard_providers::{CallError, ClientOptions, ProviderClient, Target, Tim
 use switchyard_router::engine::{EngineSettings, PlannedAttempt, complete, stream};
 use switchyard_router::retry_budget::{RetryBudget, RetryBudgetConfig};
 use switchyard_routing::{Attempt, KeySource};
-use switchyard_testkit::start_sim;
+use switchyard_testkit::{SimControl, start_sim};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 struct Fixture {
     sim: SimHandle,
     client: ProviderClient,
-    http: reqwest::Client,
 }
 
 impl Fixture {
@@ -29,7 +28,6 @@ impl Fixture {
         Fixture {
             sim,
             client: ProviderClient::new(ClientOptions::default()).unwrap(),
-            http: reqwest::Client::new(),
         }
     }
 
@@ -62,30 +60,17 @@ impl Fixture {
     }
 
     async fn faults(&self, id: &str, faults: Value) {
-        let url = format!("{}/providers/{id}/faults", self.sim.control_url());
-        assert_eq!(
-            self.http
-                .put(url)
-                .json(&faults)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        SimControl::new(self.sim.control_url())
+            .set_faults(id, &faults)
+            .await
+            .unwrap();
     }
 
     async fn count(&self, id: &str) -> u64 {
-        let v: Value = self
-            .http
-            .get(format!("{}/providers/{id}/stats", self.sim.control_url()))
-            .send()
+        SimControl::new(self.sim.control_url())
+            .requests(&[id])
             .await
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["requests"].as_u64().unwrap()
     }
 }
 
