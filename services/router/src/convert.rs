@@ -227,11 +227,7 @@ pub fn usage(u: &Usage) -> pb::Usage {
 }
 
 /// The routing trace on the wire.
-pub fn trace(
-    attempts: &[AttemptTrace],
-    policy_version: u64,
-    health_version: u64,
-) -> pb::RoutingTrace {
+pub fn trace(attempts: &[AttemptTrace], a: &crate::pipeline::Admitted) -> pb::RoutingTrace {
     pb::RoutingTrace {
         attempts: attempts
             .iter()
@@ -244,8 +240,14 @@ pub fn trace(
                 retry: t.retry,
             })
             .collect(),
-        policy_version,
-        health_version,
+        policy_version: a.policy_version,
+        health_version: a.health_version,
+        seed: a.seed,
+        plan: a
+            .plan
+            .iter()
+            .map(|p| p.attempt.endpoint.to_string())
+            .collect(),
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::pipeline::{Admitted, Router};
+use crate::pipeline::{AdmitOptions, Admitted, Claim, Router};
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -54,6 +54,21 @@ fn grpc_timeout<T>(r: &Request<T>) -> Option<Duration> {
     })
 }
 
+/// The caller's deadline and route seed from the request metadata.
+fn options<T>(r: &Request<T>) -> Result<AdmitOptions, Status> {
+    let seed = match r.metadata().get("switchyard-route-seed") {
+        None => None,
+        Some(v) => Some(
+            AdmitOptions::parse_seed(v.to_str().unwrap_or("(not text)"))
+                .map_err(|e| e.to_status())?,
+        ),
+    };
+    Ok(AdmitOptions {
+        seed,
+        timeout: grpc_timeout(r),
+    })
+}
+
 async fn admit<T>(
     r: &Router,
     request: &Request<T>,
@@ -61,15 +76,9 @@ async fn admit<T>(
 ) -> Result<Arc<Admitted>, Status> {
     let key = bearer(request);
     let (policy, record) = r.authenticate(key.as_deref()).map_err(|e| e.to_status())?;
-    let mut admitted = r
-        .admit(&policy, record, req)
+    r.admit(&policy, record, req, options(request)?)
         .await
-        .map_err(|e| e.to_status())?;
-    // Just created, so this is the only reference.
-    if let (Some(t), Some(a)) = (grpc_timeout(request), Arc::get_mut(&mut admitted)) {
-        a.settings.deadline = a.settings.deadline.min(tokio::time::Instant::now() + t);
-    }
-    Ok(admitted)
+        .map_err(|e| e.to_status())
 }
 
 /// A Chat with `idempotency-key` metadata: the stored reply is the protobuf encoding, base64.
@@ -92,14 +101,21 @@ async fn idempotent(
     let encode = |resp: &switchyard_core::ChatResponse,
                   trace: &[crate::engine::AttemptTrace],
                   a: &Admitted| {
-        let pb = convert::response(
-            resp,
-            convert::trace(trace, a.policy_version, a.health_version),
-        );
+        let pb = convert::response(resp, convert::trace(trace, a));
         base64::engine::general_purpose::STANDARD.encode(pb.encode_to_vec())
     };
     let out = r
-        .run_idempotent(&policy, record, req, &format!("grpc:{idem}"), &hash, encode)
+        .run_idempotent(
+            &policy,
+            record,
+            req,
+            options(probe)?,
+            Claim {
+                key: &format!("grpc:{idem}"),
+                request_hash: &hash,
+            },
+            encode,
+        )
         .await
         .map_err(|e| e.to_status())?;
     let (text, replayed) = match out {
@@ -147,7 +163,7 @@ impl pb::router_server::Router for RouterGrpc {
         match r.run_complete(&a, &req).await {
             Ok((resp, trace)) => Ok(Response::new(convert::response(
                 &resp,
-                convert::trace(&trace, a.policy_version, a.health_version),
+                convert::trace(&trace, &a),
             ))),
             Err((error, _)) => Err(error.to_status()),
         }
@@ -242,11 +258,7 @@ impl pb::router_server::Router for RouterGrpc {
                             let done = pb::ChatStreamEvent {
                                 event: Some(pb::chat_stream_event::Event::Done(pb::StreamDone {
                                     usage: Some(convert::usage(&Usage { cost, ..usage })),
-                                    trace: Some(convert::trace(
-                                        &trace,
-                                        a.policy_version,
-                                        a.health_version,
-                                    )),
+                                    trace: Some(convert::trace(&trace, &a)),
                                 })),
                             };
                             return Some((

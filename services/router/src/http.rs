@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use switchyard_core::{ChatChunk, ChatRequest, Error, Usage};
 
 use crate::engine::AttemptTrace;
-use crate::pipeline::{Admitted, Router, Unfinished};
+use crate::pipeline::{AdmitOptions, Admitted, Claim, Router, Unfinished};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -50,7 +50,23 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
-    json!({"request_id": a.id, "workflow": a.workflow.id, "attempts": trace, "policy_version": a.policy_version, "health_version": a.health_version})
+    let plan: Vec<&str> = a.plan.iter().map(|p| p.attempt.endpoint.as_str()).collect();
+    // The seed as text: JSON numbers lose u64 precision in most clients.
+    json!({"request_id": a.id, "workflow": a.workflow.id, "attempts": trace, "plan": plan, "seed": a.seed.to_string(), "policy_version": a.policy_version, "health_version": a.health_version})
+}
+
+/// The route seed header, if sent.
+fn options(headers: &HeaderMap) -> Result<AdmitOptions, Error> {
+    let seed = match headers.get("x-switchyard-route-seed") {
+        None => None,
+        Some(v) => Some(AdmitOptions::parse_seed(
+            v.to_str().unwrap_or("(not text)"),
+        )?),
+    };
+    Ok(AdmitOptions {
+        seed,
+        timeout: None,
+    })
 }
 
 async fn models(State(r): State<Arc<Router>>, headers: HeaderMap) -> Response {
@@ -70,14 +86,18 @@ async fn chat(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> 
         Ok(req) => req,
         Err(e) => return error_response(&Error::invalid(format!("invalid request body: {e}"))),
     };
+    let options = match options(&headers) {
+        Ok(o) => o,
+        Err(e) => return error_response(&e),
+    };
     let idempotency_key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if let Some(idem) = idempotency_key {
-        return idempotent(r, policy, key, req, &body, &idem).await;
+        return idempotent(r, policy, key, req, options, &body, &idem).await;
     }
-    let admitted = match r.admit(&policy, key, &req).await {
+    let admitted = match r.admit(&policy, key, &req, options).await {
         Ok(a) => a,
         Err(e) => return error_response(&e),
     };
@@ -94,6 +114,7 @@ async fn idempotent(
     policy: Arc<crate::policy_view::PolicyView>,
     key: switchyard_policy::snapshot::KeyRecord,
     req: ChatRequest,
+    options: AdmitOptions,
     body: &[u8],
     idem: &str,
 ) -> Response {
@@ -108,7 +129,17 @@ async fn idempotent(
         body.to_string()
     };
     match r
-        .run_idempotent(&policy, key, &req, &format!("http:{idem}"), &hash, encode)
+        .run_idempotent(
+            &policy,
+            key,
+            &req,
+            options,
+            Claim {
+                key: &format!("http:{idem}"),
+                request_hash: &hash,
+            },
+            encode,
+        )
         .await
     {
         Ok(out) => {

@@ -99,6 +99,37 @@ pub struct Admitted {
     pub health_version: u64,
     /// Estimated prompt tokens (what a cancelled stream is billed for at least).
     pub prompt_tokens: u32,
+    /// The seed the plan was drawn with.
+    pub seed: u64,
+}
+
+/// An idempotency key and what identifies the request it was sent with.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// The key, namespaced by API (`http:…`, `grpc:…`).
+    pub key: &'a str,
+    /// A hash of the request's content: the same key with other content is refused.
+    pub request_hash: &'a str,
+}
+
+/// What the caller may set besides the request body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdmitOptions {
+    /// Plan with this seed (the same seed, health and policy give the same plan on every router).
+    pub seed: Option<u64>,
+    /// The caller's own deadline (a gRPC deadline), when shorter than the workflow's.
+    pub timeout: Option<Duration>,
+}
+
+impl AdmitOptions {
+    /// Reads a route seed as sent in a header or metadata value: a decimal `u64`.
+    pub fn parse_seed(text: &str) -> Result<u64, Error> {
+        text.trim().parse().map_err(|_| {
+            Error::invalid(format!(
+                "route seed `{text}` is not a decimal number from 0 to 18446744073709551615"
+            ))
+        })
+    }
 }
 
 fn new_id() -> String {
@@ -195,8 +226,10 @@ impl Router {
         policy: &PolicyView,
         key: KeyRecord,
         req: &ChatRequest,
+        options: AdmitOptions,
     ) -> Result<Arc<Admitted>, Error> {
         validate(req)?;
+        let seed = options.seed.unwrap_or_else(rand::random);
         let org = key.org.to_string();
         let workflow = policy
             .compiled
@@ -224,7 +257,7 @@ impl Router {
             request: req,
             health: &health,
             byok: &byok,
-            seed: rand::random(),
+            seed,
         })
         .map_err(|e| e.to_error())?;
         let mut attempts = Vec::new();
@@ -259,6 +292,10 @@ impl Router {
         );
         let held = self.hold(policy, &key, &workflow, &id, max_cost).await?;
         let t = workflow.timeouts;
+        let mut deadline = Instant::now() + Duration::from_millis(t.total_ms);
+        if let Some(timeout) = options.timeout {
+            deadline = deadline.min(Instant::now() + timeout);
+        }
         let settings = EngineSettings {
             timeouts: Timeouts {
                 connect: Duration::from_millis(t.connect_ms),
@@ -268,7 +305,7 @@ impl Router {
             max_retries: workflow.retry.max_retries,
             base_backoff: Duration::from_millis(workflow.retry.base_backoff_ms),
             max_backoff: Duration::from_millis(workflow.retry.max_backoff_ms),
-            deadline: Instant::now() + Duration::from_millis(t.total_ms),
+            deadline,
             fallback_on_refusal: workflow.fallback_on_refusal,
         };
         Ok(Arc::new(Admitted {
@@ -281,6 +318,7 @@ impl Router {
             policy_version: policy.version,
             health_version: health.version,
             prompt_tokens: req.estimated_prompt_tokens(),
+            seed,
         }))
     }
 
@@ -476,20 +514,24 @@ impl Router {
         }
     }
 
-    /// A non-streamed request with an idempotency key: a repeat gets the stored response (no
+    /// A non-streamed request with an idempotency claim: a repeat gets the stored response (no
     /// second upstream call or charge); a duplicate still running, or the key reused for another
     /// request, is refused; a failed request frees the key. `encode` turns a fresh response (with
-    /// its trace) into the text stored and returned; `hash` identifies the request's content.
+    /// its trace) into the text stored and returned.
     pub async fn run_idempotent(
         self: &Arc<Self>,
         policy: &PolicyView,
         key: KeyRecord,
         req: &ChatRequest,
-        idem: &str,
-        hash: &str,
+        options: AdmitOptions,
+        claim: Claim<'_>,
         encode: impl Fn(&ChatResponse, &[AttemptTrace], &Admitted) -> String,
     ) -> Result<Idempotent, Error> {
         use switchyard_state::Begin;
+        let Claim {
+            key: idem,
+            request_hash: hash,
+        } = claim;
         let store = self
             .idempotency
             .clone()
@@ -529,7 +571,7 @@ impl Router {
                 ));
             }
         }
-        let a = match self.admit(policy, key, req).await {
+        let a = match self.admit(policy, key, req, options).await {
             Ok(a) => a,
             Err(e) => {
                 let _ = store.abandon(&org, idem).await;

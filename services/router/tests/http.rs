@@ -17,7 +17,7 @@ use switchyard_router::reporter::Reporter;
 use switchyard_state::{
     BudgetDef, BudgetStore, MemoryBudgetStore, MemoryHealthStore, MemoryPolicyStore, Period, Scope,
 };
-use switchyard_testkit::start_sim;
+use switchyard_testkit::{SimControl, start_sim};
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "sk-test-router-key";
@@ -160,17 +160,10 @@ impl Env {
     }
 
     async fn faults(&self, id: &str, faults: Value) {
-        let url = format!("{}/providers/{id}/faults", self.sim.control_url());
-        assert_eq!(
-            self.http
-                .put(url)
-                .json(&faults)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        SimControl::new(self.sim.control_url())
+            .set_faults(id, &faults)
+            .await
+            .unwrap();
     }
 }
 
@@ -228,6 +221,55 @@ async fn auth_models_and_a_served_request() {
     );
     let (status, v) = e.chat(hi(json!({"model": "unknown-model"}))).await;
     assert_eq!(status, 400, "{v}");
+}
+
+async fn seeded(e: &Env, seed: &str) -> (u16, Value) {
+    let resp = e
+        .http
+        .post(format!("{}/v1/chat/completions", e.url))
+        .bearer_auth(KEY)
+        .header("x-switchyard-route-seed", seed)
+        .json(&hi(json!({})))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_route_seed_gives_the_same_plan_and_is_reported() {
+    let e = env().await;
+    let mut firsts = std::collections::BTreeSet::new();
+    for seed in 0..24u64 {
+        let (status, one) = seeded(&e, &seed.to_string()).await;
+        assert_eq!(status, 200, "{one}");
+        let (_, two) = seeded(&e, &seed.to_string()).await;
+        assert_eq!(one["routing"]["plan"], two["routing"]["plan"]);
+        assert_eq!(one["routing"]["seed"], seed.to_string());
+        assert_eq!(one["routing"]["plan"].as_array().unwrap().len(), 2, "{one}");
+        firsts.insert(one["routing"]["plan"][0].as_str().unwrap().to_string());
+    }
+    // Equal prices: the seed alone decides the order, and both orders occur.
+    assert_eq!(firsts.len(), 2, "{firsts:?}");
+    // Unseeded requests are given a fresh seed, reported for replay.
+    let (_, v) = e.chat(hi(json!({}))).await;
+    assert!(
+        v["routing"]["seed"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+
+    let (status, v) = seeded(&e, "not-a-number").await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("route seed `not-a-number`"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -504,6 +546,37 @@ async fn the_grpc_api_serves_chat_streams_and_models() {
     assert_eq!(resp.model, "m");
     assert!(resp.usage.unwrap().cost_nano_usd > 0);
     assert_eq!(resp.trace.unwrap().attempts[0].outcome, "ok");
+
+    // The same route seed gives the same plan over gRPC too.
+    let seeded = || {
+        let mut r = grpc_request(grpc_hi(), Some(KEY));
+        r.metadata_mut()
+            .insert("switchyard-route-seed", "42".parse().unwrap());
+        r
+    };
+    let one = client
+        .chat(seeded())
+        .await
+        .unwrap()
+        .into_inner()
+        .trace
+        .unwrap();
+    let two = client
+        .chat(seeded())
+        .await
+        .unwrap()
+        .into_inner()
+        .trace
+        .unwrap();
+    assert_eq!((one.seed, one.plan.len()), (42, 2));
+    assert_eq!(one.plan, two.plan);
+    let mut bad = grpc_request(grpc_hi(), Some(KEY));
+    bad.metadata_mut()
+        .insert("switchyard-route-seed", "-1".parse().unwrap());
+    assert_eq!(
+        client.chat(bad).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
     let text: String = resp.choices[0]
         .message
         .as_ref()
@@ -612,20 +685,10 @@ async fn post_idem(e: &Env, key: &str, body: &Value) -> reqwest::Response {
 }
 
 async fn sim_requests(e: &Env) -> u64 {
-    let mut n = 0;
-    for p in ["a", "b"] {
-        let v: Value = e
-            .http
-            .get(format!("{}/providers/{p}/stats", e.sim.control_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        n += v["requests"].as_u64().unwrap();
-    }
-    n
+    SimControl::new(e.sim.control_url())
+        .requests(&["a", "b"])
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
