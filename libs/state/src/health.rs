@@ -58,6 +58,10 @@ pub struct HealthRecord {
     /// Since when the endpoint has been healthy, Unix ms.
     #[serde(default)]
     pub healthy_since_ms: u64,
+    /// When it last came back from an ejection (a successful half-open probe or an operator's
+    /// restore), Unix ms: passive outcomes from before that no longer count against it.
+    #[serde(default)]
+    pub recovered_ms: u64,
 }
 
 impl HealthRecord {

@@ -105,6 +105,7 @@ pub fn evaluate(prev: &HealthRecord, i: &Inputs<'_>, t: &Thresholds) -> HealthRe
                 r.state = EndpointState::Healthy;
                 r.ejected_until_ms = 0;
                 r.healthy_since_ms = i.now_ms;
+                r.recovered_ms = i.now_ms;
                 r.error_rate = 0.0;
                 r.reason = "recovered: probe succeeded after ejection".into();
                 return r;

@@ -322,9 +322,11 @@ impl Prober {
     ) -> Result<HealthRecord, StateError> {
         let th = &self.cfg.thresholds;
         let window_start = now.saturating_sub(th.window_ms);
-        // Outcomes from before a recovery do not count against the recovered endpoint.
-        let from = if prev.healthy_since_ms > window_start {
-            bucket_of(prev.healthy_since_ms) + 1
+        // Outcomes from before a recovery do not count against the recovered endpoint (at the
+        // granularity of a bucket). A first sighting or a degraded spell is no recovery: every
+        // outcome in the window counts.
+        let from = if prev.recovered_ms > window_start {
+            bucket_of(prev.recovered_ms) + 1
         } else {
             bucket_of(window_start)
         };
@@ -431,6 +433,7 @@ impl Prober {
                 next.ejected_until_ms = 0;
                 next.consecutive_failures = 0;
                 next.healthy_since_ms = now;
+                next.recovered_ms = now;
                 next.reason = format!("restored by an operator: {why}");
             }
         }

@@ -217,10 +217,10 @@ async fn passive_failures_eject_without_probes() {
         ..Default::default()
     };
     o.by_class.insert("unavailable".into(), 8);
-    // Routers report a bucket after the prober saw it healthy.
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Routers report failures in the very bucket in which the prober first saw the endpoint
+    // healthy: a first sighting is no recovery, so they count.
     f.store
-        .add_outcomes(&[(EndpointId::from("m@b"), bucket_of(now) + 1, o)])
+        .add_outcomes(&[(EndpointId::from("m@b"), bucket_of(now), o)])
         .await
         .unwrap();
     let took = f
