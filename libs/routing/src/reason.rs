@@ -101,7 +101,37 @@ impl std::fmt::Display for ExclusionReason {
             ExclusionReason::ContextTooSmall { needed, available } => {
                 write!(f, "needs {needed} tokens, holds {available}")
             }
-            other => f.write_str(other.as_str()),
+            ExclusionReason::Disabled => f.write_str("disabled by an operator override"),
+            ExclusionReason::PolicyDenied => {
+                f.write_str("the org's policy or data class does not allow this provider")
+            }
+            ExclusionReason::Region => f.write_str("the provider is outside the allowed regions"),
+            ExclusionReason::DataPolicy => f.write_str(
+                "data collection is denied and the provider retains or trains on prompts",
+            ),
+            ExclusionReason::Zdr => {
+                f.write_str("zero data retention is required and the provider does not offer it")
+            }
+            ExclusionReason::NotInOnly => f.write_str("not in `provider.only`"),
+            ExclusionReason::Ignored => f.write_str("in `provider.ignore`"),
+            ExclusionReason::FallbacksDisabled => {
+                f.write_str("not in `provider.order` and fallbacks are off")
+            }
+            ExclusionReason::ModelNotAllowed => {
+                f.write_str("the workflow does not allow this model")
+            }
+            ExclusionReason::NoSubstitution => {
+                f.write_str("the workflow's fail_safe degradation never substitutes another model")
+            }
+            ExclusionReason::Quantization => f.write_str("quantization not accepted"),
+            ExclusionReason::ByokRequired => {
+                f.write_str("the workflow requires the org's own key and this is shared capacity")
+            }
+            ExclusionReason::ByokDisabled => {
+                f.write_str("the workflow does not use the org's own keys")
+            }
+            ExclusionReason::Unhealthy => f.write_str("ejected by health checks"),
+            ExclusionReason::AttemptCap => f.write_str("the plan holds the most attempts allowed"),
         }
     }
 }
