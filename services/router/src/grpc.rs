@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use switchyard_core::{Error, ErrorClass, Usage};
 use switchyard_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::pipeline::{AdmitOptions, Admitted, Claim, Router};
+use crate::pipeline::{AdmitOptions, Admitted, Claim, Router, StreamEvent};
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -178,98 +177,29 @@ impl pb::router_server::Router for RouterGrpc {
         let probe = Request::from_parts(metadata, extensions, ());
         let req = convert::request(body).map_err(|e| e.to_status())?;
         let a = admit(&r, &probe, &req).await?;
-        let (started, unfinished) = r
+        let session = r
             .start_stream(&a, &req)
             .await
             .map_err(|(e, _)| e.to_status())?;
-        let served = started.served;
-        let first = futures::stream::once(futures::future::ready(Ok(started.first)));
-        let chunks = first.chain(started.rest);
-        let state = (
-            chunks.boxed(),
-            unfinished,
-            a,
-            r,
-            Usage::default(),
-            started.trace,
-            false,
-        );
-        let events = futures::stream::unfold(
-            state,
-            move |(mut chunks, mut unfinished, a, r, mut usage, trace, done)| async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    match chunks.next().await {
-                        Some(Ok(mut c)) => {
-                            if let Some(u) = c.usage {
-                                usage = u;
-                            }
-                            let attempt = &a.plan[served].attempt;
-                            c.model = attempt.model.to_string();
-                            c.provider = Some(attempt.provider.to_string());
-                            if let Some((_, tokens)) = unfinished.streamed.as_mut() {
-                                *tokens = tokens.saturating_add(
-                                    c.choices
-                                        .iter()
-                                        .map(|ch| {
-                                            switchyard_core::tokens::estimate_text(
-                                                ch.delta.content.as_deref().unwrap_or(""),
-                                            )
-                                        })
-                                        .sum(),
-                                );
-                            }
-                            if let Some(event) = convert::chunk(&c) {
-                                return Some((
-                                    Ok(event),
-                                    (chunks, unfinished, a, r, usage, trace, false),
-                                ));
-                            }
-                        }
-                        Some(Err(e)) => {
-                            unfinished.disarm();
-                            let error = match e {
-                                switchyard_providers::CallError::Upstream(u) => u.to_error(),
-                                switchyard_providers::CallError::Cancelled => {
-                                    Error::new(ErrorClass::Timeout, "cancelled")
-                                }
-                            };
-                            let endpoint = a.plan[served].attempt.endpoint.clone();
-                            r.finish(
-                                &a,
-                                Some((&endpoint, usage)),
-                                trace.len(),
-                                error.class.as_str(),
-                            )
-                            .await;
-                            return Some((
-                                Err(error.to_status()),
-                                (chunks, unfinished, a, r, usage, trace, true),
-                            ));
-                        }
-                        None => {
-                            unfinished.disarm();
-                            let endpoint = a.plan[served].attempt.endpoint.clone();
-                            let cost = r
-                                .finish(&a, Some((&endpoint, usage)), trace.len(), "ok")
-                                .await;
-                            let done = pb::ChatStreamEvent {
-                                event: Some(pb::chat_stream_event::Event::Done(pb::StreamDone {
-                                    usage: Some(convert::usage(&Usage { cost, ..usage })),
-                                    trace: Some(convert::trace(&trace, &a)),
-                                })),
-                            };
-                            return Some((
-                                Ok(done),
-                                (chunks, unfinished, a, r, usage, trace, true),
-                            ));
-                        }
-                    }
-                }
-            },
-        );
+        let events = futures::stream::unfold(session, |mut s| async move {
+            loop {
+                let event = match s.next().await? {
+                    StreamEvent::Chunk(chunk) => match convert::chunk(&chunk) {
+                        Some(event) => Ok(event),
+                        None => continue,
+                    },
+                    StreamEvent::Done(usage) => Ok(pb::ChatStreamEvent {
+                        event: Some(pb::chat_stream_event::Event::Done(pb::StreamDone {
+                            usage: Some(convert::usage(&usage)),
+                            trace: Some(convert::trace(&s.trace, &s.admitted)),
+                        })),
+                    }),
+                    // After content went out: a non-OK status ends the stream.
+                    StreamEvent::Failed(error) => Err(error.to_status()),
+                };
+                return Some((event, s));
+            }
+        });
         Ok(Response::new(Box::pin(
             events.take_until(self.shutdown.clone().cancelled_owned()),
         )))

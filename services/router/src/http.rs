@@ -10,12 +10,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::StreamExt;
 use serde_json::{Value, json};
-use switchyard_core::{ChatChunk, ChatRequest, Error, Usage};
+use switchyard_core::{ChatChunk, ChatRequest, Error};
 
 use crate::engine::AttemptTrace;
-use crate::pipeline::{AdmitOptions, Admitted, Claim, Router, Unfinished};
+use crate::pipeline::{AdmitOptions, Admitted, Claim, Router, StreamEvent};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -179,124 +178,44 @@ fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
-struct Sse {
-    unfinished: Unfinished,
-    router: Arc<Router>,
-    admitted: Arc<Admitted>,
-    rest: switchyard_providers::ChunkStream,
-    served: usize,
-    trace: Vec<AttemptTrace>,
-    usage: Usage,
-    include_usage: bool,
-    first: Option<ChatChunk>,
-    done: bool,
-}
-
-impl Sse {
-    fn render(&mut self, mut chunk: ChatChunk) -> Option<Bytes> {
-        if let Some(u) = chunk.usage {
-            self.usage = u;
-        }
-        let streamed_tokens: u32 = chunk
-            .choices
-            .iter()
-            .map(|c| {
-                switchyard_core::tokens::estimate_text(c.delta.content.as_deref().unwrap_or(""))
-            })
-            .sum();
-        if let Some((_, tokens)) = self.unfinished.streamed.as_mut() {
-            *tokens = tokens.saturating_add(streamed_tokens);
-        }
-        let served = &self.admitted.plan[self.served].attempt;
-        chunk.model = served.model.to_string();
-        chunk.provider = Some(served.provider.to_string());
+/// A chunk as an SSE event; the usage-only chunk (and usage on others) only when the client
+/// asked for it with `stream_options.include_usage`.
+fn render(mut chunk: ChatChunk, include_usage: bool) -> Option<Bytes> {
+    if !include_usage {
         if chunk.choices.is_empty() {
-            // The usage-only chunk: forwarded only when the client asked for it.
-            if !self.include_usage {
-                return None;
-            }
-            let cost = self
-                .router
-                .prices
-                .cost(served.endpoint.as_str(), &self.usage);
-            chunk.usage = Some(Usage { cost, ..self.usage });
-        } else if !self.include_usage {
-            chunk.usage = None;
+            return None;
         }
-        Some(sse(&serde_json::to_value(&chunk).unwrap_or_default()))
+        chunk.usage = None;
     }
+    Some(sse(&serde_json::to_value(&chunk).unwrap_or_default()))
 }
 
 async fn stream(r: Arc<Router>, a: Arc<Admitted>, req: ChatRequest) -> Response {
-    let (started, unfinished) = match r.start_stream(&a, &req).await {
-        Ok(v) => v,
+    let session = match r.start_stream(&a, &req).await {
+        Ok(session) => session,
         // Nothing was sent yet: an ordinary error response.
         Err((error, trace)) => {
             return error_response(&error.with_metadata("routing", trace_json(&a, &trace)));
         }
     };
-    let state = Sse {
-        unfinished,
-        router: r,
-        admitted: a,
-        rest: started.rest,
-        served: started.served,
-        trace: started.trace,
-        usage: Usage::default(),
-        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
-        first: Some(started.first),
-        done: false,
-    };
-    let body = futures::stream::unfold(state, |mut s| async move {
+    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+    let body = futures::stream::unfold(session, move |mut s| async move {
         loop {
-            if s.done {
-                return None;
-            }
-            if let Some(first) = s.first.take()
-                && let Some(bytes) = s.render(first)
-            {
-                return Some((Ok::<Bytes, std::convert::Infallible>(bytes), s));
-            }
-            match s.rest.next().await {
-                Some(Ok(chunk)) => {
-                    if let Some(bytes) = s.render(chunk) {
-                        return Some((Ok(bytes), s));
-                    }
-                }
-                Some(Err(e)) => {
-                    // After the first chunk there is no fallback: an explicit error event ends
-                    // the stream, never a silent clean end. What was generated is still billed.
-                    s.done = true;
-                    s.unfinished.disarm();
-                    let error = match e {
-                        switchyard_providers::CallError::Upstream(u) => u.to_error(),
-                        switchyard_providers::CallError::Cancelled => {
-                            Error::new(switchyard_core::ErrorClass::Timeout, "cancelled")
-                        }
-                    };
-                    let endpoint = s.admitted.plan[s.served].attempt.endpoint.clone();
-                    s.router
-                        .finish(
-                            &s.admitted,
-                            Some((&endpoint, s.usage)),
-                            s.trace.len(),
-                            error.class.as_str(),
-                        )
-                        .await;
+            let bytes = match s.next().await? {
+                StreamEvent::Chunk(chunk) => match render(chunk, include_usage) {
+                    Some(bytes) => bytes,
+                    None => continue,
+                },
+                StreamEvent::Done(_) => Bytes::from_static(b"data: [DONE]\n\n"),
+                // After the first chunk there is no fallback: an explicit error event ends the
+                // stream, never a silent clean end. What was generated is billed.
+                StreamEvent::Failed(error) => {
                     let mut body = error.openai_body();
                     body["error"]["metadata"]["routing"] = trace_json(&s.admitted, &s.trace);
-                    return Some((Ok(sse(&body)), s));
+                    sse(&body)
                 }
-                None => {
-                    s.done = true;
-                    s.unfinished.disarm();
-                    let endpoint = s.admitted.plan[s.served].attempt.endpoint.clone();
-                    s.router
-                        .finish(&s.admitted, Some((&endpoint, s.usage)), s.trace.len(), "ok")
-                        .await;
-                    return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), s));
-                }
-            }
+            };
+            return Some((Ok::<Bytes, std::convert::Infallible>(bytes), s));
         }
     });
     let mut resp = Response::new(Body::from_stream(body));

@@ -6,10 +6,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use secrecy::SecretString;
 use switchyard_billing::pricing::PriceBook;
 use switchyard_config::Catalog;
-use switchyard_core::{ChatRequest, ChatResponse, EndpointId, Error, ErrorClass, Money, Usage};
+use switchyard_core::tokens::estimate_text;
+use switchyard_core::{
+    ChatChunk, ChatRequest, ChatResponse, EndpointId, Error, ErrorClass, Money, Usage,
+};
 use switchyard_policy::config::FailMode;
 use switchyard_policy::snapshot::{CompiledWorkflow, KeyRecord};
 use switchyard_proto::v1 as pb;
@@ -486,7 +490,7 @@ impl Router {
         self: &Arc<Self>,
         a: &Arc<Admitted>,
         req: &ChatRequest,
-    ) -> Result<(crate::engine::Streaming, Unfinished), (Error, Vec<AttemptTrace>)> {
+    ) -> Result<StreamSession, (Error, Vec<AttemptTrace>)> {
         let mut unfinished = Unfinished::new(self, a);
         let cancel = tokio_util::sync::CancellationToken::new();
         match crate::engine::stream(
@@ -502,7 +506,17 @@ impl Router {
             Ok(started) => {
                 self.note_attempts(&started.trace, 0);
                 unfinished.streamed = Some((started.served, 0));
-                Ok((started, unfinished))
+                Ok(StreamSession {
+                    router: self.clone(),
+                    admitted: a.clone(),
+                    endpoint: a.plan[started.served].attempt.endpoint.clone(),
+                    served: started.served,
+                    trace: started.trace,
+                    first: Some(started.first),
+                    rest: started.rest,
+                    guard: unfinished,
+                    ended: false,
+                })
             }
             Err(failed) => {
                 unfinished.disarm();
@@ -595,18 +609,13 @@ impl Router {
     }
 
     /// Records a request whose client went away: a stream is settled for what it delivered (the
-    /// prompt and the completion tokens streamed so far, estimated); anything else has its hold
-    /// released.
-    pub async fn finish_cancelled(&self, a: &Admitted, streamed: Option<(usize, u32)>) {
+    /// prompt and the completion tokens streamed so far, estimated, unless the upstream reported
+    /// them); anything else has its hold released.
+    pub async fn finish_cancelled(&self, a: &Admitted, streamed: Option<(usize, Usage)>) {
         metrics::counter!("switchyard_requests_cancelled_total").increment(1);
         match streamed {
-            Some((served, completion_tokens)) => {
+            Some((served, usage)) => {
                 let endpoint = a.plan[served].attempt.endpoint.clone();
-                let usage = Usage {
-                    prompt_tokens: a.prompt_tokens,
-                    completion_tokens,
-                    ..Usage::default()
-                };
                 self.finish(a, Some((&endpoint, usage)), served + 1, "cancelled")
                     .await;
             }
@@ -671,8 +680,11 @@ fn validate(req: &ChatRequest) -> Result<(), Error> {
 pub struct Unfinished {
     router: Arc<Router>,
     admitted: Option<Arc<Admitted>>,
+    prompt_tokens: u32,
     /// For a committed stream: the serving attempt and the completion tokens streamed so far.
     pub streamed: Option<(usize, u32)>,
+    /// The usage the upstream reported, if it did.
+    reported: Option<Usage>,
 }
 
 impl Unfinished {
@@ -680,7 +692,38 @@ impl Unfinished {
         Unfinished {
             router: router.clone(),
             admitted: Some(Arc::clone(admitted)),
+            prompt_tokens: admitted.prompt_tokens,
             streamed: None,
+            reported: None,
+        }
+    }
+
+    /// Notes a chunk on its way to the client: its usage, if it carries the upstream's, and
+    /// its content tokens (estimated).
+    pub fn observe(&mut self, chunk: &ChatChunk) {
+        if let Some(u) = chunk.usage {
+            self.reported = Some(u);
+        }
+        if let Some((_, tokens)) = self.streamed.as_mut() {
+            let content: u32 = chunk
+                .choices
+                .iter()
+                .map(|c| estimate_text(c.delta.content.as_deref().unwrap_or("")))
+                .sum();
+            *tokens = tokens.saturating_add(content);
+        }
+    }
+
+    /// What to settle: the upstream's report when it sent one, otherwise the estimated prompt
+    /// and the completion tokens streamed so far.
+    pub fn usage(&self) -> Usage {
+        match self.reported {
+            Some(u) if u.prompt_tokens > 0 || u.completion_tokens > 0 => u,
+            _ => Usage {
+                prompt_tokens: self.prompt_tokens,
+                completion_tokens: self.streamed.map(|(_, t)| t).unwrap_or(0),
+                ..Usage::default()
+            },
         }
     }
 
@@ -693,8 +736,99 @@ impl Unfinished {
 impl Drop for Unfinished {
     fn drop(&mut self) {
         if let Some(a) = self.admitted.take() {
-            let (router, streamed) = (self.router.clone(), self.streamed);
+            let streamed = self.streamed.map(|(served, _)| (served, self.usage()));
+            let router = self.router.clone();
             tokio::spawn(async move { router.finish_cancelled(&a, streamed).await });
+        }
+    }
+}
+
+/// How a committed stream goes on: content for the client, then one final event, sent after
+/// the request was settled.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// A chunk, with the served model and provider, and the cost on a usage chunk.
+    Chunk(ChatChunk),
+    /// The upstream finished: the usage settled, with its cost.
+    Done(Usage),
+    /// The upstream failed after content went out: no fallback any more, the usage so far is
+    /// settled, and the client must be told.
+    Failed(Error),
+}
+
+/// A stream past its first chunk. Dropping it before the final event settles what the client
+/// got (a disconnect).
+pub struct StreamSession {
+    router: Arc<Router>,
+    /// The request.
+    pub admitted: Arc<Admitted>,
+    endpoint: EndpointId,
+    served: usize,
+    /// Every attempt.
+    pub trace: Vec<AttemptTrace>,
+    first: Option<ChatChunk>,
+    rest: switchyard_providers::ChunkStream,
+    guard: Unfinished,
+    ended: bool,
+}
+
+impl StreamSession {
+    /// The next event; `None` after the final one.
+    pub async fn next(&mut self) -> Option<StreamEvent> {
+        if self.ended {
+            return None;
+        }
+        let item = match self.first.take() {
+            Some(first) => Some(Ok(first)),
+            None => self.rest.next().await,
+        };
+        let attempts = self.trace.len();
+        match item {
+            Some(Ok(mut chunk)) => {
+                self.guard.observe(&chunk);
+                let attempt = &self.admitted.plan[self.served].attempt;
+                chunk.model = attempt.model.to_string();
+                chunk.provider = Some(attempt.provider.to_string());
+                if let Some(u) = chunk.usage.as_mut() {
+                    u.cost = self.router.prices.cost(self.endpoint.as_str(), u);
+                }
+                Some(StreamEvent::Chunk(chunk))
+            }
+            Some(Err(e)) => {
+                self.ended = true;
+                self.guard.disarm();
+                let error = match e {
+                    switchyard_providers::CallError::Upstream(u) => u.to_error(),
+                    switchyard_providers::CallError::Cancelled => {
+                        Error::new(ErrorClass::Timeout, "the upstream call was cancelled")
+                    }
+                };
+                let usage = self.guard.usage();
+                self.router
+                    .finish(
+                        &self.admitted,
+                        Some((&self.endpoint, usage)),
+                        attempts,
+                        error.class.as_str(),
+                    )
+                    .await;
+                Some(StreamEvent::Failed(error))
+            }
+            None => {
+                self.ended = true;
+                self.guard.disarm();
+                let usage = self.guard.usage();
+                let cost = self
+                    .router
+                    .finish(
+                        &self.admitted,
+                        Some((&self.endpoint, usage)),
+                        attempts,
+                        "ok",
+                    )
+                    .await;
+                Some(StreamEvent::Done(Usage { cost, ..usage }))
+            }
         }
     }
 }
