@@ -122,3 +122,64 @@ async fn up_serves_chat_completions_with_the_demo_key() {
     assert_eq!(ready.status(), 200);
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn up_keeps_its_state_in_redis_when_given_one() {
+    let redis = switchyard_testkit::RedisServer::start().await.unwrap();
+    let bin = workspace_bin("switchyard", "switchyard").unwrap();
+    let mut child = tokio::process::Command::new(&bin)
+        .args(["up", "--ephemeral", "--redis", &redis.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut router, mut state) = (None, None);
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
+    {
+        let line = line.trim_start();
+        if line.starts_with("router") {
+            router = line.split_whitespace().nth(1).map(str::to_string);
+        }
+        if line.starts_with("state") {
+            state = Some(line.to_string());
+        }
+        if line.starts_with("ready;") {
+            break;
+        }
+    }
+    let (router, state) = (router.unwrap(), state.unwrap());
+    assert!(state.contains(&redis.url()), "{state}");
+    let resp = reqwest::Client::new()
+        .post(format!("{router}/v1/chat/completions"))
+        .bearer_auth("sk-switchyard-demo")
+        .json(&json!({"model": "demo-fast", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The policy snapshot and the budget ledger are in Redis, where other routers find them.
+    let mut conn = redis.connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.iter().any(|k| k == "sy:policy:snapshot"), "{keys:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*ledger*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ledger in Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().await.unwrap();
+}

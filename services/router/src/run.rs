@@ -66,6 +66,41 @@ pub struct Stores {
     pub idempotency: Arc<dyn switchyard_state::IdempotencyStore>,
 }
 
+impl Stores {
+    /// Every store on the Redis at `url`; connections end when `stop` is cancelled.
+    pub async fn redis(url: &str, stop: &CancellationToken) -> Result<Stores, String> {
+        let context = |e: switchyard_state::StateError| format!("redis at {url}: {e}");
+        Ok(Stores {
+            health: Arc::new(
+                RedisHealthStore::open(url, stop.clone())
+                    .await
+                    .map_err(context)?,
+            ),
+            budgets: Arc::new(RedisBudgetStore::open(url).await.map_err(context)?),
+            policy: Some(Arc::new(
+                RedisPolicyStore::open(url, stop.clone())
+                    .await
+                    .map_err(context)?,
+            )),
+            idempotency: Arc::new(
+                switchyard_state::RedisIdempotencyStore::open(url)
+                    .await
+                    .map_err(context)?,
+            ),
+        })
+    }
+
+    /// Every store in this process's memory (`switchyard up` without Redis).
+    pub fn memory() -> Stores {
+        Stores {
+            health: Arc::new(switchyard_state::MemoryHealthStore::default()),
+            budgets: Arc::new(switchyard_state::MemoryBudgetStore::default()),
+            policy: Some(Arc::new(switchyard_state::MemoryPolicyStore::default())),
+            idempotency: Arc::new(switchyard_state::MemoryIdempotencyStore::default()),
+        }
+    }
+}
+
 /// A running router.
 #[derive(Debug)]
 pub struct RouterHandle {
@@ -176,28 +211,7 @@ pub async fn start(
 pub async fn run(args: Args) -> Result<(), String> {
     let catalog = Catalog::load(&args.catalog).map_err(|e| e.to_string())?;
     let stop = CancellationToken::new();
-    let stores = Stores {
-        health: Arc::new(
-            RedisHealthStore::open(&args.redis, stop.clone())
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
-        budgets: Arc::new(
-            RedisBudgetStore::open(&args.redis)
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
-        policy: Some(Arc::new(
-            RedisPolicyStore::open(&args.redis, stop.clone())
-                .await
-                .map_err(|e| e.to_string())?,
-        )),
-        idempotency: Arc::new(
-            switchyard_state::RedisIdempotencyStore::open(&args.redis)
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
-    };
+    let stores = Stores::redis(&args.redis, &stop).await?;
     let http = TcpListener::bind(args.http)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.http))?;

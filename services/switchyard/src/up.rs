@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_config::{Catalog, catalog};
@@ -10,9 +9,6 @@ use switchyard_health_prober::config::ProberConfig;
 use switchyard_health_prober::prober::Prober;
 use switchyard_provider_sim::{SimConfig, config::ENV_PREFIX as SIM_ENV_PREFIX};
 use switchyard_providers::{ClientOptions, ProviderClient};
-use switchyard_state::{
-    BudgetStore, HealthStore, MemoryBudgetStore, MemoryHealthStore, MemoryPolicyStore, PolicyStore,
-};
 use tokio::net::TcpListener;
 
 const DEMO_CATALOG: &str = include_str!("../../../deploy/config/catalog.demo.yaml");
@@ -34,6 +30,10 @@ pub struct Args {
     /// Bind every listener on a free port instead of the documented defaults.
     #[arg(long)]
     ephemeral: bool,
+    /// Keep health, budgets, policy snapshots and idempotency keys in this Redis instead of
+    /// in memory (so routers started separately can join).
+    #[arg(long, env = "SWITCHYARD_REDIS_URL")]
+    redis: Option<String>,
 }
 
 /// Arguments of `sim`.
@@ -115,9 +115,17 @@ pub async fn run(args: Args) -> Result<(), String> {
     };
 
     let e = args.ephemeral;
-    let policy_store: Arc<dyn PolicyStore> = Arc::new(MemoryPolicyStore::default());
-    let budgets: Arc<dyn BudgetStore> = Arc::new(MemoryBudgetStore::default());
-    let health: Arc<dyn HealthStore> = Arc::new(MemoryHealthStore::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stores = match &args.redis {
+        Some(url) => switchyard_router::run::Stores::redis(url, &stop).await?,
+        None => switchyard_router::run::Stores::memory(),
+    };
+    let state_name = match &args.redis {
+        Some(url) => format!("redis {}", redact_url(url)),
+        None => "in memory (this process)".to_string(),
+    };
+    let policy_store = stores.policy.clone().ok_or("no policy store")?;
+    let (budgets, health) = (stores.budgets.clone(), stores.health.clone());
     let master = switchyard_policy::crypto::MasterKey::from_env().map_err(|e| e.to_string())?;
     let policy = switchyard_policy::server::start(
         policy_file,
@@ -150,12 +158,6 @@ pub async fn run(args: Args) -> Result<(), String> {
         bind(e, "127.0.0.1:8084").await?,
     )
     .await?;
-    let stores = switchyard_router::run::Stores {
-        health,
-        budgets,
-        policy: Some(policy_store),
-        idempotency: Arc::new(switchyard_state::MemoryIdempotencyStore::default()),
-    };
     let router = switchyard_router::run::start(
         &catalog,
         stores,
@@ -167,7 +169,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     .await?;
 
     let mut text = format!(
-        "switchyard up\n  router     http://{}  (OpenAI-compatible API; /metrics /healthz /readyz)  grpc {}\n  policy     grpc {}  ops {}\n  billing    grpc {}  ops {}\n  prober     grpc {}  ops {}\n  catalog    {catalog_name} ({} providers, {} models, {} endpoints)\n  simulated providers (control API {}):\n",
+        "switchyard up\n  router     http://{}  (OpenAI-compatible API; /metrics /healthz /readyz)  grpc {}\n  policy     grpc {}  ops {}\n  billing    grpc {}  ops {}\n  prober     grpc {}  ops {}\n  catalog    {catalog_name} ({} providers, {} models, {} endpoints)\n  state      {state_name}\n  simulated providers (control API {}):\n",
         router.http_addr,
         router.grpc_addr,
         policy.grpc_addr,
@@ -204,10 +206,38 @@ pub async fn run(args: Args) -> Result<(), String> {
     billing.shutdown().await;
     policy.shutdown().await;
     sim.shutdown().await;
+    stop.cancel();
     Ok(())
 }
 
 /// Runs the provider simulator alone.
 pub async fn sim(args: SimArgs) -> Result<(), String> {
     switchyard_provider_sim::run_until_signal(load_sim(Some(&args.config))?).await
+}
+
+/// A Redis URL without its password, for printing.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redis_passwords_are_not_printed() {
+        assert_eq!(
+            redact_url("redis://:hunter2@cache:6379/0"),
+            "redis://***@cache:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
 }
