@@ -183,3 +183,140 @@ async fn up_keeps_its_state_in_redis_when_given_one() {
     }
     child.kill().await.unwrap();
 }
+
+/// The README's fenced code blocks in language `lang`.
+fn readme_blocks(lang: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(switchyard_testkit::workspace_root().join("README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, l) if l == format!("```{lang}") => current = Some(String::new()),
+            (Some(b), "```") => {
+                blocks.push(std::mem::take(b));
+                current = None;
+            }
+            (Some(b), l) => {
+                b.push_str(l);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+/// A Python with the `openai` package: `python3` if it has it, otherwise a virtualenv under the
+/// target directory, created once with `pip install openai` from the package registry.
+fn python_with_openai() -> std::path::PathBuf {
+    let has_sdk = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", "import openai"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let system = std::path::PathBuf::from("python3");
+    if has_sdk(&system) {
+        return system;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let venv = target.join("python-openai");
+    let python = venv.join("bin/python");
+    if !has_sdk(&python) {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 is needed for the README's SDK example");
+        assert!(made.success(), "python3 -m venv failed");
+        let installed = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "openai"])
+            .status()
+            .unwrap();
+        assert!(
+            installed.success(),
+            "pip install openai failed: the README's SDK example needs the openai package"
+        );
+    }
+    python
+}
+
+#[tokio::test]
+async fn the_readme_quick_start_works_as_written() {
+    let bin = workspace_bin("switchyard", "switchyard").unwrap();
+    let mut child = tokio::process::Command::new(&bin)
+        .args(["up", "--ephemeral"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut router, mut control) = (None, None);
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
+    {
+        let line = line.trim_start();
+        if line.starts_with("router") {
+            router = line.split_whitespace().nth(1).map(str::to_string);
+        }
+        if let Some(rest) = line.strip_prefix("simulated providers (control API http://") {
+            control = rest.split(')').next().map(str::to_string);
+        }
+        if line.starts_with("ready;") {
+            break;
+        }
+    }
+    let router = router.unwrap().trim_start_matches("http://").to_string();
+    let control = control.unwrap();
+    // The documented addresses, pointed at where this instance listens.
+    let here = |text: &str| {
+        text.replace("127.0.0.1:8080", &router)
+            .replace("127.0.0.1:9190", &control)
+    };
+
+    let shell = readme_blocks("sh");
+    let calls: Vec<&String> = shell
+        .iter()
+        .filter(|b| b.contains("/v1/chat/completions"))
+        .collect();
+    assert_eq!(calls.len(), 2, "the plain and the streaming curl call");
+    for block in calls {
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &here(block)])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{block}\n{stdout}");
+        if block.contains("\"stream\": true") {
+            assert!(stdout.trim_end().ends_with("data: [DONE]"), "{stdout}");
+        } else {
+            let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+            assert!(v["routing"]["plan"].is_array(), "{v}");
+        }
+    }
+    // Breaking a provider as documented still leaves every call served.
+    let faults = shell.iter().find(|b| b.contains("/faults")).unwrap();
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &here(faults)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let python = readme_blocks("python");
+    assert_eq!(python.len(), 1);
+    let out = Command::new(python_with_openai())
+        .args(["-c", &here(&python[0])])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    child.kill().await.unwrap();
+}
