@@ -146,11 +146,18 @@ impl Billing {
         Billing { store, shutdown }
     }
 
-    /// Settles (or charges) one usage record; `true` when it was new.
+    /// Settles one usage record against its hold, or charges it when there is none (no hold
+    /// named, or the named one was never taken: a router that failed open while the budget
+    /// store was unreachable); `true` when it was new.
     pub async fn apply(&self, r: &pb::UsageRecord) -> Result<bool, StateError> {
         let entry = entry_of(r, false);
         let before = self.store.budgets(&r.org_id, entry.finished_ms).await?;
-        let outcome = if r.hold_id.is_empty() {
+        let settled = if r.hold_id.is_empty() {
+            SettleOutcome::Unknown
+        } else {
+            self.store.settle(&r.org_id, &r.hold_id, &entry).await?
+        };
+        let outcome = if settled == SettleOutcome::Unknown {
             let mut scopes = vec![Scope::org()];
             if !r.api_key_id.is_empty() {
                 scopes.push(Scope::key(&r.api_key_id));
@@ -162,7 +169,7 @@ impl Billing {
                 .charge(&r.org_id, &scopes, entry.finished_ms, &entry)
                 .await?
         } else {
-            self.store.settle(&r.org_id, &r.hold_id, &entry).await?
+            settled
         };
         self.settled(&r.org_id, &before, &outcome, entry.finished_ms)
             .await

@@ -271,3 +271,54 @@ async fn budgets_reports_alerts_reconciler_usage_and_ledger() {
     assert_eq!(n, 2);
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_report_naming_a_hold_never_taken_is_charged_once() {
+    let redis = RedisServer::start().await.unwrap();
+    let store: Arc<dyn BudgetStore> = Arc::new(RedisBudgetStore::open(&redis.url()).await.unwrap());
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = switchyard_billing::run::start(store, Duration::from_secs(60), grpc, http)
+        .await
+        .unwrap();
+    let mut client = BillingClient::connect(format!("http://{}", handle.grpc_addr))
+        .await
+        .unwrap();
+    client
+        .set_budget(pb::SetBudgetRequest {
+            scope: org_scope(),
+            period: pb::Period::Day as i32,
+            limit_nano_usd: usd_cents(100),
+            hard: true,
+            alert_thresholds_percent: vec![],
+        })
+        .await
+        .unwrap();
+    // A router failed open: its hold never reached the store, its report still names it.
+    let r = record("req-open-1", "req-open-1", 7);
+    for _ in 0..3 {
+        client
+            .report_usage(pb::ReportUsageRequest {
+                records: vec![r.clone()],
+            })
+            .await
+            .unwrap();
+    }
+    let b = budget(&mut client).await;
+    assert_eq!((b.spent_nano_usd, b.held_nano_usd), (usd_cents(7), 0));
+    let mut ledger = client
+        .export_ledger(pb::ExportLedgerRequest {
+            org_id: "acme".into(),
+            after_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while let Some(e) = ledger.message().await.unwrap() {
+        assert_eq!(e.record.unwrap().request_id, "req-open-1");
+        n += 1;
+    }
+    assert_eq!(n, 1);
+    handle.shutdown().await;
+}

@@ -73,6 +73,10 @@ pub struct Router {
     pub outcomes: Option<Arc<crate::outcomes::OutcomeWriter>>,
     /// Idempotency keys; without a store, `Idempotency-Key` is refused.
     pub idempotency: Option<Arc<dyn switchyard_state::IdempotencyStore>>,
+    /// How long a budget hold may take before the budget store counts as down.
+    pub hold_timeout: Duration,
+    /// Per org: the maximum cost admitted without a hold since the budget store last answered.
+    pub fail_open_spent: std::sync::Mutex<HashMap<String, Money>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -95,7 +99,8 @@ pub struct Admitted {
     pub plan: Vec<PlannedAttempt>,
     /// Engine settings from the workflow.
     pub settings: EngineSettings,
-    /// Whether a hold is in place to settle.
+    /// Whether the budget store confirmed the hold (otherwise the org failed open: the usage
+    /// report still names the hold, and billing charges it if no hold was ever taken).
     pub held: bool,
     /// Policy version, for the trace.
     pub policy_version: u64,
@@ -193,6 +198,8 @@ impl Router {
                 .collect(),
             outcomes: None,
             idempotency: None,
+            hold_timeout: Duration::from_millis(500),
+            fail_open_spent: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -326,7 +333,8 @@ impl Router {
         }))
     }
 
-    /// Holds `amount`; `Ok(false)` when the budget store is down and the org fails open.
+    /// Holds `amount`; `Ok(false)` when the budget store is down or slow and the org fails open
+    /// within its allowance on this router.
     async fn hold(
         &self,
         policy: &PolicyView,
@@ -348,7 +356,20 @@ impl Router {
             now_ms: switchyard_billing::service::now_ms(),
             ttl_ms: self.hold_ttl.as_millis() as u64,
         };
-        match self.budgets.hold(&req).await {
+        let outcome = match tokio::time::timeout(self.hold_timeout, self.budgets.hold(&req)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(switchyard_state::StateError::Unavailable(format!(
+                "no answer within {:?}",
+                self.hold_timeout
+            ))),
+        };
+        if outcome.is_ok() {
+            self.fail_open_spent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&org);
+        }
+        match outcome {
             Ok(HoldOutcome::Held) => Ok(true),
             Ok(HoldOutcome::Duplicate(_)) => Ok(true),
             Ok(HoldOutcome::Denied {
@@ -371,12 +392,31 @@ impl Router {
             .with_metadata("spent_usd", spent.to_string().into())
             .with_metadata("held_usd", held.to_string().into())),
             Err(e) => {
-                let fail_open = policy
+                let allowance = policy
                     .compiled
                     .org(&org)
-                    .is_some_and(|o| o.fail_mode == FailMode::FailOpen);
-                tracing::warn!(org, error = %e, fail_open, "budget store unreachable");
-                if fail_open {
+                    .filter(|o| o.fail_mode == FailMode::FailOpen)
+                    .map(|o| o.fail_open_allowance);
+                tracing::warn!(org, error = %e, fail_open = allowance.is_some(), "budget store unreachable");
+                metrics::counter!("switchyard_budget_store_errors_total").increment(1);
+                if let Some(allowance) = allowance {
+                    let mut spent = self
+                        .fail_open_spent
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    let spent = spent.entry(org).or_insert(Money::ZERO);
+                    let next = spent.saturating_add(amount);
+                    if next > allowance {
+                        return Err(Error::new(
+                            ErrorClass::BudgetExceeded,
+                            format!(
+                                "budgets cannot be checked right now and this org's fail-open allowance of {allowance} USD is used up on this router"
+                            ),
+                        )
+                        .with_metadata("reason", "fail_open_allowance_used".into()));
+                    }
+                    *spent = next;
+                    metrics::counter!("switchyard_budget_fail_open_total").increment(1);
                     Ok(false)
                 } else {
                     Err(Error::new(
@@ -419,7 +459,9 @@ impl Router {
                     completion_tokens: usage.completion_tokens,
                     cached_prompt_tokens: usage.cached_prompt_tokens,
                     cost_nano_usd: cost.nanos(),
-                    hold_id: if a.held { a.id.clone() } else { String::new() },
+                    // Named even when the store never confirmed it: billing settles the hold if
+                    // it exists and charges otherwise, so an ambiguous hold is never paid twice.
+                    hold_id: a.id.clone(),
                     finished_unix_ms: switchyard_billing::service::now_ms() as i64,
                     attempts: attempts as u32,
                     outcome: outcome.to_string(),
