@@ -323,6 +323,7 @@ async fn two_routers_eject_the_same_endpoint_and_plan_alike() {
     let c = Cluster::start(Spec {
         routers: 2,
         prober: Some(FAST_PROBER.into()),
+        ..Spec::default()
     })
     .await;
     c.sim()

@@ -3,6 +3,7 @@
 //! health prober, and one or more routers, every listener on an ephemeral loopback port.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,12 @@ use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 use switchyard_testkit::{RedisServer, ServiceProcess, SimControl, SimProcess};
 
-/// The cluster's API key (org `acme`).
+/// The cluster's API key (org `acme`, which fails closed when budgets cannot be checked).
 pub const KEY: &str = "sk-e2e-cluster-key";
 const KEY_SHA256: &str = "4c5f32e12dd892a053ebfbc3d99244c81a1cc6c91931cab33f86cf501ff01964";
+/// The key of org `beta`, which fails open within an allowance of 0.002 USD per router.
+pub const BETA_KEY: &str = "sk-e2e-beta-key";
+const BETA_KEY_SHA256: &str = "bccd8e716dccac65ef96df6aec1916a05e403fae8c50f7743d2de7b017640168";
 
 /// Simulated providers: `fast` and `open` serve `m` at the same low price (`open` retains prompts
 /// and trains on them), `premium` serves `m` at six times the price, `claude` (Anthropic wire)
@@ -47,6 +51,15 @@ const POLICY: &str = "orgs:
         models: [m]
         provider: { order: [fast], allow_fallbacks: false }
         retry: { max_retries: 3, base_backoff_ms: 1, max_backoff_ms: 4 }
+  - id: beta
+    budget_fail_mode: fail_open
+    fail_open_allowance: \"0.002\"
+    api_keys: [{ id: b1, sha256: \"BETA_KEY_SHA256\", prefix: sk-e2e }]
+    default_workflow: main
+    workflows:
+      - id: main
+        models: [m, big]
+        retry: { max_retries: 1, base_backoff_ms: 20, max_backoff_ms: 200 }
 ";
 
 /// What to start.
@@ -56,6 +69,10 @@ pub struct Spec {
     pub routers: usize,
     /// A health prober, with this config (YAML), or none.
     pub prober: Option<String>,
+    /// Redis with an append-only file (`appendfsync always`), so a `kill -9` loses nothing.
+    pub aof: bool,
+    /// Extra arguments for every router.
+    pub router_args: Vec<String>,
 }
 
 impl Default for Spec {
@@ -63,6 +80,8 @@ impl Default for Spec {
         Spec {
             routers: 1,
             prober: None,
+            aof: false,
+            router_args: Vec::new(),
         }
     }
 }
@@ -83,6 +102,7 @@ pub struct Cluster {
     pub routers: Vec<ServiceProcess>,
     /// Plain HTTP client.
     pub http: reqwest::Client,
+    spec: Spec,
     dir: tempfile::TempDir,
 }
 
@@ -115,14 +135,21 @@ endpoints:
     c
 }
 
-fn loopback() -> [&'static str; 4] {
-    ["--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"]
+async fn service(name: &str, command: &str, args: &[&str]) -> ServiceProcess {
+    service_at(name, command, args, "127.0.0.1:0", "127.0.0.1:0").await
 }
 
-async fn service(name: &str, command: &str, args: &[&str]) -> ServiceProcess {
+/// A service on given addresses (`127.0.0.1:0` for any free port).
+async fn service_at(
+    name: &str,
+    command: &str,
+    args: &[&str],
+    grpc: &str,
+    http: &str,
+) -> ServiceProcess {
     let mut all = vec![command];
     all.extend_from_slice(args);
-    all.extend_from_slice(&loopback());
+    all.extend_from_slice(&["--grpc", grpc, "--http", http]);
     ServiceProcess::spawn(
         name,
         "switchyard",
@@ -137,13 +164,24 @@ async fn service(name: &str, command: &str, args: &[&str]) -> ServiceProcess {
 impl Cluster {
     /// Starts everything in `spec` and waits until every router has loaded the policy.
     pub async fn start(spec: Spec) -> Cluster {
-        let redis = RedisServer::start().await.unwrap();
+        let redis = RedisServer::start_with(switchyard_testkit::RedisOptions {
+            aof: spec.aof,
+            binary: None,
+        })
+        .await
+        .unwrap();
         let sim = SimProcess::spawn(SIM, &[]).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let catalog_file = dir.path().join("catalog.yaml");
         std::fs::write(&catalog_file, catalog(&sim)).unwrap();
         let policy_file = dir.path().join("policy.yaml");
-        std::fs::write(&policy_file, POLICY.replace("KEY_SHA256", KEY_SHA256)).unwrap();
+        std::fs::write(
+            &policy_file,
+            POLICY
+                .replace("BETA_KEY_SHA256", BETA_KEY_SHA256)
+                .replace("KEY_SHA256", KEY_SHA256),
+        )
+        .unwrap();
         let url = redis.url();
         let path = |p: &PathBuf| p.to_str().unwrap().to_string();
         let policy = service(
@@ -188,6 +226,7 @@ impl Cluster {
             prober,
             routers: Vec::new(),
             http: reqwest::Client::new(),
+            spec: spec.clone(),
             dir,
         };
         for _ in 0..spec.routers {
@@ -200,21 +239,23 @@ impl Cluster {
     pub async fn add_router(&mut self) -> usize {
         let n = self.routers.len();
         let catalog = self.dir.path().join("catalog.yaml");
-        let router = service(
-            &format!("router-{n}"),
-            "router",
-            &[
-                "--catalog",
-                catalog.to_str().unwrap(),
-                "--redis",
-                &self.redis.url(),
-                "--policy",
-                &self.policy.url("grpc"),
-                "--billing",
-                &self.billing.url("grpc"),
-            ],
-        )
-        .await;
+        let (redis, policy, billing) = (
+            self.redis.url(),
+            self.policy.url("grpc"),
+            self.billing.url("grpc"),
+        );
+        let mut args = vec![
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--redis",
+            &redis,
+            "--policy",
+            &policy,
+            "--billing",
+            &billing,
+        ];
+        args.extend(self.spec.router_args.iter().map(String::as_str));
+        let router = service(&format!("router-{n}"), "router", &args).await;
         let ready = format!("{}/readyz", router.url("http"));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -236,6 +277,78 @@ impl Cluster {
         }
         self.routers.push(router);
         n
+    }
+
+    /// Starts billing again on the addresses it had (after it was killed).
+    pub async fn restart_billing(&mut self) {
+        let (grpc, http) = (
+            self.billing.addr("grpc").unwrap().to_string(),
+            self.billing.addr("http").unwrap().to_string(),
+        );
+        let url = self.redis.url();
+        self.billing = service_at(
+            "billing",
+            "billing",
+            &["--redis", &url, "--reconcile-ms", "500"],
+            &grpc,
+            &http,
+        )
+        .await;
+    }
+
+    /// Starts the policy service again on the addresses it had (after it was killed).
+    pub async fn restart_policy(&mut self) {
+        let (grpc, http) = (
+            self.policy.addr("grpc").unwrap().to_string(),
+            self.policy.addr("http").unwrap().to_string(),
+        );
+        let file = self.dir.path().join("policy.yaml");
+        let url = self.redis.url();
+        self.policy = service_at(
+            "policy",
+            "policy",
+            &["--config", file.to_str().unwrap(), "--redis", &url],
+            &grpc,
+            &http,
+        )
+        .await;
+    }
+
+    /// Router `n`'s `/readyz` detail.
+    pub async fn readyz(&self, n: usize) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}/readyz", self.routers[n].url("http")))
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// Router `n`'s Prometheus metrics text.
+    pub async fn metrics(&self, n: usize) -> String {
+        self.http
+            .get(format!("{}/metrics", self.routers[n].url("http")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// A load generator sending `body` at `rate` requests per second, round robin over every
+    /// router, as `key`.
+    pub fn load(&self, rate: u32, key: &'static str, body: Value) -> Load {
+        let urls: Vec<String> = self
+            .routers
+            .iter()
+            .map(|r| format!("{}/v1/chat/completions", r.url("http")))
+            .collect();
+        Load::start(self.http.clone(), urls, rate, key, body)
     }
 
     /// The simulator's control API.
@@ -295,10 +408,15 @@ impl Cluster {
 
     /// Every ledger entry of org `acme`.
     pub async fn ledger(&self) -> Vec<pb::LedgerEntry> {
+        self.ledger_of("acme").await
+    }
+
+    /// Every ledger entry of `org`.
+    pub async fn ledger_of(&self, org: &str) -> Vec<pb::LedgerEntry> {
         let mut client = self.billing().await;
         let mut stream = client
             .export_ledger(pb::ExportLedgerRequest {
-                org_id: "acme".into(),
+                org_id: org.into(),
                 after_id: String::new(),
             })
             .await
@@ -380,4 +498,124 @@ pub fn outcomes(v: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// What one request of a load run got.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When it was sent, from the start of the run.
+    pub sent: Duration,
+    /// HTTP status (0: no response at all).
+    pub status: u16,
+    /// The routing trace's request id, when the request was served.
+    pub request_id: Option<String>,
+    /// The serving provider.
+    pub provider: Option<String>,
+    /// Attempts made.
+    pub attempts: usize,
+    /// The error code, if any.
+    pub error: Option<String>,
+    /// How long it took.
+    pub latency: Duration,
+}
+
+/// An open-loop load generator: one request every 1/rate seconds, whatever the answers.
+pub struct Load {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Vec<Sample>>,
+}
+
+impl Load {
+    fn start(
+        http: reqwest::Client,
+        urls: Vec<String>,
+        rate: u32,
+        key: &'static str,
+        body: Value,
+    ) -> Load {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut inflight = tokio::task::JoinSet::new();
+            let mut n = 0usize;
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let url = urls[n % urls.len()].clone();
+                n += 1;
+                let (http, body) = (http.clone(), body.clone());
+                let sent = started.elapsed();
+                inflight.spawn(async move {
+                    let t = Instant::now();
+                    let resp = http
+                        .post(url)
+                        .bearer_auth(key)
+                        .json(&body)
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .await;
+                    let (status, v) = match resp {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+                        }
+                        Err(_) => (0, Value::Null),
+                    };
+                    let routing = if v["routing"].is_object() {
+                        &v["routing"]
+                    } else {
+                        &v["error"]["metadata"]["routing"]
+                    };
+                    Sample {
+                        sent,
+                        status,
+                        request_id: (status == 200)
+                            .then(|| v["routing"]["request_id"].as_str().map(str::to_string))
+                            .flatten(),
+                        provider: v["provider"].as_str().map(str::to_string),
+                        attempts: routing["attempts"].as_array().map_or(0, Vec::len),
+                        error: v["error"]["code"].as_str().map(str::to_string),
+                        latency: t.elapsed(),
+                    }
+                });
+            }
+            inflight.join_all().await
+        });
+        Load { stop, task }
+    }
+
+    /// Stops sending, waits for the answers still due, and returns every sample in send order.
+    pub async fn finish(self) -> Vec<Sample> {
+        self.stop.cancel();
+        let mut samples = self.task.await.unwrap();
+        samples.sort_by_key(|s| s.sent);
+        samples
+    }
+}
+
+/// Counts of a load run: total, served, and errors by code.
+pub fn summary(samples: &[Sample]) -> String {
+    let served = samples.iter().filter(|s| s.status == 200).count();
+    let mut errors = BTreeMap::<String, usize>::new();
+    for s in samples.iter().filter(|s| s.status != 200) {
+        *errors
+            .entry(format!(
+                "{} {}",
+                s.status,
+                s.error.as_deref().unwrap_or("(no body)")
+            ))
+            .or_default() += 1;
+    }
+    let attempts: usize = samples.iter().map(|s| s.attempts).sum();
+    format!(
+        "{} requests, {served} served ({:.1} %), {:.2} attempts per request, errors {errors:?}",
+        samples.len(),
+        100.0 * served as f64 / samples.len().max(1) as f64,
+        attempts as f64 / samples.len().max(1) as f64
+    )
 }

@@ -1,0 +1,204 @@
+//! Cluster fault tolerance: each scenario runs the real services as processes (routers, policy,
+//! billing, and a prober where it matters) on a real Redis, breaks one dependency under load,
+//! and checks what callers saw and what the state holds afterwards. Every scenario prints its
+//! figures; run one alone with `cargo test -p switchyard-e2e --test cluster_faults NAME --
+//! --nocapture`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{BETA_KEY, Cluster, KEY, Sample, Spec, hi, summary};
+use serde_json::json;
+
+/// How long each dependency stays down.
+const OUTAGE: Duration = Duration::from_secs(30);
+
+/// Waits until the ledgers of `orgs` hold every request id in `served`; returns the ledger ids.
+async fn ledger_covers(c: &Cluster, orgs: &[&str], served: &BTreeSet<String>) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ids = Vec::new();
+        for org in orgs {
+            ids.extend(
+                c.ledger_of(org)
+                    .await
+                    .into_iter()
+                    .filter_map(|e| e.record.map(|r| r.request_id)),
+            );
+        }
+        let have: BTreeSet<&String> = ids.iter().collect();
+        if served.iter().all(|id| have.contains(id)) || Instant::now() > deadline {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn served_ids(samples: &[Sample]) -> BTreeSet<String> {
+    samples
+        .iter()
+        .filter_map(|s| s.request_id.clone())
+        .collect()
+}
+
+/// The value of an unlabelled counter or gauge in Prometheus text (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum()
+}
+
+fn during(samples: &[Sample], from: Duration, to: Duration) -> Vec<Sample> {
+    samples
+        .iter()
+        .filter(|s| s.sent >= from && s.sent < to)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_ridden_out_and_every_served_request_is_billed() {
+    let mut c = Cluster::start(Spec {
+        routers: 2,
+        aof: true,
+        ..Spec::default()
+    })
+    .await;
+    let started = Instant::now();
+    let acme = c.load(20, KEY, hi(json!({})));
+    let beta = c.load(20, BETA_KEY, hi(json!({})));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    c.redis.kill().await.unwrap();
+    let down = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Still ready (the last policy and health are kept), and saying the health is stale.
+    let (status, detail) = c.readyz(0).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["health_stale"], true, "{detail}");
+    let metrics = c.metrics(0).await;
+    assert!(
+        metrics.contains("switchyard_state_stale{state=\"health\"} 1"),
+        "{metrics}"
+    );
+    tokio::time::sleep(OUTAGE - Duration::from_secs(3)).await;
+
+    c.redis.restart().await.unwrap();
+    let up = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (acme, beta) = (acme.finish().await, beta.finish().await);
+    let (_, detail) = c.readyz(0).await;
+    assert_eq!(detail["health_stale"], false, "{detail}");
+
+    // A second either side: requests in flight when Redis died or came back may go either way.
+    let margin = Duration::from_secs(1);
+    let acme_down = during(&acme, down + margin, up - margin);
+    let beta_down = during(&beta, down + margin, up - margin);
+    let mut fail_open = 0.0;
+    for n in 0..c.routers.len() {
+        fail_open += metric(&c.metrics(n).await, "switchyard_budget_fail_open_total");
+    }
+    let acme_after = during(&acme, up + Duration::from_secs(2), Duration::MAX);
+    let beta_after = during(&beta, up + Duration::from_secs(2), Duration::MAX);
+    eprintln!("redis down {:?}..{:?}", down, up);
+    eprintln!("acme (fail_closed) during: {}", summary(&acme_down));
+    eprintln!(
+        "beta (fail_open, 0.002 USD per router) during: {}",
+        summary(&beta_down)
+    );
+    eprintln!("acme after: {}", summary(&acme_after));
+    eprintln!("beta after: {}", summary(&beta_after));
+    // fail_closed: nothing is served without a budget check.
+    assert!(
+        acme_down.iter().all(|s| s.status == 402),
+        "{}",
+        summary(&acme_down)
+    );
+    // fail_open: served without a hold within the allowance (0.002 USD per router, about
+    // 0.00025 USD per request at the most expensive endpoint), then refused.
+    eprintln!("beta requests admitted without a hold: {fail_open}");
+    assert!((1.0..=2.0 * 8.0).contains(&fail_open), "{fail_open}");
+    let beta_served = beta_down.iter().filter(|s| s.status == 200).count();
+    assert!(beta_served as f64 <= fail_open, "{}", summary(&beta_down));
+    assert!(
+        beta_down.iter().all(|s| s.status == 200 || s.status == 402),
+        "{}",
+        summary(&beta_down)
+    );
+    // Back to normal, without restarting anything.
+    assert!(
+        acme_after.iter().all(|s| s.status == 200),
+        "{}",
+        summary(&acme_after)
+    );
+    assert!(
+        beta_after.iter().all(|s| s.status == 200),
+        "{}",
+        summary(&beta_after)
+    );
+
+    // Every request served, before, during or after, is in the ledger, once.
+    let served: BTreeSet<String> = served_ids(&acme)
+        .union(&served_ids(&beta))
+        .cloned()
+        .collect();
+    let ledger = ledger_covers(&c, &["acme", "beta"], &served).await;
+    let unique: BTreeSet<&String> = ledger.iter().collect();
+    eprintln!(
+        "served {} requests, ledger holds {} entries ({} distinct)",
+        served.len(),
+        ledger.len(),
+        unique.len()
+    );
+    assert_eq!(unique.len(), ledger.len(), "a request was billed twice");
+    let missing: Vec<&String> = served.iter().filter(|id| !unique.contains(id)).collect();
+    assert!(missing.is_empty(), "not billed: {missing:?}");
+    assert_eq!(ledger.len(), served.len());
+
+    // The routers' passive outcomes, buffered while Redis was down, all arrived: one `ok`
+    // attempt per served request.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = ok_outcomes(&c).await;
+        if ok == served.len() as u64 {
+            eprintln!("passive outcomes in Redis: {ok} ok attempts");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ok} ok outcomes for {} served",
+            served.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The `ok` attempts recorded in Redis's passive outcome buckets, all endpoints together.
+async fn ok_outcomes(c: &Cluster) -> u64 {
+    let mut conn = c.redis.connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sy:*:out:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut ok = 0;
+    for k in keys {
+        let n: Option<u64> = redis::cmd("HGET")
+            .arg(&k)
+            .arg("ok")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        ok += n.unwrap_or(0);
+    }
+    ok
+}
