@@ -202,3 +202,106 @@ async fn ok_outcomes(c: &Cluster) -> u64 {
     }
     ok
 }
+
+#[tokio::test]
+async fn a_billing_outage_loses_no_usage_report() {
+    let mut c = Cluster::start(Spec {
+        routers: 2,
+        ..Spec::default()
+    })
+    .await;
+    let load = c.load(20, KEY, hi(json!({})));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.billing.kill().await.unwrap();
+    let killed = Instant::now();
+    tokio::time::sleep(OUTAGE).await;
+    c.restart_billing().await;
+    eprintln!("billing down for {:?}", killed.elapsed());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let samples = load.finish().await;
+    eprintln!("through the billing outage: {}", summary(&samples));
+    // Budgets live in Redis, which is up: every request is served.
+    assert!(
+        samples.iter().all(|s| s.status == 200),
+        "{}",
+        summary(&samples)
+    );
+    let served = served_ids(&samples);
+    let ledger = ledger_covers(&c, &["acme"], &served).await;
+    let unique: BTreeSet<&String> = ledger.iter().collect();
+    eprintln!(
+        "served {} requests, ledger holds {} entries ({} distinct)",
+        served.len(),
+        ledger.len(),
+        unique.len()
+    );
+    assert_eq!(unique.len(), ledger.len(), "a request was billed twice");
+    assert_eq!(ledger.len(), served.len());
+    // Nothing is left held once every report is in.
+    let mut billing = c.billing().await;
+    let budgets = billing
+        .list_budgets(switchyard_proto::v1::ListBudgetsRequest {
+            org_id: "acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        budgets.budgets.iter().all(|b| b.held_nano_usd == 0),
+        "{budgets:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_policy_outage_keeps_the_last_snapshot_and_new_routers_start_from_redis() {
+    let mut c = Cluster::start(Spec::default()).await;
+    let load = c.load(20, KEY, hi(json!({})));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.policy.kill().await.unwrap();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, detail) = c.readyz(0).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["policy_stale"], true, "{detail}");
+    // A router started now finds no policy service, loads the snapshot from Redis and serves.
+    let started = Instant::now();
+    let n = c.add_router().await;
+    eprintln!(
+        "a router started during the outage was ready in {:?}",
+        started.elapsed()
+    );
+    let (status, detail) = c.readyz(n).await;
+    assert_eq!(status, 200, "{detail}");
+    let (status, v) = c.chat(n, &hi(json!({}))).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["routing"]["policy_version"].as_u64().unwrap() >= 1, "{v}");
+    tokio::time::sleep(OUTAGE.saturating_sub(killed.elapsed())).await;
+
+    c.restart_policy().await;
+    // Both routers follow the service again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for r in 0..=n {
+        loop {
+            let (_, detail) = c.readyz(r).await;
+            if detail["policy_stale"] == false {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "router-{r} still stale: {detail}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!(
+        "policy down for {:?}, routers following it again",
+        killed.elapsed()
+    );
+    let samples = load.finish().await;
+    eprintln!("through the policy outage: {}", summary(&samples));
+    assert!(
+        samples.iter().all(|s| s.status == 200),
+        "{}",
+        summary(&samples)
+    );
+}
