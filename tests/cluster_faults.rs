@@ -210,6 +210,7 @@ async fn a_billing_outage_loses_no_usage_report() {
         ..Spec::default()
     })
     .await;
+    set_day_budget(&c, "acme", 10_000_000_000).await;
     let load = c.load(20, KEY, hi(json!({})));
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.billing.kill().await.unwrap();
@@ -238,18 +239,7 @@ async fn a_billing_outage_loses_no_usage_report() {
     assert_eq!(unique.len(), ledger.len(), "a request was billed twice");
     assert_eq!(ledger.len(), served.len());
     // Nothing is left held once every report is in.
-    let mut billing = c.billing().await;
-    let budgets = billing
-        .list_budgets(switchyard_proto::v1::ListBudgetsRequest {
-            org_id: "acme".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        budgets.budgets.iter().all(|b| b.held_nano_usd == 0),
-        "{budgets:?}"
-    );
+    assert_eq!(held(&c, "acme").await, 0);
 }
 
 #[tokio::test]
@@ -304,4 +294,104 @@ async fn a_policy_outage_keeps_the_last_snapshot_and_new_routers_start_from_redi
         "{}",
         summary(&samples)
     );
+}
+
+#[tokio::test]
+async fn a_router_killed_mid_stream_has_its_hold_settled_by_the_reconciler() {
+    let mut c = Cluster::start(Spec {
+        routers: 2,
+        // Holds outlive their request's deadline (4 s in workflow `short`) by 2 s.
+        router_args: vec!["--hold-grace-ms".into(), "2000".into()],
+        ..Spec::default()
+    })
+    .await;
+    for p in ["fast", "open"] {
+        c.sim()
+            .set_faults(p, &json!({"latency": {"per_token_ms": 150}}))
+            .await
+            .unwrap();
+    }
+    set_day_budget(&c, "acme", 10_000_000_000).await;
+    let body = hi(json!({"workflow": "short", "stream": true}));
+    let mut doomed = c.post(0, &body, &[]).await;
+    assert_eq!(doomed.status(), 200);
+    let first = doomed.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "), "{first:?}");
+    // A stream on the other router, running across the kill.
+    let survivor = c.post(1, &body, &[]).await;
+    assert_eq!(survivor.status(), 200);
+
+    c.routers[0].kill().await.unwrap();
+    let killed = Instant::now();
+    // The killed router's client sees the connection end without `[DONE]`.
+    let mut rest = Vec::new();
+    while let Ok(Some(bytes)) = doomed.chunk().await {
+        rest.extend_from_slice(&bytes);
+    }
+    assert!(!String::from_utf8_lossy(&rest).contains("[DONE]"));
+    let text = survivor.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let (status, v) = c.chat(1, &hi(json!({}))).await;
+    assert_eq!(status, 200, "{v}");
+    let held_now = held(&c, "acme").await;
+    eprintln!("held after the kill: {held_now} nano-USD");
+    assert!(held_now > 0);
+
+    // The dead router's hold expires 4 s + 2 s after it was taken; the reconciler settles it at
+    // the held amount.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let entry = loop {
+        let ledger = c.ledger().await;
+        if let Some(e) = ledger.iter().find(|e| e.unreconciled) {
+            break e.clone();
+        }
+        assert!(Instant::now() < deadline, "no reconciled hold: {ledger:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let record = entry.record.unwrap();
+    eprintln!(
+        "hold {} settled by the reconciler {:?} after the kill, at {} nano-USD",
+        record.hold_id,
+        killed.elapsed(),
+        record.cost_nano_usd
+    );
+    assert!(record.cost_nano_usd > 0);
+    assert_eq!(
+        c.ledger().await.iter().filter(|e| e.unreconciled).count(),
+        1
+    );
+    assert_eq!(held(&c, "acme").await, 0);
+}
+
+/// Sets a hard day budget for `org`'s whole spend.
+async fn set_day_budget(c: &Cluster, org: &str, nano_usd: i64) {
+    use switchyard_proto::v1 as pb;
+    c.billing()
+        .await
+        .set_budget(pb::SetBudgetRequest {
+            scope: Some(pb::Scope {
+                kind: pb::ScopeKind::Org as i32,
+                org_id: org.into(),
+                id: String::new(),
+            }),
+            period: pb::Period::Day as i32,
+            limit_nano_usd: nano_usd,
+            hard: true,
+            alert_thresholds_percent: vec![],
+        })
+        .await
+        .unwrap();
+}
+
+/// What `org`'s budgets hold right now, all together.
+async fn held(c: &Cluster, org: &str) -> i64 {
+    let budgets = c
+        .billing()
+        .await
+        .list_budgets(switchyard_proto::v1::ListBudgetsRequest { org_id: org.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!budgets.budgets.is_empty(), "no budget for {org}");
+    budgets.budgets.iter().map(|b| b.held_nano_usd).sum()
 }

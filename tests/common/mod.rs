@@ -47,6 +47,10 @@ const POLICY: &str = "orgs:
         provider: { order: [fast], allow_fallbacks: false }
         retry: { max_retries: 2, base_backoff_ms: 10, max_backoff_ms: 100 }
         timeouts: { first_byte_ms: 2000, total_ms: 5000 }
+      - id: short
+        models: [m]
+        provider: { order: [fast, open] }
+        timeouts: { first_byte_ms: 2000, total_ms: 4000 }
       - id: retrying
         models: [m]
         provider: { order: [fast], allow_fallbacks: false }

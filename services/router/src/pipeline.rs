@@ -65,8 +65,8 @@ pub struct Router {
     pub client: ProviderClient,
     /// Retry budgets.
     pub retry_budget: RetryBudget,
-    /// Unsettled holds expire after this long.
-    pub hold_ttl: Duration,
+    /// Unsettled holds expire this long after their request's deadline.
+    pub hold_grace: Duration,
     /// Models as listed by `/v1/models`.
     pub models: Vec<(String, u32, u32)>,
     /// Passive outcomes for the prober.
@@ -190,7 +190,7 @@ impl Router {
             reporter,
             client,
             retry_budget: RetryBudget::default(),
-            hold_ttl: Duration::from_secs(600),
+            hold_grace: Duration::from_secs(300),
             models: catalog
                 .models
                 .iter()
@@ -354,7 +354,9 @@ impl Router {
                 Scope::workflow(workflow.id.as_str()),
             ],
             now_ms: switchyard_billing::service::now_ms(),
-            ttl_ms: self.hold_ttl.as_millis() as u64,
+            // The request's deadline plus time to deliver its usage report; after that the
+            // reconciler settles the hold at its amount (a router that died mid-request).
+            ttl_ms: workflow.timeouts.total_ms + self.hold_grace.as_millis() as u64,
         };
         let outcome = match tokio::time::timeout(self.hold_timeout, self.budgets.hold(&req)).await {
             Ok(outcome) => outcome,

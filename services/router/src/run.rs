@@ -52,6 +52,29 @@ pub struct Args {
     /// Redis, for health, budgets and the policy snapshot.
     #[arg(long, env = "SWITCHYARD_REDIS_URL")]
     pub redis: String,
+    /// How long a budget hold outlives its request's deadline before the reconciler settles it
+    /// at the held amount (the router died, or its usage report never arrived).
+    #[arg(
+        long,
+        default_value_t = 300_000,
+        env = "SWITCHYARD_ROUTER_HOLD_GRACE_MS"
+    )]
+    pub hold_grace_ms: u64,
+}
+
+/// Settings of a router beyond its stores and peers.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// See [`Args::hold_grace_ms`].
+    pub hold_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            hold_grace: Duration::from_secs(300),
+        }
+    }
 }
 
 /// The shared state a router reads and writes.
@@ -129,6 +152,7 @@ pub async fn start(
     billing_url: String,
     http: TcpListener,
     grpc: TcpListener,
+    settings: Settings,
 ) -> Result<RouterHandle, String> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -165,6 +189,7 @@ pub async fn start(
         client,
     );
     router.outcomes = Some(outcomes);
+    router.hold_grace = settings.hold_grace;
     router.idempotency = Some(stores.idempotency);
     let router = Arc::new(router);
     let ready: switchyard_runtime::ops::Readiness = Arc::new(move || {
@@ -218,7 +243,19 @@ pub async fn run(args: Args) -> Result<(), String> {
     let grpc = TcpListener::bind(args.grpc)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.grpc))?;
-    let handle = start(&catalog, stores, args.policy, args.billing, http, grpc).await?;
+    let settings = Settings {
+        hold_grace: Duration::from_millis(args.hold_grace_ms),
+    };
+    let handle = start(
+        &catalog,
+        stores,
+        args.policy,
+        args.billing,
+        http,
+        grpc,
+        settings,
+    )
+    .await?;
     switchyard_runtime::print_stdout(&format!(
         "{}\n",
         serde_json::json!({"http": handle.http_addr, "grpc": handle.grpc_addr})

@@ -165,6 +165,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         format!("http://{}", billing.grpc_addr),
         bind(e, "127.0.0.1:8080").await?,
         bind(e, "127.0.0.1:50051").await?,
+        switchyard_router::run::Settings::default(),
     )
     .await?;
 
