@@ -395,3 +395,57 @@ async fn held(c: &Cluster, org: &str) -> i64 {
     assert!(!budgets.budgets.is_empty(), "no budget for {org}");
     budgets.budgets.iter().map(|b| b.held_nano_usd).sum()
 }
+
+#[tokio::test]
+async fn with_the_prober_down_routers_eject_failing_endpoints_themselves() {
+    let mut c = Cluster::start(Spec {
+        routers: 2,
+        prober: Some(
+            "probe: { interval_ms: 1000 }\nrecord_ttl_ms: 2000\nevaluate_ms: 200\n".into(),
+        ),
+        router_args: vec!["--health-ttl-ms".into(), "2000".into()],
+        ..Spec::default()
+    })
+    .await;
+    // The prober has seen every endpoint; then it dies and its records age out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.endpoints().await.endpoints.len() < 4 {
+        assert!(Instant::now() < deadline, "the prober wrote no records");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.prober.as_mut().unwrap().kill().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    c.sim()
+        .set_faults("fast", &json!({"errors": [{"status": 500, "rate": 1.0}]}))
+        .await
+        .unwrap();
+    c.sim().reset_counters().await.unwrap();
+    let body = hi(json!({"provider": {"order": ["fast", "open"]}}));
+    let load = c.load(20, KEY, body.clone());
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let samples = load.finish().await;
+    let upstream = c.sim().requests(&["fast"]).await.unwrap();
+    eprintln!(
+        "prober down, `fast` failing: {}; `fast` received {upstream} requests",
+        summary(&samples)
+    );
+    assert!(
+        samples.iter().all(|s| s.status == 200),
+        "{}",
+        summary(&samples)
+    );
+    // Each router tried it a few times (3 failures in a row eject), not once per request.
+    assert!(upstream <= 2 * 2 * 3, "{upstream}");
+    for n in 0..2 {
+        let ejections = metric(&c.metrics(n).await, "switchyard_local_ejections_total");
+        let resp = c.post(n, &body, &[("x-switchyard-route-seed", "7")]).await;
+        let v: serde_json::Value = resp.json().await.unwrap();
+        eprintln!(
+            "router-{n}: {ejections} local ejections, plan {}",
+            v["routing"]["plan"]
+        );
+        assert!(ejections >= 1.0);
+        assert!(!common::plan(&v).contains(&"m@fast".to_string()), "{v}");
+    }
+}

@@ -2,6 +2,11 @@
 //! periodic re-read), keeps serving the last snapshot — marked stale — while the store is
 //! unreachable, and overlays short local penalties: right after a failure an endpoint is treated
 //! as degraded here, before the prober's shared record catches up.
+//!
+//! When there is no fresh shared record for an endpoint (the prober is down, or never saw it),
+//! the router falls back to its own outlier detection: [`LOCAL_EJECT_AFTER`] failed attempts in a
+//! row eject the endpoint here for [`LOCAL_EJECTION`] (doubling with each repeat, up to 8 ×). A
+//! fresh shared record always wins, so while the prober runs every router plans alike.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,11 +19,25 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// Failed attempts in a row after which a router ejects an endpoint on its own (only while no
+/// fresh shared record exists for it).
+pub const LOCAL_EJECT_AFTER: u32 = 3;
+/// The first local ejection; it doubles with each repeat, up to 8 ×.
+pub const LOCAL_EJECTION: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct Outlier {
+    consecutive_failures: u32,
+    ejected_until: Option<Instant>,
+    ejections: u32,
+}
+
 /// A router's health view.
 pub struct HealthView {
     current: watch::Sender<Arc<HealthSnapshot>>,
     stale: AtomicBool,
     penalties: Mutex<HashMap<EndpointId, Instant>>,
+    outliers: Mutex<HashMap<EndpointId, Outlier>>,
 }
 
 impl std::fmt::Debug for HealthView {
@@ -50,6 +69,7 @@ impl HealthView {
             // Stale until the first successful read.
             stale: AtomicBool::new(true),
             penalties: Mutex::new(HashMap::new()),
+            outliers: Mutex::new(HashMap::new()),
         });
         let v = view.clone();
         tokio::spawn(async move {
@@ -99,16 +119,55 @@ impl HealthView {
             .insert(endpoint.clone(), Instant::now() + duration);
     }
 
-    /// The snapshot to plan with: the shared one, with live local penalties applied.
+    /// Notes an attempt's outcome for local outlier detection: `failed` for failures that
+    /// speak about the endpoint (not context-length or content-policy answers).
+    pub fn observe(&self, endpoint: &EndpointId, failed: bool) {
+        let mut outliers = self.outliers.lock().unwrap_or_else(|e| e.into_inner());
+        let o = outliers.entry(endpoint.clone()).or_default();
+        if !failed {
+            o.consecutive_failures = 0;
+            return;
+        }
+        o.consecutive_failures += 1;
+        let now = Instant::now();
+        if o.consecutive_failures >= LOCAL_EJECT_AFTER && o.ejected_until.is_none_or(|t| t <= now) {
+            let factor = 1u32 << o.ejections.min(3);
+            o.ejected_until = Some(now + LOCAL_EJECTION * factor);
+            o.ejections += 1;
+            o.consecutive_failures = 0;
+            metrics::counter!("switchyard_local_ejections_total").increment(1);
+            tracing::warn!(endpoint = %endpoint, for_s = (LOCAL_EJECTION * factor).as_secs(), "failing endpoint ejected locally (used while no fresh shared record exists)");
+        }
+    }
+
+    /// The snapshot to plan with: the shared one, with live local penalties applied, and local
+    /// ejections for endpoints without a fresh shared record.
     pub fn snapshot(&self) -> Arc<HealthSnapshot> {
         let shared = self.current.borrow().clone();
         let mut penalties = self.penalties.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         penalties.retain(|_, until| *until > now);
-        if penalties.is_empty() {
+        let ejected: Vec<EndpointId> = self
+            .outliers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(ep, o)| {
+                o.ejected_until.is_some_and(|t| t > now)
+                    && shared
+                        .endpoints
+                        .get(*ep)
+                        .is_none_or(|h| h.state == EndpointState::Unknown)
+            })
+            .map(|(ep, _)| ep.clone())
+            .collect();
+        if penalties.is_empty() && ejected.is_empty() {
             return shared;
         }
         let mut s = (*shared).clone();
+        for ep in ejected {
+            s.endpoints.entry(ep).or_default().state = EndpointState::Ejected;
+        }
         for ep in penalties.keys() {
             let h = s.endpoints.entry(ep.clone()).or_default();
             if matches!(h.state, EndpointState::Healthy | EndpointState::Unknown) {

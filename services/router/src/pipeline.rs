@@ -682,12 +682,14 @@ impl Router {
     }
 
     fn note_failures(&self, trace: &[AttemptTrace]) {
-        for t in trace.iter().filter(|t| {
-            t.outcome != "ok"
+        for t in trace {
+            let failed = t.outcome != "ok"
                 && t.outcome != "context_length_exceeded"
-                && t.outcome != "content_policy"
-        }) {
-            self.health.penalize(&t.endpoint, Duration::from_secs(5));
+                && t.outcome != "content_policy";
+            self.health.observe(&t.endpoint, failed);
+            if failed {
+                self.health.penalize(&t.endpoint, Duration::from_secs(5));
+            }
         }
     }
 }

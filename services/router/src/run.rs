@@ -60,6 +60,14 @@ pub struct Args {
         env = "SWITCHYARD_ROUTER_HOLD_GRACE_MS"
     )]
     pub hold_grace_ms: u64,
+    /// Shared health records older than this read as unknown (keep it equal to the prober's
+    /// `record_ttl_ms`); without fresh records the router detects outliers on its own.
+    #[arg(
+        long,
+        default_value_t = 30_000,
+        env = "SWITCHYARD_ROUTER_HEALTH_TTL_MS"
+    )]
+    pub health_ttl_ms: u64,
 }
 
 /// Settings of a router beyond its stores and peers.
@@ -67,12 +75,15 @@ pub struct Args {
 pub struct Settings {
     /// See [`Args::hold_grace_ms`].
     pub hold_grace: Duration,
+    /// See [`Args::health_ttl_ms`].
+    pub health_ttl: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             hold_grace: Duration::from_secs(300),
+            health_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -161,7 +172,7 @@ pub async fn start(
     let watcher = PolicyWatcher::spawn(policy_url, stores.policy, shutdown.clone());
     let health = HealthView::spawn(
         stores.health.clone(),
-        Duration::from_secs(30),
+        settings.health_ttl,
         Duration::from_secs(2),
         shutdown.clone(),
     );
@@ -245,6 +256,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.grpc))?;
     let settings = Settings {
         hold_grace: Duration::from_millis(args.hold_grace_ms),
+        health_ttl: Duration::from_millis(args.health_ttl_ms),
     };
     let handle = start(
         &catalog,

@@ -106,3 +106,46 @@ async fn follows_survives_an_outage_and_penalizes() {
     assert_eq!(view.snapshot().get("m@a").state, EndpointState::Healthy);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn without_a_fresh_shared_record_the_router_ejects_on_its_own() {
+    let stop = CancellationToken::new();
+    let store: Arc<dyn HealthStore> = Arc::new(switchyard_state::MemoryHealthStore::default());
+    let view = HealthView::spawn(
+        store.clone(),
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        stop.clone(),
+    );
+    until(&view, |v| !v.is_stale(), Duration::from_secs(2)).await;
+    let (lonely, watched) = (EndpointId::from("m@a"), EndpointId::from("m@b"));
+    // m@b has a fresh shared record: the prober decides for it.
+    let healthy = HealthRecord {
+        state: EndpointState::Healthy,
+        updated_ms: now_ms(),
+        ..Default::default()
+    };
+    store.put_record(&watched, &healthy).await.unwrap();
+    until(
+        &view,
+        |v| v.snapshot().get("m@b").state == EndpointState::Healthy,
+        Duration::from_secs(2),
+    )
+    .await;
+
+    for ep in [&lonely, &watched] {
+        view.observe(ep, true);
+        view.observe(ep, true);
+    }
+    // Two failures in a row, then a success: nothing happens.
+    view.observe(&lonely, false);
+    view.observe(&lonely, true);
+    view.observe(&lonely, true);
+    assert_eq!(view.snapshot().get("m@a").state, EndpointState::Unknown);
+    view.observe(&lonely, true);
+    view.observe(&watched, true);
+    let s = view.snapshot();
+    assert_eq!(s.get("m@a").state, EndpointState::Ejected);
+    assert_eq!(s.get("m@b").state, EndpointState::Healthy);
+    stop.cancel();
+}
