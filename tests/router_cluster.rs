@@ -182,7 +182,15 @@ async fn retry_after_is_honoured() {
     assert_eq!(provider(&v), "open");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(c.sim().requests(&["fast"]).await.unwrap(), 1);
-    // Without, and past the deadline: no retry at all, a clear rate-limit error.
+    // For the next 30 s this router leaves `fast` out of its plans.
+    for _ in 0..5 {
+        let (status, v) = c.chat(0, &body).await;
+        assert_eq!((status, provider(&v)), (200, "open"), "{v}");
+        assert!(!plan(&v).contains(&"m@fast".to_string()), "{v}");
+    }
+    assert_eq!(c.sim().requests(&["fast"]).await.unwrap(), 1);
+    // With nowhere else to go, the panic rule tries it anyway; the 429 comes back at once (its
+    // Retry-After is past the deadline), without a retry.
     let (status, v) = c.chat(0, &strict).await;
     assert_eq!(status, 429, "{v}");
     assert_eq!(c.sim().requests(&["fast"]).await.unwrap(), 2);

@@ -67,6 +67,9 @@ pub struct AttemptTrace {
     pub latency_ms: u64,
     /// A retry of the previous attempt's endpoint.
     pub retry: bool,
+    /// How long the upstream asked not to be called again (Retry-After), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// A completion and how it was reached.
@@ -158,6 +161,7 @@ fn trace(p: &PlannedAttempt, outcome: &'static str, started: Instant, retry: boo
         outcome,
         latency_ms: started.elapsed().as_millis() as u64,
         retry,
+        retry_after_ms: None,
     }
 }
 
@@ -238,7 +242,9 @@ where
                     });
                 }
                 Tried::Failed(e) => {
-                    traces.push(trace(p, e.class.as_str(), started, retries > 0));
+                    let mut t = trace(p, e.class.as_str(), started, retries > 0);
+                    t.retry_after_ms = e.retry_after.map(|d| d.as_millis() as u64);
+                    traces.push(t);
                     metrics::counter!("switchyard_attempts_total", "provider" => p.attempt.provider.to_string(), "outcome" => e.class.as_str()).increment(1);
                     let more = plan[i + 1..]
                         .iter()

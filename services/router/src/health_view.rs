@@ -7,6 +7,10 @@
 //! the router falls back to its own outlier detection: [`LOCAL_EJECT_AFTER`] failed attempts in a
 //! row eject the endpoint here for [`LOCAL_EJECTION`] (doubling with each repeat, up to 8 ×). A
 //! fresh shared record always wins, so while the prober runs every router plans alike.
+//!
+//! An upstream's Retry-After is honoured beyond the request that got it: the endpoint is left
+//! out of this router's plans until then (unless every candidate is out and the workflow's panic
+//! rule tries them anyway).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 pub const LOCAL_EJECT_AFTER: u32 = 3;
 /// The first local ejection; it doubles with each repeat, up to 8 ×.
 pub const LOCAL_EJECTION: Duration = Duration::from_secs(10);
+/// The longest Retry-After a router honours by leaving an endpoint out of its plans.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default)]
 struct Outlier {
@@ -38,6 +44,7 @@ pub struct HealthView {
     stale: AtomicBool,
     penalties: Mutex<HashMap<EndpointId, Instant>>,
     outliers: Mutex<HashMap<EndpointId, Outlier>>,
+    cooldowns: Mutex<HashMap<EndpointId, Instant>>,
 }
 
 impl std::fmt::Debug for HealthView {
@@ -70,6 +77,7 @@ impl HealthView {
             stale: AtomicBool::new(true),
             penalties: Mutex::new(HashMap::new()),
             outliers: Mutex::new(HashMap::new()),
+            cooldowns: Mutex::new(HashMap::new()),
         });
         let v = view.clone();
         tokio::spawn(async move {
@@ -119,6 +127,15 @@ impl HealthView {
             .insert(endpoint.clone(), Instant::now() + duration);
     }
 
+    /// The upstream asked not to be called for `duration` (Retry-After): the endpoint is left
+    /// out of plans here until then (capped at [`MAX_COOLDOWN`]).
+    pub fn cool_down(&self, endpoint: &EndpointId, duration: Duration) {
+        let until = Instant::now() + duration.min(MAX_COOLDOWN);
+        let mut cooldowns = self.cooldowns.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = cooldowns.entry(endpoint.clone()).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
     /// Notes an attempt's outcome for local outlier detection: `failed` for failures that
     /// speak about the endpoint (not context-length or content-policy answers).
     pub fn observe(&self, endpoint: &EndpointId, failed: bool) {
@@ -126,6 +143,11 @@ impl HealthView {
         let o = outliers.entry(endpoint.clone()).or_default();
         if !failed {
             o.consecutive_failures = 0;
+            // It answered: whatever it asked for before is over.
+            self.cooldowns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(endpoint);
             return;
         }
         o.consecutive_failures += 1;
@@ -147,7 +169,7 @@ impl HealthView {
         let mut penalties = self.penalties.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         penalties.retain(|_, until| *until > now);
-        let ejected: Vec<EndpointId> = self
+        let mut ejected: Vec<EndpointId> = self
             .outliers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -161,6 +183,11 @@ impl HealthView {
             })
             .map(|(ep, _)| ep.clone())
             .collect();
+        {
+            let mut cooldowns = self.cooldowns.lock().unwrap_or_else(|e| e.into_inner());
+            cooldowns.retain(|_, until| *until > now);
+            ejected.extend(cooldowns.keys().cloned());
+        }
         if penalties.is_empty() && ejected.is_empty() {
             return shared;
         }

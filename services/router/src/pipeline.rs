@@ -690,6 +690,10 @@ impl Router {
             if failed {
                 self.health.penalize(&t.endpoint, Duration::from_secs(5));
             }
+            if let Some(ms) = t.retry_after_ms {
+                self.health
+                    .cool_down(&t.endpoint, Duration::from_millis(ms));
+            }
         }
     }
 }

@@ -479,6 +479,16 @@ async fn every_attempt_becomes_a_passive_outcome() {
     let e = env().await;
     e.faults("a", json!({"errors": [{"status": 503, "rate": 1.0}]}))
         .await;
+    // A prober's fresh records: the router does not eject on its own.
+    for ep in ["m@a", "m@b"] {
+        let record = switchyard_state::HealthRecord {
+            state: switchyard_core::EndpointState::Healthy,
+            updated_ms: switchyard_billing::service::now_ms(),
+            ..Default::default()
+        };
+        e.health.put_record(&ep.into(), &record).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     // `a` first every time, so the counts are exact.
     for _ in 0..6 {
         let (status, _) = e.chat(hi(json!({"provider": {"order": ["a", "b"]}}))).await;
