@@ -449,3 +449,68 @@ async fn with_the_prober_down_routers_eject_failing_endpoints_themselves() {
         assert!(!common::plan(&v).contains(&"m@fast".to_string()), "{v}");
     }
 }
+
+#[tokio::test]
+async fn a_rate_limit_storm_shifts_traffic_and_it_returns_when_lifted() {
+    let c = Cluster::start(Spec {
+        routers: 2,
+        ..Spec::default()
+    })
+    .await;
+    let body = hi(json!({"provider": {"order": ["fast", "open"]}}));
+    let load = c.load(20, KEY, body);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.sim().reset_counters().await.unwrap();
+    let storm_started = Instant::now();
+    c.sim()
+        .set_faults(
+            "fast",
+            &json!({"errors": [{"status": 429, "rate": 1.0}], "retry_after_s": 2}),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = c.sim().requests(&["fast"]).await.unwrap();
+    c.sim().heal("fast").await.unwrap();
+    let storm = storm_started.elapsed();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let samples = load.finish().await;
+    eprintln!(
+        "rate-limit storm on `fast` for {storm:?} (Retry-After 2 s): {}",
+        summary(&samples)
+    );
+    eprintln!("`fast` received {during} requests during the storm (2 routers, 20 requests/s)");
+    assert!(
+        samples.iter().all(|s| s.status == 200),
+        "{}",
+        summary(&samples)
+    );
+    // Each router asks again once per Retry-After, not once per request.
+    let bound = 2 * (storm.as_secs() / 2 + 2);
+    assert!(during <= bound, "{during} > {bound}");
+    // While it lasts traffic goes to `open`; afterwards it returns to `fast`.
+    let share = |from: Duration, to: Duration| {
+        let s: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.sent >= from && s.sent < to)
+            .collect();
+        let fast = s
+            .iter()
+            .filter(|s| s.provider.as_deref() == Some("fast"))
+            .count();
+        fast as f64 / s.len().max(1) as f64
+    };
+    let t0 = Duration::from_secs(2);
+    let (before, in_storm, after) = (
+        share(Duration::ZERO, t0),
+        share(t0 + Duration::from_secs(1), t0 + storm),
+        share(t0 + storm + Duration::from_secs(3), Duration::MAX),
+    );
+    eprintln!(
+        "share served by `fast`: before {:.0} %, during {:.0} %, after {:.0} %",
+        before * 100.0,
+        in_storm * 100.0,
+        after * 100.0
+    );
+    assert!(before > 0.9 && in_storm < 0.05 && after > 0.9);
+}

@@ -683,16 +683,19 @@ impl Router {
 
     fn note_failures(&self, trace: &[AttemptTrace]) {
         for t in trace {
+            if let Some(ms) = t.retry_after_ms {
+                // The upstream said when to come back: exactly then. Being throttled says
+                // nothing about its health, so it neither penalizes nor counts as an outlier.
+                self.health
+                    .cool_down(&t.endpoint, Duration::from_millis(ms));
+                continue;
+            }
             let failed = t.outcome != "ok"
                 && t.outcome != "context_length_exceeded"
                 && t.outcome != "content_policy";
             self.health.observe(&t.endpoint, failed);
             if failed {
                 self.health.penalize(&t.endpoint, Duration::from_secs(5));
-            }
-            if let Some(ms) = t.retry_after_ms {
-                self.health
-                    .cool_down(&t.endpoint, Duration::from_millis(ms));
             }
         }
     }
