@@ -514,3 +514,60 @@ async fn a_rate_limit_storm_shifts_traffic_and_it_returns_when_lifted() {
     );
     assert!(before > 0.9 && in_storm < 0.05 && after > 0.9);
 }
+
+#[tokio::test]
+async fn a_flapping_provider_causes_no_retry_storm() {
+    let c = Cluster::start(Spec {
+        routers: 2,
+        prober: Some("probe: { interval_ms: 1000 }\nevaluate_ms: 250\n".into()),
+        ..Spec::default()
+    })
+    .await;
+    c.sim().reset_counters().await.unwrap();
+    // `fast` is preferred, and goes down for 2 s out of every 4 s.
+    let load = c.load(
+        25,
+        KEY,
+        hi(json!({"provider": {"order": ["fast", "open"]}})),
+    );
+    let started = Instant::now();
+    let mut flips = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        let down = flips % 2 == 0;
+        let faults = if down {
+            json!({"errors": [{"status": 503, "rate": 1.0}]})
+        } else {
+            json!({})
+        };
+        c.sim().set_faults("fast", &faults).await.unwrap();
+        flips += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    c.sim().heal("fast").await.unwrap();
+    let samples = load.finish().await;
+    let upstream = c
+        .sim()
+        .requests(&["fast", "open", "premium", "claude"])
+        .await
+        .unwrap();
+    let probes = 4 * 20; // at most one probe per endpoint per second
+    let max_attempts = samples.iter().map(|s| s.attempts).max().unwrap_or(0);
+    let ratio = upstream as f64 / samples.len() as f64;
+    eprintln!(
+        "flapping `fast` (2 s down / 2 s up, {flips} flips): {}",
+        summary(&samples)
+    );
+    eprintln!(
+        "upstream requests {upstream} (incl. at most {probes} probes) for {} user requests: {ratio:.2} ×; most attempts for one request: {max_attempts}",
+        samples.len()
+    );
+    let served = samples.iter().filter(|s| s.status == 200).count();
+    assert_eq!(served, samples.len(), "{}", summary(&samples));
+    // At most the first attempt, one retry and one fallback per request...
+    assert!(max_attempts <= 3, "{max_attempts}");
+    // ...and in total, well under that: the stated bound is 1.5 × user traffic.
+    assert!(
+        upstream as f64 <= 1.5 * samples.len() as f64 + probes as f64,
+        "{upstream}"
+    );
+}
