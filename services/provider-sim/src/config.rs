@@ -71,6 +71,11 @@ pub struct Faults {
     pub malformed_rate: f64,
     /// Streams end abruptly (no terminal event, connection aborted) after this many content chunks.
     pub cut_stream_after: Option<u32>,
+    /// Streams never end: once the content is out, the last content event repeats forever (at
+    /// the per-token pace, at least every 10 ms) and no terminal event comes.
+    pub endless_stream: bool,
+    /// The first content event of a stream carries this many bytes of text in one SSE line.
+    pub huge_chunk_bytes: Option<u32>,
     /// Requests per second above which the provider answers 429.
     pub rate_limit_rps: Option<u32>,
     /// Prompts estimated above this many tokens get a context-length error.
@@ -142,6 +147,13 @@ impl Validate for Faults {
             v.error(format!(
                 "reset, hang, error and malformed rates add up to {total}, more than 1"
             ));
+        }
+        if let Some(n) = self.huge_chunk_bytes {
+            v.check(
+                n <= 64 << 20,
+                "huge_chunk_bytes",
+                format!("{n} is more than 64 MiB"),
+            );
         }
         if let Some(rps) = self.rate_limit_rps {
             v.check(rps > 0, "rate_limit_rps", "must be positive");

@@ -236,17 +236,40 @@ async fn chat(
         return crate::wire::json_response(StatusCode::OK, &body);
     }
 
-    let events = match format {
+    let mut events = match format {
         WireFormat::Openai => openai::events(&ctx, &reply, malformed),
         WireFormat::Anthropic => anthropic::events(&ctx, &reply, malformed),
     };
+    if let Some(n) = faults.huge_chunk_bytes
+        && let Some(first) = events.iter_mut().find(|e| e.content)
+    {
+        *first = huge_event(format, n as usize);
+    }
     let content = events.iter().filter(|e| e.content).count() as u32;
     let cut_after = faults.cut_stream_after.filter(|n| *n < content);
     if cut_after.is_some() && !malformed {
         recent.outcome = "cut".into();
     }
     state.record(recent);
-    stream_response(events, ttft, per_token, cut_after)
+    let endless = faults.endless_stream;
+    stream_response(events, ttft, per_token, cut_after, endless)
+}
+
+/// One content event whose text is `n` bytes long, in `format`'s wire shape.
+fn huge_event(format: WireFormat, n: usize) -> crate::wire::Event {
+    let text = "x".repeat(n);
+    match format {
+        WireFormat::Openai => crate::wire::sse(
+            None,
+            &serde_json::json!({"id": "chatcmpl-huge", "object": "chat.completion.chunk", "created": 0, "model": "sim", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]}).to_string(),
+            true,
+        ),
+        WireFormat::Anthropic => crate::wire::sse(
+            Some("content_block_delta"),
+            &serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}).to_string(),
+            true,
+        ),
+    }
 }
 
 fn outcome_label(reply: &Reply, malformed: bool) -> String {
@@ -273,15 +296,19 @@ struct StreamState {
     ttft: Duration,
     per_token: Duration,
     cut_after: Option<u32>,
+    endless: bool,
+    last_content: Option<Bytes>,
 }
 
 /// An SSE response that paces events (time to first token, then per token) and, for the cut
-/// fault, aborts the connection after `cut_after` content events with no terminal event.
+/// fault, aborts the connection after `cut_after` content events with no terminal event; an
+/// `endless` stream repeats its last content event instead of ever ending.
 fn stream_response(
     events: Vec<Event>,
     ttft: Duration,
     per_token: Duration,
     cut_after: Option<u32>,
+    endless: bool,
 ) -> Response<Body> {
     let state = StreamState {
         events: events.into_iter(),
@@ -290,6 +317,8 @@ fn stream_response(
         ttft,
         per_token,
         cut_after,
+        endless,
+        last_content: None,
     };
     let stream = futures::stream::unfold(Some(state), |state| async move {
         let mut s = state?;
@@ -300,7 +329,17 @@ fn stream_response(
             let cut = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "stream cut");
             return Some((Err(cut), None));
         }
+        if s.endless
+            && let Some(last) = s.last_content.clone()
+            && s.events.as_slice().first().is_none_or(|e| !e.content)
+        {
+            sleep(s.per_token.max(Duration::from_millis(10))).await;
+            return Some((Ok(last), Some(s)));
+        }
         let event = s.events.next()?;
+        if event.content {
+            s.last_content = Some(event.bytes.clone());
+        }
         if s.first {
             sleep(s.ttft).await;
             s.first = false;

@@ -674,3 +674,42 @@ async fn the_control_api_counts_per_provider_and_validates_faults() {
     assert_eq!(list.as_array().unwrap().len(), 2);
     sim.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_endless_stream_never_ends_and_a_huge_chunk_arrives_whole() {
+    let sim = Sim::start().await;
+    for id in ["oai", "ant"] {
+        sim.faults(id, json!({"endless_stream": true})).await;
+        let mut resp = sim.chat(id, body_for(id, true)).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut received = Vec::new();
+        // Far more than the 16 tokens of a reply, and still going.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(600) {
+            let bytes = resp.chunk().await.unwrap().expect("the stream ended");
+            received.extend_from_slice(&bytes);
+        }
+        let text = String::from_utf8(received).unwrap();
+        assert!(
+            !text.contains("[DONE]") && !text.contains("message_stop"),
+            "{id}: {text}"
+        );
+        assert!(text.matches("\n\n").count() > 30, "{id}: {text}");
+
+        sim.faults(id, json!({"huge_chunk_bytes": 5_000_000})).await;
+        let text = sim
+            .chat(id, body_for(id, true))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let longest = text.lines().map(str::len).max().unwrap();
+        assert!(longest > 5_000_000, "{id}: {longest}");
+        assert!(
+            text.contains("[DONE]") || text.contains("message_stop"),
+            "{id}"
+        );
+    }
+}
