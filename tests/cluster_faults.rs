@@ -15,7 +15,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{BETA_KEY, Cluster, KEY, Sample, Spec, hi, summary};
+use common::{BETA_KEY, Cluster, KEY, Sample, Spec, hi, provider, summary};
 use serde_json::json;
 
 /// How long each dependency stays down.
@@ -570,4 +570,212 @@ async fn a_flapping_provider_causes_no_retry_storm() {
         upstream as f64 <= 1.5 * samples.len() as f64 + probes as f64,
         "{upstream}"
     );
+}
+
+/// Sends one raw gRPC request body (frames as given) to `Router/Chat`; returns `grpc-status`.
+async fn raw_grpc(addr: &str, body: Vec<u8>) -> String {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = hyper::Request::post(format!("http://{addr}/switchyard.v1.Router/Chat"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("no answer to a garbage frame")
+        .unwrap();
+    if let Some(s) = resp.headers().get("grpc-status") {
+        return s.to_str().unwrap().to_string();
+    }
+    let collected = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("the body never ended")
+        .unwrap();
+    collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .map(|s| s.to_str().unwrap().to_string())
+        .unwrap_or_else(|| "(none)".into())
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_leaks_nothing() {
+    let c = Cluster::start(Spec::default()).await;
+    set_day_budget(&c, "acme", 10_000_000_000).await;
+    let url = format!("{}/v1/chat/completions", c.routers[0].url("http"));
+    let send = async |body: Vec<u8>| -> (u16, serde_json::Value) {
+        let resp = c
+            .http
+            .post(&url)
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    };
+    let ok = hi(json!({})).to_string();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            ok[..ok.len() - 3].as_bytes().to_vec(),
+            400,
+            "invalid request body",
+        ),
+        (
+            "not an object",
+            b"[1, 2, 3]".to_vec(),
+            400,
+            "must be a JSON object",
+        ),
+        ("empty body", Vec::new(), 400, "must be a JSON object"),
+        (
+            "invalid UTF-8",
+            ok.replace("hello", "he\u{1}llo")
+                .into_bytes()
+                .into_iter()
+                .map(|b| if b == 1 { 0xff } else { b })
+                .collect(),
+            400,
+            "invalid request body",
+        ),
+        ("oversize body", vec![b' '; 9 << 20], 413, "larger than"),
+        (
+            "unknown field",
+            hi(json!({"bogus": 1})).to_string().into_bytes(),
+            400,
+            "unknown field `bogus`",
+        ),
+        (
+            "absurd max_tokens",
+            hi(json!({"max_tokens": 1_000_000_000_000u64}))
+                .to_string()
+                .into_bytes(),
+            400,
+            "max_tokens",
+        ),
+        (
+            "huge max_tokens",
+            hi(json!({"max_tokens": 100_000_000}))
+                .to_string()
+                .into_bytes(),
+            400,
+            "`max_tokens` must be between",
+        ),
+        (
+            "n > 1",
+            hi(json!({"n": 3})).to_string().into_bytes(),
+            400,
+            "`n` must be 1",
+        ),
+    ];
+    for (what, body, status, message) in cases {
+        let (got, v) = send(body).await;
+        let text = v["error"]["message"].as_str().unwrap_or_default();
+        eprintln!("{what}: {got} {text}");
+        assert_eq!(got, status, "{what}: {v}");
+        assert!(text.contains(message), "{what}: {v}");
+    }
+
+    // Garbage gRPC frames: a status, never a hang or a dropped connection.
+    let grpc = c.routers[0].addr("grpc").unwrap().to_string();
+    let frames: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "not protobuf",
+            vec![0, 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ),
+        ("truncated frame", vec![0, 0, 0, 3, 0xe8, 0x0a, 0x01]),
+        (
+            "compressed without an encoding",
+            vec![1, 0, 0, 0, 2, 0x0a, 0x00],
+        ),
+        ("no frame at all", Vec::new()),
+    ];
+    for (what, body) in frames {
+        let status = raw_grpc(&grpc, body).await;
+        eprintln!("gRPC {what}: grpc-status {status}");
+        assert!(status != "0" && status != "(none)", "{what}: {status}");
+    }
+
+    // Garbage from upstream.
+    let strict = |extra: serde_json::Value| {
+        let mut b = hi(json!({"provider": {"order": ["fast"], "allow_fallbacks": false}}));
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    c.sim()
+        .set_faults("fast", &json!({"malformed_rate": 1.0}))
+        .await
+        .unwrap();
+    let (status, v) = c.chat(0, &strict(json!({}))).await;
+    eprintln!(
+        "upstream malformed JSON: {status} {}",
+        v["error"]["message"]
+    );
+    assert_eq!(status, 502, "{v}");
+    let (status, v) = c
+        .chat(0, &hi(json!({"provider": {"order": ["fast", "open"]}})))
+        .await;
+    assert_eq!((status, provider(&v)), (200, "open"), "{v}");
+
+    c.sim()
+        .set_faults(
+            "fast",
+            &json!({"endless_stream": true, "latency": {"per_token_ms": 20}}),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (status, events) = c.stream(0, &strict(json!({"workflow": "short"}))).await;
+    let took = started.elapsed();
+    let last = events.last().cloned().unwrap_or_default();
+    eprintln!(
+        "upstream endless stream: ended after {took:?} with {} events, last {last}",
+        events.len()
+    );
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    assert!(last.contains("\"error\""), "{last}");
+
+    c.sim()
+        .set_faults("fast", &json!({"huge_chunk_bytes": 6_000_000}))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (status, events) = c.stream(0, &strict(json!({}))).await;
+    let last = events.last().cloned().unwrap_or_default();
+    eprintln!(
+        "upstream 6 MB chunk: {status} after {:?}, last event {}",
+        started.elapsed(),
+        &last[..last.len().min(200)]
+    );
+    assert!(
+        status != 200 || last.contains("\"error\""),
+        "a 6 MB line went through: {status}"
+    );
+    let (status, v) = c.chat(0, &strict(json!({}))).await;
+    assert_eq!(status, 200, "{v}");
+
+    // Nothing leaked: every hold is settled or released, the router is up and never panicked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held(&c, "acme").await != 0 {
+        assert!(Instant::now() < deadline, "a hold was leaked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let health = c
+        .http
+        .get(format!("{}/healthz", c.routers[0].url("http")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(!c.routers[0].log().contains("panicked"));
 }

@@ -9,8 +9,10 @@ use serde_json::Value;
 use crate::money::Money;
 use crate::params::Parameter;
 
-/// A chat completion request.
+/// A chat completion request. Unknown top-level fields are refused, as OpenAI's API does: a
+/// parameter silently dropped would change what the caller gets without telling them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     /// The requested model; `models` (when non-empty) is the ordered fallback list instead.
     #[serde(default)]
@@ -20,6 +22,9 @@ pub struct ChatRequest {
     pub models: Vec<String>,
     /// The conversation.
     pub messages: Vec<Message>,
+    /// Number of choices; only 1 is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
     /// Function tools the model may call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<Tool>,

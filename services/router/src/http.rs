@@ -54,6 +54,25 @@ fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
     json!({"request_id": a.id, "workflow": a.workflow.id, "attempts": trace, "plan": plan, "seed": a.seed.to_string(), "policy_version": a.policy_version, "health_version": a.health_version})
 }
 
+/// Parses a request body; errors name the field they are about.
+fn parse(body: &[u8]) -> Result<ChatRequest, Error> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::invalid(
+            "the request body must be a JSON object: a chat completion request",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        Error::invalid(if path == "." || path.is_empty() {
+            format!("invalid request body: {inner}")
+        } else {
+            format!("invalid request body at `{path}`: {inner}")
+        })
+    })
+}
+
 /// The route seed header, if sent.
 fn options(headers: &HeaderMap) -> Result<AdmitOptions, Error> {
     let seed = match headers.get("x-switchyard-route-seed") {
@@ -76,14 +95,36 @@ async fn models(State(r): State<Arc<Router>>, headers: HeaderMap) -> Response {
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-async fn chat(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(
+    State(r): State<Arc<Router>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        // Too large (413) or unreadable: the OpenAI envelope all the same.
+        Err(rejection) => {
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("request body larger than {MAX_BODY} bytes")
+            } else {
+                format!("request body unreadable: {}", rejection.body_text())
+            };
+            let mut resp = error_response(&Error::invalid(message));
+            *resp.status_mut() = status;
+            // The rest of the body was not read: the connection cannot carry another request.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+    };
     let (policy, key) = match r.authenticate(bearer(&headers)) {
         Ok(v) => v,
         Err(e) => return error_response(&e),
     };
-    let req: ChatRequest = match serde_json::from_slice(&body) {
+    let req: ChatRequest = match parse(&body) {
         Ok(req) => req,
-        Err(e) => return error_response(&Error::invalid(format!("invalid request body: {e}"))),
+        Err(e) => return error_response(&e),
     };
     let options = match options(&headers) {
         Ok(o) => o,

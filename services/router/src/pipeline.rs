@@ -548,7 +548,9 @@ impl Router {
         .await
         {
             Ok(started) => {
-                self.note_attempts(&started.trace, 0);
+                // The serving attempt is recorded when the stream ends, with how it ended.
+                let failed = started.trace.len().saturating_sub(1);
+                self.note_attempts(&started.trace[..failed], 0);
                 unfinished.streamed = Some((started.served, 0));
                 Ok(StreamSession {
                     router: self.clone(),
@@ -560,6 +562,7 @@ impl Router {
                     rest: started.rest,
                     guard: unfinished,
                     ended: false,
+                    first_chunk_at: Instant::now(),
                 })
             }
             Err(failed) => {
@@ -726,6 +729,11 @@ fn validate(req: &ChatRequest) -> Result<(), Error> {
     if req.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
         return Err(Error::invalid("`top_p` must be between 0 and 1"));
     }
+    if req.n.is_some_and(|n| n != 1) {
+        return Err(Error::invalid(
+            "`n` must be 1: one choice per request is served",
+        ));
+    }
     Ok(())
 }
 
@@ -823,9 +831,21 @@ pub struct StreamSession {
     rest: switchyard_providers::ChunkStream,
     guard: Unfinished,
     ended: bool,
+    first_chunk_at: Instant,
 }
 
 impl StreamSession {
+    /// Records the serving attempt as it ended: a passive outcome (with the tokens it streamed,
+    /// over the whole stream's time) and, on a failure, the local penalty.
+    fn note_served(&mut self, tokens_out: u32) {
+        if let Some(last) = self.trace.last_mut() {
+            last.latency_ms += self.first_chunk_at.elapsed().as_millis() as u64;
+        }
+        let served = self.trace.len().saturating_sub(1);
+        self.router
+            .note_attempts(&self.trace[served..], u64::from(tokens_out));
+    }
+
     /// The next event; `None` after the final one.
     pub async fn next(&mut self) -> Option<StreamEvent> {
         if self.ended {
@@ -857,6 +877,10 @@ impl StreamSession {
                     }
                 };
                 let usage = self.guard.usage();
+                if let Some(last) = self.trace.last_mut() {
+                    last.outcome = error.class.as_str();
+                }
+                self.note_served(usage.completion_tokens);
                 self.router
                     .finish(
                         &self.admitted,
@@ -871,6 +895,7 @@ impl StreamSession {
                 self.ended = true;
                 self.guard.disarm();
                 let usage = self.guard.usage();
+                self.note_served(usage.completion_tokens);
                 let cost = self
                     .router
                     .finish(
