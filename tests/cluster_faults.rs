@@ -624,7 +624,7 @@ async fn bad_input_gets_clear_errors_and_leaks_nothing() {
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         (
             "malformed JSON",
-            ok[..ok.len() - 3].as_bytes().to_vec(),
+            ok.as_bytes()[..ok.len() - 3].to_vec(),
             400,
             "invalid request body",
         ),
