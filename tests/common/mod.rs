@@ -154,15 +154,11 @@ async fn service_at(
     let mut all = vec![command];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--grpc", grpc, "--http", http]);
-    ServiceProcess::spawn(
-        name,
-        "switchyard",
-        "switchyard",
-        all,
-        &[("RUST_LOG", "info")],
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{name}: {e}"))
+    // JSON logs, one object per line, as an operator would collect them.
+    let env = [("RUST_LOG", "info"), ("SWITCHYARD_LOG_FORMAT", "json")];
+    ServiceProcess::spawn(name, "switchyard", "switchyard", all, &env)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 impl Cluster {

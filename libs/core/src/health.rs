@@ -25,6 +25,15 @@ pub enum EndpointState {
 }
 
 impl EndpointState {
+    /// Every state.
+    pub const ALL: [EndpointState; 5] = [
+        EndpointState::Healthy,
+        EndpointState::Degraded,
+        EndpointState::Ejected,
+        EndpointState::Disabled,
+        EndpointState::Unknown,
+    ];
+
     /// Metric label and wire name.
     pub fn as_str(self) -> &'static str {
         match self {

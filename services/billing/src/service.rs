@@ -211,6 +211,11 @@ impl Billing {
             let now_pct = pct(after.spent);
             metrics::gauge!("switchyard_budget_used_ratio", "org" => org.to_string(), "scope" => after.scope.as_str().to_string(), "period" => after.period.as_str())
                 .set(now_pct / 100.0);
+            let usd = |m: Money| m.nanos() as f64 / 1e9;
+            metrics::gauge!("switchyard_budget_spent_usd", "org" => org.to_string(), "scope" => after.scope.as_str().to_string(), "period" => after.period.as_str())
+                .set(usd(after.spent));
+            metrics::gauge!("switchyard_budget_remaining_usd", "org" => org.to_string(), "scope" => after.scope.as_str().to_string(), "period" => after.period.as_str())
+                .set(usd(after.def.limit) - usd(after.spent) - usd(after.held));
             for t in &after.def.thresholds {
                 let t = f64::from(*t);
                 if was < t && now_pct >= t {

@@ -369,13 +369,7 @@ impl Prober {
                     .increment(1);
             }
         }
-        for s in [
-            EndpointState::Healthy,
-            EndpointState::Degraded,
-            EndpointState::Ejected,
-            EndpointState::Disabled,
-            EndpointState::Unknown,
-        ] {
+        for s in EndpointState::ALL {
             let v = if s == next.state { 1.0 } else { 0.0 };
             metrics::gauge!("switchyard_endpoint_state", "endpoint" => ep.to_string(), "state" => s.as_str()).set(v);
         }

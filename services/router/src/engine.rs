@@ -70,6 +70,9 @@ pub struct AttemptTrace {
     /// How long the upstream asked not to be called again (Retry-After), if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// Time taken, exactly (for metrics).
+    #[serde(skip)]
+    pub elapsed: std::time::Duration,
 }
 
 /// A completion and how it was reached.
@@ -162,6 +165,7 @@ fn trace(p: &PlannedAttempt, outcome: &'static str, started: Instant, retry: boo
         latency_ms: started.elapsed().as_millis() as u64,
         retry,
         retry_after_ms: None,
+        elapsed: started.elapsed(),
     }
 }
 

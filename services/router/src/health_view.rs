@@ -92,6 +92,7 @@ impl HealthView {
                             now_ms(),
                             ttl,
                         )));
+                        export_states(&v.current.borrow());
                         if v.stale.swap(false, Ordering::Relaxed) {
                             tracing::info!(version, "health state reachable again");
                         }
@@ -202,5 +203,16 @@ impl HealthView {
             }
         }
         Arc::new(s)
+    }
+}
+
+/// The shared state of every endpoint as this router sees it: one gauge per endpoint and state,
+/// 1 for the current one.
+fn export_states(s: &HealthSnapshot) {
+    for (ep, h) in &s.endpoints {
+        for state in EndpointState::ALL {
+            let v = if state == h.state { 1.0 } else { 0.0 };
+            metrics::gauge!("switchyard_router_endpoint_state", "endpoint" => ep.to_string(), "state" => state.as_str()).set(v);
+        }
     }
 }

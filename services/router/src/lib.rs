@@ -6,6 +6,7 @@ pub mod engine;
 pub mod grpc;
 pub mod health_view;
 pub mod http;
+pub mod observe;
 pub mod outcomes;
 pub mod pipeline;
 pub mod policy_view;

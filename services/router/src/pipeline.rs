@@ -110,6 +110,12 @@ pub struct Admitted {
     pub prompt_tokens: u32,
     /// The seed the plan was drawn with.
     pub seed: u64,
+    /// When admission began.
+    pub received: Instant,
+    /// The model asked for (the first of `models` when those are given).
+    pub requested_model: String,
+    /// A streamed request.
+    pub stream: bool,
 }
 
 /// An idempotency key and what identifies the request it was sent with.
@@ -224,10 +230,10 @@ impl Router {
                 "missing API key: send `Authorization: Bearer <key>`",
             )
         })?;
-        let record =
-            policy.compiled.authenticate(key).cloned().ok_or_else(|| {
-                Error::new(ErrorClass::Unauthenticated, "invalid or revoked API key")
-            })?;
+        let record = policy.compiled.authenticate(key).cloned().ok_or_else(|| {
+            crate::observe::rejected(ErrorClass::Unauthenticated.as_str());
+            Error::new(ErrorClass::Unauthenticated, "invalid or revoked API key")
+        })?;
         Ok((policy, record))
     }
 
@@ -238,6 +244,22 @@ impl Router {
         key: KeyRecord,
         req: &ChatRequest,
         options: AdmitOptions,
+    ) -> Result<Arc<Admitted>, Error> {
+        let received = Instant::now();
+        let result = self.admit_inner(policy, key, req, options, received).await;
+        if let Err(e) = &result {
+            crate::observe::rejected(e.class.as_str());
+        }
+        result
+    }
+
+    async fn admit_inner(
+        &self,
+        policy: &PolicyView,
+        key: KeyRecord,
+        req: &ChatRequest,
+        options: AdmitOptions,
+        received: Instant,
     ) -> Result<Arc<Admitted>, Error> {
         validate(req)?;
         let seed = options.seed.unwrap_or_else(rand::random);
@@ -330,6 +352,13 @@ impl Router {
             health_version: health.version,
             prompt_tokens: req.estimated_prompt_tokens(),
             seed,
+            received,
+            requested_model: req
+                .models
+                .first()
+                .cloned()
+                .unwrap_or_else(|| req.model.clone()),
+            stream: req.stream,
         }))
     }
 
@@ -436,6 +465,29 @@ impl Router {
         &self,
         a: &Admitted,
         served: Option<(&EndpointId, Usage)>,
+        trace: &[AttemptTrace],
+        outcome: &str,
+        ttft: Option<Duration>,
+    ) -> Option<Money> {
+        let cost = self.settle(a, served, trace.len(), outcome).await;
+        crate::observe::request(
+            a,
+            &crate::observe::Ending {
+                served,
+                cost,
+                trace,
+                outcome,
+                ttft,
+            },
+        );
+        cost
+    }
+
+    /// The usage report (which settles the hold), or the hold released.
+    async fn settle(
+        &self,
+        a: &Admitted,
+        served: Option<(&EndpointId, Usage)>,
         attempts: usize,
         outcome: &str,
     ) -> Option<Money> {
@@ -510,7 +562,7 @@ impl Router {
                 self.note_attempts(&done.trace, u64::from(usage.completion_tokens));
                 let served = &a.plan[done.served].attempt;
                 let cost = self
-                    .finish(a, Some((&served.endpoint, usage)), done.trace.len(), "ok")
+                    .finish(a, Some((&served.endpoint, usage)), &done.trace, "ok", None)
                     .await;
                 let mut resp = done.response;
                 resp.model = served.model.to_string();
@@ -520,7 +572,7 @@ impl Router {
             }
             Err(failed) => {
                 self.note_attempts(&failed.trace, 0);
-                self.finish(a, None, failed.trace.len(), failed.error.class.as_str())
+                self.finish(a, None, &failed.trace, failed.error.class.as_str(), None)
                     .await;
                 Err((failed.error, failed.trace))
             }
@@ -568,7 +620,7 @@ impl Router {
             Err(failed) => {
                 unfinished.disarm();
                 self.note_attempts(&failed.trace, 0);
-                self.finish(a, None, failed.trace.len(), failed.error.class.as_str())
+                self.finish(a, None, &failed.trace, failed.error.class.as_str(), None)
                     .await;
                 Err((failed.error, failed.trace))
             }
@@ -663,11 +715,11 @@ impl Router {
         match streamed {
             Some((served, usage)) => {
                 let endpoint = a.plan[served].attempt.endpoint.clone();
-                self.finish(a, Some((&endpoint, usage)), served + 1, "cancelled")
+                self.finish(a, Some((&endpoint, usage)), &[], "cancelled", None)
                     .await;
             }
             None => {
-                self.finish(a, None, 0, "cancelled").await;
+                self.finish(a, None, &[], "cancelled", None).await;
             }
         }
     }
@@ -840,6 +892,7 @@ impl StreamSession {
     fn note_served(&mut self, tokens_out: u32) {
         if let Some(last) = self.trace.last_mut() {
             last.latency_ms += self.first_chunk_at.elapsed().as_millis() as u64;
+            last.elapsed += self.first_chunk_at.elapsed();
         }
         let served = self.trace.len().saturating_sub(1);
         self.router
@@ -855,7 +908,10 @@ impl StreamSession {
             Some(first) => Some(Ok(first)),
             None => self.rest.next().await,
         };
-        let attempts = self.trace.len();
+        let ttft = Some(
+            self.first_chunk_at
+                .saturating_duration_since(self.admitted.received),
+        );
         match item {
             Some(Ok(mut chunk)) => {
                 self.guard.observe(&chunk);
@@ -885,8 +941,9 @@ impl StreamSession {
                     .finish(
                         &self.admitted,
                         Some((&self.endpoint, usage)),
-                        attempts,
+                        &self.trace,
                         error.class.as_str(),
+                        ttft,
                     )
                     .await;
                 Some(StreamEvent::Failed(error))
@@ -901,8 +958,9 @@ impl StreamSession {
                     .finish(
                         &self.admitted,
                         Some((&self.endpoint, usage)),
-                        attempts,
+                        &self.trace,
                         "ok",
+                        ttft,
                     )
                     .await;
                 Some(StreamEvent::Done(Usage { cost, ..usage }))
