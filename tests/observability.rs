@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use common::{Cluster, KEY, Spec, hi, provider};
 use serde_json::{Value, json};
 
+type Labels = Vec<(&'static str, &'static str)>;
+
 /// The value of the series `name{labels}` whose label set contains every `key="value"` given.
 fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
@@ -56,7 +58,7 @@ async fn metrics_show_a_fallback_and_the_log_line_tells_the_whole_story() {
     assert_eq!(resp.status(), 401);
 
     let m = c.metrics(0).await;
-    let checks: Vec<(&str, Vec<(&str, &str)>, f64)> = vec![
+    let checks: Vec<(&str, Labels, f64)> = vec![
         (
             "switchyard_requests_total",
             vec![
