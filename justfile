@@ -24,9 +24,11 @@ up *ARGS:
 check-catalog FILE:
     cargo run -p switchyard -- check-catalog {{FILE}}
 
-# The load benchmark (arrives with `switchyard bench`).
-bench:
-    @echo "switchyard bench is not part of this build yet" && exit 1
+# The standard benchmark: the simulator at a fixed latency, directly and through the whole
+# cluster (router, policy, billing, prober, Redis; budgets on) at several rates, then the highest
+# rate the router holds. Writes target/bench/standard.md. Needs redis-server.
+bench *ARGS:
+    cargo run --release -p switchyard -- bench --standard {{ARGS}}
 
 # What CI runs.
 ci:

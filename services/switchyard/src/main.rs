@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod check;
 mod secrets;
 mod up;
@@ -36,6 +37,9 @@ enum Command {
     SealByok(secrets::SealArgs),
     /// Print a new random master key (base64 of 32 bytes) for SWITCHYARD_MASTER_KEY.
     NewMasterKey,
+    /// Open-loop load at fixed rates against an OpenAI-compatible endpoint or a router's gRPC
+    /// API; `--standard` runs the router overhead benchmark.
+    Bench(bench::Args),
 }
 
 #[tokio::main]
@@ -52,6 +56,7 @@ async fn main() -> ExitCode {
         Command::Router(args) => switchyard_router::run::run(args).await,
         Command::SealByok(args) => secrets::seal(args),
         Command::NewMasterKey => secrets::new_master_key(),
+        Command::Bench(args) => bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

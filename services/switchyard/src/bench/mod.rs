@@ -1,0 +1,97 @@
+//! `switchyard bench`: an open-loop load generator for any OpenAI-compatible endpoint or a
+//! Switchyard router's gRPC API, and the standard benchmark of the router's overhead.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub mod load;
+mod standard;
+
+/// Arguments of `bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// An OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1.
+    #[arg(long, conflicts_with = "grpc")]
+    url: Option<String>,
+    /// A router's gRPC address instead, e.g. http://127.0.0.1:50051.
+    #[arg(long)]
+    grpc: Option<String>,
+    /// Bearer key.
+    #[arg(
+        long,
+        env = "SWITCHYARD_BENCH_KEY",
+        default_value = "sk-switchyard-demo"
+    )]
+    key: String,
+    /// Model.
+    #[arg(long, default_value = "demo-fast")]
+    model: String,
+    /// Requests per second; several (comma-separated) run one after the other.
+    #[arg(long, value_delimiter = ',', default_values_t = [100u32])]
+    rate: Vec<u32>,
+    /// Seconds per rate.
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Streamed requests (TTFT is reported).
+    #[arg(long)]
+    stream: bool,
+    /// `max_tokens` of each request.
+    #[arg(long, default_value_t = 16)]
+    max_tokens: u32,
+    /// One JSON object per rate instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The standard benchmark instead: starts its own cluster and simulator (needs
+    /// redis-server) and writes a Markdown table.
+    #[arg(long, conflicts_with_all = ["url", "grpc"])]
+    standard: bool,
+    /// Where the standard benchmark writes its table.
+    #[arg(long, default_value = "target/bench/standard.md")]
+    out: PathBuf,
+}
+
+/// Runs `bench`.
+pub async fn run(args: Args) -> Result<(), String> {
+    if args.standard {
+        let rates = if args.rate == [100] {
+            vec![1000, 2000, 5000]
+        } else {
+            args.rate.clone()
+        };
+        return standard::run(&standard::Standard {
+            rates,
+            duration: Duration::from_secs(args.duration_s),
+            out: args.out,
+        })
+        .await;
+    }
+    let target =
+        match (args.url, args.grpc) {
+            (Some(url), None) => load::Target::Http(url),
+            (None, Some(grpc)) => load::Target::Grpc(grpc),
+            _ => return Err(
+                "give --url (OpenAI-compatible base URL) or --grpc (router address), or --standard"
+                    .into(),
+            ),
+        };
+    for rate in args.rate {
+        let plan = load::Plan {
+            target: target.clone(),
+            key: args.key.clone(),
+            model: args.model.clone(),
+            rate,
+            duration: Duration::from_secs(args.duration_s),
+            stream: args.stream,
+            max_tokens: args.max_tokens,
+            max_in_flight: 20_000,
+        };
+        let report = load::run(&plan).await?;
+        let line = if args.json {
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        } else {
+            report.to_string()
+        };
+        switchyard_runtime::print_stdout(&format!("{line}\n")).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
