@@ -14,6 +14,56 @@ use std::time::{Duration, Instant};
 use common::{Cluster, KEY, Spec, hi, provider};
 use serde_json::{Value, json};
 
+/// A received span: its name and attributes.
+type Span = (String, Vec<(String, String)>);
+
+/// An OTLP/gRPC collector that keeps every span it receives: (name, attributes).
+#[derive(Clone, Default)]
+struct Collector {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<Span>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+        let mut spans = self.spans.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    let attrs = span
+                        .attributes
+                        .iter()
+                        .map(|kv| {
+                            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                                Some(V::StringValue(s)) => s.clone(),
+                                Some(V::BoolValue(b)) => b.to_string(),
+                                Some(V::IntValue(i)) => i.to_string(),
+                                other => format!("{other:?}"),
+                            };
+                            (kv.key.clone(), v)
+                        })
+                        .collect();
+                    spans.push((span.name, attrs));
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// The value of the series `name{labels}` whose label set contains every `key="value"` given.
@@ -174,4 +224,68 @@ async fn metrics_show_a_fallback_and_the_log_line_tells_the_whole_story() {
         assert!(f[field].is_number(), "{field}: {f}");
     }
     assert!(f["cost_usd"].as_str().unwrap().parse::<f64>().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn with_an_otlp_endpoint_every_attempt_is_a_span() {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = switchyard_runtime::grpc::grpc_server(
+        listener,
+        opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+            collector.clone(),
+        ),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(server);
+    let c = Cluster::start(Spec {
+        router_env: vec![("SWITCHYARD_OTLP_ENDPOINT".into(), format!("http://{addr}"))],
+        ..Spec::default()
+    })
+    .await;
+    c.sim()
+        .set_faults("fast", &json!({"errors": [{"status": 500, "rate": 1.0}]}))
+        .await
+        .unwrap();
+    let (status, v) = c
+        .chat(0, &hi(json!({"provider": {"order": ["fast", "open"]}})))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["routing"]["request_id"].as_str().unwrap().to_string();
+    // Spans leave in batches (every 5 s by default).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let spans = collector.spans.lock().unwrap().clone();
+        let request = spans.iter().find(|(name, attrs)| {
+            name == "request" && attrs.iter().any(|(k, v)| k == "request_id" && *v == id)
+        });
+        let attempts: Vec<&Vec<(String, String)>> = spans
+            .iter()
+            .filter(|(name, _)| name == "attempt")
+            .map(|(_, a)| a)
+            .collect();
+        if request.is_some() && attempts.len() >= 3 {
+            let outcome = |a: &Vec<(String, String)>| {
+                a.iter()
+                    .find(|(k, _)| k == "outcome")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let outcomes: Vec<String> = attempts.iter().map(|a| outcome(a)).collect();
+            eprintln!("exported: request {id}, attempts {outcomes:?}");
+            assert_eq!(outcomes, ["unavailable", "unavailable", "ok"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans so far: {spans:?}\n{}",
+            c.routers[0].log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
 }

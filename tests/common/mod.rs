@@ -77,6 +77,8 @@ pub struct Spec {
     pub aof: bool,
     /// Extra arguments for every router.
     pub router_args: Vec<String>,
+    /// Extra environment for every router.
+    pub router_env: Vec<(String, String)>,
 }
 
 impl Default for Spec {
@@ -86,6 +88,7 @@ impl Default for Spec {
             prober: None,
             aof: false,
             router_args: Vec::new(),
+            router_env: Vec::new(),
         }
     }
 }
@@ -141,6 +144,23 @@ endpoints:
 
 async fn service(name: &str, command: &str, args: &[&str]) -> ServiceProcess {
     service_at(name, command, args, "127.0.0.1:0", "127.0.0.1:0").await
+}
+
+/// A service on any free ports, with extra environment.
+async fn service_env(
+    name: &str,
+    command: &str,
+    args: &[&str],
+    extra: &[(String, String)],
+) -> ServiceProcess {
+    let mut all = vec![command];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    let mut env = vec![("RUST_LOG", "info"), ("SWITCHYARD_LOG_FORMAT", "json")];
+    env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    ServiceProcess::spawn(name, "switchyard", "switchyard", all, &env)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// A service on given addresses (`127.0.0.1:0` for any free port).
@@ -255,7 +275,13 @@ impl Cluster {
             &billing,
         ];
         args.extend(self.spec.router_args.iter().map(String::as_str));
-        let router = service(&format!("router-{n}"), "router", &args).await;
+        let router = service_env(
+            &format!("router-{n}"),
+            "router",
+            &args,
+            &self.spec.router_env,
+        )
+        .await;
         let ready = format!("{}/readyz", router.url("http"));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

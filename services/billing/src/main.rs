@@ -13,7 +13,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    switchyard_runtime::init_logging();
+    let _telemetry = switchyard_runtime::init_logging();
     match switchyard_billing::run::run(Cli::parse().args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

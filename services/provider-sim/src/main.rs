@@ -17,7 +17,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    switchyard_runtime::init_logging();
+    let _telemetry = switchyard_runtime::init_logging();
     let args = Args::parse();
     let result = match switchyard_config::load_file::<SimConfig>(&args.config, ENV_PREFIX) {
         Ok(config) => run_until_signal(config).await,

@@ -231,7 +231,24 @@ where
                 budget.deposit(&p.attempt.provider);
             }
             let started = Instant::now();
-            match once(i, timeouts).await {
+            // One span per attempt (exported with OTLP when configured).
+            let span = tracing::info_span!(
+                "attempt",
+                endpoint = %p.attempt.endpoint,
+                provider = %p.attempt.provider,
+                retry = retries > 0,
+                outcome = tracing::field::Empty,
+            );
+            let tried = tracing::Instrument::instrument(once(i, timeouts), span.clone()).await;
+            span.record(
+                "outcome",
+                match &tried {
+                    Tried::Served(_) => "ok",
+                    Tried::Failed(e) => e.class.as_str(),
+                    Tried::Cancelled => "cancelled",
+                },
+            );
+            match tried {
                 Tried::Served(v) => {
                     traces.push(trace(p, "ok", started, retries > 0));
                     metrics::counter!("switchyard_attempts_total", "provider" => p.attempt.provider.to_string(), "outcome" => "ok").increment(1);

@@ -138,11 +138,8 @@ async fn idempotent(
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ChatStreamEvent, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl pb::router_server::Router for RouterGrpc {
-    type ChatStreamStream = EventStream;
-
-    async fn chat(
+impl RouterGrpc {
+    async fn chat_inner(
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<pb::ChatResponse>, Status> {
@@ -168,10 +165,10 @@ impl pb::router_server::Router for RouterGrpc {
         }
     }
 
-    async fn chat_stream(
+    async fn chat_stream_inner(
         &self,
         request: Request<pb::ChatRequest>,
-    ) -> Result<Response<Self::ChatStreamStream>, Status> {
+    ) -> Result<Response<EventStream>, Status> {
         let r = self.router.clone();
         let (metadata, extensions, body) = request.into_parts();
         let probe = Request::from_parts(metadata, extensions, ());
@@ -203,6 +200,27 @@ impl pb::router_server::Router for RouterGrpc {
         Ok(Response::new(Box::pin(
             events.take_until(self.shutdown.clone().cancelled_owned()),
         )))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::router_server::Router for RouterGrpc {
+    type ChatStreamStream = EventStream;
+
+    async fn chat(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<pb::ChatResponse>, Status> {
+        let span = crate::observe::request_span("grpc");
+        tracing::Instrument::instrument(self.chat_inner(request), span).await
+    }
+
+    async fn chat_stream(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<Self::ChatStreamStream>, Status> {
+        let span = crate::observe::request_span("grpc");
+        tracing::Instrument::instrument(self.chat_stream_inner(request), span).await
     }
 
     async fn list_models(

@@ -96,6 +96,15 @@ async fn models(State(r): State<Arc<Router>>, headers: HeaderMap) -> Response {
 }
 
 async fn chat(
+    state: State<Arc<Router>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let span = crate::observe::request_span("http");
+    tracing::Instrument::instrument(chat_inner(state, headers, body), span).await
+}
+
+async fn chat_inner(
     State(r): State<Arc<Router>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,

@@ -102,6 +102,17 @@ pub fn request(a: &Admitted, e: &Ending<'_>) {
     );
 }
 
+/// The span of one request (its attempts are its children); the request id, workflow and
+/// outcome are recorded on it as they become known.
+pub fn request_span(api: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        api,
+        request_id = tracing::field::Empty,
+        workflow = tracing::field::Empty,
+    )
+}
+
 /// Records a request refused before any attempt (authentication, validation, policy, budget,
 /// no eligible route).
 pub fn rejected(class: &str) {

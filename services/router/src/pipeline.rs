@@ -314,6 +314,9 @@ impl Router {
             });
         }
         let id = new_id();
+        let span = tracing::Span::current();
+        span.record("request_id", id.as_str());
+        span.record("workflow", workflow.id.as_str());
         let endpoints: Vec<EndpointId> = attempts
             .iter()
             .map(|p| p.attempt.endpoint.clone())

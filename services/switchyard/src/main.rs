@@ -44,7 +44,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    switchyard_runtime::init_logging();
+    let telemetry = switchyard_runtime::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
@@ -58,6 +58,7 @@ async fn main() -> ExitCode {
         Command::NewMasterKey => secrets::new_master_key(),
         Command::Bench(args) => bench::run(args).await,
     };
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
