@@ -51,6 +51,21 @@ const POLICY: &str = "orgs:
         models: [m]
         provider: { order: [fast, open] }
         timeouts: { first_byte_ms: 2000, total_ms: 4000 }
+      - id: tools_return
+        models: [m]
+        provider: { order: [fast, open] }
+        retry: { max_retries: 0 }
+        on_invalid_output: return
+      - id: tools_retry
+        models: [m]
+        provider: { order: [fast, open] }
+        retry: { max_retries: 0 }
+        on_invalid_output: retry
+      - id: tools_fallback
+        models: [m]
+        provider: { order: [fast, open] }
+        retry: { max_retries: 0 }
+        on_invalid_output: fallback
       - id: retrying
         models: [m]
         provider: { order: [fast], allow_fallbacks: false }
@@ -134,9 +149,9 @@ fn catalog(sim: &SimProcess) -> String {
   - { id: m, context_length: 8000, max_output: 500 }
   - { id: big, context_length: 100000, max_output: 1000 }
 endpoints:
-  - { model: m, provider: fast, upstream_model: m-fast, price: { prompt: 1, completion: 2 } }
-  - { model: m, provider: open, upstream_model: m-open, price: { prompt: 1, completion: 2 } }
-  - { model: m, provider: premium, upstream_model: m-premium, price: { prompt: 6, completion: 12 } }
+  - { model: m, provider: fast, upstream_model: m-fast, supports: [tools, tool_choice, response_format, json_schema, max_tokens], price: { prompt: 1, completion: 2 } }
+  - { model: m, provider: open, upstream_model: m-open, supports: [tools, tool_choice, response_format, json_schema, max_tokens], price: { prompt: 1, completion: 2 } }
+  - { model: m, provider: premium, upstream_model: m-premium, supports: [tools, tool_choice, response_format, json_schema, max_tokens], price: { prompt: 6, completion: 12 } }
   - { model: big, provider: claude, upstream_model: big-claude, price: { prompt: 3, completion: 15 } }
 ";
     c

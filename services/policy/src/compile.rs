@@ -128,6 +128,7 @@ pub fn compile(
                     timeouts: w.timeouts,
                     retry: w.retry,
                     fallback_on_refusal: w.fallback_on_refusal,
+                    on_invalid_output: w.on_invalid_output,
                     data_class: w.data_class.clone(),
                 }
             })

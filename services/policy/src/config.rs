@@ -213,6 +213,23 @@ pub struct WorkflowConfig {
     /// Whether a content-policy refusal may fall back to another endpoint.
     #[serde(default)]
     pub fallback_on_refusal: bool,
+    /// What to do when a tool call or a structured output fails its JSON Schema.
+    #[serde(default)]
+    pub on_invalid_output: OnInvalidOutput,
+}
+
+/// What to do with output that fails its JSON Schema.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalidOutput {
+    /// Pass it through, marked invalid in the routing trace.
+    #[default]
+    Return,
+    /// Ask the same endpoint once more; then pass it through, marked.
+    Retry,
+    /// Move on to the next endpoint in the plan (non-streamed requests); the last invalid
+    /// reply is returned, marked, when no endpoint gives a valid one.
+    Fallback,
 }
 
 fn is_hex64(s: &str) -> bool {

@@ -59,6 +59,9 @@ pub struct CompiledWorkflow {
     pub retry: RetryPolicy,
     /// Whether refusals may fall back.
     pub fallback_on_refusal: bool,
+    /// What to do with output that fails its schema.
+    #[serde(default)]
+    pub on_invalid_output: crate::config::OnInvalidOutput,
     /// Data class, for logs.
     pub data_class: Option<String>,
 }

@@ -23,6 +23,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::retry_budget::RetryBudget;
+use crate::validate::Validator;
+use switchyard_policy::config::OnInvalidOutput;
 
 /// A planned attempt with where to send it.
 #[derive(Debug, Clone)]
@@ -50,6 +52,8 @@ pub struct EngineSettings {
     pub deadline: Instant,
     /// Whether a refusal may fall back.
     pub fallback_on_refusal: bool,
+    /// What to do with output that fails its JSON Schema.
+    pub on_invalid_output: OnInvalidOutput,
 }
 
 /// One attempt as it happened.
@@ -184,6 +188,8 @@ fn attempt_timeouts(s: &EngineSettings) -> Option<Timeouts> {
 /// What happened to one attempt, for the shared loop.
 enum Tried<T> {
     Served(T),
+    /// Served, but the output failed its JSON Schema.
+    Invalid(T),
     Failed(UpstreamError),
     Cancelled,
 }
@@ -202,6 +208,21 @@ where
 {
     let mut traces = Vec::new();
     let mut last: Option<UpstreamError> = None;
+    // The last reply that failed validation, returned (marked) if nothing better comes.
+    let mut kept: Option<(T, usize)> = None;
+    // Ends the request without a valid reply: the kept invalid one if any, else `$error`.
+    macro_rules! give_up {
+        ($error:expr) => {
+            return match kept.take() {
+                Some((v, at)) => Ok((v, at, traces)),
+                None => Err(Failed {
+                    error: $error,
+                    trace: traces,
+                    cancelled: false,
+                }),
+            }
+        };
+    }
     let mut min_context: Option<u32> = None;
     let mut i = 0;
     while i < plan.len() {
@@ -211,6 +232,7 @@ where
             continue;
         }
         let mut retries = 0u32;
+        let mut retried_invalid = false;
         loop {
             let Some(timeouts) = attempt_timeouts(s) else {
                 // Out of time: the last upstream failure says more than "timeout" when there was one.
@@ -221,11 +243,7 @@ where
                         "the request deadline passed before an upstream answered",
                     ),
                 };
-                return Err(Failed {
-                    error,
-                    trace: traces,
-                    cancelled: false,
-                });
+                give_up!(error);
             };
             if retries == 0 {
                 budget.deposit(&p.attempt.provider);
@@ -244,6 +262,7 @@ where
                 "outcome",
                 match &tried {
                     Tried::Served(_) => "ok",
+                    Tried::Invalid(_) => INVALID_OUTPUT,
                     Tried::Failed(e) => e.class.as_str(),
                     Tried::Cancelled => "cancelled",
                 },
@@ -253,6 +272,27 @@ where
                     traces.push(trace(p, "ok", started, retries > 0));
                     metrics::counter!("switchyard_attempts_total", "provider" => p.attempt.provider.to_string(), "outcome" => "ok").increment(1);
                     return Ok((v, i, traces));
+                }
+                Tried::Invalid(v) => {
+                    traces.push(trace(p, INVALID_OUTPUT, started, retries > 0));
+                    metrics::counter!("switchyard_attempts_total", "provider" => p.attempt.provider.to_string(), "outcome" => INVALID_OUTPUT).increment(1);
+                    match s.on_invalid_output {
+                        OnInvalidOutput::Return => return Ok((v, i, traces)),
+                        OnInvalidOutput::Retry if !retried_invalid => {
+                            retried_invalid = true;
+                            retries += 1;
+                            kept = Some((v, i));
+                            metrics::counter!("switchyard_retries_total", "provider" => p.attempt.provider.to_string()).increment(1);
+                        }
+                        OnInvalidOutput::Retry => return Ok((v, i, traces)),
+                        OnInvalidOutput::Fallback => {
+                            kept = Some((v, i));
+                            if let Some(next) = plan.get(i + 1) {
+                                metrics::counter!("switchyard_fallbacks_total", "from" => p.attempt.provider.to_string(), "to" => next.attempt.provider.to_string(), "reason" => INVALID_OUTPUT).increment(1);
+                            }
+                            break;
+                        }
+                    }
                 }
                 Tried::Cancelled => {
                     let error = Error::new(ErrorClass::Timeout, "the client went away");
@@ -296,13 +336,7 @@ where
                             last = Some(e);
                             break;
                         }
-                        Next::Stop => {
-                            return Err(Failed {
-                                error: e.to_error(),
-                                trace: traces,
-                                cancelled: false,
-                            });
-                        }
+                        Next::Stop => give_up!(e.to_error()),
                     }
                 }
             }
@@ -313,12 +347,11 @@ where
         Some(e) => e.to_error(),
         None => Error::new(ErrorClass::NoEligibleRoute, "no attempt could be made"),
     };
-    Err(Failed {
-        error,
-        trace: traces,
-        cancelled: false,
-    })
+    give_up!(error)
 }
+
+/// The trace outcome of an attempt whose output failed its JSON Schema.
+pub const INVALID_OUTPUT: &str = "invalid_output";
 
 /// Runs a non-streamed request along `plan`.
 pub async fn complete(
@@ -328,6 +361,7 @@ pub async fn complete(
     s: &EngineSettings,
     budget: &RetryBudget,
     cancel: &CancellationToken,
+    validator: Option<&Validator>,
 ) -> Result<Completed, Failed> {
     let (response, served, trace) = drive(plan, s, budget, cancel, |i, timeouts| {
         let target = &plan[i].target;
@@ -341,7 +375,18 @@ pub async fn complete(
                 })
                 .await
             {
-                Ok(r) => Tried::Served(r),
+                Ok(r) => match validator {
+                    Some(v) => {
+                        let validity = v.check(&r);
+                        Validator::count(target.endpoint.as_str(), &validity);
+                        if validity.valid {
+                            Tried::Served(r)
+                        } else {
+                            Tried::Invalid(r)
+                        }
+                    }
+                    None => Tried::Served(r),
+                },
                 Err(CallError::Upstream(e)) => Tried::Failed(e),
                 Err(CallError::Cancelled) => Tried::Cancelled,
             }

@@ -54,6 +54,16 @@ fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
     json!({"request_id": a.id, "workflow": a.workflow.id, "attempts": trace, "plan": plan, "seed": a.seed.to_string(), "policy_version": a.policy_version, "health_version": a.health_version})
 }
 
+/// A reply with its routing trace and, when the request had schemas, what validation found.
+fn reply_json(resp: &switchyard_core::ChatResponse, trace: &[AttemptTrace], a: &Admitted) -> Value {
+    let mut body = serde_json::to_value(resp).unwrap_or_default();
+    body["routing"] = trace_json(a, trace);
+    if let Some(v) = &a.validator {
+        body["routing"]["validation"] = serde_json::to_value(v.check(resp)).unwrap_or_default();
+    }
+    body
+}
+
 /// Parses a request body; errors name the field they are about.
 fn parse(body: &[u8]) -> Result<ChatRequest, Error> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -173,9 +183,7 @@ async fn idempotent(
         .map(|b| format!("{b:02x}"))
         .collect();
     let encode = |resp: &switchyard_core::ChatResponse, trace: &[AttemptTrace], a: &Admitted| {
-        let mut body = serde_json::to_value(resp).unwrap_or_default();
-        body["routing"] = trace_json(a, trace);
-        body.to_string()
+        reply_json(resp, trace, a).to_string()
     };
     match r
         .run_idempotent(
@@ -213,11 +221,7 @@ async fn idempotent(
 
 async fn complete(r: Arc<Router>, a: Arc<Admitted>, req: ChatRequest) -> Response {
     match r.run_complete(&a, &req).await {
-        Ok((resp, trace)) => {
-            let mut body = serde_json::to_value(&resp).unwrap_or_default();
-            body["routing"] = trace_json(&a, &trace);
-            axum::Json(body).into_response()
-        }
+        Ok((resp, trace)) => axum::Json(reply_json(&resp, &trace, &a)).into_response(),
         Err((error, trace)) => {
             error_response(&error.with_metadata("routing", trace_json(&a, &trace)))
         }

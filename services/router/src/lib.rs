@@ -13,3 +13,4 @@ pub mod policy_view;
 pub mod reporter;
 pub mod retry_budget;
 pub mod run;
+pub mod validate;

@@ -116,6 +116,8 @@ pub struct Admitted {
     pub requested_model: String,
     /// A streamed request.
     pub stream: bool,
+    /// The request's tool and output schemas, compiled; `None` when it has neither.
+    pub validator: Option<crate::validate::Validator>,
 }
 
 /// An idempotency key and what identifies the request it was sent with.
@@ -262,6 +264,7 @@ impl Router {
         received: Instant,
     ) -> Result<Arc<Admitted>, Error> {
         validate(req)?;
+        let validator = crate::validate::Validator::for_request(req)?;
         let seed = options.seed.unwrap_or_else(rand::random);
         let org = key.org.to_string();
         let workflow = policy
@@ -343,6 +346,7 @@ impl Router {
             max_backoff: Duration::from_millis(workflow.retry.max_backoff_ms),
             deadline,
             fallback_on_refusal: workflow.fallback_on_refusal,
+            on_invalid_output: workflow.on_invalid_output,
         };
         Ok(Arc::new(Admitted {
             id,
@@ -362,6 +366,7 @@ impl Router {
                 .cloned()
                 .unwrap_or_else(|| req.model.clone()),
             stream: req.stream,
+            validator,
         }))
     }
 
@@ -556,6 +561,7 @@ impl Router {
             &a.settings,
             &self.retry_budget,
             &cancel,
+            a.validator.as_ref(),
         )
         .await;
         unfinished.disarm();
@@ -733,7 +739,14 @@ impl Router {
         if let Some(w) = &self.outcomes {
             for (i, t) in trace.iter().enumerate() {
                 let tokens = if i + 1 == trace.len() { tokens_out } else { 0 };
-                w.record(&t.endpoint, t.outcome, t.latency_ms, tokens);
+                // Output that failed its schema was still served: availability is fine, and
+                // validity is counted apart (an endpoint can be good for chat, bad for tools).
+                let outcome = if t.outcome == crate::engine::INVALID_OUTPUT {
+                    "ok"
+                } else {
+                    t.outcome
+                };
+                w.record(&t.endpoint, outcome, t.latency_ms, tokens);
             }
         }
         self.note_failures(trace);
@@ -750,7 +763,8 @@ impl Router {
             }
             let failed = t.outcome != "ok"
                 && t.outcome != "context_length_exceeded"
-                && t.outcome != "content_policy";
+                && t.outcome != "content_policy"
+                && t.outcome != crate::engine::INVALID_OUTPUT;
             self.health.observe(&t.endpoint, failed);
             if failed {
                 self.health.penalize(&t.endpoint, Duration::from_secs(5));

@@ -86,6 +86,7 @@ fn settings() -> EngineSettings {
         max_backoff: Duration::from_secs(2),
         deadline: Instant::now() + Duration::from_secs(20),
         fallback_on_refusal: false,
+        on_invalid_output: switchyard_policy::config::OnInvalidOutput::Return,
     }
 }
 
@@ -106,6 +107,7 @@ async fn an_outage_falls_back_after_a_bounded_retry() {
         &settings(),
         &RetryBudget::default(),
         &CancellationToken::new(),
+        None,
     )
     .await
     .unwrap();
@@ -140,6 +142,7 @@ async fn client_errors_do_not_fall_back() {
         &settings(),
         &RetryBudget::default(),
         &CancellationToken::new(),
+        None,
     )
     .await
     .unwrap_err();
@@ -163,6 +166,7 @@ async fn retry_after_is_honoured_and_not_waited_out_when_others_remain() {
         &settings(),
         &RetryBudget::default(),
         &CancellationToken::new(),
+        None,
     )
     .await
     .unwrap_err();
@@ -193,6 +197,7 @@ async fn retry_after_is_honoured_and_not_waited_out_when_others_remain() {
         &settings(),
         &RetryBudget::default(),
         &CancellationToken::new(),
+        None,
     )
     .await
     .unwrap();
@@ -226,6 +231,7 @@ async fn the_retry_budget_caps_traffic_to_a_failing_upstream() {
             &s,
             &budget,
             &CancellationToken::new(),
+            None,
         )
         .await
         .unwrap_err();
@@ -251,6 +257,7 @@ async fn the_deadline_bounds_everything() {
         &s,
         &RetryBudget::default(),
         &CancellationToken::new(),
+        None,
     )
     .await
     .unwrap_err();
@@ -279,6 +286,7 @@ async fn context_errors_fall_back_to_a_larger_model_only() {
         &settings(),
         &RetryBudget::default(),
         &CancellationToken::new(),
+        None,
     )
     .await
     .unwrap();
@@ -303,6 +311,7 @@ async fn refusals_fall_back_only_when_the_workflow_allows() {
         &settings(),
         &RetryBudget::default(),
         &CancellationToken::new(),
+        None,
     )
     .await
     .unwrap_err();
@@ -318,6 +327,7 @@ async fn refusals_fall_back_only_when_the_workflow_allows() {
         &s,
         &RetryBudget::default(),
         &CancellationToken::new(),
+        None,
     )
     .await
     .unwrap();
@@ -383,6 +393,7 @@ async fn a_client_that_goes_away_cancels_the_upstream_call() {
         &settings(),
         &RetryBudget::default(),
         &cancel,
+        None,
     )
     .await
     .unwrap_err();

@@ -1,0 +1,156 @@
+//! Tool calls and structured outputs validated against their JSON Schemas, and what each
+//! workflow does when a provider's output fails: return it marked, retry once, or fall back.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+mod common;
+
+use common::{Cluster, Spec, outcomes, provider};
+use serde_json::{Value, json};
+
+fn weather_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["c", "f"]},
+            "where": {
+                "type": "object",
+                "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}},
+                "required": ["lat", "lon"]
+            }
+        },
+        "required": ["city", "unit", "where"]
+    })
+}
+
+fn tool_request(workflow: &str) -> Value {
+    json!({
+        "model": "m",
+        "workflow": workflow,
+        "messages": [{"role": "user", "content": "What is the weather in Oslo?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": weather_schema()}}],
+        "tool_choice": "required",
+        "max_tokens": 64
+    })
+}
+
+fn arguments(v: &Value) -> Value {
+    let args = v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    serde_json::from_str(args).unwrap()
+}
+
+#[tokio::test]
+async fn invalid_tool_calls_are_returned_marked_retried_or_routed_around() {
+    let c = Cluster::start(Spec::default()).await;
+    c.sim()
+        .set_faults("fast", &json!({"invalid_tool_call_rate": 1.0}))
+        .await
+        .unwrap();
+
+    // return: passed through, marked invalid.
+    let (status, v) = c.chat(0, &tool_request("tools_return")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(provider(&v), "fast");
+    assert_eq!(outcomes(&v), ["invalid_output"]);
+    let validation = &v["routing"]["validation"];
+    eprintln!("return: {validation}");
+    assert_eq!(validation["valid"], false, "{v}");
+    assert_eq!(validation["tool_calls"], 1);
+    assert!(
+        validation["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("get_weather")
+    );
+
+    // retry: once more on the same endpoint, then passed through marked.
+    c.sim().reset_counters().await.unwrap();
+    let (status, v) = c.chat(0, &tool_request("tools_retry")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(outcomes(&v), ["invalid_output", "invalid_output"]);
+    assert_eq!(v["routing"]["validation"]["valid"], false);
+    assert_eq!(c.sim().requests(&["fast"]).await.unwrap(), 2);
+    assert_eq!(c.sim().requests(&["open"]).await.unwrap(), 0);
+
+    // fallback: the next provider's valid call reaches the user.
+    let (status, v) = c.chat(0, &tool_request("tools_fallback")).await;
+    assert_eq!(status, 200, "{v}");
+    eprintln!(
+        "fallback: {} via {}",
+        v["routing"]["validation"],
+        provider(&v)
+    );
+    assert_eq!(outcomes(&v), ["invalid_output", "ok"]);
+    assert_eq!(
+        (provider(&v), &v["routing"]["validation"]["valid"]),
+        ("open", &json!(true))
+    );
+    let args = arguments(&v);
+    assert!(
+        ["c", "f"].contains(&args["unit"].as_str().unwrap()),
+        "{args}"
+    );
+    assert!(args["where"]["lat"].is_number(), "{args}");
+
+    // With every provider invalid, fallback ends with the last reply, marked.
+    for p in ["open", "premium"] {
+        c.sim()
+            .set_faults(p, &json!({"invalid_tool_call_rate": 1.0}))
+            .await
+            .unwrap();
+    }
+    let (status, v) = c.chat(0, &tool_request("tools_fallback")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        outcomes(&v),
+        ["invalid_output", "invalid_output", "invalid_output"]
+    );
+    assert_eq!(v["routing"]["validation"]["valid"], false);
+
+    // Counted per endpoint and validity.
+    let m = c.metrics(0).await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("switchyard_output_validations_total")
+                && l.contains("endpoint=\"m@fast\"")
+                && l.contains("valid=\"false\"")),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn structured_outputs_are_validated_and_bad_schemas_refused() {
+    let c = Cluster::start(Spec::default()).await;
+    let body = json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": "Weather in Oslo as JSON"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "weather", "schema": weather_schema(), "strict": true}},
+        "max_tokens": 64
+    });
+    let (status, v) = c.chat(0, &body).await;
+    assert_eq!(status, 200, "{v}");
+    let validation = &v["routing"]["validation"];
+    eprintln!("structured output: {validation}");
+    assert_eq!(validation["structured_output"], true, "{v}");
+    assert_eq!(validation["valid"], true, "{v}");
+
+    // A schema that does not compile is the caller's error, before anything is sent.
+    let mut bad = tool_request("tools_return");
+    bad["tools"][0]["function"]["parameters"] = json!({"type": "no-such-type"});
+    let (status, v) = c.chat(0, &bad).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tool `get_weather`"),
+        "{v}"
+    );
+}
