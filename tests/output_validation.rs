@@ -154,3 +154,43 @@ async fn structured_outputs_are_validated_and_bad_schemas_refused() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn streamed_tool_calls_are_validated_at_the_end() {
+    let c = Cluster::start(Spec::default()).await;
+    c.sim()
+        .set_faults("fast", &json!({"invalid_tool_call_rate": 1.0}))
+        .await
+        .unwrap();
+    let routing = |events: &[String]| -> Value {
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "{events:?}"
+        );
+        let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+        last["routing"].clone()
+    };
+    // From `fast`, the assembled call is broken: marked, as it is too late to go elsewhere.
+    let (status, events) = c.stream(0, &tool_request("tools_fallback")).await;
+    assert_eq!(status, 200);
+    let r = routing(&events);
+    eprintln!("streamed from fast: {}", r["validation"]);
+    assert_eq!(r["validation"]["valid"], false, "{r}");
+    assert_eq!(r["attempts"][0]["outcome"], "invalid_output", "{r}");
+    // From `open`, valid.
+    let mut body = tool_request("tools_return");
+    body["provider"] = json!({"order": ["open"]});
+    let (status, events) = c.stream(0, &body).await;
+    assert_eq!(status, 200);
+    let r = routing(&events);
+    eprintln!("streamed from open: {}", r["validation"]);
+    assert_eq!(
+        (
+            r["validation"]["valid"].clone(),
+            r["validation"]["tool_calls"].clone()
+        ),
+        (json!(true), json!(1)),
+        "{r}"
+    );
+}

@@ -243,6 +243,7 @@ pub fn trace(attempts: &[AttemptTrace], a: &crate::pipeline::Admitted) -> pb::Ro
         policy_version: a.policy_version,
         health_version: a.health_version,
         seed: a.seed,
+        validation: None,
         plan: a
             .plan
             .iter()
@@ -297,4 +298,14 @@ pub fn chunk(c: &ChatChunk) -> Option<pb::ChatStreamEvent> {
             finish_reason: finish(choice.finish_reason),
         })),
     })
+}
+
+/// What validation found, on the wire.
+pub fn validation(v: &crate::validate::Validity) -> pb::Validation {
+    pb::Validation {
+        tool_calls: v.tool_calls,
+        structured_output: v.structured_output,
+        valid: v.valid,
+        problems: v.problems.clone(),
+    }
 }

@@ -260,7 +260,17 @@ async fn stream(r: Arc<Router>, a: Arc<Admitted>, req: ChatRequest) -> Response 
                     Some(bytes) => bytes,
                     None => continue,
                 },
-                StreamEvent::Done(_) => Bytes::from_static(b"data: [DONE]\n\n"),
+                // The routing trace (and what validation found), then the end.
+                StreamEvent::Done(_, validity) => {
+                    let mut routing = trace_json(&s.admitted, &s.trace);
+                    if let Some(v) = validity {
+                        routing["validation"] = serde_json::to_value(v).unwrap_or_default();
+                    }
+                    let last = json!({"object": "chat.completion.chunk", "choices": [], "routing": routing});
+                    let mut out = sse(&last).to_vec();
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                    Bytes::from(out)
+                }
                 // After the first chunk there is no fallback: an explicit error event ends the
                 // stream, never a silent clean end. What was generated is billed.
                 StreamEvent::Failed(error) => {

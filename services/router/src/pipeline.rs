@@ -624,6 +624,10 @@ impl Router {
                     guard: unfinished,
                     ended: false,
                     first_chunk_at: Instant::now(),
+                    assembly: a
+                        .validator
+                        .as_ref()
+                        .map(|_| crate::validate::Assembly::default()),
                 })
             }
             Err(failed) => {
@@ -879,8 +883,9 @@ impl Drop for Unfinished {
 pub enum StreamEvent {
     /// A chunk, with the served model and provider, and the cost on a usage chunk.
     Chunk(ChatChunk),
-    /// The upstream finished: the usage settled, with its cost.
-    Done(Usage),
+    /// The upstream finished: the usage settled, with its cost, and what validation found
+    /// (when the request had schemas).
+    Done(Usage, Option<crate::validate::Validity>),
     /// The upstream failed after content went out: no fallback any more, the usage so far is
     /// settled, and the client must be told.
     Failed(Error),
@@ -901,6 +906,7 @@ pub struct StreamSession {
     guard: Unfinished,
     ended: bool,
     first_chunk_at: Instant,
+    assembly: Option<crate::validate::Assembly>,
 }
 
 impl StreamSession {
@@ -932,6 +938,9 @@ impl StreamSession {
         match item {
             Some(Ok(mut chunk)) => {
                 self.guard.observe(&chunk);
+                if let Some(a) = self.assembly.as_mut() {
+                    a.add(&chunk);
+                }
                 let attempt = &self.admitted.plan[self.served].attempt;
                 chunk.model = attempt.model.to_string();
                 chunk.provider = Some(attempt.provider.to_string());
@@ -969,6 +978,20 @@ impl StreamSession {
                 self.ended = true;
                 self.guard.disarm();
                 let usage = self.guard.usage();
+                // Validated at the end, before the final event; too late to go elsewhere.
+                let validity = match (&self.admitted.validator, &self.assembly) {
+                    (Some(v), Some(a)) => {
+                        let validity = v.check_stream(a);
+                        crate::validate::Validator::count(self.endpoint.as_str(), &validity);
+                        if !validity.valid
+                            && let Some(last) = self.trace.last_mut()
+                        {
+                            last.outcome = crate::engine::INVALID_OUTPUT;
+                        }
+                        Some(validity)
+                    }
+                    _ => None,
+                };
                 self.note_served(usage.completion_tokens);
                 let cost = self
                     .router
@@ -980,7 +1003,7 @@ impl StreamSession {
                         ttft,
                     )
                     .await;
-                Some(StreamEvent::Done(Usage { cost, ..usage }))
+                Some(StreamEvent::Done(Usage { cost, ..usage }, validity))
             }
         }
     }

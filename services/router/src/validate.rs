@@ -76,35 +76,56 @@ impl Validator {
         Ok(Some(Validator { tools, output }))
     }
 
-    /// Checks a complete reply.
+    /// Checks a complete reply (its first choice: one is served per request).
     pub fn check(&self, resp: &ChatResponse) -> Validity {
+        let Some(choice) = resp.choices.first() else {
+            return self.check_parts("", &[]);
+        };
+        let text = match &choice.message.content {
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    ContentPart::Text { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect(),
+            None => String::new(),
+        };
+        let calls: Vec<(&str, &str)> = choice
+            .message
+            .tool_calls
+            .iter()
+            .map(|c| (c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        self.check_parts(&text, &calls)
+    }
+
+    /// Checks a streamed reply, assembled from its chunks.
+    pub fn check_stream(&self, a: &Assembly) -> Validity {
+        let calls: Vec<(&str, &str)> = a
+            .calls
+            .values()
+            .map(|(n, args)| (n.as_str(), args.as_str()))
+            .collect();
+        self.check_parts(&a.text, &calls)
+    }
+
+    /// Tool calls (name, argument text) and, when there are none, the text as the structured
+    /// output.
+    fn check_parts(&self, text: &str, calls: &[(&str, &str)]) -> Validity {
         let mut v = Validity::default();
-        for choice in &resp.choices {
-            for call in &choice.message.tool_calls {
-                v.tool_calls += 1;
-                v.problems
-                    .extend(self.check_call(&call.name, &call.arguments));
-            }
-            // A structured output is the text of a reply without tool calls.
-            if let Some(schema) = &self.output
-                && choice.message.tool_calls.is_empty()
-            {
-                v.structured_output = true;
-                let text = match &choice.message.content {
-                    Some(Content::Text(t)) => t.clone(),
-                    Some(Content::Parts(parts)) => parts
-                        .iter()
-                        .filter_map(|p| match p {
-                            ContentPart::Text { text } => Some(text.as_str()),
-                            _ => None,
-                        })
-                        .collect(),
-                    None => String::new(),
-                };
-                match serde_json::from_str::<serde_json::Value>(&text) {
-                    Ok(value) => v.problems.extend(problems(schema, &value, "output")),
-                    Err(e) => v.problems.push(format!("output is not JSON: {e}")),
-                }
+        for (name, arguments) in calls {
+            v.tool_calls += 1;
+            v.problems.extend(self.check_call(name, arguments));
+        }
+        if let Some(schema) = &self.output
+            && calls.is_empty()
+        {
+            v.structured_output = true;
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(value) => v.problems.extend(problems(schema, &value, "output")),
+                Err(e) => v.problems.push(format!("output is not JSON: {e}")),
             }
         }
         v.valid = v.problems.is_empty();
@@ -131,6 +152,35 @@ impl Validator {
         }
         if validity.structured_output {
             metrics::counter!("switchyard_output_validations_total", "endpoint" => endpoint.to_string(), "kind" => "structured_output", "valid" => valid).increment(1);
+        }
+    }
+}
+
+/// A streamed reply put back together from its chunks: the text, and each tool call's name and
+/// argument text.
+#[derive(Debug, Default)]
+pub struct Assembly {
+    text: String,
+    calls: std::collections::BTreeMap<u32, (String, String)>,
+}
+
+impl Assembly {
+    /// Adds a chunk (its first choice).
+    pub fn add(&mut self, chunk: &switchyard_core::ChatChunk) {
+        let Some(choice) = chunk.choices.first() else {
+            return;
+        };
+        if let Some(t) = &choice.delta.content {
+            self.text.push_str(t);
+        }
+        for d in &choice.delta.tool_calls {
+            let call = self.calls.entry(d.index).or_default();
+            if let Some(n) = &d.function.name {
+                call.0.push_str(n);
+            }
+            if let Some(a) = &d.function.arguments {
+                call.1.push_str(a);
+            }
         }
     }
 }
