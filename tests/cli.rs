@@ -1,5 +1,5 @@
 //! The `switchyard` command as a user runs it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -75,30 +75,48 @@ fn check_catalog_reports_every_error_and_honours_env_overrides() {
     );
 }
 
-#[tokio::test]
-async fn up_serves_chat_completions_with_the_demo_key() {
+/// `switchyard up --ephemeral` plus `extra`, started and read until it says it is ready: the
+/// child and every line it printed (trimmed).
+async fn up(extra: &[&str]) -> (tokio::process::Child, Vec<String>) {
     let bin = workspace_bin("switchyard", "switchyard").unwrap();
-    // The documented ports could be taken on a shared machine: every listener on a free port.
     let mut child = tokio::process::Command::new(&bin)
         .args(["up", "--ephemeral"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut router = None;
+    let mut printed = Vec::new();
     while let Ok(Ok(Some(line))) =
         tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
     {
-        if line.trim_start().starts_with("router") {
-            router = line.split_whitespace().nth(1).map(str::to_string);
-        }
-        if line.contains("ready") {
+        let line = line.trim_start().to_string();
+        let ready = line.starts_with("ready;");
+        printed.push(line);
+        if ready {
             break;
         }
     }
-    let router = router.expect("up printed no router address");
+    (child, printed)
+}
+
+/// The second word of the printed line starting with `label`.
+fn field(printed: &[String], label: &str) -> String {
+    printed
+        .iter()
+        .find(|l| l.starts_with(label))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no `{label}` line in {printed:?}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn up_serves_chat_completions_with_the_demo_key() {
+    // The documented ports could be taken on a shared machine: every listener on a free port.
+    let (mut child, printed) = up(&[]).await;
+    let router = field(&printed, "router");
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{router}/v1/chat/completions"))
@@ -126,31 +144,13 @@ async fn up_serves_chat_completions_with_the_demo_key() {
 #[tokio::test]
 async fn up_keeps_its_state_in_redis_when_given_one() {
     let redis = switchyard_testkit::RedisServer::start().await.unwrap();
-    let bin = workspace_bin("switchyard", "switchyard").unwrap();
-    let mut child = tokio::process::Command::new(&bin)
-        .args(["up", "--ephemeral", "--redis", &redis.url()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
+    let (mut child, printed) = up(&["--redis", &redis.url()]).await;
+    let router = field(&printed, "router");
+    let state = printed
+        .iter()
+        .find(|l| l.starts_with("state"))
+        .cloned()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut router, mut state) = (None, None);
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
-    {
-        let line = line.trim_start();
-        if line.starts_with("router") {
-            router = line.split_whitespace().nth(1).map(str::to_string);
-        }
-        if line.starts_with("state") {
-            state = Some(line.to_string());
-        }
-        if line.starts_with("ready;") {
-            break;
-        }
-    }
-    let (router, state) = (router.unwrap(), state.unwrap());
     assert!(state.contains(&redis.url()), "{state}");
     let resp = reqwest::Client::new()
         .post(format!("{router}/v1/chat/completions"))
@@ -245,32 +245,16 @@ fn python_with_openai() -> std::path::PathBuf {
 
 #[tokio::test]
 async fn the_readme_quick_start_works_as_written() {
-    let bin = workspace_bin("switchyard", "switchyard").unwrap();
-    let mut child = tokio::process::Command::new(&bin)
-        .args(["up", "--ephemeral"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut router, mut control) = (None, None);
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
-    {
-        let line = line.trim_start();
-        if line.starts_with("router") {
-            router = line.split_whitespace().nth(1).map(str::to_string);
-        }
-        if let Some(rest) = line.strip_prefix("simulated providers (control API http://") {
-            control = rest.split(')').next().map(str::to_string);
-        }
-        if line.starts_with("ready;") {
-            break;
-        }
-    }
-    let router = router.unwrap().trim_start_matches("http://").to_string();
-    let control = control.unwrap();
+    let (mut child, printed) = up(&[]).await;
+    let router = field(&printed, "router")
+        .trim_start_matches("http://")
+        .to_string();
+    let control = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("simulated providers (control API http://"))
+        .and_then(|rest| rest.split(')').next())
+        .unwrap()
+        .to_string();
     // The documented addresses, pointed at where this instance listens.
     let here = |text: &str| {
         text.replace("127.0.0.1:8080", &router)

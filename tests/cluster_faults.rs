@@ -416,10 +416,7 @@ async fn with_the_prober_down_routers_eject_failing_endpoints_themselves() {
     c.prober.as_mut().unwrap().kill().await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    c.sim()
-        .set_faults("fast", &json!({"errors": [{"status": 500, "rate": 1.0}]}))
-        .await
-        .unwrap();
+    c.break_provider("fast", 500).await;
     c.sim().reset_counters().await.unwrap();
     let body = hi(json!({"provider": {"order": ["fast", "open"]}}));
     let load = c.load(20, KEY, body.clone());

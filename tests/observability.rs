@@ -86,10 +86,7 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test]
 async fn metrics_show_a_fallback_and_the_log_line_tells_the_whole_story() {
     let c = Cluster::start(Spec::default()).await;
-    c.sim()
-        .set_faults("fast", &json!({"errors": [{"status": 500, "rate": 1.0}]}))
-        .await
-        .unwrap();
+    c.break_provider("fast", 500).await;
     let body = hi(json!({"provider": {"order": ["fast", "open"]}}));
     let (status, v) = c.chat(0, &body).await;
     assert_eq!((status, provider(&v)), (200, "open"), "{v}");
@@ -247,10 +244,7 @@ async fn with_an_otlp_endpoint_every_attempt_is_a_span() {
         ..Spec::default()
     })
     .await;
-    c.sim()
-        .set_faults("fast", &json!({"errors": [{"status": 500, "rate": 1.0}]}))
-        .await
-        .unwrap();
+    c.break_provider("fast", 500).await;
     let (status, v) = c
         .chat(0, &hi(json!({"provider": {"order": ["fast", "open"]}})))
         .await;

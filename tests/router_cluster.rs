@@ -19,10 +19,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn an_outage_is_invisible_unless_fallbacks_are_off() {
     let c = Cluster::start(Spec::default()).await;
-    c.sim()
-        .set_faults("fast", &json!({"errors": [{"status": 500, "rate": 1.0}]}))
-        .await
-        .unwrap();
+    c.break_provider("fast", 500).await;
     let mut served = BTreeMap::<String, u32>::new();
     for _ in 0..40 {
         let (status, v) = c.chat(0, &hi(json!({}))).await;
@@ -199,10 +196,7 @@ async fn retry_after_is_honoured() {
 #[tokio::test]
 async fn the_retry_budget_caps_upstream_traffic() {
     let c = Cluster::start(Spec::default()).await;
-    c.sim()
-        .set_faults("fast", &json!({"errors": [{"status": 500, "rate": 1.0}]}))
-        .await
-        .unwrap();
+    c.break_provider("fast", 500).await;
     // Each request may retry three times; 200 failing requests would be 800 upstream calls.
     let requests = 200u64;
     let body = hi(json!({"workflow": "retrying"}));
@@ -239,10 +233,7 @@ async fn futures_join(c: &Cluster, body: &Value, n: usize) -> Vec<u16> {
 #[tokio::test]
 async fn streams_fall_back_before_the_first_chunk_and_end_with_an_error_after_it() {
     let c = Cluster::start(Spec::default()).await;
-    c.sim()
-        .set_faults("fast", &json!({"errors": [{"status": 503, "rate": 1.0}]}))
-        .await
-        .unwrap();
+    c.break_provider("fast", 503).await;
     let body = hi(json!({"provider": {"order": ["fast", "open"]}}));
     let (status, events) = c.stream(0, &body).await;
     assert_eq!(status, 200);
@@ -334,10 +325,7 @@ async fn two_routers_eject_the_same_endpoint_and_plan_alike() {
         ..Spec::default()
     })
     .await;
-    c.sim()
-        .set_faults("fast", &json!({"errors": [{"status": 500, "rate": 1.0}]}))
-        .await
-        .unwrap();
+    c.break_provider("fast", 500).await;
     // Both routers see the failures (and still serve every request by fallback).
     let failing_since = Instant::now();
     let body = hi(json!({"provider": {"order": ["fast"]}}));

@@ -397,6 +397,14 @@ impl Cluster {
         self.sim.control()
     }
 
+    /// Makes simulated provider `id` answer every request with `status`.
+    pub async fn break_provider(&self, id: &str, status: u16) {
+        self.sim()
+            .set_faults(id, &json!({"errors": [{"status": status, "rate": 1.0}]}))
+            .await
+            .unwrap();
+    }
+
     /// Posts a chat completion to router `n`; `headers` are extra headers.
     pub async fn post(
         &self,
