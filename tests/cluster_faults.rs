@@ -42,6 +42,15 @@ async fn ledger_covers(c: &Cluster, orgs: &[&str], served: &BTreeSet<String>) ->
     }
 }
 
+/// Every sample was served.
+fn all_served(samples: &[Sample]) {
+    assert!(
+        samples.iter().all(|s| s.status == 200),
+        "{}",
+        summary(samples)
+    );
+}
+
 fn served_ids(samples: &[Sample]) -> BTreeSet<String> {
     samples
         .iter()
@@ -135,16 +144,8 @@ async fn a_redis_outage_is_ridden_out_and_every_served_request_is_billed() {
         summary(&beta_down)
     );
     // Back to normal, without restarting anything.
-    assert!(
-        acme_after.iter().all(|s| s.status == 200),
-        "{}",
-        summary(&acme_after)
-    );
-    assert!(
-        beta_after.iter().all(|s| s.status == 200),
-        "{}",
-        summary(&beta_after)
-    );
+    all_served(&acme_after);
+    all_served(&beta_after);
 
     // Every request served, before, during or after, is in the ledger, once.
     let served: BTreeSet<String> = served_ids(&acme)
@@ -222,11 +223,7 @@ async fn a_billing_outage_loses_no_usage_report() {
     let samples = load.finish().await;
     eprintln!("through the billing outage: {}", summary(&samples));
     // Budgets live in Redis, which is up: every request is served.
-    assert!(
-        samples.iter().all(|s| s.status == 200),
-        "{}",
-        summary(&samples)
-    );
+    all_served(&samples);
     let served = served_ids(&samples);
     let ledger = ledger_covers(&c, &["acme"], &served).await;
     let unique: BTreeSet<&String> = ledger.iter().collect();
@@ -289,11 +286,7 @@ async fn a_policy_outage_keeps_the_last_snapshot_and_new_routers_start_from_redi
     );
     let samples = load.finish().await;
     eprintln!("through the policy outage: {}", summary(&samples));
-    assert!(
-        samples.iter().all(|s| s.status == 200),
-        "{}",
-        summary(&samples)
-    );
+    all_served(&samples);
 }
 
 #[tokio::test]
@@ -427,11 +420,7 @@ async fn with_the_prober_down_routers_eject_failing_endpoints_themselves() {
         "prober down, `fast` failing: {}; `fast` received {upstream} requests",
         summary(&samples)
     );
-    assert!(
-        samples.iter().all(|s| s.status == 200),
-        "{}",
-        summary(&samples)
-    );
+    all_served(&samples);
     // Each router tried it a few times (3 failures in a row eject), not once per request.
     assert!(upstream <= 2 * 2 * 3, "{upstream}");
     for n in 0..2 {
@@ -477,11 +466,7 @@ async fn a_rate_limit_storm_shifts_traffic_and_it_returns_when_lifted() {
         summary(&samples)
     );
     eprintln!("`fast` received {during} requests during the storm (2 routers, 20 requests/s)");
-    assert!(
-        samples.iter().all(|s| s.status == 200),
-        "{}",
-        summary(&samples)
-    );
+    all_served(&samples);
     // Each router asks again once per Retry-After, not once per request.
     let bound = 2 * (storm.as_secs() / 2 + 2);
     assert!(during <= bound, "{during} > {bound}");

@@ -67,18 +67,30 @@ async fn metrics(addr: std::net::SocketAddr) -> String {
     out
 }
 
-#[tokio::test]
-async fn budgets_reports_alerts_reconciler_usage_and_ledger() {
+/// Billing on a fresh redis-server, reconciling every `reconcile`, and a client of it.
+async fn billing(
+    reconcile: Duration,
+) -> (
+    RedisServer,
+    switchyard_billing::run::BillingHandle,
+    BillingClient<Channel>,
+) {
     let redis = RedisServer::start().await.unwrap();
     let store: Arc<dyn BudgetStore> = Arc::new(RedisBudgetStore::open(&redis.url()).await.unwrap());
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = switchyard_billing::run::start(store, Duration::from_millis(100), grpc, http)
+    let handle = switchyard_billing::run::start(store, reconcile, grpc, http)
         .await
         .unwrap();
-    let mut client = BillingClient::connect(format!("http://{}", handle.grpc_addr))
+    let client = BillingClient::connect(format!("http://{}", handle.grpc_addr))
         .await
         .unwrap();
+    (redis, handle, client)
+}
+
+#[tokio::test]
+async fn budgets_reports_alerts_reconciler_usage_and_ledger() {
+    let (redis, handle, mut client) = billing(Duration::from_millis(100)).await;
 
     // grpc.health.v1 reports the service serving on the same port.
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", handle.grpc_addr))
@@ -274,16 +286,7 @@ async fn budgets_reports_alerts_reconciler_usage_and_ledger() {
 
 #[tokio::test]
 async fn a_report_naming_a_hold_never_taken_is_charged_once() {
-    let redis = RedisServer::start().await.unwrap();
-    let store: Arc<dyn BudgetStore> = Arc::new(RedisBudgetStore::open(&redis.url()).await.unwrap());
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = switchyard_billing::run::start(store, Duration::from_secs(60), grpc, http)
-        .await
-        .unwrap();
-    let mut client = BillingClient::connect(format!("http://{}", handle.grpc_addr))
-        .await
-        .unwrap();
+    let (_redis, handle, mut client) = billing(Duration::from_secs(60)).await;
     client
         .set_budget(pb::SetBudgetRequest {
             scope: org_scope(),
