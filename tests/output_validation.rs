@@ -194,3 +194,49 @@ async fn streamed_tool_calls_are_validated_at_the_end() {
         "{r}"
     );
 }
+
+#[tokio::test]
+async fn tool_requests_move_away_from_an_endpoint_with_a_low_validity_rate() {
+    let c = Cluster::start(Spec {
+        prober: Some("probe: { interval_ms: 10000 }\nevaluate_ms: 200\n".into()),
+        ..Spec::default()
+    })
+    .await;
+    c.sim()
+        .set_faults("fast", &json!({"invalid_tool_call_rate": 1.0}))
+        .await
+        .unwrap();
+    // At first `fast` is tried and its broken calls routed around; they are counted.
+    for _ in 0..6 {
+        let (status, v) = c.chat(0, &tool_request("tools_guarded")).await;
+        assert_eq!((status, provider(&v)), (200, "open"), "{v}");
+    }
+    // Once the prober has its rate, tool requests are planned without it.
+    let started = std::time::Instant::now();
+    let v = loop {
+        let (status, v) = c.chat(0, &tool_request("tools_guarded")).await;
+        assert_eq!(status, 200, "{v}");
+        if !common::plan(&v).contains(&"m@fast".to_string()) {
+            break v;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "still planned: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "tool requests left m@fast {:?} after the last broken call: plan {}",
+        started.elapsed(),
+        v["routing"]["plan"]
+    );
+    assert_eq!(outcomes(&v), ["ok"]);
+    // Plain chat still goes to it first: it is fine for that.
+    let (status, v) = c
+        .chat(
+            0,
+            &json!({"model": "m", "workflow": "tools_guarded", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}),
+        )
+        .await;
+    assert_eq!((status, provider(&v)), (200, "fast"), "{v}");
+}

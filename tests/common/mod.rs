@@ -66,6 +66,12 @@ const POLICY: &str = "orgs:
         provider: { order: [fast, open] }
         retry: { max_retries: 0 }
         on_invalid_output: fallback
+      - id: tools_guarded
+        models: [m]
+        provider: { order: [fast, open] }
+        retry: { max_retries: 0 }
+        on_invalid_output: fallback
+        min_tool_validity: 0.8
       - id: retrying
         models: [m]
         provider: { order: [fast], allow_fallbacks: false }

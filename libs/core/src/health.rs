@@ -63,6 +63,9 @@ pub struct EndpointHealth {
     /// Error rate over the recent window, 0 to 1.
     #[serde(default)]
     pub error_rate: f64,
+    /// Share of tool calls with schema-valid arguments, once enough were seen.
+    #[serde(default)]
+    pub tool_validity: Option<f64>,
 }
 
 /// Every endpoint's health at one version.

@@ -230,6 +230,16 @@ impl Ctx<'_> {
             (ByokMode::Off, KeySource::Byok) => return Err(ExclusionReason::ByokDisabled),
             _ => {}
         }
+        if let Some(min) = policy.min_tool_validity
+            && !self.input.request.tools.is_empty()
+            && let Some(rate) = self.input.health.get(c.endpoint.as_str()).tool_validity
+            && rate < min
+        {
+            return Err(ExclusionReason::LowToolValidity {
+                percent: (rate * 100.0).floor() as u32,
+                min_percent: (min * 100.0).ceil() as u32,
+            });
+        }
         if state == EndpointState::Ejected {
             return Err(ExclusionReason::Unhealthy);
         }

@@ -69,6 +69,9 @@ pub struct Policy {
     pub panic: PanicMode,
     /// Most attempts in one plan.
     pub attempt_cap: usize,
+    /// For requests with tools: leave out endpoints whose measured tool-call validity is below
+    /// this share (endpoints without a measured rate stay in).
+    pub min_tool_validity: Option<f64>,
 }
 
 impl Default for Policy {
@@ -86,6 +89,7 @@ impl Default for Policy {
             degradation: Degradation::default(),
             panic: PanicMode::default(),
             attempt_cap: DEFAULT_ATTEMPT_CAP,
+            min_tool_validity: None,
         }
     }
 }

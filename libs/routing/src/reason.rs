@@ -59,6 +59,13 @@ pub enum ExclusionReason {
     ByokDisabled,
     /// The endpoint is ejected by health checks.
     Unhealthy,
+    /// The request has tools and the endpoint's tool-call validity is below the minimum.
+    LowToolValidity {
+        /// Its measured share of valid tool calls, percent.
+        percent: u32,
+        /// The minimum, percent.
+        min_percent: u32,
+    },
     /// The plan already holds the maximum number of attempts.
     AttemptCap,
 }
@@ -84,6 +91,7 @@ impl ExclusionReason {
             ExclusionReason::ByokRequired => "byok_required",
             ExclusionReason::ByokDisabled => "byok_disabled",
             ExclusionReason::Unhealthy => "unhealthy",
+            ExclusionReason::LowToolValidity { .. } => "low_tool_validity",
             ExclusionReason::AttemptCap => "attempt_cap",
         }
     }
@@ -98,6 +106,13 @@ impl std::fmt::Display for ExclusionReason {
             ExclusionReason::MissingParameter { parameter } => {
                 write!(f, "does not support `{parameter}`")
             }
+            ExclusionReason::LowToolValidity {
+                percent,
+                min_percent,
+            } => write!(
+                f,
+                "{percent} % of its tool calls were valid, below the minimum of {min_percent} %"
+            ),
             ExclusionReason::ContextTooSmall { needed, available } => {
                 write!(f, "needs {needed} tokens, holds {available}")
             }

@@ -58,6 +58,9 @@ pub struct HealthRecord {
     /// Since when the endpoint has been healthy, Unix ms.
     #[serde(default)]
     pub healthy_since_ms: u64,
+    /// Share of tool calls with schema-valid arguments over the window, once enough were seen.
+    #[serde(default)]
+    pub tool_validity: Option<f64>,
     /// When it last came back from an ejection (a successful half-open probe or an operator's
     /// restore), Unix ms: passive outcomes from before that no longer count against it.
     #[serde(default)]
@@ -78,6 +81,7 @@ impl HealthRecord {
             ttft_ms: self.ttft_ms,
             tokens_per_s: self.tokens_per_s,
             error_rate: self.error_rate,
+            tool_validity: self.tool_validity,
         }
     }
 }
@@ -117,6 +121,10 @@ pub struct Outcomes {
     pub tokens_out: u64,
     /// Generation time of those tokens, ms.
     pub generation_ms: u64,
+    /// Tool calls whose arguments passed their schema.
+    pub tool_calls_valid: u64,
+    /// Tool calls whose arguments did not.
+    pub tool_calls_invalid: u64,
 }
 
 impl Outcomes {
@@ -132,6 +140,8 @@ impl Outcomes {
         self.ttft_count += o.ttft_count;
         self.tokens_out += o.tokens_out;
         self.generation_ms += o.generation_ms;
+        self.tool_calls_valid += o.tool_calls_valid;
+        self.tool_calls_invalid += o.tool_calls_invalid;
     }
 
     /// Attempts counted.
@@ -148,6 +158,8 @@ impl Outcomes {
             ("ttft_n".to_string(), self.ttft_count),
             ("tok".to_string(), self.tokens_out),
             ("gen".to_string(), self.generation_ms),
+            ("tv".to_string(), self.tool_calls_valid),
+            ("ti".to_string(), self.tool_calls_invalid),
         ];
         f.extend(self.by_class.iter().map(|(k, v)| (format!("c:{k}"), *v)));
         f.retain(|(_, v)| *v > 0);
@@ -165,6 +177,8 @@ impl Outcomes {
                 "ttft_n" => o.ttft_count += v,
                 "tok" => o.tokens_out += v,
                 "gen" => o.generation_ms += v,
+                "tv" => o.tool_calls_valid += v,
+                "ti" => o.tool_calls_invalid += v,
                 other => {
                     if let Some(class) = other.strip_prefix("c:") {
                         *o.by_class.entry(class.to_string()).or_default() += v;

@@ -45,6 +45,9 @@ fn ewma(prev: Option<f64>, sample: f64, alpha: f64) -> Option<f64> {
     })
 }
 
+/// Tool calls in the window before a validity rate is stated.
+pub const MIN_TOOL_CALLS: u64 = 5;
+
 /// The next record.
 pub fn evaluate(prev: &HealthRecord, i: &Inputs<'_>, t: &Thresholds) -> HealthRecord {
     let mut r = prev.clone();
@@ -65,6 +68,10 @@ pub fn evaluate(prev: &HealthRecord, i: &Inputs<'_>, t: &Thresholds) -> HealthRe
     }
     let w = i.window;
     let n = w.total();
+    let tools = w.tool_calls_valid + w.tool_calls_invalid;
+    if tools >= MIN_TOOL_CALLS {
+        r.tool_validity = Some(w.tool_calls_valid as f64 / tools as f64);
+    }
     if n > 0 {
         r.error_rate = w.failed as f64 / n as f64;
         r.latency_ms = ewma(

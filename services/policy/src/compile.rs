@@ -97,6 +97,7 @@ fn workflow_policy(
         degradation: w.degradation,
         panic: w.panic,
         attempt_cap: w.attempt_cap,
+        min_tool_validity: w.min_tool_validity,
     }
 }
 

@@ -216,6 +216,10 @@ pub struct WorkflowConfig {
     /// What to do when a tool call or a structured output fails its JSON Schema.
     #[serde(default)]
     pub on_invalid_output: OnInvalidOutput,
+    /// For requests with tools, leave out endpoints whose measured tool-call validity (0 to 1)
+    /// is below this.
+    #[serde(default)]
+    pub min_tool_validity: Option<f64>,
 }
 
 /// What to do with output that fails its JSON Schema.
@@ -321,6 +325,11 @@ impl Validate for PolicyConfig {
                     (1..=20).contains(&w.attempt_cap),
                     "attempt_cap",
                     "must be between 1 and 20",
+                );
+                v.check(
+                    w.min_tool_validity.is_none_or(|m| (0.0..=1.0).contains(&m)),
+                    "min_tool_validity",
+                    "must be between 0 and 1",
                 );
             });
             if !workflows.contains(o.default_workflow.as_str()) {

@@ -353,6 +353,15 @@ where
 /// The trace outcome of an attempt whose output failed its JSON Schema.
 pub const INVALID_OUTPUT: &str = "invalid_output";
 
+/// How replies are validated: the request's schemas, and where validity is counted.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputCheck<'a> {
+    /// The compiled schemas.
+    pub validator: &'a Validator,
+    /// Passive outcomes, for the endpoint's tool-call validity rate.
+    pub outcomes: Option<&'a crate::outcomes::OutcomeWriter>,
+}
+
 /// Runs a non-streamed request along `plan`.
 pub async fn complete(
     client: &ProviderClient,
@@ -361,7 +370,7 @@ pub async fn complete(
     s: &EngineSettings,
     budget: &RetryBudget,
     cancel: &CancellationToken,
-    validator: Option<&Validator>,
+    check: Option<OutputCheck<'_>>,
 ) -> Result<Completed, Failed> {
     let (response, served, trace) = drive(plan, s, budget, cancel, |i, timeouts| {
         let target = &plan[i].target;
@@ -375,10 +384,10 @@ pub async fn complete(
                 })
                 .await
             {
-                Ok(r) => match validator {
-                    Some(v) => {
-                        let validity = v.check(&r);
-                        Validator::count(target.endpoint.as_str(), &validity);
+                Ok(r) => match check {
+                    Some(c) => {
+                        let validity = c.validator.check(&r);
+                        Validator::count(&target.endpoint, &validity, c.outcomes);
                         if validity.valid {
                             Tried::Served(r)
                         } else {

@@ -59,6 +59,20 @@ impl OutcomeWriter {
         w
     }
 
+    /// Records how many of an attempt's tool calls passed their schema (the prober turns them
+    /// into the endpoint's tool-call validity rate).
+    pub fn record_tool_calls(&self, endpoint: &EndpointId, valid: u64, invalid: u64) {
+        if valid + invalid == 0 {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let o = pending
+            .entry((endpoint.clone(), bucket_of(now_ms())))
+            .or_default();
+        o.tool_calls_valid += valid;
+        o.tool_calls_invalid += invalid;
+    }
+
     /// Records one attempt.
     pub fn record(&self, endpoint: &EndpointId, outcome: &str, latency_ms: u64, tokens_out: u64) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());

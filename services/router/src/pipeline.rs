@@ -561,7 +561,12 @@ impl Router {
             &a.settings,
             &self.retry_budget,
             &cancel,
-            a.validator.as_ref(),
+            a.validator
+                .as_ref()
+                .map(|validator| crate::engine::OutputCheck {
+                    validator,
+                    outcomes: self.outcomes.as_deref(),
+                }),
         )
         .await;
         unfinished.disarm();
@@ -982,7 +987,11 @@ impl StreamSession {
                 let validity = match (&self.admitted.validator, &self.assembly) {
                     (Some(v), Some(a)) => {
                         let validity = v.check_stream(a);
-                        crate::validate::Validator::count(self.endpoint.as_str(), &validity);
+                        crate::validate::Validator::count(
+                            &self.endpoint,
+                            &validity,
+                            self.router.outcomes.as_deref(),
+                        );
                         if !validity.valid
                             && let Some(last) = self.trace.last_mut()
                         {

@@ -144,8 +144,18 @@ impl Validator {
         }
     }
 
-    /// Counts a checked reply for `endpoint` in the validity series.
-    pub fn count(endpoint: &str, validity: &Validity) {
+    /// Counts a checked reply for `endpoint` in the validity series and, with `outcomes`, in
+    /// the endpoint's passive outcomes.
+    pub fn count(
+        endpoint: &switchyard_core::EndpointId,
+        validity: &Validity,
+        outcomes: Option<&crate::outcomes::OutcomeWriter>,
+    ) {
+        if let Some(w) = outcomes {
+            let n = u64::from(validity.tool_calls);
+            let (valid, invalid) = if validity.valid { (n, 0) } else { (0, n) };
+            w.record_tool_calls(endpoint, valid, invalid);
+        }
         let valid = if validity.valid { "true" } else { "false" };
         if validity.tool_calls > 0 {
             metrics::counter!("switchyard_output_validations_total", "endpoint" => endpoint.to_string(), "kind" => "tool_call", "valid" => valid).increment(u64::from(validity.tool_calls));
