@@ -439,3 +439,38 @@ fn default_split_follows_inverse_square_price() {
         );
     }
 }
+
+#[test]
+fn tool_requests_skip_endpoints_with_low_tool_validity() {
+    let tools = json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]});
+    let mut s = req(tools);
+    s.policy.min_tool_validity = Some(0.8);
+    s.health
+        .endpoints
+        .entry("small@a".into())
+        .or_default()
+        .tool_validity = Some(0.5);
+    // Measured 0.95: stays; unmeasured: stays.
+    s.health
+        .endpoints
+        .entry("small@b".into())
+        .or_default()
+        .tool_validity = Some(0.95);
+    let low: Vec<String> = s
+        .reasons()
+        .into_iter()
+        .filter(|(_, r)| *r == "low_tool_validity")
+        .map(|(e, _)| e)
+        .collect();
+    assert_eq!(low, ["small@a"]);
+    // Without tools, the rate does not matter.
+    let mut plain = req(json!({}));
+    plain.policy.min_tool_validity = Some(0.8);
+    plain.health = s.health.clone();
+    assert!(
+        plain
+            .reasons()
+            .iter()
+            .all(|(_, r)| *r != "low_tool_validity")
+    );
+}
