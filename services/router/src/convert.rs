@@ -243,7 +243,7 @@ pub fn trace(attempts: &[AttemptTrace], a: &crate::pipeline::Admitted) -> pb::Ro
         policy_version: a.policy_version,
         health_version: a.health_version,
         seed: a.seed,
-        validation: None,
+        validation: crate::engine::served_validity(attempts).map(validation),
         plan: a
             .plan
             .iter()

@@ -77,6 +77,14 @@ pub struct AttemptTrace {
     /// Time taken, exactly (for metrics).
     #[serde(skip)]
     pub elapsed: std::time::Duration,
+    /// What validation found in this attempt's reply (set on the serving attempt).
+    #[serde(skip)]
+    pub validity: Option<crate::validate::Validity>,
+}
+
+/// What validation found in the reply that was served, if it was checked.
+pub fn served_validity(trace: &[AttemptTrace]) -> Option<&crate::validate::Validity> {
+    trace.iter().rev().find_map(|t| t.validity.as_ref())
 }
 
 /// A completion and how it was reached.
@@ -170,6 +178,7 @@ fn trace(p: &PlannedAttempt, outcome: &'static str, started: Instant, retry: boo
         retry,
         retry_after_ms: None,
         elapsed: started.elapsed(),
+        validity: None,
     }
 }
 
@@ -372,36 +381,45 @@ pub async fn complete(
     cancel: &CancellationToken,
     check: Option<OutputCheck<'_>>,
 ) -> Result<Completed, Failed> {
-    let (response, served, trace) = drive(plan, s, budget, cancel, |i, timeouts| {
-        let target = &plan[i].target;
-        async move {
-            match client
-                .chat(Call {
-                    target,
-                    request,
-                    timeouts,
-                    cancel,
-                })
-                .await
-            {
-                Ok(r) => match check {
-                    Some(c) => {
-                        let validity = c.validator.check(&r);
-                        Validator::count(&target.endpoint, &validity, c.outcomes);
-                        if validity.valid {
-                            Tried::Served(r)
-                        } else {
-                            Tried::Invalid(r)
+    let ((response, validity), served, mut trace) =
+        drive(plan, s, budget, cancel, |i, timeouts| {
+            let target = &plan[i].target;
+            async move {
+                match client
+                    .chat(Call {
+                        target,
+                        request,
+                        timeouts,
+                        cancel,
+                    })
+                    .await
+                {
+                    Ok(r) => match check {
+                        Some(c) => {
+                            let validity = c.validator.check(&r);
+                            Validator::count(&target.endpoint, &validity, c.outcomes);
+                            if validity.valid {
+                                Tried::Served((r, Some(validity)))
+                            } else {
+                                Tried::Invalid((r, Some(validity)))
+                            }
                         }
-                    }
-                    None => Tried::Served(r),
-                },
-                Err(CallError::Upstream(e)) => Tried::Failed(e),
-                Err(CallError::Cancelled) => Tried::Cancelled,
+                        None => Tried::Served((r, None)),
+                    },
+                    Err(CallError::Upstream(e)) => Tried::Failed(e),
+                    Err(CallError::Cancelled) => Tried::Cancelled,
+                }
             }
-        }
-    })
-    .await?;
+        })
+        .await?;
+    // The served reply is the last attempt that answered (later ones, if any, failed).
+    if let Some(t) = trace
+        .iter_mut()
+        .rev()
+        .find(|t| t.outcome == "ok" || t.outcome == INVALID_OUTPUT)
+    {
+        t.validity = validity;
+    }
     Ok(Completed {
         response,
         served,

@@ -157,14 +157,10 @@ impl RouterGrpc {
         }
         let a = admit(r, &probe, &req).await?;
         match r.run_complete(&a, &req).await {
-            Ok((resp, trace)) => {
-                let mut t = convert::trace(&trace, &a);
-                t.validation = a
-                    .validator
-                    .as_ref()
-                    .map(|v| convert::validation(&v.check(&resp)));
-                Ok(Response::new(convert::response(&resp, t)))
-            }
+            Ok((resp, trace)) => Ok(Response::new(convert::response(
+                &resp,
+                convert::trace(&trace, &a),
+            ))),
             Err((error, _)) => Err(error.to_status()),
         }
     }
@@ -189,16 +185,12 @@ impl RouterGrpc {
                         Some(event) => Ok(event),
                         None => continue,
                     },
-                    StreamEvent::Done(usage, validity) => {
-                        let mut trace = convert::trace(&s.trace, &s.admitted);
-                        trace.validation = validity.as_ref().map(convert::validation);
-                        Ok(pb::ChatStreamEvent {
-                            event: Some(pb::chat_stream_event::Event::Done(pb::StreamDone {
-                                usage: Some(convert::usage(&usage)),
-                                trace: Some(trace),
-                            })),
-                        })
-                    }
+                    StreamEvent::Done(usage) => Ok(pb::ChatStreamEvent {
+                        event: Some(pb::chat_stream_event::Event::Done(pb::StreamDone {
+                            usage: Some(convert::usage(&usage)),
+                            trace: Some(convert::trace(&s.trace, &s.admitted)),
+                        })),
+                    }),
                     // After content went out: a non-OK status ends the stream.
                     StreamEvent::Failed(error) => Err(error.to_status()),
                 };

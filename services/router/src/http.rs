@@ -51,16 +51,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
     let plan: Vec<&str> = a.plan.iter().map(|p| p.attempt.endpoint.as_str()).collect();
     // The seed as text: JSON numbers lose u64 precision in most clients.
-    json!({"request_id": a.id, "workflow": a.workflow.id, "attempts": trace, "plan": plan, "seed": a.seed.to_string(), "policy_version": a.policy_version, "health_version": a.health_version})
+    let mut j = json!({"request_id": a.id, "workflow": a.workflow.id, "attempts": trace, "plan": plan, "seed": a.seed.to_string(), "policy_version": a.policy_version, "health_version": a.health_version});
+    if let Some(v) = crate::engine::served_validity(trace) {
+        j["validation"] = serde_json::to_value(v).unwrap_or_default();
+    }
+    j
 }
 
-/// A reply with its routing trace and, when the request had schemas, what validation found.
+/// A reply with its routing trace.
 fn reply_json(resp: &switchyard_core::ChatResponse, trace: &[AttemptTrace], a: &Admitted) -> Value {
     let mut body = serde_json::to_value(resp).unwrap_or_default();
     body["routing"] = trace_json(a, trace);
-    if let Some(v) = &a.validator {
-        body["routing"]["validation"] = serde_json::to_value(v.check(resp)).unwrap_or_default();
-    }
     body
 }
 
@@ -261,11 +262,8 @@ async fn stream(r: Arc<Router>, a: Arc<Admitted>, req: ChatRequest) -> Response 
                     None => continue,
                 },
                 // The routing trace (and what validation found), then the end.
-                StreamEvent::Done(_, validity) => {
-                    let mut routing = trace_json(&s.admitted, &s.trace);
-                    if let Some(v) = validity {
-                        routing["validation"] = serde_json::to_value(v).unwrap_or_default();
-                    }
+                StreamEvent::Done(_) => {
+                    let routing = trace_json(&s.admitted, &s.trace);
                     let last = json!({"object": "chat.completion.chunk", "choices": [], "routing": routing});
                     let mut out = sse(&last).to_vec();
                     out.extend_from_slice(b"data: [DONE]\n\n");

@@ -62,6 +62,10 @@ pub fn request(a: &Admitted, e: &Ending<'_>) {
     metrics::counter!("switchyard_cost_nano_usd_total", "workflow" => workflow.clone())
         .increment(cost.nanos().max(0) as u64);
 
+    // The line is built only when someone reads it (`switchyard::request` at info).
+    if !tracing::enabled!(target: "switchyard::request", tracing::Level::INFO) {
+        return;
+    }
     let retries = e.trace.iter().filter(|t| t.retry).count();
     let fallbacks = e
         .trace

@@ -888,9 +888,9 @@ impl Drop for Unfinished {
 pub enum StreamEvent {
     /// A chunk, with the served model and provider, and the cost on a usage chunk.
     Chunk(ChatChunk),
-    /// The upstream finished: the usage settled, with its cost, and what validation found
-    /// (when the request had schemas).
-    Done(Usage, Option<crate::validate::Validity>),
+    /// The upstream finished: the usage settled, with its cost (what validation found is on the
+    /// serving attempt's trace).
+    Done(Usage),
     /// The upstream failed after content went out: no fallback any more, the usage so far is
     /// settled, and the client must be told.
     Failed(Error),
@@ -984,23 +984,20 @@ impl StreamSession {
                 self.guard.disarm();
                 let usage = self.guard.usage();
                 // Validated at the end, before the final event; too late to go elsewhere.
-                let validity = match (&self.admitted.validator, &self.assembly) {
-                    (Some(v), Some(a)) => {
-                        let validity = v.check_stream(a);
-                        crate::validate::Validator::count(
-                            &self.endpoint,
-                            &validity,
-                            self.router.outcomes.as_deref(),
-                        );
-                        if !validity.valid
-                            && let Some(last) = self.trace.last_mut()
-                        {
+                if let (Some(v), Some(a)) = (&self.admitted.validator, &self.assembly) {
+                    let validity = v.check_stream(a);
+                    crate::validate::Validator::count(
+                        &self.endpoint,
+                        &validity,
+                        self.router.outcomes.as_deref(),
+                    );
+                    if let Some(last) = self.trace.last_mut() {
+                        if !validity.valid {
                             last.outcome = crate::engine::INVALID_OUTPUT;
                         }
-                        Some(validity)
+                        last.validity = Some(validity);
                     }
-                    _ => None,
-                };
+                }
                 self.note_served(usage.completion_tokens);
                 let cost = self
                     .router
@@ -1012,7 +1009,7 @@ impl StreamSession {
                         ttft,
                     )
                     .await;
-                Some(StreamEvent::Done(Usage { cost, ..usage }, validity))
+                Some(StreamEvent::Done(Usage { cost, ..usage }))
             }
         }
     }

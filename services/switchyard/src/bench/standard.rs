@@ -170,29 +170,25 @@ async fn start(exe: &Path) -> Result<Cluster, String> {
         ),
     )?;
     let any = ["--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"];
-    let with = |mut a: Vec<&'static str>| {
-        a.extend_from_slice(&any);
-        a
-    };
     let policy = Proc::spawn(
         exe,
         &[
             &["policy", "--config", &policy_cfg, "--redis", &redis_url][..],
-            &with(vec![]),
+            &any[..],
         ]
         .concat(),
     )
     .await?;
     let billing = Proc::spawn(
         exe,
-        &[&["billing", "--redis", &redis_url][..], &with(vec![])].concat(),
+        &[&["billing", "--redis", &redis_url][..], &any[..]].concat(),
     )
     .await?;
     let prober = Proc::spawn(
         exe,
         &[
             &["prober", "--catalog", &catalog, "--redis", &redis_url][..],
-            &with(vec![]),
+            &any[..],
         ]
         .concat(),
     )
@@ -215,7 +211,7 @@ async fn start(exe: &Path) -> Result<Cluster, String> {
                 "--billing",
                 &billing_url,
             ][..],
-            &with(vec![]),
+            &any[..],
         ]
         .concat(),
     )
