@@ -189,6 +189,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_reference_and_demo_configs_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+        for file in ["provider-sim.example.yaml", "provider-sim.demo.yaml"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let config: SimConfig =
+                switchyard_config::parse_str(file, &text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(!config.providers.is_empty(), "{file}");
+        }
+    }
+
+    #[test]
     fn validation_reports_every_bad_fault() {
         let err = switchyard_config::parse_str::<SimConfig>(
             "sim.yaml",
