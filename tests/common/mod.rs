@@ -375,6 +375,76 @@ impl Cluster {
         )
     }
 
+    /// Waits until every router follows policy `version` or a later one.
+    pub async fn wait_policy(&self, version: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for n in 0..self.routers.len() {
+            loop {
+                let (_, v) = self.readyz(n).await;
+                if v["policy_version"]
+                    .as_u64()
+                    .is_some_and(|have| have >= version)
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "router-{n} never reached policy version {version}: {v}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// `POST /v1/routing/explain` on router `n` with a route seed: status and JSON body.
+    pub async fn explain(&self, n: usize, body: &Value, seed: u64) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!(
+                "{}/v1/routing/explain",
+                self.routers[n].url("http")
+            ))
+            .bearer_auth(KEY)
+            .header("x-switchyard-route-seed", seed.to_string())
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `switchyard ctl --json ARGS` pointed at this cluster (router 0 for `explain`).
+    pub async fn ctl(&self, args: &[&str]) -> Ctl {
+        let bin = switchyard_testkit::workspace_bin("switchyard", "switchyard").unwrap();
+        let out = tokio::process::Command::new(bin)
+            .arg("ctl")
+            .arg("--json")
+            .args(["--policy", &self.policy.url("grpc")])
+            .args(["--billing", &self.billing.url("grpc")])
+            .args([
+                "--prober",
+                &self
+                    .prober
+                    .as_ref()
+                    .map_or("http://127.0.0.1:1".into(), |p| p.url("grpc")),
+            ])
+            .args(["--router", &self.routers[0].url("grpc")])
+            .args(["--actor", "e2e"])
+            .args(args)
+            .env_remove("SWITCHYARD_API_KEY")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ctl {
+            code: out.status.code().unwrap_or(-1),
+            json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Router `n`'s Prometheus metrics text.
     pub async fn metrics(&self, n: usize) -> String {
         self.http
@@ -434,7 +504,17 @@ impl Cluster {
 
     /// A non-streamed chat completion on router `n`: status and JSON body.
     pub async fn chat(&self, n: usize, body: &Value) -> (u16, Value) {
-        let resp = self.post(n, body, &[]).await;
+        self.chat_with(n, body, &[]).await
+    }
+
+    /// A non-streamed chat completion on router `n` with extra headers: status and JSON body.
+    pub async fn chat_with(
+        &self,
+        n: usize,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let resp = self.post(n, body, headers).await;
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -505,6 +585,27 @@ impl Cluster {
             .await
             .unwrap()
             .into_inner()
+    }
+}
+
+/// What a `ctl` command did.
+#[derive(Debug)]
+pub struct Ctl {
+    /// Exit code.
+    pub code: i32,
+    /// Its stdout as JSON (`Null` when it is not JSON).
+    pub json: Value,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl Ctl {
+    /// The JSON output of a command that must succeed.
+    pub fn ok(self) -> Value {
+        assert_eq!(self.code, 0, "ctl failed: {}{}", self.stderr, self.stdout);
+        self.json
     }
 }
 

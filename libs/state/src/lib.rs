@@ -31,5 +31,5 @@ pub use health_memory::MemoryHealthStore;
 pub use health_redis::RedisHealthStore;
 pub use idempotency::{Begin, IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore};
 pub use memory::MemoryPolicyStore;
-pub use policy::{PolicyStore, StoredSnapshot, snapshot_channel};
+pub use policy::{AuditRecord, PolicyStore, StoredSnapshot, snapshot_channel};
 pub use redis_store::{RedisPolicyStore, connect};

@@ -20,6 +20,45 @@ pub struct StoredSnapshot {
     pub created_ms: u64,
 }
 
+/// One entry of the audit trail: who changed what, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditRecord {
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// Who (as the caller named itself).
+    pub actor: String,
+    /// What: `issue_key`, `revoke_key`, `put_override`, `remove_override`, `eject`, `restore`.
+    pub action: String,
+    /// What it was done to.
+    pub target: String,
+    /// Why, as given.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl AuditRecord {
+    /// A record stamped now.
+    pub fn now(actor: &str, action: &str, target: &str, reason: &str) -> Self {
+        AuditRecord {
+            at_ms: now_ms(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Appends it to `store`'s trail (and logs it).
+    pub async fn append(&self, store: &dyn PolicyStore) -> Result<(), StateError> {
+        tracing::info!(actor = %self.actor, action = %self.action, target = %self.target, reason = %self.reason, "audit");
+        let json = serde_json::to_string(self).map_err(|e| StateError::Corrupt {
+            key: "audit".into(),
+            detail: e.to_string(),
+        })?;
+        store.append_audit(&json).await
+    }
+}
+
 /// The pub/sub channel on which new snapshot versions are announced.
 pub fn snapshot_channel() -> &'static str {
     "sy:policy:changed"

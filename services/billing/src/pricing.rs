@@ -30,6 +30,11 @@ impl PriceBook {
         PriceBook { prices }
     }
 
+    /// An endpoint's prices.
+    pub fn price(&self, endpoint: &str) -> Option<Price> {
+        self.prices.get(endpoint).map(|(p, _)| *p)
+    }
+
     /// The cost of `usage` at `endpoint`: uncached prompt, cached prompt and completion tokens,
     /// plus the per-request fee.
     pub fn cost(&self, endpoint: &str, usage: &Usage) -> Option<Money> {

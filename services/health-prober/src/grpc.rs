@@ -51,6 +51,7 @@ pub fn to_proto(endpoint: &EndpointId, r: &HealthRecord) -> pb::EndpointHealth {
         reason: r.reason.clone(),
         consecutive_failures: r.consecutive_failures,
         ejections: r.ejections,
+        tool_validity: r.tool_validity,
     }
 }
 
@@ -135,19 +136,13 @@ impl pb::health_server::Health for HealthGrpc {
         if r.duration_s == 0 {
             return Err(Status::invalid_argument("duration_s must be positive"));
         }
-        let why = format!(
-            "{} ({})",
-            if r.reason.is_empty() {
-                "no reason given"
-            } else {
-                &r.reason
-            },
-            if r.actor.is_empty() {
-                "unknown"
-            } else {
-                &r.actor
-            }
-        );
+        if r.reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "an ejection needs a reason (it is recorded in the audit)",
+            ));
+        }
+        let actor = actor_of(&r.actor);
+        let why = format!("{} ({actor})", r.reason);
         let rec = self
             .prober
             .set_manual(
@@ -157,6 +152,16 @@ impl pb::health_server::Health for HealthGrpc {
             )
             .await
             .map_err(unavailable)?;
+        if rec.is_some() {
+            self.prober
+                .audit(
+                    actor,
+                    "eject",
+                    &format!("{} for {}s", r.endpoint, r.duration_s),
+                    &r.reason,
+                )
+                .await;
+        }
         found(rec, &r.endpoint)
     }
 
@@ -165,19 +170,30 @@ impl pb::health_server::Health for HealthGrpc {
         request: Request<pb::RestoreRequest>,
     ) -> Result<Response<pb::EndpointHealth>, Status> {
         let r = request.into_inner();
+        let actor = actor_of(&r.actor);
+        let why = if r.reason.trim().is_empty() {
+            actor.to_string()
+        } else {
+            format!("{} ({actor})", r.reason)
+        };
         let rec = self
             .prober
-            .set_manual(
-                &r.endpoint,
-                None,
-                if r.actor.is_empty() {
-                    "unknown"
-                } else {
-                    &r.actor
-                },
-            )
+            .set_manual(&r.endpoint, None, &why)
             .await
             .map_err(unavailable)?;
+        if rec.is_some() {
+            self.prober
+                .audit(actor, "restore", &r.endpoint, &r.reason)
+                .await;
+        }
         found(rec, &r.endpoint)
+    }
+}
+
+fn actor_of(actor: &str) -> &str {
+    if actor.trim().is_empty() {
+        "unknown"
+    } else {
+        actor
     }
 }

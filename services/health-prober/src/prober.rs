@@ -401,6 +401,26 @@ impl Prober {
         Ok(Some(next))
     }
 
+    /// Records an operator action in the policy audit trail (when the prober has the policy
+    /// store); a failure to record is logged, not fatal: the action itself was taken.
+    pub async fn audit(&self, actor: &str, action: &str, target: &str, reason: &str) {
+        let record = switchyard_state::AuditRecord::now(actor, action, target, reason);
+        match &self.policy {
+            Some(store) => {
+                if let Err(e) = record.append(store.as_ref()).await {
+                    tracing::warn!(error = %e, action, target, "operator action not recorded in the audit trail");
+                }
+            }
+            None => tracing::info!(
+                actor,
+                action,
+                target,
+                reason,
+                "operator action (no audit store)"
+            ),
+        }
+    }
+
     /// Ejects `endpoint` for `duration` (operator action), or restores it when `duration` is None.
     pub async fn set_manual(
         &self,

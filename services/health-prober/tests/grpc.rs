@@ -94,11 +94,17 @@ async fn list_watch_eject_restore_and_probe_now() {
         .restore(pb::RestoreRequest {
             endpoint: "m@a".into(),
             actor: "oncall".into(),
+            reason: "fixed upstream".into(),
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(restored.state, pb::EndpointState::Healthy as i32);
+    assert!(
+        restored.reason.contains("fixed upstream (oncall)"),
+        "{}",
+        restored.reason
+    );
     let probed = client
         .probe_now(pb::ProbeNowRequest {
             endpoint: "m@b".into(),
@@ -118,11 +124,22 @@ async fn list_watch_eject_restore_and_probe_now() {
         .eject(pb::EjectRequest {
             endpoint: "nope".into(),
             duration_s: 1,
+            reason: "test".into(),
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    // An ejection without a reason is refused: the audit trail needs one.
+    let err = client
+        .eject(pb::EjectRequest {
+            endpoint: "m@a".into(),
+            duration_s: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let err = client
         .eject(pb::EjectRequest {
             endpoint: "m@a".into(),

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use serde_json::json;
 use switchyard_config::{ConfigError, FieldError};
 use switchyard_core::{ApiKeyId, OrgId};
-use switchyard_state::{PolicyStore, StateError};
+use switchyard_state::{AuditRecord, PolicyStore, StateError};
 use tokio::sync::watch;
 
 use crate::compile::{Dynamic, compile};
@@ -277,9 +277,18 @@ impl PolicyCore {
         target: &str,
         reason: &str,
     ) -> Result<(), StateError> {
-        let record = json!({"at_ms": now_ms(), "actor": actor, "action": action, "target": target, "reason": reason});
-        tracing::info!(actor, action, target, reason, "policy change");
-        self.store.append_audit(&record.to_string()).await
+        AuditRecord::now(actor, action, target, reason)
+            .append(self.store.as_ref())
+            .await
+    }
+
+    /// The latest `limit` audit records, oldest first (unreadable ones are skipped).
+    pub async fn audit_tail(&self, limit: usize) -> Result<Vec<AuditRecord>, StateError> {
+        let raw = self.store.audit_tail(limit).await?;
+        Ok(raw
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
     }
 
     /// Issues a key for `org`; the secret is returned once and never stored.

@@ -154,7 +154,7 @@ impl pb::policy_server::Policy for PolicyGrpc {
         } else {
             &r.actor
         };
-        let (record, secret, _) = self
+        let (record, secret, version) = self
             .core
             .issue_key(&r.org_id, r.scopes, actor)
             .await
@@ -162,6 +162,7 @@ impl pb::policy_server::Policy for PolicyGrpc {
         Ok(Response::new(pb::IssueApiKeyResponse {
             key: Some(key_proto(&record)),
             secret: secret.expose_secret().to_string(),
+            version,
         }))
     }
 
@@ -217,6 +218,52 @@ impl pb::policy_server::Policy for PolicyGrpc {
             .map(|s| s.compiled.overrides.iter().map(override_proto).collect())
             .unwrap_or_default();
         Ok(Response::new(pb::ListOverridesResponse { overrides }))
+    }
+
+    async fn get_status(
+        &self,
+        _: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::PolicyStatus>, Status> {
+        let s = self
+            .core
+            .current()
+            .ok_or_else(|| Status::unavailable("no policy snapshot published yet"))?;
+        let c = &s.compiled;
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(Response::new(pb::PolicyStatus {
+            version: s.version,
+            sha256: s.sha256.clone(),
+            created_unix_ms: s.created_ms as i64,
+            org_ids: c.orgs.iter().map(|o| o.id.to_string()).collect(),
+            api_keys: count(c.keys.len()),
+            revoked_api_keys: count(c.keys.iter().filter(|k| k.revoked).count()),
+            overrides: count(c.overrides.len()),
+        }))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => 100,
+            n => n.min(10_000) as usize,
+        };
+        let records = self
+            .core
+            .audit_tail(limit)
+            .await
+            .map_err(|e| status(e.into()))?
+            .into_iter()
+            .map(|r| pb::AuditRecord {
+                at_unix_ms: r.at_ms as i64,
+                actor: r.actor,
+                action: r.action,
+                target: r.target,
+                reason: r.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { records }))
     }
 }
 

@@ -223,6 +223,28 @@ impl pb::router_server::Router for RouterGrpc {
         tracing::Instrument::instrument(self.chat_stream_inner(request), span).await
     }
 
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let r = &self.router;
+        let (policy, key) = r
+            .authenticate(bearer(&request).as_deref())
+            .map_err(|e| e.to_status())?;
+        let options = options(&request)?;
+        let body = request.into_inner();
+        let req = if body.openai_json.is_empty() {
+            convert::request(body.request.unwrap_or_default())
+        } else {
+            crate::http::parse(body.openai_json.as_bytes())
+        }
+        .map_err(|e| e.to_status())?;
+        let x = r
+            .explain(&policy, &key, &req, options)
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(x.to_proto(r)))
+    }
+
     async fn list_models(
         &self,
         request: Request<pb::ListModelsRequest>,

@@ -24,6 +24,7 @@ pub fn routes(router: Arc<Router>) -> Axum {
     Axum::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
+        .route("/v1/routing/explain", post(explain))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(router)
 }
@@ -66,7 +67,7 @@ fn reply_json(resp: &switchyard_core::ChatResponse, trace: &[AttemptTrace], a: &
 }
 
 /// Parses a request body; errors name the field they are about.
-fn parse(body: &[u8]) -> Result<ChatRequest, Error> {
+pub(crate) fn parse(body: &[u8]) -> Result<ChatRequest, Error> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Error::invalid(
             "the request body must be a JSON object: a chat completion request",
@@ -106,6 +107,49 @@ async fn models(State(r): State<Arc<Router>>, headers: HeaderMap) -> Response {
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
+/// The body, or the response refusing it: too large (413) or unreadable, in the OpenAI
+/// envelope all the same.
+#[allow(clippy::result_large_err)]
+fn body_bytes(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, Response> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("request body larger than {MAX_BODY} bytes")
+        } else {
+            format!("request body unreadable: {}", rejection.body_text())
+        };
+        let mut resp = error_response(&Error::invalid(message));
+        *resp.status_mut() = status;
+        // The rest of the body was not read: the connection cannot carry another request.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    })
+}
+
+/// `POST /v1/routing/explain`: a chat request's route without running it (see
+/// [`Router::explain`]); the route seed header works as for chat completions.
+async fn explain(
+    State(r): State<Arc<Router>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body_bytes(body) {
+        Ok(body) => body,
+        Err(resp) => return resp,
+    };
+    let result = r.authenticate(bearer(&headers)).and_then(|(policy, key)| {
+        let req = parse(&body)?;
+        r.explain(&policy, &key, &req, options(&headers)?)
+    });
+    match result {
+        Ok(x) => axum::Json(x.to_json(&r)).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
 async fn chat(
     state: State<Arc<Router>>,
     headers: HeaderMap,
@@ -120,23 +164,9 @@ async fn chat_inner(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let body = match body {
+    let body = match body_bytes(body) {
         Ok(body) => body,
-        // Too large (413) or unreadable: the OpenAI envelope all the same.
-        Err(rejection) => {
-            let status = rejection.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("request body larger than {MAX_BODY} bytes")
-            } else {
-                format!("request body unreadable: {}", rejection.body_text())
-            };
-            let mut resp = error_response(&Error::invalid(message));
-            *resp.status_mut() = status;
-            // The rest of the body was not read: the connection cannot carry another request.
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return resp;
-        }
+        Err(resp) => return resp,
     };
     let (policy, key) = match r.authenticate(bearer(&headers)) {
         Ok(v) => v,

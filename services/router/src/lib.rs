@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod engine;
+pub mod explain;
 pub mod grpc;
 pub mod health_view;
 pub mod http;

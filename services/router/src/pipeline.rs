@@ -120,6 +120,24 @@ pub struct Admitted {
     pub validator: Option<crate::validate::Validator>,
 }
 
+/// A request's route, planned but not run.
+pub struct Routed {
+    /// The workflow.
+    pub workflow: CompiledWorkflow,
+    /// Attempts in order, with where to send them.
+    pub attempts: Vec<PlannedAttempt>,
+    /// Every candidate left out, with its reason.
+    pub excluded: Vec<switchyard_routing::Exclusion>,
+    /// The models considered, in order.
+    pub models: Vec<switchyard_core::ModelId>,
+    /// Every candidate was ejected and the panic rule admitted them anyway.
+    pub panic: bool,
+    /// The health version planned under.
+    pub health_version: u64,
+    /// What the budget hold reserves: the most the request can cost on any planned endpoint.
+    pub max_cost: Money,
+}
+
 /// An idempotency key and what identifies the request it was sent with.
 #[derive(Debug, Clone, Copy)]
 pub struct Claim<'a> {
@@ -266,6 +284,68 @@ impl Router {
         validate(req)?;
         let validator = crate::validate::Validator::for_request(req)?;
         let seed = options.seed.unwrap_or_else(rand::random);
+        let Routed {
+            workflow,
+            attempts,
+            health_version,
+            max_cost,
+            ..
+        } = self.route(policy, &key, req, seed)?;
+        let id = new_id();
+        let span = tracing::Span::current();
+        span.record("request_id", id.as_str());
+        span.record("workflow", workflow.id.as_str());
+        let held = self.hold(policy, &key, &workflow, &id, max_cost).await?;
+        let t = workflow.timeouts;
+        let mut deadline = Instant::now() + Duration::from_millis(t.total_ms);
+        if let Some(timeout) = options.timeout {
+            deadline = deadline.min(Instant::now() + timeout);
+        }
+        let settings = EngineSettings {
+            timeouts: Timeouts {
+                connect: Duration::from_millis(t.connect_ms),
+                first_byte: Duration::from_millis(t.first_byte_ms),
+                total: Duration::from_millis(t.total_ms),
+            },
+            max_retries: workflow.retry.max_retries,
+            base_backoff: Duration::from_millis(workflow.retry.base_backoff_ms),
+            max_backoff: Duration::from_millis(workflow.retry.max_backoff_ms),
+            deadline,
+            fallback_on_refusal: workflow.fallback_on_refusal,
+            on_invalid_output: workflow.on_invalid_output,
+        };
+        Ok(Arc::new(Admitted {
+            id,
+            key,
+            workflow,
+            plan: attempts,
+            settings,
+            held,
+            policy_version: policy.version,
+            health_version,
+            prompt_tokens: req.estimated_prompt_tokens(),
+            seed,
+            received,
+            requested_model: req
+                .models
+                .first()
+                .cloned()
+                .unwrap_or_else(|| req.model.clone()),
+            stream: req.stream,
+            validator,
+        }))
+    }
+
+    /// The route of a request before anything runs: its workflow, the planned attempts with
+    /// their targets, every candidate left out and the maximum cost. Admission follows it and
+    /// explain shows it, so a dry run with a seed is the plan a request with that seed follows.
+    pub fn route(
+        &self,
+        policy: &PolicyView,
+        key: &KeyRecord,
+        req: &ChatRequest,
+        seed: u64,
+    ) -> Result<Routed, Error> {
         let org = key.org.to_string();
         let workflow = policy
             .compiled
@@ -316,10 +396,6 @@ impl Router {
                 context_length: *context,
             });
         }
-        let id = new_id();
-        let span = tracing::Span::current();
-        span.record("request_id", id.as_str());
-        span.record("workflow", workflow.id.as_str());
         let endpoints: Vec<EndpointId> = attempts
             .iter()
             .map(|p| p.attempt.endpoint.clone())
@@ -329,45 +405,15 @@ impl Router {
             req.estimated_prompt_tokens(),
             req.max_output_tokens(),
         );
-        let held = self.hold(policy, &key, &workflow, &id, max_cost).await?;
-        let t = workflow.timeouts;
-        let mut deadline = Instant::now() + Duration::from_millis(t.total_ms);
-        if let Some(timeout) = options.timeout {
-            deadline = deadline.min(Instant::now() + timeout);
-        }
-        let settings = EngineSettings {
-            timeouts: Timeouts {
-                connect: Duration::from_millis(t.connect_ms),
-                first_byte: Duration::from_millis(t.first_byte_ms),
-                total: Duration::from_millis(t.total_ms),
-            },
-            max_retries: workflow.retry.max_retries,
-            base_backoff: Duration::from_millis(workflow.retry.base_backoff_ms),
-            max_backoff: Duration::from_millis(workflow.retry.max_backoff_ms),
-            deadline,
-            fallback_on_refusal: workflow.fallback_on_refusal,
-            on_invalid_output: workflow.on_invalid_output,
-        };
-        Ok(Arc::new(Admitted {
-            id,
-            key,
+        Ok(Routed {
             workflow,
-            plan: attempts,
-            settings,
-            held,
-            policy_version: policy.version,
+            attempts,
+            excluded: planned.excluded,
+            models: planned.models,
+            panic: planned.panic,
             health_version: health.version,
-            prompt_tokens: req.estimated_prompt_tokens(),
-            seed,
-            received,
-            requested_model: req
-                .models
-                .first()
-                .cloned()
-                .unwrap_or_else(|| req.model.clone()),
-            stream: req.stream,
-            validator,
-        }))
+            max_cost,
+        })
     }
 
     /// Holds `amount`; `Ok(false)` when the budget store is down or slow and the org fails open
@@ -782,7 +828,7 @@ impl Router {
     }
 }
 
-fn validate(req: &ChatRequest) -> Result<(), Error> {
+pub(crate) fn validate(req: &ChatRequest) -> Result<(), Error> {
     if req.messages.is_empty() {
         return Err(Error::invalid(
             "`messages` must contain at least one message",

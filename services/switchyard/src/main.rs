@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod check;
+mod ctl;
 mod secrets;
 mod up;
 
@@ -40,12 +41,21 @@ enum Command {
     /// Open-loop load at fixed rates against an OpenAI-compatible endpoint or a router's gRPC
     /// API; `--standard` runs the router overhead benchmark.
     Bench(bench::Args),
+    /// Operate a running cluster: health, ejections, budgets, usage, overrides, keys, the
+    /// policy version, the audit trail, and explain (a routing dry run).
+    Ctl(ctl::Args),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let telemetry = switchyard_runtime::init_logging();
     let cli = Cli::parse();
+    // A failed `ctl` command is not a usage error: exit 1, as scripts expect.
+    let failure = if matches!(cli.command, Command::Ctl(_)) {
+        1
+    } else {
+        2
+    };
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::CheckCatalog(args) => check::run(args),
@@ -57,6 +67,7 @@ async fn main() -> ExitCode {
         Command::SealByok(args) => secrets::seal(args),
         Command::NewMasterKey => secrets::new_master_key(),
         Command::Bench(args) => bench::run(args).await,
+        Command::Ctl(args) => ctl::run(args).await,
     };
     telemetry.shutdown();
     match result {
@@ -67,7 +78,7 @@ async fn main() -> ExitCode {
             {
                 eprintln!("{message}");
             }
-            ExitCode::from(2)
+            ExitCode::from(failure)
         }
     }
 }

@@ -1,0 +1,177 @@
+//! Explain (dry run): the route a request would take — the plan, every candidate left out with
+//! its reason, the prices and policy it was judged under, the health and policy versions — from
+//! the same code admission uses, without calling upstream or holding budget.
+
+use serde_json::{Value, json};
+use switchyard_core::{ChatRequest, Error};
+use switchyard_proto::v1 as pb;
+
+use crate::pipeline::{AdmitOptions, Routed, Router};
+use crate::policy_view::PolicyView;
+
+/// A request's route, explained.
+pub struct Explanation {
+    /// The seed the plan was drawn with.
+    pub seed: u64,
+    /// The caller's org.
+    pub org: String,
+    /// Policy version.
+    pub policy_version: u64,
+    /// Estimated prompt tokens.
+    pub prompt_tokens: u32,
+    /// The route.
+    pub routed: Routed,
+    /// The request's own provider preferences, as sent.
+    pub request_provider: Value,
+}
+
+impl Router {
+    /// Plans `req` for `key` as [`Router::admit`] would, and stops there.
+    pub fn explain(
+        &self,
+        policy: &PolicyView,
+        key: &switchyard_policy::snapshot::KeyRecord,
+        req: &ChatRequest,
+        options: AdmitOptions,
+    ) -> Result<Explanation, Error> {
+        crate::pipeline::validate(req)?;
+        crate::validate::Validator::for_request(req)?;
+        let seed = options.seed.unwrap_or_else(rand::random);
+        let routed = self.route(policy, key, req, seed)?;
+        metrics::counter!("switchyard_explain_total").increment(1);
+        Ok(Explanation {
+            seed,
+            org: key.org.to_string(),
+            policy_version: policy.version,
+            prompt_tokens: req.estimated_prompt_tokens(),
+            routed,
+            request_provider: serde_json::to_value(&req.provider).unwrap_or(Value::Null),
+        })
+    }
+}
+
+/// Prices as USD text: per 1M prompt, cached prompt and completion tokens, and per request.
+fn price_json(p: Option<switchyard_config::catalog::Price>) -> Value {
+    p.map_or(Value::Null, |p| {
+        json!({
+            "prompt": p.prompt.to_string(),
+            "cached_prompt": p.cached_prompt.unwrap_or(p.prompt).to_string(),
+            "completion": p.completion.to_string(),
+            "request": p.request.to_string(),
+        })
+    })
+}
+
+impl Explanation {
+    /// The routing bounds the request was judged under.
+    fn policy(&self) -> Value {
+        json!({
+            "workflow": serde_json::to_value(&self.routed.workflow.routing).unwrap_or(Value::Null),
+            "request_provider": self.request_provider,
+        })
+    }
+
+    /// The HTTP API's form. Money is exact decimal USD as text; the seed is text (JSON numbers
+    /// lose u64 precision in most clients), as in a response's routing trace.
+    pub fn to_json(&self, router: &Router) -> Value {
+        let r = &self.routed;
+        let plan: Vec<Value> = r
+            .attempts
+            .iter()
+            .map(|p| {
+                let a = &p.attempt;
+                json!({
+                    "endpoint": a.endpoint,
+                    "provider": a.provider,
+                    "model": a.model,
+                    "key": a.key,
+                    "state": a.state.as_str(),
+                    "price": price_json(router.prices.price(a.endpoint.as_str())),
+                })
+            })
+            .collect();
+        let excluded: Vec<Value> = r
+            .excluded
+            .iter()
+            .map(|e| {
+                json!({
+                    "endpoint": e.endpoint,
+                    "provider": e.provider,
+                    "model": e.model,
+                    "key": e.key,
+                    "reason": e.reason.as_str(),
+                    "detail": e.reason.to_string(),
+                })
+            })
+            .collect();
+        json!({
+            "object": "routing.explanation",
+            "dry_run": true,
+            "seed": self.seed.to_string(),
+            "org": self.org,
+            "workflow": r.workflow.id,
+            "policy_version": self.policy_version,
+            "health_version": r.health_version,
+            "models": r.models,
+            "panic": r.panic,
+            "plan": plan,
+            "excluded": excluded,
+            "estimated_prompt_tokens": self.prompt_tokens,
+            "max_cost_usd": r.max_cost.to_string(),
+            "policy": self.policy(),
+        })
+    }
+
+    /// The gRPC API's form.
+    pub fn to_proto(&self, router: &Router) -> pb::ExplainResponse {
+        let r = &self.routed;
+        let key = |k: switchyard_routing::KeySource| match k {
+            switchyard_routing::KeySource::Byok => "byok".to_string(),
+            switchyard_routing::KeySource::Shared => "shared".to_string(),
+        };
+        pb::ExplainResponse {
+            seed: self.seed,
+            policy_version: self.policy_version,
+            health_version: r.health_version,
+            org_id: self.org.clone(),
+            workflow: r.workflow.id.to_string(),
+            models: r.models.iter().map(ToString::to_string).collect(),
+            panic: r.panic,
+            plan: r
+                .attempts
+                .iter()
+                .map(|p| {
+                    let a = &p.attempt;
+                    let price = router.prices.price(a.endpoint.as_str());
+                    pb::PlannedEndpoint {
+                        endpoint: a.endpoint.to_string(),
+                        provider: a.provider.to_string(),
+                        model: a.model.to_string(),
+                        key: key(a.key),
+                        state: a.state.as_str().to_string(),
+                        prompt_nano_usd_per_mtok: price.map_or(0, |p| p.prompt.nanos()),
+                        completion_nano_usd_per_mtok: price.map_or(0, |p| p.completion.nanos()),
+                        request_nano_usd: price.map_or(0, |p| p.request.nanos()),
+                        cached_prompt_nano_usd_per_mtok: price
+                            .map_or(0, |p| p.cached_prompt.unwrap_or(p.prompt).nanos()),
+                    }
+                })
+                .collect(),
+            excluded: r
+                .excluded
+                .iter()
+                .map(|e| pb::ExcludedEndpoint {
+                    endpoint: e.endpoint.to_string(),
+                    provider: e.provider.to_string(),
+                    model: e.model.to_string(),
+                    key: key(e.key),
+                    reason: e.reason.as_str().to_string(),
+                    detail: e.reason.to_string(),
+                })
+                .collect(),
+            max_cost_nano_usd: r.max_cost.nanos(),
+            estimated_prompt_tokens: self.prompt_tokens,
+            policy_json: self.policy().to_string(),
+        }
+    }
+}
