@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -113,6 +114,9 @@ impl Default for Spec {
         }
     }
 }
+
+/// Chat completion URLs a load is spread over.
+pub type Pool = Arc<RwLock<Vec<String>>>;
 
 /// A running cluster; every process is killed when it is dropped.
 pub struct Cluster {
@@ -689,6 +693,19 @@ impl Load {
         key: &'static str,
         body: Value,
     ) -> Load {
+        Load::over(http, Arc::new(RwLock::new(urls)), rate, key, body)
+    }
+
+    /// Load over a pool of chat completion URLs that may change while it runs (what a load
+    /// balancer would send to); with an empty pool, the request is recorded as not sent
+    /// (status 0).
+    pub fn over(
+        http: reqwest::Client,
+        urls: Pool,
+        rate: u32,
+        key: &'static str,
+        body: Value,
+    ) -> Load {
         let stop = tokio_util::sync::CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
@@ -702,12 +719,26 @@ impl Load {
                     _ = token.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let url = urls[n % urls.len()].clone();
+                let url = {
+                    let urls = urls.read().unwrap();
+                    (!urls.is_empty()).then(|| urls[n % urls.len()].clone())
+                };
                 n += 1;
                 let (http, body) = (http.clone(), body.clone());
                 let sent = started.elapsed();
                 inflight.spawn(async move {
                     let t = Instant::now();
+                    let Some(url) = url else {
+                        return Sample {
+                            sent,
+                            status: 0,
+                            request_id: None,
+                            provider: None,
+                            attempts: 0,
+                            error: Some("no router in the pool".into()),
+                            latency: t.elapsed(),
+                        };
+                    };
                     let resp = http
                         .post(url)
                         .bearer_auth(key)

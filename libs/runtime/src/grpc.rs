@@ -25,8 +25,29 @@ where
     S::Response: IntoResponse,
     S::Future: Send + 'static,
 {
+    grpc_server_draining(listener, service, shutdown.clone(), shutdown).await
+}
+
+/// As [`grpc_server`], for a service that drains before it stops: when `draining` fires,
+/// `grpc.health.v1` reports it NOT_SERVING while it still serves; at `shutdown` it stops
+/// accepting and waits for the calls in flight.
+pub async fn grpc_server_draining<S>(
+    listener: TcpListener,
+    service: S,
+    draining: CancellationToken,
+    shutdown: CancellationToken,
+) -> Result<impl Future<Output = ()> + Send, String>
+where
+    S: Service<Request<Body>, Error = Infallible> + NamedService + Clone + Send + Sync + 'static,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<S>().await;
+    tokio::spawn(async move {
+        draining.cancelled().await;
+        reporter.set_not_serving::<S>().await;
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
         .build_v1()

@@ -6,9 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use switchyard_proto::v1 as pb;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
@@ -18,13 +17,12 @@ use crate::pipeline::{AdmitOptions, Admitted, Claim, Router, StreamEvent};
 #[derive(Debug, Clone)]
 pub struct RouterGrpc {
     router: Arc<Router>,
-    shutdown: CancellationToken,
 }
 
 impl RouterGrpc {
-    /// Serves `router`; streams end at `shutdown`.
-    pub fn new(router: Arc<Router>, shutdown: CancellationToken) -> Self {
-        RouterGrpc { router, shutdown }
+    /// Serves `router` (streams open at its drain deadline end with an error status).
+    pub fn new(router: Arc<Router>) -> Self {
+        RouterGrpc { router }
     }
 }
 
@@ -197,9 +195,7 @@ impl RouterGrpc {
                 return Some((event, s));
             }
         });
-        Ok(Response::new(Box::pin(
-            events.take_until(self.shutdown.clone().cancelled_owned()),
-        )))
+        Ok(Response::new(Box::pin(events)))
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Router {
     pub hold_timeout: Duration,
     /// Per org: the maximum cost admitted without a hold since the budget store last answered.
     pub fail_open_spent: std::sync::Mutex<HashMap<String, Money>>,
+    /// Fires at the drain deadline of a shutdown: streams still open end with an error event.
+    pub abort: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Router {
@@ -226,6 +228,7 @@ impl Router {
             idempotency: None,
             hold_timeout: Duration::from_millis(500),
             fail_open_spent: std::sync::Mutex::new(HashMap::new()),
+            abort: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -973,6 +976,21 @@ impl StreamSession {
             .note_attempts(&self.trace[served..], u64::from(tokens_out));
     }
 
+    /// Ends the stream at a shutdown's drain deadline: billed for what it streamed, not held
+    /// against the endpoint, and an explicit error for the client (never a silent end).
+    async fn cut_for_shutdown(&mut self) -> StreamEvent {
+        self.ended = true;
+        self.guard.disarm();
+        let usage = self.guard.usage();
+        self.router
+            .finish_cancelled(&self.admitted, Some((self.served, usage)))
+            .await;
+        StreamEvent::Failed(Error::new(
+            ErrorClass::Unavailable,
+            "the router is shutting down and this stream outlived its drain deadline; what was streamed is billed",
+        ))
+    }
+
     /// The next event; `None` after the final one.
     pub async fn next(&mut self) -> Option<StreamEvent> {
         if self.ended {
@@ -980,7 +998,12 @@ impl StreamSession {
         }
         let item = match self.first.take() {
             Some(first) => Some(Ok(first)),
-            None => self.rest.next().await,
+            None => {
+                tokio::select! {
+                    item = self.rest.next() => item,
+                    _ = self.router.abort.cancelled() => return Some(self.cut_for_shutdown().await),
+                }
+            }
         };
         let ttft = Some(
             self.first_chunk_at

@@ -68,6 +68,18 @@ pub struct Args {
         env = "SWITCHYARD_ROUTER_HEALTH_TTL_MS"
     )]
     pub health_ttl_ms: u64,
+    /// On SIGTERM, keep serving this long with `/readyz` failing (and grpc.health.v1 reporting
+    /// NOT_SERVING) so load balancers stop sending new requests before the listeners close.
+    #[arg(long, default_value_t = 0, env = "SWITCHYARD_ROUTER_SHUTDOWN_DELAY_MS")]
+    pub shutdown_delay_ms: u64,
+    /// Then wait this long for in-flight requests and streams to finish; streams still open
+    /// after it end with an error event (never silently).
+    #[arg(
+        long,
+        default_value_t = 30_000,
+        env = "SWITCHYARD_ROUTER_DRAIN_TIMEOUT_MS"
+    )]
+    pub drain_timeout_ms: u64,
 }
 
 /// Settings of a router beyond its stores and peers.
@@ -77,6 +89,10 @@ pub struct Settings {
     pub hold_grace: Duration,
     /// See [`Args::health_ttl_ms`].
     pub health_ttl: Duration,
+    /// See [`Args::shutdown_delay_ms`].
+    pub shutdown_delay: Duration,
+    /// See [`Args::drain_timeout_ms`].
+    pub drain_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -84,6 +100,8 @@ impl Default for Settings {
         Settings {
             hold_grace: Duration::from_secs(300),
             health_ttl: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -142,16 +160,43 @@ pub struct RouterHandle {
     pub http_addr: SocketAddr,
     /// gRPC address.
     pub grpc_addr: SocketAddr,
+    /// Readiness goes false.
+    draining: CancellationToken,
+    /// The listeners stop accepting; in-flight requests and streams go on.
+    accept: CancellationToken,
+    /// Streams still open at the drain deadline end with an error event.
+    abort: CancellationToken,
+    /// Usage reports, outcome counters and the watchers flush and stop.
     shutdown: CancellationToken,
+    servers: TaskTracker,
     tracker: TaskTracker,
+    settings: Settings,
 }
 
 impl RouterHandle {
-    /// Stops serving, flushes usage reports, and waits.
+    /// Stops gracefully: readiness goes false first (for `shutdown_delay`, still serving), then
+    /// the listeners close and in-flight requests and streams finish (up to `drain_timeout`,
+    /// after which open streams end with an error event), then usage reports and outcome
+    /// counters are flushed.
     pub async fn shutdown(self) {
+        let started = tokio::time::Instant::now();
+        self.draining.cancel();
+        tracing::info!(delay = ?self.settings.shutdown_delay, "draining: not ready any more");
+        tokio::time::sleep(self.settings.shutdown_delay).await;
+        self.accept.cancel();
+        self.servers.close();
+        if tokio::time::timeout(self.settings.drain_timeout, self.servers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(deadline = ?self.settings.drain_timeout, "drain deadline passed; ending the streams still open");
+            self.abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.servers.wait()).await;
+        }
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        tracing::info!(took = ?started.elapsed(), "router stopped");
     }
 }
 
@@ -166,7 +211,13 @@ pub async fn start(
     settings: Settings,
 ) -> Result<RouterHandle, String> {
     let shutdown = CancellationToken::new();
+    let (draining, accept, abort) = (
+        CancellationToken::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
     let tracker = TaskTracker::new();
+    let servers = TaskTracker::new();
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let grpc_addr = grpc.local_addr().map_err(|e| e.to_string())?;
     let watcher = PolicyWatcher::spawn(policy_url, stores.policy, shutdown.clone());
@@ -202,29 +253,33 @@ pub async fn start(
     router.outcomes = Some(outcomes);
     router.hold_grace = settings.hold_grace;
     router.idempotency = Some(stores.idempotency);
+    router.abort = abort.clone();
     let router = Arc::new(router);
+    let is_draining = draining.clone();
     let ready: switchyard_runtime::ops::Readiness = Arc::new(move || {
         let p = watcher.current();
+        let draining = is_draining.is_cancelled();
         let detail = serde_json::json!({
             "policy_version": p.as_ref().map(|p| p.version),
             "policy_stale": watcher.is_stale(),
             "health_stale": health.is_stale(),
+            "draining": draining,
         });
-        (p.is_some(), detail)
+        (p.is_some() && !draining, detail)
     });
-    let grpc_server = switchyard_runtime::grpc::grpc_server(
+    let grpc_server = switchyard_runtime::grpc::grpc_server_draining(
         grpc,
         switchyard_proto::v1::router_server::RouterServer::new(crate::grpc::RouterGrpc::new(
             router.clone(),
-            shutdown.clone(),
         )),
-        shutdown.clone(),
+        draining.clone(),
+        accept.clone(),
     )
     .await?;
-    tracker.spawn(grpc_server);
+    servers.spawn(grpc_server);
     let app = crate::http::routes(router).merge(switchyard_runtime::ops::routes(ready));
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
+    let stop = accept.clone();
+    servers.spawn(async move {
         let listener = axum::serve::ListenerExt::tap_io(http, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
@@ -238,8 +293,13 @@ pub async fn start(
     Ok(RouterHandle {
         http_addr,
         grpc_addr,
+        draining,
+        accept,
+        abort,
         shutdown,
+        servers,
         tracker,
+        settings,
     })
 }
 
@@ -257,6 +317,8 @@ pub async fn run(args: Args) -> Result<(), String> {
     let settings = Settings {
         hold_grace: Duration::from_millis(args.hold_grace_ms),
         health_ttl: Duration::from_millis(args.health_ttl_ms),
+        shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
     };
     let handle = start(
         &catalog,

@@ -118,7 +118,7 @@ async fn env() -> Env {
     let grpc_listener = listen().await;
     let grpc = format!("http://{}", grpc_listener.local_addr().unwrap());
     let grpc_service = switchyard_proto::v1::router_server::RouterServer::new(
-        switchyard_router::grpc::RouterGrpc::new(router.clone(), stop.clone()),
+        switchyard_router::grpc::RouterGrpc::new(router.clone()),
     );
     tokio::spawn(
         tonic::transport::Server::builder()
