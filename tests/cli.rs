@@ -207,42 +207,6 @@ fn readme_blocks(lang: &str) -> Vec<String> {
     blocks
 }
 
-/// A Python with the `openai` package: `python3` if it has it, otherwise a virtualenv under the
-/// target directory, created once with `pip install openai` from the package registry.
-fn python_with_openai() -> std::path::PathBuf {
-    let has_sdk = |python: &std::path::Path| {
-        Command::new(python)
-            .args(["-c", "import openai"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let system = std::path::PathBuf::from("python3");
-    if has_sdk(&system) {
-        return system;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    let venv = target.join("python-openai");
-    let python = venv.join("bin/python");
-    if !has_sdk(&python) {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed for the README's SDK example");
-        assert!(made.success(), "python3 -m venv failed");
-        let installed = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "openai"])
-            .status()
-            .unwrap();
-        assert!(
-            installed.success(),
-            "pip install openai failed: the README's SDK example needs the openai package"
-        );
-    }
-    python
-}
-
 #[tokio::test]
 async fn the_readme_quick_start_works_as_written() {
     let (mut child, printed) = up(&[]).await;
@@ -292,7 +256,7 @@ async fn the_readme_quick_start_works_as_written() {
 
     let python = readme_blocks("python");
     assert_eq!(python.len(), 1);
-    let out = Command::new(python_with_openai())
+    let out = Command::new(switchyard_testkit::python_with("openai", "openai").unwrap())
         .args(["-c", &here(&python[0])])
         .output()
         .unwrap();

@@ -120,6 +120,25 @@ pub struct Admitted {
     pub stream: bool,
     /// The request's tool and output schemas, compiled; `None` when it has neither.
     pub validator: Option<crate::validate::Validator>,
+    /// Counts the request in `switchyard_requests_in_flight` while it lives.
+    _in_flight: InFlight,
+}
+
+/// One admitted request in the `switchyard_requests_in_flight` gauge (what a router's
+/// autoscaler can follow), from admission until its last byte and report.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        metrics::gauge!("switchyard_requests_in_flight").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("switchyard_requests_in_flight").decrement(1.0);
+    }
 }
 
 /// A request's route, planned but not run.
@@ -336,6 +355,7 @@ impl Router {
                 .unwrap_or_else(|| req.model.clone()),
             stream: req.stream,
             validator,
+            _in_flight: InFlight::new(),
         }))
     }
 
