@@ -244,6 +244,22 @@ fn kubernetes_manifests_render_and_validate_offline() {
             "{name}"
         );
         assert!(c["resources"]["requests"]["cpu"].is_string(), "{name}");
+        // Mutual TLS between the services, from a Secret per service.
+        let env = c["env"].as_array().unwrap();
+        for var in [
+            "SWITCHYARD_TLS_CERT",
+            "SWITCHYARD_TLS_KEY",
+            "SWITCHYARD_TLS_CA",
+        ] {
+            assert!(env.iter().any(|e| e["name"] == var), "{name}: no {var}");
+        }
+        let volumes = d["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v["secret"]["secretName"] == format!("switchyard-{name}-tls")),
+            "{name}"
+        );
         assert_eq!(
             d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"],
             "true"

@@ -101,6 +101,8 @@ pub struct Spec {
     pub router_args: Vec<String>,
     /// Extra environment for every router.
     pub router_env: Vec<(String, String)>,
+    /// Extra environment for every service and `ctl` (e.g. mutual TLS).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Spec {
@@ -111,6 +113,7 @@ impl Default for Spec {
             aof: false,
             router_args: Vec::new(),
             router_env: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -167,40 +170,31 @@ endpoints:
     c
 }
 
-async fn service(name: &str, command: &str, args: &[&str]) -> ServiceProcess {
-    service_at(name, command, args, "127.0.0.1:0", "127.0.0.1:0").await
-}
-
 /// A service on any free ports, with extra environment.
-async fn service_env(
+async fn service(
     name: &str,
     command: &str,
     args: &[&str],
     extra: &[(String, String)],
 ) -> ServiceProcess {
-    let mut all = vec![command];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
-    let mut env = vec![("RUST_LOG", "info"), ("SWITCHYARD_LOG_FORMAT", "json")];
-    env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    ServiceProcess::spawn(name, "switchyard", "switchyard", all, &env)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    service_at(name, command, args, "127.0.0.1:0", "127.0.0.1:0", extra).await
 }
 
-/// A service on given addresses (`127.0.0.1:0` for any free port).
+/// A service on given addresses (`127.0.0.1:0` for any free port), with extra environment.
 async fn service_at(
     name: &str,
     command: &str,
     args: &[&str],
     grpc: &str,
     http: &str,
+    extra: &[(String, String)],
 ) -> ServiceProcess {
     let mut all = vec![command];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--grpc", grpc, "--http", http]);
     // JSON logs, one object per line, as an operator would collect them.
-    let env = [("RUST_LOG", "info"), ("SWITCHYARD_LOG_FORMAT", "json")];
+    let mut env = vec![("RUST_LOG", "info"), ("SWITCHYARD_LOG_FORMAT", "json")];
+    env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     ServiceProcess::spawn(name, "switchyard", "switchyard", all, &env)
         .await
         .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -233,12 +227,14 @@ impl Cluster {
             "policy",
             "policy",
             &["--config", &path(&policy_file), "--redis", &url],
+            &spec.env,
         )
         .await;
         let billing = service(
             "billing",
             "billing",
             &["--redis", &url, "--reconcile-ms", "500"],
+            &spec.env,
         )
         .await;
         let prober = match &spec.prober {
@@ -258,6 +254,7 @@ impl Cluster {
                             "--redis",
                             &url,
                         ],
+                        &spec.env,
                     )
                     .await,
                 )
@@ -300,13 +297,14 @@ impl Cluster {
             &billing,
         ];
         args.extend(self.spec.router_args.iter().map(String::as_str));
-        let router = service_env(
-            &format!("router-{n}"),
-            "router",
-            &args,
-            &self.spec.router_env,
-        )
-        .await;
+        let env: Vec<(String, String)> = self
+            .spec
+            .env
+            .iter()
+            .chain(&self.spec.router_env)
+            .cloned()
+            .collect();
+        let router = service(&format!("router-{n}"), "router", &args, &env).await;
         let ready = format!("{}/readyz", router.url("http"));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -343,6 +341,7 @@ impl Cluster {
             &["--redis", &url, "--reconcile-ms", "500"],
             &grpc,
             &http,
+            &self.spec.env,
         )
         .await;
     }
@@ -361,6 +360,7 @@ impl Cluster {
             &["--config", file.to_str().unwrap(), "--redis", &url],
             &grpc,
             &http,
+            &self.spec.env,
         )
         .await;
     }
@@ -437,6 +437,7 @@ impl Cluster {
             .args(["--actor", "e2e"])
             .args(args)
             .env_remove("SWITCHYARD_API_KEY")
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .output()
             .await
             .unwrap();

@@ -1,6 +1,7 @@
 //! Serving a Switchyard gRPC service the same way everywhere: the service itself plus
 //! `grpc.health.v1` (reporting it serving) and server reflection over every Switchyard proto,
-//! TCP_NODELAY on accepted connections, and a graceful stop.
+//! TCP_NODELAY on accepted connections, mutual TLS when configured (see [`crate::tls`]), and a
+//! graceful stop.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -52,14 +53,26 @@ where
         .register_encoded_file_descriptor_set(switchyard_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("gRPC reflection: {e}"))?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let tls = crate::tls::current()?;
     Ok(async move {
-        let served = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(reflection)
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-            .await;
+            .add_service(service);
+        let signal = shutdown.cancelled_owned();
+        let served = match tls {
+            // Mutual TLS: only clients with a certificate signed by the CA get through.
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), signal)
+                    .await
+            }
+            None => {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+        };
         if let Err(e) = served {
             tracing::error!(service = S::NAME, error = %e, "gRPC server failed");
         }

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 
 pub mod grpc;
 pub mod ops;
+pub mod tls;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); one JSON object per line when
 /// `SWITCHYARD_LOG_FORMAT=json`, colours only on a terminal. With `SWITCHYARD_OTLP_ENDPOINT`

@@ -110,8 +110,7 @@ impl PolicyWatcher {
 
     /// Follows one Watch stream until it fails.
     async fn follow(&self, url: &str) -> Result<(), String> {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .map_err(|e| e.to_string())?
+        let channel = switchyard_runtime::tls::endpoint(url)?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .connect()

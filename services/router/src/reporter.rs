@@ -135,8 +135,7 @@ async fn send(
     batch: Vec<pb::UsageRecord>,
 ) -> Result<usize, String> {
     if client.is_none() {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .map_err(|e| e.to_string())?
+        let channel = switchyard_runtime::tls::endpoint(url)?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(5))
             .tcp_nodelay(true)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchyard_core::Money;
 use switchyard_proto::v1 as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Arguments of `ctl`.
 #[derive(clap::Args)]
@@ -55,6 +55,20 @@ pub struct Args {
     /// Who is acting, for the audit trail (default: $USER).
     #[arg(long, global = true, env = "SWITCHYARD_ACTOR")]
     actor: Option<String>,
+    /// Client certificate for mutual TLS (PEM; with --tls-key and --tls-ca).
+    #[arg(long, global = true, env = "SWITCHYARD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_TLS_KEY",
+        hide_env_values = true
+    )]
+    tls_key: Option<PathBuf>,
+    /// The CA the services' certificates are signed by (PEM).
+    #[arg(long, global = true, env = "SWITCHYARD_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -232,11 +246,11 @@ struct Service {
 
 impl Service {
     fn channel(&self, timeout: Duration) -> Result<Channel, String> {
-        Endpoint::from_shared(self.addr.clone())
+        switchyard_runtime::tls::endpoint(&self.addr)
             .map(|e| e.connect_timeout(timeout).timeout(timeout).connect_lazy())
             .map_err(|e| {
                 format!(
-                    "error: {} service address `{}` is not a URL ({e}); set --{} or {} to e.g. http://127.0.0.1:50052",
+                    "error: {} service at {}: {e}; check --{} / {} and the --tls-* settings",
                     self.name, self.addr, self.flag, self.env
                 )
             })
@@ -252,8 +266,14 @@ impl Service {
         };
         let hint = match s.code() {
             tonic::Code::Unavailable | tonic::Code::Unknown => format!(
-                "unreachable or not ready ({message}); check that it runs and that --{} / {} is its gRPC address",
-                self.flag, self.env
+                "unreachable or not ready ({message}); check that it runs and that --{} / {} is its gRPC address{}",
+                self.flag,
+                self.env,
+                if matches!(switchyard_runtime::tls::current(), Ok(Some(_))) {
+                    ", and that its certificate is signed by --tls-ca"
+                } else {
+                    " (and, if the services use mutual TLS, set --tls-cert, --tls-key and --tls-ca)"
+                }
             ),
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => format!(
                 "no answer in time ({message}); check its logs and load, or raise --timeout"
@@ -332,6 +352,11 @@ struct Out {
 
 /// Runs `ctl`.
 pub async fn run(args: Args) -> Result<(), String> {
+    switchyard_runtime::tls::init(
+        switchyard_runtime::tls::TlsFiles::from_parts(args.tls_cert, args.tls_key, args.tls_ca)
+            .map_err(|e| format!("error: {e}"))?,
+    )
+    .map_err(|e| format!("error: {e}"))?;
     let timeout = Duration::from_secs_f64(args.timeout.clamp(0.1, 3600.0));
     // Named actors are marked as acting through ctl; without a name, "ctl" alone.
     let actor = args
