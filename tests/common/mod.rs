@@ -205,7 +205,7 @@ impl Cluster {
     pub async fn start(spec: Spec) -> Cluster {
         let redis = RedisServer::start_with(switchyard_testkit::RedisOptions {
             aof: spec.aof,
-            binary: None,
+            ..Default::default()
         })
         .await
         .unwrap();

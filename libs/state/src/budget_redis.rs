@@ -4,7 +4,6 @@
 //! `sy:billing:orgs` lists orgs with holds, for the reconciler.
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use switchyard_core::Money;
 
 use crate::StateError;
@@ -116,7 +115,7 @@ fn corrupt(key: &str, e: impl std::fmt::Display) -> StateError {
 /// The Redis [`BudgetStore`].
 #[derive(Clone)]
 pub struct RedisBudgetStore {
-    conn: ConnectionManager,
+    conn: crate::redis_conn::RedisConn,
     hold: redis::Script,
     settle: redis::Script,
     charge: redis::Script,
@@ -172,8 +171,14 @@ impl RedisBudgetStore {
         for (f, v) in &fields {
             inv.arg(f).arg(*v);
         }
-        let mut conn = self.conn.clone();
+        // Settled spend is acknowledged only once a replica has it (under Sentinel), so a
+        // failover cannot lose it: an unacknowledged report is retried, and the retry finds
+        // the settlement (duplicate) or makes it again.
+        let (mut conn, wait) = self.conn.durable().await?;
         let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
+        if wait {
+            conn.wait_for_replica().await?;
+        }
         Ok(match code(&reply) {
             1 => SettleOutcome::Done(text(&reply, 1).filter(|s| !s.is_empty())),
             2 => SettleOutcome::Duplicate(text(&reply, 1).unwrap_or_default()),
@@ -383,8 +388,11 @@ impl BudgetStore for RedisBudgetStore {
         for (f, v) in &fields {
             inv.arg(f).arg(*v);
         }
-        let mut conn = self.conn.clone();
+        let (mut conn, wait) = self.conn.durable().await?;
         let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
+        if wait {
+            conn.wait_for_replica().await?;
+        }
         Ok(match code(&reply) {
             1 => SettleOutcome::Done(text(&reply, 1)),
             _ => SettleOutcome::Duplicate("reported".into()),

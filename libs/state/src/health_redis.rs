@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use switchyard_core::EndpointId;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +41,7 @@ return 0
 /// The Redis [`HealthStore`].
 #[derive(Clone)]
 pub struct RedisHealthStore {
-    conn: ConnectionManager,
+    conn: crate::redis_conn::RedisConn,
     changes: broadcast::Sender<u64>,
     put: redis::Script,
     lease: redis::Script,
@@ -55,16 +54,16 @@ impl std::fmt::Debug for RedisHealthStore {
 }
 
 fn bucket_key(endpoint: &str, bucket: u64) -> String {
-    format!("sy:{{{endpoint}}}:out:{bucket}")
+    format!("sy:{{health}}:out:{endpoint}:{bucket}")
 }
 
 impl RedisHealthStore {
     /// A store on `url`, with a subscriber that lives until `shutdown`.
     pub async fn open(url: &str, shutdown: CancellationToken) -> Result<Self, StateError> {
-        let (client, conn) = connect(url).await?;
+        let (target, conn) = connect(url).await?;
         let changes = broadcast::channel(256).0;
         tokio::spawn(subscriber(
-            client,
+            target,
             health_channel(),
             changes.clone(),
             shutdown,

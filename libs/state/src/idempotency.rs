@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 
 use crate::StateError;
 
@@ -68,7 +67,7 @@ fn key(org: &str, k: &str) -> String {
 /// The Redis [`IdempotencyStore`].
 #[derive(Clone)]
 pub struct RedisIdempotencyStore {
-    conn: ConnectionManager,
+    conn: crate::redis_conn::RedisConn,
     begin: redis::Script,
 }
 

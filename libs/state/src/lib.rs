@@ -15,6 +15,7 @@ mod health_redis;
 mod idempotency;
 mod memory;
 mod policy;
+pub mod redis_conn;
 mod redis_store;
 
 pub use budget::{

@@ -6,12 +6,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::StateError;
 use crate::policy::{PolicyStore, StoredSnapshot, now_ms, snapshot_channel};
+use crate::redis_conn::{RedisConn, RedisTarget};
 
 const SNAPSHOT_KEY: &str = "sy:policy:snapshot";
 const AUDIT_KEY: &str = "sy:policy:audit";
@@ -28,21 +28,18 @@ redis.call('PUBLISH', ARGV[4], v)
 return v
 ";
 
-/// Opens a reconnecting connection to `url` (`redis://host:port/db`).
-pub async fn connect(url: &str) -> Result<(redis::Client, ConnectionManager), StateError> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(2);
-    let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
-    Ok((client, conn))
+/// Opens a reconnecting connection to `url`: a standalone server, a cluster or a
+/// Sentinel-managed primary (see [`crate::redis_conn`]).
+pub async fn connect(url: &str) -> Result<(RedisTarget, RedisConn), StateError> {
+    let target = RedisTarget::parse(url)?;
+    let conn = target.connect().await?;
+    Ok((target, conn))
 }
 
 /// The Redis [`PolicyStore`].
 #[derive(Clone)]
 pub struct RedisPolicyStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     changes: broadcast::Sender<u64>,
     publish: redis::Script,
 }
@@ -56,10 +53,10 @@ impl std::fmt::Debug for RedisPolicyStore {
 impl RedisPolicyStore {
     /// A store on `url`, with a background subscriber that lives until `shutdown`.
     pub async fn open(url: &str, shutdown: CancellationToken) -> Result<Self, StateError> {
-        let (client, conn) = connect(url).await?;
+        let (target, conn) = connect(url).await?;
         let changes = broadcast::channel(64).0;
         tokio::spawn(subscriber(
-            client,
+            target,
             snapshot_channel(),
             changes.clone(),
             shutdown,
@@ -79,14 +76,17 @@ impl RedisPolicyStore {
 /// Keeps a pub/sub subscription to `channel` alive and forwards the versions announced on it;
 /// reconnects after any failure.
 pub(crate) async fn subscriber(
-    client: redis::Client,
+    target: RedisTarget,
     channel: &'static str,
     changes: broadcast::Sender<u64>,
     shutdown: CancellationToken,
 ) {
     use futures::StreamExt;
+    let mut attempts = 0usize;
     loop {
+        attempts += 1;
         let attempt = async {
+            let client = target.pubsub_client(attempts).await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(channel).await?;
             let mut messages = pubsub.on_message();

@@ -1,5 +1,6 @@
-//! The budget store contract on the in-memory store and a real redis-server; concurrency across
-//! four separate connections; and durability of settled spend across kill -9 with AOF.
+//! The budget store contract on the in-memory store and a real redis-server, a 3-primary Redis
+//! Cluster and a Sentinel-managed primary; concurrency across four separate connections on each;
+//! durability of settled spend across kill -9 with AOF and across a Sentinel failover.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,7 +15,7 @@ use switchyard_state::{
     BudgetDef, BudgetStore, HoldOutcome, HoldRequest, LedgerEntry, MemoryBudgetStore, Period,
     RedisBudgetStore, Scope, SettleOutcome,
 };
-use switchyard_testkit::{RedisOptions, RedisServer};
+use switchyard_testkit::{RedisCluster, RedisOptions, RedisSentinels, RedisServer};
 
 /// 2026-11-24T12:00:00Z.
 const NOW: u64 = 1_795_521_600_000;
@@ -224,11 +225,39 @@ async fn redis_budget_store_keeps_the_contract() {
 #[tokio::test]
 async fn four_routers_never_overshoot_and_reuse_freed_budget() {
     let redis = RedisServer::start().await.unwrap();
+    four_routers(&redis.url()).await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_keeps_the_contract() {
+    // The scripts' keys share a slot per org: no CROSSSLOT.
+    let cluster = RedisCluster::start(3).await.unwrap();
+    contract(&RedisBudgetStore::open(&cluster.url()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn four_routers_never_overshoot_on_a_redis_cluster() {
+    let cluster = RedisCluster::start(3).await.unwrap();
+    four_routers(&cluster.url()).await;
+}
+
+#[tokio::test]
+async fn a_sentinel_managed_primary_keeps_the_contract() {
+    let ha = RedisSentinels::start(1).await.unwrap();
+    contract(&RedisBudgetStore::open(&ha.url()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn four_routers_never_overshoot_under_sentinel() {
+    let ha = RedisSentinels::start(1).await.unwrap();
+    four_routers(&ha.url()).await;
+}
+
+/// 400 holds from four connections (two waves) against one org budget at `url`.
+async fn four_routers(url: &str) {
     let mut routers = Vec::new();
     for _ in 0..4 {
-        routers.push(Arc::new(
-            RedisBudgetStore::open(&redis.url()).await.unwrap(),
-        ));
+        routers.push(Arc::new(RedisBudgetStore::open(url).await.unwrap()));
     }
     let limit = usd(500);
     routers[0]
@@ -368,4 +397,131 @@ async fn settled_spend_survives_kill_9_with_aof() {
     let store = RedisBudgetStore::open(&redis.url()).await.unwrap();
     assert_eq!(spent_held(&store, Period::Total, NOW).await, before);
     assert_eq!(store.ledger("acme", "", 100).await.unwrap().len(), 50);
+}
+
+#[tokio::test]
+async fn a_sentinel_failover_under_load_loses_no_settled_spend() {
+    let mut ha = RedisSentinels::start(2).await.unwrap();
+    let url = ha.url();
+    let stores: Vec<Arc<RedisBudgetStore>> = vec![
+        Arc::new(RedisBudgetStore::open(&url).await.unwrap()),
+        Arc::new(RedisBudgetStore::open(&url).await.unwrap()),
+    ];
+    stores[0]
+        .set_budget(
+            "acme",
+            &Scope::org(),
+            Period::Day,
+            &BudgetDef {
+                limit: usd(1_000_000),
+                hard: true,
+                thresholds: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    // Like billing with a router's usage reports: hold, then settle until acknowledged (an
+    // error means "not acknowledged": retried, as a report would be).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (store, stop) = (stores[w % 2].clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut errors = 0u32;
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                n += 1;
+                let id = format!("w{w}-{n}");
+                let amount = usd(3);
+                if !matches!(
+                    store
+                        .hold(&HoldRequest {
+                            hold_id: id.clone(),
+                            ..hold(&id, 3, NOW)
+                        })
+                        .await,
+                    Ok(HoldOutcome::Held | HoldOutcome::Duplicate(_))
+                ) {
+                    errors += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+                let cost = Money::from_nanos(amount.nanos() / 3);
+                loop {
+                    match store
+                        .settle("acme", &id, &entry(&id, 0).clone_with_cost(cost))
+                        .await
+                    {
+                        Ok(SettleOutcome::Done(_) | SettleOutcome::Duplicate(_)) => break,
+                        // The hold was lost with the old primary: charge it, as billing does.
+                        Ok(SettleOutcome::Unknown) => {
+                            match store
+                                .charge(
+                                    "acme",
+                                    &[Scope::org(), Scope::key("k1")],
+                                    NOW,
+                                    &entry(&id, 0).clone_with_cost(cost),
+                                )
+                                .await
+                            {
+                                Ok(_) => break,
+                                Err(_) => errors += 1,
+                            }
+                        }
+                        Err(_) => errors += 1,
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                acknowledged.push((id, cost));
+            }
+            (acknowledged, errors)
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let old = ha.primary_port().await.unwrap();
+    ha.server(old).unwrap().kill().await.unwrap();
+    let killed = std::time::Instant::now();
+    let new = ha
+        .wait_for_failover(old, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let failover = killed.elapsed();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    stop.cancel();
+    let mut acknowledged = Vec::new();
+    let mut errors = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (a, e) = r.unwrap();
+        acknowledged.extend(a);
+        errors += e;
+    }
+    let expected: i64 = acknowledged.iter().map(|(_, c)| c.nanos()).sum();
+    let ledger = stores[1].ledger("acme", "", 1_000_000).await.unwrap();
+    let mut ids: Vec<&str> = ledger.iter().map(|(_, e)| e.request_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let (spent, held) = spent_held(stores[1].as_ref(), Period::Day, NOW).await;
+    eprintln!(
+        "sentinel failover {old} -> {new} in {failover:?}: {} settlements acknowledged ({errors} errors retried), ledger {} entries, spent {spent} USD, held {held}",
+        acknowledged.len(),
+        ledger.len()
+    );
+    assert!(
+        acknowledged.len() > 50,
+        "too little load: {}",
+        acknowledged.len()
+    );
+    for (id, _) in &acknowledged {
+        assert!(
+            ids.binary_search(&id.as_str()).is_ok(),
+            "acknowledged {id} lost in the failover"
+        );
+    }
+    assert_eq!(ids.len(), ledger.len(), "a settlement was recorded twice");
+    assert_eq!(
+        spent.nanos(),
+        expected,
+        "spent differs from what was acknowledged"
+    );
 }

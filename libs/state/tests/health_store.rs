@@ -1,4 +1,5 @@
-//! The health store contract, on the in-memory store and a real redis-server.
+//! The health store contract, on the in-memory store, a real redis-server, a 3-primary Redis
+//! Cluster (announcements cross nodes) and a Sentinel-managed primary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -6,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_core::{EndpointId, EndpointState};
 use switchyard_state::{HealthRecord, HealthStore, MemoryHealthStore, Outcomes, RedisHealthStore};
-use switchyard_testkit::RedisServer;
+use switchyard_testkit::{RedisCluster, RedisSentinels, RedisServer};
 use tokio_util::sync::CancellationToken;
 
 async fn contract(a: &dyn HealthStore, b: &dyn HealthStore) {
@@ -107,4 +108,22 @@ async fn redis_health_store_keeps_the_contract_across_connections() {
         .unwrap();
     contract(&a, &b).await;
     stop.cancel();
+}
+
+async fn redis_contract(url: &str) {
+    let stop = CancellationToken::new();
+    let a = RedisHealthStore::open(url, stop.clone()).await.unwrap();
+    let b = RedisHealthStore::open(url, stop.clone()).await.unwrap();
+    contract(&a, &b).await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn the_health_store_keeps_the_contract_on_a_redis_cluster() {
+    redis_contract(&RedisCluster::start(3).await.unwrap().url()).await;
+}
+
+#[tokio::test]
+async fn the_health_store_keeps_the_contract_under_sentinel() {
+    redis_contract(&RedisSentinels::start(1).await.unwrap().url()).await;
 }

@@ -60,3 +60,9 @@ async fn redis_idempotency_keeps_the_contract() {
     let redis = RedisServer::start().await.unwrap();
     contract(&RedisIdempotencyStore::open(&redis.url()).await.unwrap()).await;
 }
+
+#[tokio::test]
+async fn redis_idempotency_keeps_the_contract_on_a_redis_cluster() {
+    let cluster = switchyard_testkit::RedisCluster::start(3).await.unwrap();
+    contract(&RedisIdempotencyStore::open(&cluster.url()).await.unwrap()).await;
+}

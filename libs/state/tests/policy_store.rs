@@ -80,6 +80,25 @@ async fn memory_store_keeps_the_contract() {
     contract(&store, &store).await;
 }
 
+async fn redis_contract(url: &str) {
+    let shutdown = CancellationToken::new();
+    let a = RedisPolicyStore::open(url, shutdown.clone()).await.unwrap();
+    let b = RedisPolicyStore::open(url, shutdown.clone()).await.unwrap();
+    contract(&a, &b).await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn the_policy_store_keeps_the_contract_on_a_redis_cluster() {
+    redis_contract(
+        &switchyard_testkit::RedisCluster::start(3)
+            .await
+            .unwrap()
+            .url(),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn redis_store_keeps_the_contract_across_two_connections() {
     let redis = RedisServer::start().await.unwrap();

@@ -17,6 +17,8 @@ pub struct RedisOptions {
     pub aof: bool,
     /// The binary; `SWITCHYARD_REDIS_SERVER` or `redis-server` on PATH when absent.
     pub binary: Option<PathBuf>,
+    /// More arguments (cluster mode, `--replicaof`, …).
+    pub extra_args: Vec<String>,
 }
 
 /// A running (or killed) redis-server owned by a test. Killed when dropped.
@@ -26,6 +28,7 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     aof: bool,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -80,6 +83,7 @@ impl RedisServer {
                     .tempdir()
                     .map_err(TestkitError::io("creating the redis data directory"))?,
                 aof: options.aof,
+                extra_args: options.extra_args.clone(),
                 child: None,
             };
             match server.spawn().await {
@@ -115,6 +119,7 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        cmd.args(&self.extra_args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -181,6 +186,11 @@ impl RedisServer {
     /// Whether AOF persistence is on.
     pub fn aof(&self) -> bool {
         self.aof
+    }
+
+    /// Its data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// A new multiplexed connection.

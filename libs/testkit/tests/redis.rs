@@ -56,8 +56,8 @@ async fn servers_get_distinct_ports() {
 #[tokio::test]
 async fn a_missing_binary_names_the_package_to_install() {
     let err = RedisServer::start_with(RedisOptions {
-        aof: false,
         binary: Some("/nonexistent/redis-server".into()),
+        ..Default::default()
     })
     .await
     .unwrap_err();

@@ -1,0 +1,405 @@
+//! Where Redis is and how to talk to it: a standalone server, a Redis Cluster, or a primary
+//! managed by Sentinel, chosen by the URL.
+//!
+//! - `redis://[user:password@]host:port[/db]` (or `rediss://`): one server.
+//! - `redis+cluster://[user:password@]host:port,host:port,...`: a Redis Cluster, reached through
+//!   any of these seed nodes; commands follow the slot map and its changes.
+//! - `redis+sentinel://[user:password@]host:port,host:port,.../service[/db]`: the primary of
+//!   `service` as the listed Sentinels report it; the credentials and db are the data nodes'.
+//!   After a failover the next command re-asks the Sentinels.
+//!
+//! Every multi-key script keeps its keys in one hash slot (`{org:…}`, `{health}` tags), so the
+//! same scripts run unchanged on a cluster. A lost or demoted primary fails the commands in
+//! flight, which callers treat as a Redis outage (their fail modes apply), and later commands
+//! go to the new primary.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
+
+use crate::StateError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where Redis is, parsed from a URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server.
+    Standalone(String),
+    /// A cluster, by seed node URLs.
+    Cluster(Vec<String>),
+    /// A Sentinel-managed primary.
+    Sentinel {
+        /// Sentinel URLs.
+        sentinels: Vec<String>,
+        /// The monitored service (master name).
+        service: String,
+        /// `redis://[auth@]x/db`: the data nodes' credentials and database.
+        node: String,
+    },
+}
+
+impl std::fmt::Debug for RedisTarget {
+    /// Without credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisTarget::Standalone(u) => write!(f, "redis {}", redact(u)),
+            RedisTarget::Cluster(seeds) => {
+                let seeds: Vec<String> = seeds.iter().map(|s| redact(s)).collect();
+                write!(f, "redis cluster {}", seeds.join(","))
+            }
+            RedisTarget::Sentinel {
+                sentinels, service, ..
+            } => write!(
+                f,
+                "redis sentinel {} service {service}",
+                sentinels.join(",")
+            ),
+        }
+    }
+}
+
+/// A URL without its password.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn invalid(url: &str, why: &str) -> StateError {
+    StateError::Unavailable(format!("invalid Redis URL `{}`: {why}", redact(url)))
+}
+
+impl RedisTarget {
+    /// Parses a URL of the forms in the module docs.
+    pub fn parse(url: &str) -> Result<Self, StateError> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            invalid(
+                url,
+                "no scheme (redis://, redis+cluster://, redis+sentinel://)",
+            )
+        })?;
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((auth, rest)) => (format!("{auth}@"), rest),
+            None => (String::new(), rest),
+        };
+        let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let hosts: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+        if hosts.is_empty() {
+            return Err(invalid(url, "no host"));
+        }
+        match scheme {
+            "redis" | "rediss" => {
+                if hosts.len() > 1 {
+                    return Err(invalid(
+                        url,
+                        "several hosts: use redis+cluster:// or redis+sentinel://",
+                    ));
+                }
+                Ok(RedisTarget::Standalone(url.to_string()))
+            }
+            "redis+cluster" => {
+                if !path.trim_matches('/').is_empty() {
+                    return Err(invalid(url, "a cluster has only database 0"));
+                }
+                Ok(RedisTarget::Cluster(
+                    hosts.iter().map(|h| format!("redis://{auth}{h}")).collect(),
+                ))
+            }
+            "redis+sentinel" => {
+                let mut parts = path.split('/').filter(|p| !p.is_empty());
+                let service = parts
+                    .next()
+                    .ok_or_else(|| invalid(url, "no service name after the hosts (…/mymaster)"))?;
+                let db = parts.next().unwrap_or("0");
+                Ok(RedisTarget::Sentinel {
+                    sentinels: hosts.iter().map(|h| format!("redis://{h}")).collect(),
+                    service: service.to_string(),
+                    node: format!("redis://{auth}sentinel-node/{db}"),
+                })
+            }
+            other => Err(invalid(url, &format!("unknown scheme `{other}`"))),
+        }
+    }
+
+    /// A plain client for pub/sub: the server, the `attempt`-th seed node of a cluster (classic
+    /// pub/sub messages reach every node), or the primary the Sentinels report now.
+    pub async fn pubsub_client(&self, attempt: usize) -> Result<redis::Client, RedisError> {
+        match self {
+            RedisTarget::Standalone(url) => redis::Client::open(url.as_str()),
+            RedisTarget::Cluster(seeds) => {
+                redis::Client::open(seeds[attempt % seeds.len()].as_str())
+            }
+            RedisTarget::Sentinel { .. } => self.sentinel_client()?.async_get_client().await,
+        }
+    }
+
+    fn sentinel_client(&self) -> Result<redis::sentinel::SentinelClient, RedisError> {
+        let RedisTarget::Sentinel {
+            sentinels,
+            service,
+            node,
+        } = self
+        else {
+            return Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "not a Sentinel target",
+            )));
+        };
+        let node = node
+            .as_str()
+            .into_connection_info()?
+            .redis_settings()
+            .clone();
+        redis::sentinel::SentinelClient::build(
+            sentinels.clone(),
+            service.clone(),
+            Some(
+                redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(node),
+            ),
+            redis::sentinel::SentinelServerType::Master,
+        )
+    }
+
+    /// Connects: a reconnecting connection for one server, a cluster connection, or a
+    /// Sentinel-following connection.
+    pub async fn connect(&self) -> Result<RedisConn, StateError> {
+        Ok(match self {
+            RedisTarget::Standalone(url) => {
+                RedisConn::Single(manager(redis::Client::open(url.as_str())?).await?)
+            }
+            RedisTarget::Cluster(seeds) => {
+                let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .retries(2)
+                    .build()?;
+                RedisConn::Cluster(client.get_async_connection().await?)
+            }
+            RedisTarget::Sentinel { .. } => {
+                let s = Arc::new(SentinelConn {
+                    target: self.clone(),
+                    current: RwLock::new(None),
+                    resolving: tokio::sync::Mutex::new(()),
+                });
+                s.primary().await?;
+                RedisConn::Sentinel(s)
+            }
+        })
+    }
+}
+
+async fn manager(client: redis::Client) -> Result<ConnectionManager, RedisError> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(2);
+    ConnectionManager::new_with_config(client, config).await
+}
+
+/// A connection that follows the primary the Sentinels report.
+pub struct SentinelConn {
+    target: RedisTarget,
+    current: RwLock<Option<ConnectionManager>>,
+    resolving: tokio::sync::Mutex<()>,
+}
+
+impl SentinelConn {
+    /// The connection to the primary, asking the Sentinels when there is none.
+    async fn primary(&self) -> Result<ConnectionManager, RedisError> {
+        if let Some(c) = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(c);
+        }
+        let _one = self.resolving.lock().await;
+        if let Some(c) = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(c);
+        }
+        let client = self.target.sentinel_client()?.async_get_client().await?;
+        tracing::info!(primary = ?client.get_connection_info().addr(), "redis primary from sentinel");
+        let c = manager(client).await?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// After an error that means the primary is gone or no longer primary, the next command
+    /// asks the Sentinels again.
+    fn failed(&self, e: &RedisError) {
+        let demoted = e
+            .code()
+            .is_some_and(|c| c == "READONLY" || c == "MASTERDOWN");
+        if demoted
+            || e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+        {
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+}
+
+/// A connection to whichever Redis deployment the URL named; cheap to clone.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// One server.
+    Single(ConnectionManager),
+    /// A cluster.
+    Cluster(ClusterConnection),
+    /// A Sentinel-managed primary.
+    Sentinel(Arc<SentinelConn>),
+    /// One Sentinel-reported primary, kept for a write and the wait for its replica.
+    Pinned(ConnectionManager, Arc<SentinelConn>),
+}
+
+impl RedisConn {
+    /// For a write that must survive a failover: the connection to use (pinned to the current
+    /// primary under Sentinel) and whether to wait for a replica after it. Sentinel deployments
+    /// have replicas by definition; a standalone server's writes are as durable as its AOF,
+    /// and a cluster's as its replication (not waited for).
+    pub async fn durable(&self) -> Result<(RedisConn, bool), StateError> {
+        match self {
+            RedisConn::Sentinel(s) => Ok((RedisConn::Pinned(s.primary().await?, s.clone()), true)),
+            other => Ok((other.clone(), false)),
+        }
+    }
+
+    /// Waits (up to 1 s) until a replica has every write made so far on this connection; an
+    /// error otherwise, so the caller does not acknowledge what a failover could lose.
+    pub async fn wait_for_replica(&mut self) -> Result<(), StateError> {
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(1000)
+            .query_async(self)
+            .await?;
+        if acked < 1 {
+            return Err(StateError::Unavailable(
+                "no replica acknowledged the write within 1 s".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+            RedisConn::Sentinel(s) => Box::pin(async move {
+                let mut c = s.primary().await?;
+                let r = c.req_packed_command(cmd).await;
+                if let Err(e) = &r {
+                    s.failed(e);
+                }
+                r
+            }),
+            RedisConn::Pinned(c, s) => Box::pin(async move {
+                let r = c.req_packed_command(cmd).await;
+                if let Err(e) = &r {
+                    s.failed(e);
+                }
+                r
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Sentinel(s) => Box::pin(async move {
+                let mut c = s.primary().await?;
+                let r = c.req_packed_commands(pipeline, offset, count).await;
+                if let Err(e) = &r {
+                    s.failed(e);
+                }
+                r
+            }),
+            RedisConn::Pinned(c, s) => Box::pin(async move {
+                let r = c.req_packed_commands(pipeline, offset, count).await;
+                if let Err(e) = &r {
+                    s.failed(e);
+                }
+                r
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.get_db(),
+            RedisConn::Sentinel(_) => 0,
+            RedisConn::Pinned(c, _) => c.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn urls_name_the_deployment() {
+        assert_eq!(
+            RedisTarget::parse("redis://:pw@127.0.0.1:6379/2").unwrap(),
+            RedisTarget::Standalone("redis://:pw@127.0.0.1:6379/2".into())
+        );
+        assert_eq!(
+            RedisTarget::parse("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000").unwrap(),
+            RedisTarget::Cluster(vec![
+                "redis://:pw@10.0.0.1:7000".into(),
+                "redis://:pw@10.0.0.2:7000".into()
+            ])
+        );
+        assert_eq!(
+            RedisTarget::parse("redis+sentinel://:pw@s1:26379,s2:26379/mymaster/3").unwrap(),
+            RedisTarget::Sentinel {
+                sentinels: vec!["redis://s1:26379".into(), "redis://s2:26379".into()],
+                service: "mymaster".into(),
+                node: "redis://:pw@sentinel-node/3".into(),
+            }
+        );
+        for (bad, why) in [
+            ("127.0.0.1:6379", "no scheme"),
+            ("redis://a:1,b:2", "several hosts"),
+            ("redis+sentinel://s1:26379", "no service name"),
+            ("redis+cluster://a:1/3", "only database 0"),
+            ("memcached://a:1", "unknown scheme"),
+        ] {
+            let e = RedisTarget::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // Passwords never show.
+        let shown = format!(
+            "{:?}",
+            RedisTarget::parse("redis+cluster://:secret@a:1").unwrap()
+        );
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}
