@@ -103,6 +103,29 @@ pub struct Spec {
     pub router_env: Vec<(String, String)>,
     /// Extra environment for every service and `ctl` (e.g. mutual TLS).
     pub env: Vec<(String, String)>,
+    /// Which Redis the services share.
+    pub redis: RedisKind,
+}
+
+/// The Redis deployment of a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RedisKind {
+    /// One `redis-server` (the `redis` field).
+    #[default]
+    Standalone,
+    /// A 3-primary Redis Cluster.
+    Cluster,
+    /// A primary with two replicas and three Sentinels.
+    Sentinel,
+}
+
+/// A highly available Redis the services use instead of the standalone one.
+#[derive(Debug)]
+pub enum Ha {
+    /// A Redis Cluster.
+    Cluster(switchyard_testkit::RedisCluster),
+    /// A Sentinel-managed primary.
+    Sentinel(switchyard_testkit::RedisSentinels),
 }
 
 impl Default for Spec {
@@ -114,6 +137,7 @@ impl Default for Spec {
             router_args: Vec::new(),
             router_env: Vec::new(),
             env: Vec::new(),
+            redis: RedisKind::Standalone,
         }
     }
 }
@@ -123,8 +147,10 @@ pub type Pool = Arc<RwLock<Vec<String>>>;
 
 /// A running cluster; every process is killed when it is dropped.
 pub struct Cluster {
-    /// The shared Redis.
+    /// The standalone Redis (the services use it unless `ha` is set).
     pub redis: RedisServer,
+    /// The Redis Cluster or Sentinel setup the services use, when the spec asked for one.
+    pub ha: Option<Ha>,
     /// The provider simulator.
     pub sim: SimProcess,
     /// The policy service.
@@ -221,7 +247,20 @@ impl Cluster {
                 .replace("KEY_SHA256", KEY_SHA256),
         )
         .unwrap();
-        let url = redis.url();
+        let ha = match spec.redis {
+            RedisKind::Standalone => None,
+            RedisKind::Cluster => Some(Ha::Cluster(
+                switchyard_testkit::RedisCluster::start(3).await.unwrap(),
+            )),
+            RedisKind::Sentinel => Some(Ha::Sentinel(
+                switchyard_testkit::RedisSentinels::start(2).await.unwrap(),
+            )),
+        };
+        let url = match &ha {
+            None => redis.url(),
+            Some(Ha::Cluster(c)) => c.url(),
+            Some(Ha::Sentinel(s)) => s.url(),
+        };
         let path = |p: &PathBuf| p.to_str().unwrap().to_string();
         let policy = service(
             "policy",
@@ -262,6 +301,7 @@ impl Cluster {
         };
         let mut cluster = Cluster {
             redis,
+            ha,
             sim,
             policy,
             billing,
@@ -282,7 +322,7 @@ impl Cluster {
         let n = self.routers.len();
         let catalog = self.dir.path().join("catalog.yaml");
         let (redis, policy, billing) = (
-            self.redis.url(),
+            self.redis_url(),
             self.policy.url("grpc"),
             self.billing.url("grpc"),
         );
@@ -334,7 +374,7 @@ impl Cluster {
             self.billing.addr("grpc").unwrap().to_string(),
             self.billing.addr("http").unwrap().to_string(),
         );
-        let url = self.redis.url();
+        let url = self.redis_url();
         self.billing = service_at(
             "billing",
             "billing",
@@ -353,7 +393,7 @@ impl Cluster {
             self.policy.addr("http").unwrap().to_string(),
         );
         let file = self.dir.path().join("policy.yaml");
-        let url = self.redis.url();
+        let url = self.redis_url();
         self.policy = service_at(
             "policy",
             "policy",
@@ -377,6 +417,15 @@ impl Cluster {
             resp.status().as_u16(),
             resp.json().await.unwrap_or(Value::Null),
         )
+    }
+
+    /// The Redis URL the services use.
+    pub fn redis_url(&self) -> String {
+        match &self.ha {
+            None => self.redis.url(),
+            Some(Ha::Cluster(c)) => c.url(),
+            Some(Ha::Sentinel(s)) => s.url(),
+        }
     }
 
     /// Waits until every router follows policy `version` or a later one.
