@@ -175,3 +175,58 @@ async fn a_stream_past_the_drain_deadline_ends_with_an_error_and_is_billed() {
     assert!(record.completion_tokens > 0, "{record:?}");
     assert_eq!(record.outcome, "cancelled");
 }
+
+#[tokio::test]
+async fn policy_billing_and_the_prober_report_not_ready_before_they_stop() {
+    let mut c = Cluster::start(Spec {
+        prober: Some("probe: { interval_ms: 30000 }\nlease_ttl_ms: 60000\n".into()),
+        env: vec![("SWITCHYARD_SHUTDOWN_DELAY_MS".into(), "1500".into())],
+        ..Spec::default()
+    })
+    .await;
+    let mut prober = c.prober.take().unwrap();
+    for (name, process) in [
+        ("policy", &mut c.policy),
+        ("billing", &mut c.billing),
+        ("prober", &mut prober),
+    ] {
+        let ready = format!("{}/readyz", process.url("http"));
+        assert_eq!(
+            c.http.get(&ready).send().await.unwrap().status(),
+            200,
+            "{name}"
+        );
+        let t = Instant::now();
+        std::process::Command::new("kill")
+            .args(["-TERM", &process.pid().unwrap().to_string()])
+            .status()
+            .unwrap();
+        // Not ready at once, and still answering while the delay runs.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let detail = loop {
+            let resp = c.http.get(&ready).send().await.unwrap();
+            if resp.status() == 503 {
+                break resp.json::<serde_json::Value>().await.unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} still ready after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(detail["draining"], true, "{name}: {detail}");
+        let clean = process.terminate(Duration::from_secs(10)).await;
+        assert!(
+            matches!(clean, Ok(true)),
+            "{name}: {clean:?}\n{}",
+            process.log()
+        );
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(1500),
+            "{name} stopped before its delay: {took:?}"
+        );
+        eprintln!("{name}: not ready at once, stopped after {took:?}");
+    }
+    assert!(prober.log().contains("leases released"), "{}", prober.log());
+}

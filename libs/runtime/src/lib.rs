@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal;
 
+pub mod drain;
 pub mod grpc;
 pub mod ops;
 pub mod tls;

@@ -219,4 +219,6 @@ pub trait HealthStore: Send + Sync + 'static {
     ) -> Result<Outcomes, StateError>;
     /// Takes or extends the lease `name` for `owner`; `false` while someone else holds it.
     async fn lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError>;
+    /// Gives the lease `name` back if `owner` holds it.
+    async fn release(&self, name: &str, owner: &str) -> Result<(), StateError>;
 }

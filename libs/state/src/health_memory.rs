@@ -100,6 +100,18 @@ impl HealthStore for MemoryHealthStore {
         Ok(sum)
     }
 
+    async fn release(&self, name: &str, owner: &str) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        if inner
+            .leases
+            .get(name)
+            .is_some_and(|(holder, _)| holder == owner)
+        {
+            inner.leases.remove(name);
+        }
+        Ok(())
+    }
+
     async fn lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError> {
         let mut inner = self.lock();
         let now = Instant::now();

@@ -25,6 +25,14 @@ redis.call('PUBLISH', ARGV[3], v)
 return v
 ";
 
+/// Delete-if-owner: only the holder gives a lease back.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 const LEASE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur == false then
@@ -45,6 +53,7 @@ pub struct RedisHealthStore {
     changes: broadcast::Sender<u64>,
     put: redis::Script,
     lease: redis::Script,
+    release: redis::Script,
 }
 
 impl std::fmt::Debug for RedisHealthStore {
@@ -73,6 +82,7 @@ impl RedisHealthStore {
             changes,
             put: redis::Script::new(PUT),
             lease: redis::Script::new(LEASE),
+            release: redis::Script::new(RELEASE),
         })
     }
 }
@@ -160,6 +170,17 @@ impl HealthStore for RedisHealthStore {
             sum.add(&Outcomes::from_fields(fields));
         }
         Ok(sum)
+    }
+
+    async fn release(&self, name: &str, owner: &str) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .release
+            .key(format!("sy:lease:{{{name}}}"))
+            .arg(owner)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     async fn lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError> {

@@ -87,6 +87,17 @@ async fn contract(a: &dyn HealthStore, b: &dyn HealthStore) {
         "taken over after the TTL"
     );
     assert!(!a.lease("m@p", "prober-1", ttl).await.unwrap());
+    // Only the holder can give it back; then another replica takes it at once.
+    a.release("m@p", "prober-1").await.unwrap();
+    assert!(
+        !a.lease("m@p", "prober-1", ttl).await.unwrap(),
+        "released by a non-holder"
+    );
+    b.release("m@p", "prober-2").await.unwrap();
+    assert!(
+        a.lease("m@p", "prober-1", ttl).await.unwrap(),
+        "taken at once after a release"
+    );
     let _: BTreeMap<_, _> = records;
 }
 

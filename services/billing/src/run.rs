@@ -44,13 +44,16 @@ pub struct BillingHandle {
     pub grpc_addr: SocketAddr,
     /// Ops address.
     pub http_addr: SocketAddr,
+    drain: switchyard_runtime::drain::Drain,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl BillingHandle {
-    /// Stops and waits.
+    /// Drains (not ready first, for the shutdown delay), stops accepting, lets the calls in
+    /// flight finish, and waits.
     pub async fn shutdown(self) {
+        self.drain.begin().await;
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
@@ -72,11 +75,16 @@ pub async fn start(
     );
     let billing = Billing::new(store, shutdown.clone());
     tracker.spawn(billing.clone().run_reconciler(reconcile));
-    let grpc_server =
-        switchyard_runtime::grpc::grpc_server(grpc, BillingServer::new(billing), shutdown.clone())
-            .await?;
+    let drain = switchyard_runtime::drain::Drain::new();
+    let grpc_server = switchyard_runtime::grpc::grpc_server_draining(
+        grpc,
+        BillingServer::new(billing),
+        drain.token(),
+        shutdown.clone(),
+    )
+    .await?;
     tracker.spawn(grpc_server);
-    let ready: switchyard_runtime::ops::Readiness = Arc::new(|| (true, serde_json::json!({})));
+    let ready = drain.readiness(Arc::new(|| (true, serde_json::json!({}))));
     tracker.spawn(switchyard_runtime::ops::serve_ops(
         http,
         ready,
@@ -85,6 +93,7 @@ pub async fn start(
     Ok(BillingHandle {
         grpc_addr,
         http_addr,
+        drain,
         shutdown,
         tracker,
     })

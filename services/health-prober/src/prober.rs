@@ -401,6 +401,22 @@ impl Prober {
         Ok(Some(next))
     }
 
+    /// Hands back every lease this replica holds (at shutdown), so the other replicas take its
+    /// endpoints at their next tick instead of after the lease TTL.
+    pub async fn release_leases(&self) {
+        for t in &self.targets {
+            if let Err(e) = self
+                .store
+                .release(t.target.endpoint.as_str(), &self.owner)
+                .await
+            {
+                tracing::warn!(error = %e, "leases not released; they expire on their own");
+                return;
+            }
+        }
+        tracing::info!(owner = %self.owner, "leases released");
+    }
+
     /// Records an operator action in the policy audit trail (when the prober has the policy
     /// store); a failure to record is logged, not fatal: the action itself was taken.
     pub async fn audit(&self, actor: &str, action: &str, target: &str, reason: &str) {

@@ -54,16 +54,20 @@ pub struct ProberHandle {
     pub http_addr: SocketAddr,
     /// The prober.
     pub prober: Arc<Prober>,
+    drain: switchyard_runtime::drain::Drain,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl ProberHandle {
-    /// Stops and waits.
+    /// Drains (not ready first, for the shutdown delay), stops probing, hands its leases back so
+    /// another replica takes its endpoints at once, and waits.
     pub async fn shutdown(self) {
+        self.drain.begin().await;
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        self.prober.release_leases().await;
     }
 }
 
@@ -81,14 +85,16 @@ pub async fn start(
         http.local_addr().map_err(|e| e.to_string())?,
     );
     tracker.spawn(prober.clone().run(shutdown.clone()));
-    let grpc_server = switchyard_runtime::grpc::grpc_server(
+    let drain = switchyard_runtime::drain::Drain::new();
+    let grpc_server = switchyard_runtime::grpc::grpc_server_draining(
         grpc,
         HealthServer::new(HealthGrpc::new(prober.clone(), shutdown.clone())),
+        drain.token(),
         shutdown.clone(),
     )
     .await?;
     tracker.spawn(grpc_server);
-    let ready: switchyard_runtime::ops::Readiness = Arc::new(|| (true, serde_json::json!({})));
+    let ready = drain.readiness(Arc::new(|| (true, serde_json::json!({}))));
     tracker.spawn(switchyard_runtime::ops::serve_ops(
         http,
         ready,
@@ -98,6 +104,7 @@ pub async fn start(
         grpc_addr,
         http_addr,
         prober,
+        drain,
         shutdown,
         tracker,
     })

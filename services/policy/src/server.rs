@@ -30,13 +30,16 @@ pub struct PolicyHandle {
     pub http_addr: SocketAddr,
     /// The replica's state.
     pub core: Arc<PolicyCore>,
+    drain: switchyard_runtime::drain::Drain,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl PolicyHandle {
-    /// Stops every task and waits for them.
+    /// Drains (not ready first, for the shutdown delay), then stops every task and waits for
+    /// them; routers reconnect their watch to another replica.
     pub async fn shutdown(self) {
+        self.drain.begin().await;
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
@@ -105,9 +108,11 @@ pub async fn start(
         }
     });
 
-    let grpc_server = switchyard_runtime::grpc::grpc_server(
+    let drain = switchyard_runtime::drain::Drain::new();
+    let grpc_server = switchyard_runtime::grpc::grpc_server_draining(
         grpc,
         PolicyServer::new(PolicyGrpc::new(core.clone(), shutdown.clone())),
+        drain.token(),
         shutdown.clone(),
     )
     .await
@@ -115,13 +120,13 @@ pub async fn start(
     tracker.spawn(grpc_server);
 
     let c = core.clone();
-    let ready: switchyard_runtime::ops::Readiness = Arc::new(move || match c.current() {
+    let ready = drain.readiness(Arc::new(move || match c.current() {
         Some(s) => (true, serde_json::json!({"policy_version": s.version})),
         None => (
             false,
             serde_json::json!({"policy_version": null, "reason": "no snapshot published yet"}),
         ),
-    });
+    }));
     tracker.spawn(switchyard_runtime::ops::serve_ops(
         http,
         ready,
@@ -132,6 +137,7 @@ pub async fn start(
         grpc_addr,
         http_addr,
         core,
+        drain,
         shutdown,
         tracker,
     })
