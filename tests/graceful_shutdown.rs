@@ -77,18 +77,10 @@ async fn a_rolling_restart_under_load_drops_no_request() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // A stream on the first router, started just before its SIGTERM, must finish.
     let stream = {
-        let url = format!("{}/v1/chat/completions", c.routers[0].url("http"));
-        let http = c.http.clone();
+        let mut body = hi(json!({}));
+        body["stream"] = json!(true);
+        let resp = c.post(0, &body, &[]).await;
         tokio::spawn(async move {
-            let mut body = hi(json!({}));
-            body["stream"] = json!(true);
-            let resp = http
-                .post(url)
-                .bearer_auth(KEY)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
             (
                 resp.status().as_u16(),
                 resp.text().await.unwrap_or_default(),
@@ -145,17 +137,9 @@ async fn a_stream_past_the_drain_deadline_ends_with_an_error_and_is_billed() {
         )
         .await
         .unwrap();
-    let url = format!("{}/v1/chat/completions", c.routers[0].url("http"));
     let mut body = hi(json!({"workflow": "strict"}));
     body["stream"] = json!(true);
-    let resp = c
-        .http
-        .post(url)
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post(0, &body, &[]).await;
     assert_eq!(resp.status(), 200);
     let reading = tokio::spawn(async move { resp.text().await.unwrap_or_default() });
     tokio::time::sleep(Duration::from_millis(300)).await;

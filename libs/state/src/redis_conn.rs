@@ -191,7 +191,7 @@ impl RedisTarget {
                     resolving: tokio::sync::Mutex::new(()),
                 });
                 s.primary().await?;
-                RedisConn::Sentinel(s)
+                RedisConn::Sentinel(s, None)
             }
         })
     }
@@ -239,8 +239,25 @@ impl SentinelConn {
         Ok(c)
     }
 
-    /// After an error that means the primary is gone or no longer primary, the next command
-    /// asks the Sentinels again.
+    /// The pinned connection, or the current primary's.
+    async fn connection(
+        &self,
+        pinned: &Option<ConnectionManager>,
+    ) -> Result<ConnectionManager, RedisError> {
+        match pinned {
+            Some(c) => Ok(c.clone()),
+            None => self.primary().await,
+        }
+    }
+
+    /// Notes a command's result: after an error that means the primary is gone or no longer
+    /// primary, the next command asks the Sentinels again.
+    fn check<T>(&self, r: &Result<T, RedisError>) {
+        if let Err(e) = r {
+            self.failed(e);
+        }
+    }
+
     fn failed(&self, e: &RedisError) {
         let demoted = e
             .code()
@@ -263,10 +280,9 @@ pub enum RedisConn {
     Single(ConnectionManager),
     /// A cluster.
     Cluster(ClusterConnection),
-    /// A Sentinel-managed primary.
-    Sentinel(Arc<SentinelConn>),
-    /// One Sentinel-reported primary, kept for a write and the wait for its replica.
-    Pinned(ConnectionManager, Arc<SentinelConn>),
+    /// A Sentinel-managed primary: the current one for each command, or one kept (pinned) for
+    /// a write and the wait for its replica.
+    Sentinel(Arc<SentinelConn>, Option<ConnectionManager>),
 }
 
 impl RedisConn {
@@ -276,7 +292,10 @@ impl RedisConn {
     /// and a cluster's as its replication (not waited for).
     pub async fn durable(&self) -> Result<(RedisConn, bool), StateError> {
         match self {
-            RedisConn::Sentinel(s) => Ok((RedisConn::Pinned(s.primary().await?, s.clone()), true)),
+            RedisConn::Sentinel(s, _) => Ok((
+                RedisConn::Sentinel(s.clone(), Some(s.primary().await?)),
+                true,
+            )),
             other => Ok((other.clone(), false)),
         }
     }
@@ -303,19 +322,10 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
             RedisConn::Cluster(c) => c.req_packed_command(cmd),
-            RedisConn::Sentinel(s) => Box::pin(async move {
-                let mut c = s.primary().await?;
+            RedisConn::Sentinel(s, pinned) => Box::pin(async move {
+                let mut c = s.connection(pinned).await?;
                 let r = c.req_packed_command(cmd).await;
-                if let Err(e) = &r {
-                    s.failed(e);
-                }
-                r
-            }),
-            RedisConn::Pinned(c, s) => Box::pin(async move {
-                let r = c.req_packed_command(cmd).await;
-                if let Err(e) = &r {
-                    s.failed(e);
-                }
+                s.check(&r);
                 r
             }),
         }
@@ -330,19 +340,10 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-            RedisConn::Sentinel(s) => Box::pin(async move {
-                let mut c = s.primary().await?;
+            RedisConn::Sentinel(s, pinned) => Box::pin(async move {
+                let mut c = s.connection(pinned).await?;
                 let r = c.req_packed_commands(pipeline, offset, count).await;
-                if let Err(e) = &r {
-                    s.failed(e);
-                }
-                r
-            }),
-            RedisConn::Pinned(c, s) => Box::pin(async move {
-                let r = c.req_packed_commands(pipeline, offset, count).await;
-                if let Err(e) = &r {
-                    s.failed(e);
-                }
+                s.check(&r);
                 r
             }),
         }
@@ -352,8 +353,7 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Single(c) => c.get_db(),
             RedisConn::Cluster(c) => c.get_db(),
-            RedisConn::Sentinel(_) => 0,
-            RedisConn::Pinned(c, _) => c.get_db(),
+            RedisConn::Sentinel(_, pinned) => pinned.as_ref().map_or(0, ConnectionLike::get_db),
         }
     }
 }
