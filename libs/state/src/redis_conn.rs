@@ -215,21 +215,12 @@ pub struct SentinelConn {
 impl SentinelConn {
     /// The connection to the primary, asking the Sentinels when there is none.
     async fn primary(&self) -> Result<ConnectionManager, RedisError> {
-        if let Some(c) = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(c) = self.cached() {
             return Ok(c);
         }
+        // One resolution at a time; whoever waited finds the new connection.
         let _one = self.resolving.lock().await;
-        if let Some(c) = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(c) = self.cached() {
             return Ok(c);
         }
         let client = self.target.sentinel_client()?.async_get_client().await?;
@@ -237,6 +228,13 @@ impl SentinelConn {
         let c = manager(client).await?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         Ok(c)
+    }
+
+    fn cached(&self) -> Option<ConnectionManager> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The pinned connection, or the current primary's.
