@@ -174,10 +174,10 @@ impl RedisBudgetStore {
         // Settled spend is acknowledged only once a replica has it (under Sentinel), so a
         // failover cannot lose it: an unacknowledged report is retried, and the retry finds
         // the settlement (duplicate) or makes it again.
-        let (mut conn, wait) = self.conn.durable().await?;
+        let (mut conn, replicas) = self.conn.durable().await?;
         let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
-        if wait {
-            conn.wait_for_replica().await?;
+        if replicas > 0 {
+            conn.wait_for_replicas(&k(org, "ctr"), replicas).await?;
         }
         Ok(match code(&reply) {
             1 => SettleOutcome::Done(text(&reply, 1).filter(|s| !s.is_empty())),
@@ -388,10 +388,10 @@ impl BudgetStore for RedisBudgetStore {
         for (f, v) in &fields {
             inv.arg(f).arg(*v);
         }
-        let (mut conn, wait) = self.conn.durable().await?;
+        let (mut conn, replicas) = self.conn.durable().await?;
         let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
-        if wait {
-            conn.wait_for_replica().await?;
+        if replicas > 0 {
+            conn.wait_for_replicas(&k(org, "ctr"), replicas).await?;
         }
         Ok(match code(&reply) {
             1 => SettleOutcome::Done(text(&reply, 1)),

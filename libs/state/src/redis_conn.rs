@@ -2,11 +2,16 @@
 //! managed by Sentinel, chosen by the URL.
 //!
 //! - `redis://[user:password@]host:port[/db]` (or `rediss://`): one server.
-//! - `redis+cluster://[user:password@]host:port,host:port,...`: a Redis Cluster, reached through
-//!   any of these seed nodes; commands follow the slot map and its changes.
-//! - `redis+sentinel://[user:password@]host:port,host:port,.../service[/db]`: the primary of
-//!   `service` as the listed Sentinels report it; the credentials and db are the data nodes'.
-//!   After a failover the next command re-asks the Sentinels.
+//! - `redis+cluster://[user:password@]host:port,host:port,...[?wait_replicas=N]`: a Redis
+//!   Cluster, reached through any of these seed nodes; commands follow the slot map and its
+//!   changes.
+//! - `redis+sentinel://[user:password@]host:port,host:port,.../service[/db][?wait_replicas=N]`:
+//!   the primary of `service` as the listed Sentinels report it; the credentials and db are the
+//!   data nodes'. After a failover the next command re-asks the Sentinels.
+//!
+//! `wait_replicas` (default 1 under Sentinel, 0 for a cluster) is how many replicas must have a
+//! settlement before it is acknowledged (`WAIT`, on the node that owns the org's slot), so a
+//! failover cannot lose settled spend.
 //!
 //! Every multi-key script keeps its keys in one hash slot (`{org:…}`, `{health}` tags), so the
 //! same scripts run unchanged on a cluster. A lost or demoted primary fails the commands in
@@ -30,8 +35,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum RedisTarget {
     /// One server.
     Standalone(String),
-    /// A cluster, by seed node URLs.
-    Cluster(Vec<String>),
+    /// A cluster, by seed node URLs, and the replicas a settlement waits for.
+    Cluster(Vec<String>, u32),
     /// A Sentinel-managed primary.
     Sentinel {
         /// Sentinel URLs.
@@ -40,6 +45,8 @@ pub enum RedisTarget {
         service: String,
         /// `redis://[auth@]x/db`: the data nodes' credentials and database.
         node: String,
+        /// The replicas a settlement waits for.
+        wait_replicas: u32,
     },
 }
 
@@ -48,7 +55,7 @@ impl std::fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RedisTarget::Standalone(u) => write!(f, "redis {}", redact(u)),
-            RedisTarget::Cluster(seeds) => {
+            RedisTarget::Cluster(seeds, _) => {
                 let seeds: Vec<String> = seeds.iter().map(|s| redact(s)).collect();
                 write!(f, "redis cluster {}", seeds.join(","))
             }
@@ -90,6 +97,20 @@ impl RedisTarget {
             Some((auth, rest)) => (format!("{auth}@"), rest),
             None => (String::new(), rest),
         };
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut wait_replicas = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("wait_replicas", n)) if scheme != "redis" && scheme != "rediss" => {
+                    wait_replicas =
+                        Some(n.parse::<u32>().map_err(|_| {
+                            invalid(url, "wait_replicas must be a number of replicas")
+                        })?);
+                }
+                _ if scheme == "redis" || scheme == "rediss" => {}
+                _ => return Err(invalid(url, &format!("unknown option `{pair}`"))),
+            }
+        }
         let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
         let hosts: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
         if hosts.is_empty() {
@@ -111,6 +132,7 @@ impl RedisTarget {
                 }
                 Ok(RedisTarget::Cluster(
                     hosts.iter().map(|h| format!("redis://{auth}{h}")).collect(),
+                    wait_replicas.unwrap_or(0),
                 ))
             }
             "redis+sentinel" => {
@@ -123,6 +145,7 @@ impl RedisTarget {
                     sentinels: hosts.iter().map(|h| format!("redis://{h}")).collect(),
                     service: service.to_string(),
                     node: format!("redis://{auth}sentinel-node/{db}"),
+                    wait_replicas: wait_replicas.unwrap_or(1),
                 })
             }
             other => Err(invalid(url, &format!("unknown scheme `{other}`"))),
@@ -134,7 +157,7 @@ impl RedisTarget {
     pub async fn pubsub_client(&self, attempt: usize) -> Result<redis::Client, RedisError> {
         match self {
             RedisTarget::Standalone(url) => redis::Client::open(url.as_str()),
-            RedisTarget::Cluster(seeds) => {
+            RedisTarget::Cluster(seeds, _) => {
                 redis::Client::open(seeds[attempt % seeds.len()].as_str())
             }
             RedisTarget::Sentinel { .. } => self.sentinel_client()?.async_get_client().await,
@@ -146,6 +169,7 @@ impl RedisTarget {
             sentinels,
             service,
             node,
+            ..
         } = self
         else {
             return Err(RedisError::from((
@@ -176,13 +200,13 @@ impl RedisTarget {
             RedisTarget::Standalone(url) => {
                 RedisConn::Single(manager(redis::Client::open(url.as_str())?).await?)
             }
-            RedisTarget::Cluster(seeds) => {
+            RedisTarget::Cluster(seeds, wait) => {
                 let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
                     .connection_timeout(CONNECT_TIMEOUT)
                     .response_timeout(RESPONSE_TIMEOUT)
                     .retries(2)
                     .build()?;
-                RedisConn::Cluster(client.get_async_connection().await?)
+                RedisConn::Cluster(client.get_async_connection().await?, *wait)
             }
             RedisTarget::Sentinel { .. } => {
                 let s = Arc::new(SentinelConn {
@@ -228,6 +252,13 @@ impl SentinelConn {
         let c = manager(client).await?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         Ok(c)
+    }
+
+    fn wait_replicas(&self) -> u32 {
+        match &self.target {
+            RedisTarget::Sentinel { wait_replicas, .. } => *wait_replicas,
+            _ => 0,
+        }
     }
 
     fn cached(&self) -> Option<ConnectionManager> {
@@ -276,8 +307,8 @@ impl SentinelConn {
 pub enum RedisConn {
     /// One server.
     Single(ConnectionManager),
-    /// A cluster.
-    Cluster(ClusterConnection),
+    /// A cluster, and the replicas a settlement waits for.
+    Cluster(ClusterConnection, u32),
     /// A Sentinel-managed primary: the current one for each command, or one kept (pinned) for
     /// a write and the wait for its replica.
     Sentinel(Arc<SentinelConn>, Option<ConnectionManager>),
@@ -285,31 +316,44 @@ pub enum RedisConn {
 
 impl RedisConn {
     /// For a write that must survive a failover: the connection to use (pinned to the current
-    /// primary under Sentinel) and whether to wait for a replica after it. Sentinel deployments
-    /// have replicas by definition; a standalone server's writes are as durable as its AOF,
-    /// and a cluster's as its replication (not waited for).
-    pub async fn durable(&self) -> Result<(RedisConn, bool), StateError> {
+    /// primary under Sentinel) and how many replicas to wait for after it (`wait_replicas`).
+    /// A standalone server's writes are as durable as its AOF.
+    pub async fn durable(&self) -> Result<(RedisConn, u32), StateError> {
         match self {
             RedisConn::Sentinel(s, _) => Ok((
                 RedisConn::Sentinel(s.clone(), Some(s.primary().await?)),
-                true,
+                s.wait_replicas(),
             )),
-            other => Ok((other.clone(), false)),
+            RedisConn::Cluster(c, wait) => Ok((RedisConn::Cluster(c.clone(), *wait), *wait)),
+            RedisConn::Single(c) => Ok((RedisConn::Single(c.clone()), 0)),
         }
     }
 
-    /// Waits (up to 1 s) until a replica has every write made so far on this connection; an
-    /// error otherwise, so the caller does not acknowledge what a failover could lose.
-    pub async fn wait_for_replica(&mut self) -> Result<(), StateError> {
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(1000)
-            .query_async(self)
-            .await?;
-        if acked < 1 {
-            return Err(StateError::Unavailable(
-                "no replica acknowledged the write within 1 s".into(),
-            ));
+    /// Waits (up to 1 s) until `replicas` replicas have every write made so far on the
+    /// connection to the node that owns `key`; an error otherwise, so the caller does not
+    /// acknowledge what a failover could lose.
+    pub async fn wait_for_replicas(&mut self, key: &str, replicas: u32) -> Result<(), StateError> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(1000);
+        let acked: i64 = match self {
+            RedisConn::Cluster(c, _) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                let v = c
+                    .route_command(
+                        wait,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                redis::from_redis_value(v)
+                    .map_err(|e| StateError::Unavailable(format!("WAIT reply: {e}")))?
+            }
+            other => wait.query_async(other).await?,
+        };
+        if acked < i64::from(replicas) {
+            return Err(StateError::Unavailable(format!(
+                "{acked} of {replicas} replicas acknowledged the write within 1 s"
+            )));
         }
         Ok(())
     }
@@ -319,7 +363,7 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c, _) => c.req_packed_command(cmd),
             RedisConn::Sentinel(s, pinned) => Box::pin(async move {
                 let mut c = s.connection(pinned).await?;
                 let r = c.req_packed_command(cmd).await;
@@ -337,7 +381,7 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c, _) => c.req_packed_commands(pipeline, offset, count),
             RedisConn::Sentinel(s, pinned) => Box::pin(async move {
                 let mut c = s.connection(pinned).await?;
                 let r = c.req_packed_commands(pipeline, offset, count).await;
@@ -350,7 +394,7 @@ impl ConnectionLike for RedisConn {
     fn get_db(&self) -> i64 {
         match self {
             RedisConn::Single(c) => c.get_db(),
-            RedisConn::Cluster(c) => c.get_db(),
+            RedisConn::Cluster(c, _) => c.get_db(),
             RedisConn::Sentinel(_, pinned) => pinned.as_ref().map_or(0, ConnectionLike::get_db),
         }
     }
@@ -370,10 +414,13 @@ mod tests {
         );
         assert_eq!(
             RedisTarget::parse("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000").unwrap(),
-            RedisTarget::Cluster(vec![
-                "redis://:pw@10.0.0.1:7000".into(),
-                "redis://:pw@10.0.0.2:7000".into()
-            ])
+            RedisTarget::Cluster(
+                vec![
+                    "redis://:pw@10.0.0.1:7000".into(),
+                    "redis://:pw@10.0.0.2:7000".into()
+                ],
+                0
+            )
         );
         assert_eq!(
             RedisTarget::parse("redis+sentinel://:pw@s1:26379,s2:26379/mymaster/3").unwrap(),
@@ -381,14 +428,28 @@ mod tests {
                 sentinels: vec!["redis://s1:26379".into(), "redis://s2:26379".into()],
                 service: "mymaster".into(),
                 node: "redis://:pw@sentinel-node/3".into(),
+                wait_replicas: 1,
             }
         );
+        assert!(matches!(
+            RedisTarget::parse("redis+cluster://a:1,b:2?wait_replicas=1").unwrap(),
+            RedisTarget::Cluster(_, 1)
+        ));
+        assert!(matches!(
+            RedisTarget::parse("redis+sentinel://s:1/m?wait_replicas=0").unwrap(),
+            RedisTarget::Sentinel {
+                wait_replicas: 0,
+                ..
+            }
+        ));
         for (bad, why) in [
             ("127.0.0.1:6379", "no scheme"),
             ("redis://a:1,b:2", "several hosts"),
             ("redis+sentinel://s1:26379", "no service name"),
             ("redis+cluster://a:1/3", "only database 0"),
             ("memcached://a:1", "unknown scheme"),
+            ("redis+cluster://a:1?wait_replicas=x", "must be a number"),
+            ("redis+cluster://a:1?color=red", "unknown option"),
         ] {
             let e = RedisTarget::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

@@ -399,13 +399,17 @@ async fn settled_spend_survives_kill_9_with_aof() {
     assert_eq!(store.ledger("acme", "", 100).await.unwrap().len(), 50);
 }
 
-#[tokio::test]
-async fn a_sentinel_failover_under_load_loses_no_settled_spend() {
-    let mut ha = RedisSentinels::start(2).await.unwrap();
-    let url = ha.url();
+/// Settling under load on two connections to `url`, like billing with routers' usage reports.
+struct SettleLoad {
+    stores: Vec<Arc<RedisBudgetStore>>,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: tokio::task::JoinSet<(Vec<(String, Money)>, u32)>,
+}
+
+async fn settle_load(url: &str) -> SettleLoad {
     let stores: Vec<Arc<RedisBudgetStore>> = vec![
-        Arc::new(RedisBudgetStore::open(&url).await.unwrap()),
-        Arc::new(RedisBudgetStore::open(&url).await.unwrap()),
+        Arc::new(RedisBudgetStore::open(url).await.unwrap()),
+        Arc::new(RedisBudgetStore::open(url).await.unwrap()),
     ];
     stores[0]
         .set_budget(
@@ -448,7 +452,8 @@ async fn a_sentinel_failover_under_load_loses_no_settled_spend() {
                     continue;
                 }
                 let cost = Money::from_nanos(amount.nanos() / 3);
-                loop {
+                for attempt in 0.. {
+                    assert!(attempt < 300, "{id}: settlement never acknowledged");
                     match store
                         .settle("acme", &id, &entry(&id, 0).clone_with_cost(cost))
                         .await
@@ -478,6 +483,65 @@ async fn a_sentinel_failover_under_load_loses_no_settled_spend() {
             (acknowledged, errors)
         });
     }
+    SettleLoad {
+        stores,
+        stop,
+        tasks,
+    }
+}
+
+impl SettleLoad {
+    /// Stops, and checks that every acknowledged settlement is in the ledger exactly once and
+    /// the spent counter is their sum.
+    async fn check(self, what: &str) {
+        let SettleLoad {
+            stores,
+            stop,
+            mut tasks,
+        } = self;
+        stop.cancel();
+        let mut acknowledged = Vec::new();
+        let mut errors = 0;
+        while let Some(r) = tasks.join_next().await {
+            let (a, e) = r.unwrap();
+            acknowledged.extend(a);
+            errors += e;
+        }
+        let expected: i64 = acknowledged.iter().map(|(_, c)| c.nanos()).sum();
+        let ledger = stores[1].ledger("acme", "", 1_000_000).await.unwrap();
+        let mut ids: Vec<&str> = ledger.iter().map(|(_, e)| e.request_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let (spent, held) = spent_held(stores[1].as_ref(), Period::Day, NOW).await;
+        eprintln!(
+            "{what}: {} settlements acknowledged ({errors} errors retried), ledger {} entries, spent {spent} USD, held {held}",
+            acknowledged.len(),
+            ledger.len()
+        );
+        assert!(
+            acknowledged.len() > 50,
+            "too little load: {}",
+            acknowledged.len()
+        );
+        for (id, _) in &acknowledged {
+            assert!(
+                ids.binary_search(&id.as_str()).is_ok(),
+                "acknowledged {id} lost in the failover"
+            );
+        }
+        assert_eq!(ids.len(), ledger.len(), "a settlement was recorded twice");
+        assert_eq!(
+            spent.nanos(),
+            expected,
+            "spent differs from what was acknowledged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sentinel_failover_under_load_loses_no_settled_spend() {
+    let mut ha = RedisSentinels::start(2).await.unwrap();
+    let load = settle_load(&ha.url()).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let old = ha.primary_port().await.unwrap();
     ha.server(old).unwrap().kill().await.unwrap();
@@ -488,40 +552,27 @@ async fn a_sentinel_failover_under_load_loses_no_settled_spend() {
         .unwrap();
     let failover = killed.elapsed();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    stop.cancel();
-    let mut acknowledged = Vec::new();
-    let mut errors = 0;
-    while let Some(r) = tasks.join_next().await {
-        let (a, e) = r.unwrap();
-        acknowledged.extend(a);
-        errors += e;
-    }
-    let expected: i64 = acknowledged.iter().map(|(_, c)| c.nanos()).sum();
-    let ledger = stores[1].ledger("acme", "", 1_000_000).await.unwrap();
-    let mut ids: Vec<&str> = ledger.iter().map(|(_, e)| e.request_id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let (spent, held) = spent_held(stores[1].as_ref(), Period::Day, NOW).await;
-    eprintln!(
-        "sentinel failover {old} -> {new} in {failover:?}: {} settlements acknowledged ({errors} errors retried), ledger {} entries, spent {spent} USD, held {held}",
-        acknowledged.len(),
-        ledger.len()
-    );
-    assert!(
-        acknowledged.len() > 50,
-        "too little load: {}",
-        acknowledged.len()
-    );
-    for (id, _) in &acknowledged {
-        assert!(
-            ids.binary_search(&id.as_str()).is_ok(),
-            "acknowledged {id} lost in the failover"
-        );
-    }
-    assert_eq!(ids.len(), ledger.len(), "a settlement was recorded twice");
-    assert_eq!(
-        spent.nanos(),
-        expected,
-        "spent differs from what was acknowledged"
-    );
+    load.check(&format!("sentinel failover {old} -> {new} in {failover:?}"))
+        .await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_failover_under_load_loses_no_settled_spend() {
+    // Two replicas each: after the failover the new primary still has one to wait for.
+    let mut cluster = RedisCluster::start_with_replicas(3, 2).await.unwrap();
+    let load = settle_load(&format!("{}?wait_replicas=1", cluster.url())).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // The primary that owns org acme's slot.
+    let key = "sy:{org:acme}:ctr";
+    let old = cluster.primary_for(key).await.unwrap();
+    cluster.server(old).unwrap().kill().await.unwrap();
+    let killed = std::time::Instant::now();
+    let new = cluster
+        .wait_for_failover(key, old, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let failover = killed.elapsed();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    load.check(&format!("cluster failover {old} -> {new} in {failover:?}"))
+        .await;
 }

@@ -1,5 +1,5 @@
 //! Real highly available Redis topologies on loopback for tests: a Redis Cluster of several
-//! primaries, and a primary with replicas watched by three Sentinels (which can fail over).
+//! primaries (optionally with replicas, so it fails over), and a primary with replicas watched by three Sentinels (which can fail over).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -46,8 +46,14 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts `primaries` cluster-mode servers, assigns the slots and joins them.
     pub async fn start(primaries: usize) -> Result<Self> {
+        Self::start_with_replicas(primaries, 0).await
+    }
+
+    /// As [`RedisCluster::start`], with `replicas` replicas for each primary (so the cluster
+    /// fails over when a primary dies).
+    pub async fn start_with_replicas(primaries: usize, replicas: usize) -> Result<Self> {
         let mut nodes = Vec::new();
-        for _ in 0..primaries {
+        for _ in 0..primaries * (1 + replicas) {
             nodes.push(
                 RedisServer::start_with(RedisOptions {
                     extra_args: [
@@ -66,7 +72,7 @@ impl RedisCluster {
             );
         }
         let per = 16384 / primaries;
-        for (i, node) in nodes.iter().enumerate() {
+        for (i, node) in nodes.iter().take(primaries).enumerate() {
             let start = i * per;
             let end = if i + 1 == primaries {
                 16383
@@ -92,8 +98,28 @@ impl RedisCluster {
             )
             .await?;
         }
+        let total = nodes.len();
+        // Replica j of primary i is node primaries + i * replicas + j; it can follow its
+        // primary once the handshake told it about the primary.
+        for i in 0..primaries {
+            let id: String = query(nodes[i].port(), redis::cmd("CLUSTER").arg("MYID")).await?;
+            for j in 0..replicas {
+                let port = nodes[primaries + i * replicas + j].port();
+                let id = id.clone();
+                wait_until("cluster replica", Duration::from_secs(20), || {
+                    let id = id.clone();
+                    async move {
+                        query::<String>(port, redis::cmd("CLUSTER").arg("REPLICATE").arg(&id))
+                            .await
+                            .err()
+                            .map(|e| e.to_string())
+                    }
+                })
+                .await?;
+            }
+        }
         let ports: Vec<u16> = nodes.iter().map(RedisServer::port).collect();
-        wait_until("redis cluster state ok", Duration::from_secs(20), || {
+        wait_until("redis cluster state ok", Duration::from_secs(30), || {
             let ports = ports.clone();
             async move {
                 for p in ports {
@@ -101,7 +127,7 @@ impl RedisCluster {
                         .await
                         .unwrap_or_default();
                     if !info.contains("cluster_state:ok")
-                        || !info.contains(&format!("cluster_known_nodes:{}", primaries))
+                        || !info.contains(&format!("cluster_known_nodes:{total}"))
                     {
                         return Some(format!("node {p}: {}", info.lines().next().unwrap_or("")));
                     }
@@ -110,10 +136,98 @@ impl RedisCluster {
             }
         })
         .await?;
+        for r in &nodes[primaries..] {
+            let port = r.port();
+            wait_until(
+                "cluster replica in sync",
+                Duration::from_secs(20),
+                || async move {
+                    let info: String = query(port, redis::cmd("INFO").arg("replication"))
+                        .await
+                        .unwrap_or_default();
+                    (!info.contains("master_link_status:up")).then_some(info)
+                },
+            )
+            .await?;
+        }
         Ok(RedisCluster { nodes })
     }
 
-    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,…`.
+    /// The port of the primary that owns `key`'s slot, as any live node reports it.
+    pub async fn primary_for(&self, key: &str) -> Result<u16> {
+        let mut last = None;
+        for n in &self.nodes {
+            let r: Result<u16> = async {
+                let slot: u16 =
+                    query(n.port(), redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)).await?;
+                let slots: Vec<(u16, u16, (String, u16))> = {
+                    let raw: Vec<redis::Value> =
+                        query(n.port(), redis::cmd("CLUSTER").arg("SLOTS")).await?;
+                    raw.into_iter()
+                        .filter_map(|v| match v {
+                            redis::Value::Array(items) if items.len() >= 3 => {
+                                let num = |v: &redis::Value| match v {
+                                    redis::Value::Int(i) => Some(*i as u16),
+                                    _ => None,
+                                };
+                                let host = match &items[2] {
+                                    redis::Value::Array(h) if h.len() >= 2 => {
+                                        num(&h[1]).map(|p| (String::new(), p))
+                                    }
+                                    _ => None,
+                                };
+                                Some((num(&items[0])?, num(&items[1])?, host?))
+                            }
+                            _ => None,
+                        })
+                        .collect()
+                };
+                slots
+                    .into_iter()
+                    .find(|(a, b, _)| (*a..=*b).contains(&slot))
+                    .map(|(_, _, (_, port))| port)
+                    .ok_or_else(|| TestkitError::NotReady {
+                        what: "cluster slot owner".into(),
+                        detail: format!("slot {slot} unassigned"),
+                    })
+            }
+            .await;
+            match r {
+                Ok(p) => return Ok(p),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| TestkitError::NotReady {
+            what: "cluster".into(),
+            detail: "no node".into(),
+        }))
+    }
+
+    /// The node listening on `port`.
+    pub fn server(&mut self, port: u16) -> Option<&mut RedisServer> {
+        self.nodes.iter_mut().find(|s| s.port() == port)
+    }
+
+    /// Waits until a node other than `old` owns `key`'s slot, and returns its port.
+    pub async fn wait_for_failover(&self, key: &str, old: u16, timeout: Duration) -> Result<u16> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(port) = self.primary_for(key).await
+                && port != old
+            {
+                return Ok(port);
+            }
+            if Instant::now() >= deadline {
+                return Err(TestkitError::NotReady {
+                    what: "cluster failover".into(),
+                    detail: format!("slot of {key} still on {old}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,…` (every node, replicas included).
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .nodes
