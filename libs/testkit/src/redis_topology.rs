@@ -36,7 +36,7 @@ where
     }
 }
 
-/// A Redis Cluster: `n` primaries, the slots split evenly, no replicas.
+/// A Redis Cluster: `n` primaries with the slots split evenly, and their replicas if asked for.
 #[derive(Debug)]
 pub struct RedisCluster {
     /// The nodes.
