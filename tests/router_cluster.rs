@@ -391,3 +391,52 @@ async fn two_routers_eject_the_same_endpoint_and_plan_alike() {
         distinct.len()
     );
 }
+
+#[tokio::test]
+async fn a_retry_after_seen_by_one_router_is_honoured_by_the_others() {
+    let c = Cluster::start(Spec {
+        routers: 2,
+        ..Spec::default()
+    })
+    .await;
+    c.sim()
+        .set_faults(
+            "fast",
+            &json!({"errors": [{"status": 429, "rate": 1.0}], "retry_after_s": 30}),
+        )
+        .await
+        .unwrap();
+    let body = hi(json!({"provider": {"order": ["fast", "open"]}}));
+    // Router 0 meets the 429 and moves on.
+    let (status, v) = c.chat(0, &body).await;
+    assert_eq!((status, provider(&v)), (200, "open"), "{v}");
+    assert_eq!(outcomes(&v), ["rate_limited", "ok"], "{v}");
+    let asked = c.sim().requests(&["fast"]).await.unwrap();
+    // Router 1 learns of the cooldown through the shared state within a second…
+    let learned = Instant::now();
+    loop {
+        let (_, x) = c.explain(1, &body, 1).await;
+        let cooling = x["excluded"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["endpoint"] == "m@fast"));
+        if cooling {
+            break;
+        }
+        assert!(
+            learned.elapsed() < Duration::from_secs(2),
+            "router 1 still plans m@fast: {x}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "Retry-After shared with the other router in {:?}",
+        learned.elapsed()
+    );
+    // …and does not ask the provider while it lasts.
+    for _ in 0..5 {
+        let (status, v) = c.chat(1, &body).await;
+        assert_eq!((status, provider(&v)), (200, "open"), "{v}");
+        assert_eq!(outcomes(&v), ["ok"], "{v}");
+    }
+    assert_eq!(c.sim().requests(&["fast"]).await.unwrap(), asked);
+}

@@ -221,4 +221,10 @@ pub trait HealthStore: Send + Sync + 'static {
     async fn lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StateError>;
     /// Gives the lease `name` back if `owner` holds it.
     async fn release(&self, name: &str, owner: &str) -> Result<(), StateError>;
+    /// The upstream asked not to be called before `until_ms` (Retry-After): shared so every
+    /// router honours it, kept at the latest of the times written, and announced with a new
+    /// version like a record. Returns the version.
+    async fn put_cooldown(&self, endpoint: &EndpointId, until_ms: u64) -> Result<u64, StateError>;
+    /// Cooldowns that end after `now_ms`.
+    async fn cooldowns(&self, now_ms: u64) -> Result<BTreeMap<EndpointId, u64>, StateError>;
 }

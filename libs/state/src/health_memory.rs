@@ -17,6 +17,7 @@ struct Inner {
     records: BTreeMap<EndpointId, HealthRecord>,
     outcomes: HashMap<(EndpointId, u64), Outcomes>,
     leases: HashMap<String, (String, Instant)>,
+    cooldowns: BTreeMap<EndpointId, u64>,
 }
 
 /// The in-memory [`HealthStore`].
@@ -98,6 +99,24 @@ impl HealthStore for MemoryHealthStore {
             }
         }
         Ok(sum)
+    }
+
+    async fn put_cooldown(&self, endpoint: &EndpointId, until_ms: u64) -> Result<u64, StateError> {
+        let v = {
+            let mut inner = self.lock();
+            let until = inner.cooldowns.entry(endpoint.clone()).or_insert(until_ms);
+            *until = (*until).max(until_ms);
+            inner.version += 1;
+            inner.version
+        };
+        let _ = self.changes.send(v);
+        Ok(v)
+    }
+
+    async fn cooldowns(&self, now_ms: u64) -> Result<BTreeMap<EndpointId, u64>, StateError> {
+        let mut inner = self.lock();
+        inner.cooldowns.retain(|_, until| *until > now_ms);
+        Ok(inner.cooldowns.clone())
     }
 
     async fn release(&self, name: &str, owner: &str) -> Result<(), StateError> {

@@ -15,6 +15,25 @@ use crate::redis_store::{connect, subscriber};
 
 const RECORDS: &str = "sy:{health}:records";
 const VERSION: &str = "sy:{health}:version";
+const COOLDOWNS: &str = "sy:{health}:cooldowns";
+
+/// Keep the later end, drop ended ones, bump the version and announce it.
+const COOLDOWN: &str = r"
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > cur then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) <= tonumber(ARGV[3]) then
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], 600000)
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[4], v)
+return v
+";
 /// Outcome buckets outlive the longest evaluation window.
 const OUTCOME_TTL_SECS: u64 = 30 * BUCKET_SECS;
 
@@ -54,6 +73,7 @@ pub struct RedisHealthStore {
     put: redis::Script,
     lease: redis::Script,
     release: redis::Script,
+    cooldown: redis::Script,
 }
 
 impl std::fmt::Debug for RedisHealthStore {
@@ -83,6 +103,7 @@ impl RedisHealthStore {
             put: redis::Script::new(PUT),
             lease: redis::Script::new(LEASE),
             release: redis::Script::new(RELEASE),
+            cooldown: redis::Script::new(COOLDOWN),
         })
     }
 }
@@ -170,6 +191,34 @@ impl HealthStore for RedisHealthStore {
             sum.add(&Outcomes::from_fields(fields));
         }
         Ok(sum)
+    }
+
+    async fn put_cooldown(&self, endpoint: &EndpointId, until_ms: u64) -> Result<u64, StateError> {
+        let mut conn = self.conn.clone();
+        let v: u64 = self
+            .cooldown
+            .key(COOLDOWNS)
+            .key(VERSION)
+            .arg(endpoint.as_str())
+            .arg(until_ms)
+            .arg(crate::policy::now_ms())
+            .arg(health_channel())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(v)
+    }
+
+    async fn cooldowns(&self, now_ms: u64) -> Result<BTreeMap<EndpointId, u64>, StateError> {
+        let mut conn = self.conn.clone();
+        let all: Vec<(String, u64)> = redis::cmd("HGETALL")
+            .arg(COOLDOWNS)
+            .query_async(&mut conn)
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(ep, until)| (EndpointId::from(ep), until))
+            .collect())
     }
 
     async fn release(&self, name: &str, owner: &str) -> Result<(), StateError> {

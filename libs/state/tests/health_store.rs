@@ -87,6 +87,25 @@ async fn contract(a: &dyn HealthStore, b: &dyn HealthStore) {
         "taken over after the TTL"
     );
     assert!(!a.lease("m@p", "prober-1", ttl).await.unwrap());
+    // Cooldowns: shared, the later end wins, announced with a new version, gone once over.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut changes = b.subscribe();
+    let v1 = a.put_cooldown(&ep, now + 60_000).await.unwrap();
+    let v2 = a.put_cooldown(&ep, now + 30_000).await.unwrap();
+    assert!(v2 > v1);
+    let seen = tokio::time::timeout(Duration::from_secs(1), changes.recv())
+        .await
+        .expect("a cooldown is announced")
+        .unwrap();
+    assert!(seen >= v1);
+    assert_eq!(
+        b.cooldowns(now).await.unwrap().get(&ep),
+        Some(&(now + 60_000))
+    );
+    assert!(b.cooldowns(now + 60_000).await.unwrap().is_empty());
     // Only the holder can give it back; then another replica takes it at once.
     a.release("m@p", "prober-1").await.unwrap();
     assert!(

@@ -45,6 +45,7 @@ pub struct HealthView {
     penalties: Mutex<HashMap<EndpointId, Instant>>,
     outliers: Mutex<HashMap<EndpointId, Outlier>>,
     cooldowns: Mutex<HashMap<EndpointId, Instant>>,
+    store: Arc<dyn HealthStore>,
 }
 
 impl std::fmt::Debug for HealthView {
@@ -78,6 +79,7 @@ impl HealthView {
             penalties: Mutex::new(HashMap::new()),
             outliers: Mutex::new(HashMap::new()),
             cooldowns: Mutex::new(HashMap::new()),
+            store: store.clone(),
         });
         let v = view.clone();
         tokio::spawn(async move {
@@ -86,6 +88,11 @@ impl HealthView {
             loop {
                 match store.records().await {
                     Ok((version, records)) => {
+                        // Cooldowns other routers were told about (Retry-After) apply here too.
+                        match store.cooldowns(now_ms()).await {
+                            Ok(shared) => v.merge_cooldowns(&shared),
+                            Err(e) => tracing::debug!(error = %e, "shared cooldowns unreadable"),
+                        }
                         v.current.send_replace(Arc::new(snapshot(
                             version,
                             &records,
@@ -130,11 +137,33 @@ impl HealthView {
 
     /// The upstream asked not to be called for `duration` (Retry-After): the endpoint is left
     /// out of plans here until then (capped at [`MAX_COOLDOWN`]).
+    /// It is shared through the store so every router honours it (best effort: if the store
+    /// is down, this router still does).
     pub fn cool_down(&self, endpoint: &EndpointId, duration: Duration) {
-        let until = Instant::now() + duration.min(MAX_COOLDOWN);
+        let duration = duration.min(MAX_COOLDOWN);
+        self.cool_down_until(endpoint, Instant::now() + duration);
+        let (store, endpoint) = (self.store.clone(), endpoint.clone());
+        let until_ms = now_ms() + duration.as_millis() as u64;
+        tokio::spawn(async move {
+            if let Err(e) = store.put_cooldown(&endpoint, until_ms).await {
+                tracing::warn!(endpoint = %endpoint, error = %e, "Retry-After not shared with the other routers");
+            }
+        });
+    }
+
+    fn cool_down_until(&self, endpoint: &EndpointId, until: Instant) {
         let mut cooldowns = self.cooldowns.lock().unwrap_or_else(|e| e.into_inner());
         let entry = cooldowns.entry(endpoint.clone()).or_insert(until);
         *entry = (*entry).max(until);
+    }
+
+    /// Applies shared cooldowns (end times in Unix ms).
+    fn merge_cooldowns(&self, shared: &std::collections::BTreeMap<EndpointId, u64>) {
+        let (now, now_ms) = (Instant::now(), now_ms());
+        for (ep, until_ms) in shared {
+            let left = Duration::from_millis(until_ms.saturating_sub(now_ms)).min(MAX_COOLDOWN);
+            self.cool_down_until(ep, now + left);
+        }
     }
 
     /// Notes an attempt's outcome for local outlier detection: `failed` for failures that

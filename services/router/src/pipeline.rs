@@ -831,8 +831,16 @@ impl Router {
     }
 
     fn note_failures(&self, trace: &[AttemptTrace]) {
-        for t in trace {
+        for (i, t) in trace.iter().enumerate() {
             if let Some(ms) = t.retry_after_ms {
+                // Waited out within the request and then served by the same endpoint: nothing
+                // left to honour.
+                let served_later = trace[i + 1..]
+                    .iter()
+                    .any(|l| l.endpoint == t.endpoint && l.outcome == "ok");
+                if served_later {
+                    continue;
+                }
                 // The upstream said when to come back: exactly then. Being throttled says
                 // nothing about its health, so it neither penalizes nor counts as an outlier.
                 self.health
