@@ -235,6 +235,7 @@ async fn with_an_otlp_endpoint_every_attempt_is_a_span() {
             collector.clone(),
         ),
         stop.clone(),
+        stop.clone(),
     )
     .await
     .unwrap();

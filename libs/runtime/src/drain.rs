@@ -1,6 +1,7 @@
 //! How a service stops without dropping work: on the signal it first reports itself not ready
 //! (`/readyz` 503 with `"draining": true`, grpc.health.v1 NOT_SERVING) while it keeps serving for
-//! `SWITCHYARD_SHUTDOWN_DELAY_MS` (default 0) so load balancers and clients move away, then it
+//! a shutdown delay (routers: `--shutdown-delay-ms`; the other services:
+//! `SWITCHYARD_SHUTDOWN_DELAY_MS`; default 0) so load balancers and clients move away, then it
 //! stops accepting and lets the calls in flight finish.
 
 use std::sync::Arc;
@@ -17,15 +18,29 @@ pub const SHUTDOWN_DELAY_ENV: &str = "SWITCHYARD_SHUTDOWN_DELAY_MS";
 #[derive(Debug, Clone, Default)]
 pub struct Drain {
     draining: CancellationToken,
+    delay: Duration,
 }
 
 impl Drain {
-    /// Not draining.
-    pub fn new() -> Self {
-        Drain::default()
+    /// Not draining; [`Drain::begin`] will wait `delay`.
+    pub fn new(delay: Duration) -> Self {
+        Drain {
+            draining: CancellationToken::new(),
+            delay,
+        }
     }
 
-    /// Fires when draining begins (for [`crate::grpc::grpc_server_draining`]).
+    /// With the delay from `SWITCHYARD_SHUTDOWN_DELAY_MS`.
+    pub fn from_env() -> Self {
+        Drain::new(
+            std::env::var(SHUTDOWN_DELAY_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(Duration::ZERO, Duration::from_millis),
+        )
+    }
+
+    /// Fires when draining begins (for [`crate::grpc::grpc_server`]).
     pub fn token(&self) -> CancellationToken {
         self.draining.clone()
     }
@@ -46,11 +61,7 @@ impl Drain {
     /// Begins draining and waits out the shutdown delay.
     pub async fn begin(&self) {
         self.draining.cancel();
-        let delay = std::env::var(SHUTDOWN_DELAY_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map_or(Duration::ZERO, Duration::from_millis);
-        tracing::info!(?delay, "draining: not ready any more");
-        tokio::time::sleep(delay).await;
+        tracing::info!(delay = ?self.delay, "draining: not ready any more");
+        tokio::time::sleep(self.delay).await;
     }
 }

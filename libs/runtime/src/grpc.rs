@@ -15,24 +15,11 @@ use tonic::codegen::http::Request;
 use tonic::server::NamedService;
 
 /// Prepares `service` on `listener`; the returned future serves until `shutdown` and should be
-/// spawned. Setup errors (reflection descriptors) are returned here, not hidden in the task.
+/// spawned. Setup errors (reflection descriptors, TLS files) are returned here, not hidden in
+/// the task. When `draining` fires (see [`crate::drain`]), `grpc.health.v1` reports the service
+/// NOT_SERVING while it still serves; at `shutdown` it stops accepting and waits for the calls
+/// in flight.
 pub async fn grpc_server<S>(
-    listener: TcpListener,
-    service: S,
-    shutdown: CancellationToken,
-) -> Result<impl Future<Output = ()> + Send, String>
-where
-    S: Service<Request<Body>, Error = Infallible> + NamedService + Clone + Send + Sync + 'static,
-    S::Response: IntoResponse,
-    S::Future: Send + 'static,
-{
-    grpc_server_draining(listener, service, shutdown.clone(), shutdown).await
-}
-
-/// As [`grpc_server`], for a service that drains before it stops: when `draining` fires,
-/// `grpc.health.v1` reports it NOT_SERVING while it still serves; at `shutdown` it stops
-/// accepting and waits for the calls in flight.
-pub async fn grpc_server_draining<S>(
     listener: TcpListener,
     service: S,
     draining: CancellationToken,

@@ -282,12 +282,7 @@ impl SentinelConn {
     /// Notes a command's result: after an error that means the primary is gone or no longer
     /// primary, the next command asks the Sentinels again.
     fn check<T>(&self, r: &Result<T, RedisError>) {
-        if let Err(e) = r {
-            self.failed(e);
-        }
-    }
-
-    fn failed(&self, e: &RedisError) {
+        let Err(e) = r else { return };
         let demoted = e
             .code()
             .is_some_and(|c| c == "READONLY" || c == "MASTERDOWN");

@@ -34,7 +34,8 @@ pub struct RedisServer {
 
 const INSTALL_HINT: &str = "install Debian's `redis-server` package (apt-get install -y redis-server) or set SWITCHYARD_REDIS_SERVER";
 
-fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+/// The `redis-server` binary: `explicit`, else `SWITCHYARD_REDIS_SERVER`, else on `PATH`.
+pub(crate) fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     let missing = |program: &str| TestkitError::Missing {
         program: program.to_string(),
         hint: INSTALL_HINT.to_string(),

@@ -36,6 +36,17 @@ where
     }
 }
 
+/// Waits until the replica on `port` is linked to its primary and in sync.
+async fn wait_in_sync(port: u16) -> Result<()> {
+    wait_until("replica in sync", Duration::from_secs(20), || async move {
+        let info: String = query(port, redis::cmd("INFO").arg("replication"))
+            .await
+            .unwrap_or_default();
+        (!info.contains("master_link_status:up")).then_some(info)
+    })
+    .await
+}
+
 /// A Redis Cluster: `n` primaries with the slots split evenly, and their replicas if asked for.
 #[derive(Debug)]
 pub struct RedisCluster {
@@ -137,18 +148,7 @@ impl RedisCluster {
         })
         .await?;
         for r in &nodes[primaries..] {
-            let port = r.port();
-            wait_until(
-                "cluster replica in sync",
-                Duration::from_secs(20),
-                || async move {
-                    let info: String = query(port, redis::cmd("INFO").arg("replication"))
-                        .await
-                        .unwrap_or_default();
-                    (!info.contains("master_link_status:up")).then_some(info)
-                },
-            )
-            .await?;
+            wait_in_sync(r.port()).await?;
         }
         Ok(RedisCluster { nodes })
     }
@@ -276,16 +276,9 @@ impl RedisSentinels {
             servers.push(replica);
         }
         for r in &servers[1..] {
-            let port = r.port();
-            wait_until("replica in sync", Duration::from_secs(15), || async move {
-                let info: String = query(port, redis::cmd("INFO").arg("replication"))
-                    .await
-                    .unwrap_or_default();
-                (!info.contains("master_link_status:up")).then_some(info)
-            })
-            .await?;
+            wait_in_sync(r.port()).await?;
         }
-        let binary = which_redis_server()?;
+        let binary = crate::redis_server::find_binary(None)?;
         let mut sentinels = Vec::new();
         for _ in 0..3 {
             sentinels.push(Sentinel::spawn(&binary, servers[0].port()).await?);
@@ -386,21 +379,6 @@ impl RedisSentinels {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-fn which_redis_server() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("SWITCHYARD_REDIS_SERVER") {
-        return Ok(PathBuf::from(p));
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("redis-server"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| TestkitError::Missing {
-            program: "redis-server".into(),
-            hint: "apt-get install -y redis-server".into(),
-        })
 }
 
 impl Sentinel {

@@ -75,8 +75,8 @@ pub async fn start(
     );
     let billing = Billing::new(store, shutdown.clone());
     tracker.spawn(billing.clone().run_reconciler(reconcile));
-    let drain = switchyard_runtime::drain::Drain::new();
-    let grpc_server = switchyard_runtime::grpc::grpc_server_draining(
+    let drain = switchyard_runtime::drain::Drain::from_env();
+    let grpc_server = switchyard_runtime::grpc::grpc_server(
         grpc,
         BillingServer::new(billing),
         drain.token(),

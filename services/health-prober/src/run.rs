@@ -85,8 +85,8 @@ pub async fn start(
         http.local_addr().map_err(|e| e.to_string())?,
     );
     tracker.spawn(prober.clone().run(shutdown.clone()));
-    let drain = switchyard_runtime::drain::Drain::new();
-    let grpc_server = switchyard_runtime::grpc::grpc_server_draining(
+    let drain = switchyard_runtime::drain::Drain::from_env();
+    let grpc_server = switchyard_runtime::grpc::grpc_server(
         grpc,
         HealthServer::new(HealthGrpc::new(prober.clone(), shutdown.clone())),
         drain.token(),

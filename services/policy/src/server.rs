@@ -108,8 +108,8 @@ pub async fn start(
         }
     });
 
-    let drain = switchyard_runtime::drain::Drain::new();
-    let grpc_server = switchyard_runtime::grpc::grpc_server_draining(
+    let drain = switchyard_runtime::drain::Drain::from_env();
+    let grpc_server = switchyard_runtime::grpc::grpc_server(
         grpc,
         PolicyServer::new(PolicyGrpc::new(core.clone(), shutdown.clone())),
         drain.token(),

@@ -50,18 +50,6 @@ impl Router {
     }
 }
 
-/// Prices as USD text: per 1M prompt, cached prompt and completion tokens, and per request.
-fn price_json(p: Option<switchyard_config::catalog::Price>) -> Value {
-    p.map_or(Value::Null, |p| {
-        json!({
-            "prompt": p.prompt.to_string(),
-            "cached_prompt": p.cached_prompt.unwrap_or(p.prompt).to_string(),
-            "completion": p.completion.to_string(),
-            "request": p.request.to_string(),
-        })
-    })
-}
-
 impl Explanation {
     /// The routing bounds the request was judged under.
     fn policy(&self) -> Value {
@@ -71,58 +59,7 @@ impl Explanation {
         })
     }
 
-    /// The HTTP API's form. Money is exact decimal USD as text; the seed is text (JSON numbers
-    /// lose u64 precision in most clients), as in a response's routing trace.
-    pub fn to_json(&self, router: &Router) -> Value {
-        let r = &self.routed;
-        let plan: Vec<Value> = r
-            .attempts
-            .iter()
-            .map(|p| {
-                let a = &p.attempt;
-                json!({
-                    "endpoint": a.endpoint,
-                    "provider": a.provider,
-                    "model": a.model,
-                    "key": a.key,
-                    "state": a.state.as_str(),
-                    "price": price_json(router.prices.price(a.endpoint.as_str())),
-                })
-            })
-            .collect();
-        let excluded: Vec<Value> = r
-            .excluded
-            .iter()
-            .map(|e| {
-                json!({
-                    "endpoint": e.endpoint,
-                    "provider": e.provider,
-                    "model": e.model,
-                    "key": e.key,
-                    "reason": e.reason.as_str(),
-                    "detail": e.reason.to_string(),
-                })
-            })
-            .collect();
-        json!({
-            "object": "routing.explanation",
-            "dry_run": true,
-            "seed": self.seed.to_string(),
-            "org": self.org,
-            "workflow": r.workflow.id,
-            "policy_version": self.policy_version,
-            "health_version": r.health_version,
-            "models": r.models,
-            "panic": r.panic,
-            "plan": plan,
-            "excluded": excluded,
-            "estimated_prompt_tokens": self.prompt_tokens,
-            "max_cost_usd": r.max_cost.to_string(),
-            "policy": self.policy(),
-        })
-    }
-
-    /// The gRPC API's form.
+    /// The gRPC API's form (the HTTP API and `ctl --json` render it with [`json`]).
     pub fn to_proto(&self, router: &Router) -> pb::ExplainResponse {
         let r = &self.routed;
         let key = |k: switchyard_routing::KeySource| match k {
@@ -174,4 +111,53 @@ impl Explanation {
             policy_json: self.policy().to_string(),
         }
     }
+}
+
+/// The JSON form of an explanation, as `POST /v1/routing/explain` answers and `switchyard ctl
+/// explain --json` prints. Money is exact decimal USD as text; the seed is text (JSON numbers
+/// lose u64 precision in most clients), as in a response's routing trace.
+pub fn json(x: &pb::ExplainResponse) -> Value {
+    let usd = |nanos: i64| switchyard_core::Money::from_nanos(nanos).to_string();
+    let plan: Vec<Value> = x
+        .plan
+        .iter()
+        .map(|p| {
+            json!({
+                "endpoint": p.endpoint, "provider": p.provider, "model": p.model, "key": p.key,
+                "state": p.state,
+                "price": {
+                    "prompt": usd(p.prompt_nano_usd_per_mtok),
+                    "cached_prompt": usd(p.cached_prompt_nano_usd_per_mtok),
+                    "completion": usd(p.completion_nano_usd_per_mtok),
+                    "request": usd(p.request_nano_usd),
+                },
+            })
+        })
+        .collect();
+    let excluded: Vec<Value> = x
+        .excluded
+        .iter()
+        .map(|e| {
+            json!({
+                "endpoint": e.endpoint, "provider": e.provider, "model": e.model, "key": e.key,
+                "reason": e.reason, "detail": e.detail,
+            })
+        })
+        .collect();
+    json!({
+        "object": "routing.explanation",
+        "dry_run": true,
+        "seed": x.seed.to_string(),
+        "org": x.org_id,
+        "workflow": x.workflow,
+        "policy_version": x.policy_version,
+        "health_version": x.health_version,
+        "models": x.models,
+        "panic": x.panic,
+        "plan": plan,
+        "excluded": excluded,
+        "estimated_prompt_tokens": x.estimated_prompt_tokens,
+        "max_cost_usd": usd(x.max_cost_nano_usd),
+        "policy": serde_json::from_str::<Value>(&x.policy_json).unwrap_or(Value::Null),
+    })
 }

@@ -145,7 +145,7 @@ async fn explain(
         r.explain(&policy, &key, &req, options(&headers)?)
     });
     match result {
-        Ok(x) => axum::Json(x.to_json(&r)).into_response(),
+        Ok(x) => axum::Json(crate::explain::json(&x.to_proto(&r))).into_response(),
         Err(e) => error_response(&e),
     }
 }

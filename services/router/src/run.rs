@@ -160,8 +160,8 @@ pub struct RouterHandle {
     pub http_addr: SocketAddr,
     /// gRPC address.
     pub grpc_addr: SocketAddr,
-    /// Readiness goes false.
-    draining: CancellationToken,
+    /// Readiness goes false, for the shutdown delay.
+    drain: switchyard_runtime::drain::Drain,
     /// The listeners stop accepting; in-flight requests and streams go on.
     accept: CancellationToken,
     /// Streams still open at the drain deadline end with an error event.
@@ -180,9 +180,7 @@ impl RouterHandle {
     /// counters are flushed.
     pub async fn shutdown(self) {
         let started = tokio::time::Instant::now();
-        self.draining.cancel();
-        tracing::info!(delay = ?self.settings.shutdown_delay, "draining: not ready any more");
-        tokio::time::sleep(self.settings.shutdown_delay).await;
+        self.drain.begin().await;
         self.accept.cancel();
         self.servers.close();
         if tokio::time::timeout(self.settings.drain_timeout, self.servers.wait())
@@ -211,11 +209,8 @@ pub async fn start(
     settings: Settings,
 ) -> Result<RouterHandle, String> {
     let shutdown = CancellationToken::new();
-    let (draining, accept, abort) = (
-        CancellationToken::new(),
-        CancellationToken::new(),
-        CancellationToken::new(),
-    );
+    let drain = switchyard_runtime::drain::Drain::new(settings.shutdown_delay);
+    let (accept, abort) = (CancellationToken::new(), CancellationToken::new());
     let tracker = TaskTracker::new();
     let servers = TaskTracker::new();
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
@@ -255,24 +250,21 @@ pub async fn start(
     router.idempotency = Some(stores.idempotency);
     router.abort = abort.clone();
     let router = Arc::new(router);
-    let is_draining = draining.clone();
-    let ready: switchyard_runtime::ops::Readiness = Arc::new(move || {
+    let ready = drain.readiness(Arc::new(move || {
         let p = watcher.current();
-        let draining = is_draining.is_cancelled();
         let detail = serde_json::json!({
             "policy_version": p.as_ref().map(|p| p.version),
             "policy_stale": watcher.is_stale(),
             "health_stale": health.is_stale(),
-            "draining": draining,
         });
-        (p.is_some() && !draining, detail)
-    });
-    let grpc_server = switchyard_runtime::grpc::grpc_server_draining(
+        (p.is_some(), detail)
+    }));
+    let grpc_server = switchyard_runtime::grpc::grpc_server(
         grpc,
         switchyard_proto::v1::router_server::RouterServer::new(crate::grpc::RouterGrpc::new(
             router.clone(),
         )),
-        draining.clone(),
+        drain.token(),
         accept.clone(),
     )
     .await?;
@@ -293,7 +285,7 @@ pub async fn start(
     Ok(RouterHandle {
         http_addr,
         grpc_addr,
-        draining,
+        drain,
         accept,
         abort,
         shutdown,

@@ -999,35 +999,7 @@ async fn explain(ctx: &Ctx, file: &PathBuf, key: &str, seed: Option<u64>) -> Res
         .await
         .map_err(|s| ctx.router.fail("explaining the request", &s))?
         .into_inner();
-    let policy: Value = serde_json::from_str(&x.policy_json).unwrap_or(Value::Null);
-    let plan: Vec<Value> = x
-        .plan
-        .iter()
-        .map(|p| {
-            json!({
-                "endpoint": p.endpoint, "provider": p.provider, "model": p.model, "key": p.key,
-                "state": p.state,
-                "price": {
-                    "prompt": usd(p.prompt_nano_usd_per_mtok),
-                    "cached_prompt": usd(p.cached_prompt_nano_usd_per_mtok),
-                    "completion": usd(p.completion_nano_usd_per_mtok),
-                    "request": usd(p.request_nano_usd),
-                },
-            })
-        })
-        .collect();
-    let excluded: Vec<Value> = x
-        .excluded
-        .iter()
-        .map(|e| json!({"endpoint": e.endpoint, "provider": e.provider, "model": e.model, "key": e.key, "reason": e.reason, "detail": e.detail}))
-        .collect();
-    let json = json!({
-        "dry_run": true, "seed": x.seed.to_string(), "org": x.org_id, "workflow": x.workflow,
-        "policy_version": x.policy_version, "health_version": x.health_version,
-        "models": x.models, "panic": x.panic, "plan": plan, "excluded": excluded,
-        "estimated_prompt_tokens": x.estimated_prompt_tokens,
-        "max_cost_usd": usd(x.max_cost_nano_usd), "policy": policy,
-    });
+    let json = switchyard_router::explain::json(&x);
     let mut text = format!(
         "dry run for org {} workflow {}: seed {}, policy version {}, health version {}\nmodels {}{}; a budget hold would reserve {} USD ({} prompt tokens estimated)\n\nPLAN\n",
         x.org_id,
