@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 pub mod drain;
 pub mod grpc;
 pub mod ops;
+pub mod status;
 pub mod tls;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); one JSON object per line when

@@ -163,7 +163,7 @@ impl BudgetStore for MemoryBudgetStore {
         let day = day_of(if entry.finished_ms > 0 {
             entry.finished_ms
         } else {
-            crate::policy::now_ms()
+            switchyard_core::clock::now_ms()
         });
         Ok(self.with(org, |o| {
             let Some(h) = o.holds.get_mut(hold_id) else {

@@ -150,7 +150,7 @@ impl RedisBudgetStore {
         let day = crate::budget::day_of(if entry.finished_ms > 0 {
             entry.finished_ms
         } else {
-            crate::policy::now_ms()
+            switchyard_core::clock::now_ms()
         });
         let fields = if actual >= 0 {
             entry.usage_fields()

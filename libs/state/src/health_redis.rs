@@ -201,7 +201,7 @@ impl HealthStore for RedisHealthStore {
             .key(VERSION)
             .arg(endpoint.as_str())
             .arg(until_ms)
-            .arg(crate::policy::now_ms())
+            .arg(switchyard_core::clock::now_ms())
             .arg(health_channel())
             .invoke_async(&mut conn)
             .await?;

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use crate::StateError;
-use crate::policy::{PolicyStore, StoredSnapshot, now_ms};
+use crate::policy::{PolicyStore, StoredSnapshot};
+use switchyard_core::clock::now_ms;
 
 const AUDIT_CAP: usize = 100_000;
 

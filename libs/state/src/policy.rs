@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use switchyard_core::clock::now_ms;
 use tokio::sync::broadcast;
 
 use crate::StateError;
@@ -92,11 +93,4 @@ pub trait PolicyStore: Send + Sync + 'static {
 
     /// The latest `limit` audit records, oldest first.
     async fn audit_tail(&self, limit: usize) -> Result<Vec<String>, StateError>;
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

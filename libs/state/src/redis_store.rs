@@ -10,8 +10,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::StateError;
-use crate::policy::{PolicyStore, StoredSnapshot, now_ms, snapshot_channel};
+use crate::policy::{PolicyStore, StoredSnapshot, snapshot_channel};
 use crate::redis_conn::{RedisConn, RedisTarget};
+use switchyard_core::clock::now_ms;
 
 const SNAPSHOT_KEY: &str = "sy:policy:snapshot";
 const AUDIT_KEY: &str = "sy:policy:audit";

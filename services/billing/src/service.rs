@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::Stream;
 use switchyard_core::Money;
 use switchyard_proto::v1 as pb;
+use switchyard_runtime::status::state_status;
 use switchyard_state::{
     BudgetDef, BudgetStore, BudgetView, LedgerEntry, Period, Scope, SettleOutcome, StateError,
     day_of,
@@ -15,13 +16,7 @@ use switchyard_state::{
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-/// Now, Unix ms.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use switchyard_core::clock::now_ms;
 
 /// The billing service.
 #[derive(Clone)]
@@ -34,10 +29,6 @@ impl std::fmt::Debug for Billing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Billing")
     }
-}
-
-fn unavailable(e: StateError) -> Status {
-    Status::unavailable(e.to_string())
 }
 
 fn scope_of(s: Option<pb::Scope>) -> Result<(String, Scope), Status> {
@@ -293,7 +284,7 @@ impl pb::billing_server::Billing for Billing {
                     "every record needs request_id and org_id",
                 ));
             }
-            self.apply(&r).await.map_err(unavailable)?;
+            self.apply(&r).await.map_err(state_status)?;
             acknowledged.push(r.request_id);
         }
         Ok(Response::new(pb::ReportUsageResponse { acknowledged }))
@@ -310,7 +301,7 @@ impl pb::billing_server::Billing for Billing {
             .store
             .budgets(&org, now_ms())
             .await
-            .map_err(unavailable)?;
+            .map_err(state_status)?;
         all.iter()
             .find(|v| v.scope == scope && v.period == period)
             .map(|v| Response::new(budget_proto(&org, v)))
@@ -332,7 +323,7 @@ impl pb::billing_server::Billing for Billing {
             .store
             .budgets(&org, now_ms())
             .await
-            .map_err(unavailable)?;
+            .map_err(state_status)?;
         Ok(Response::new(pb::ListBudgetsResponse {
             budgets: all.iter().map(|v| budget_proto(&org, v)).collect(),
         }))
@@ -366,13 +357,13 @@ impl pb::billing_server::Billing for Billing {
         self.store
             .set_budget(&org, &scope, period, &def)
             .await
-            .map_err(unavailable)?;
+            .map_err(state_status)?;
         tracing::info!(org, scope = scope.as_str(), period = period.as_str(), limit = %def.limit, hard = def.hard, "budget set");
         let all = self
             .store
             .budgets(&org, now_ms())
             .await
-            .map_err(unavailable)?;
+            .map_err(state_status)?;
         all.iter()
             .find(|v| v.scope == scope && v.period == period)
             .map(|v| Response::new(budget_proto(&org, v)))
@@ -411,7 +402,7 @@ impl pb::billing_server::Billing for Billing {
             .store
             .usage(&r.org_id, &days)
             .await
-            .map_err(unavailable)?;
+            .map_err(state_status)?;
         let mut rows: std::collections::BTreeMap<String, pb::UsageRow> =
             std::collections::BTreeMap::new();
         for (day, fields) in usage {
@@ -475,7 +466,7 @@ impl pb::billing_server::Billing for Billing {
                             .collect();
                         Some((futures::stream::iter(items), next))
                     }
-                    Err(e) => Some((futures::stream::iter(vec![Err(unavailable(e))]), None)),
+                    Err(e) => Some((futures::stream::iter(vec![Err(state_status(e))]), None)),
                 }
             }
         });

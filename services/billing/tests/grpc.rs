@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_billing::service::now_ms;
 use switchyard_core::Money;
+use switchyard_core::clock::now_ms;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::billing_client::BillingClient;
 use switchyard_state::{BudgetStore, HoldOutcome, HoldRequest, RedisBudgetStore, Scope};

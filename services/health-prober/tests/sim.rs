@@ -185,7 +185,7 @@ async fn the_ejection_cap_keeps_one_endpoint_of_the_model() {
     // While one is ejected the other may only degrade; check over a few evaluations.
     for _ in 0..10 {
         let (a, b) = (f.record("m@a").await, f.record("m@b").await);
-        let now = switchyard_health_prober::prober::now_ms();
+        let now = switchyard_core::clock::now_ms();
         let ejected = [&a, &b]
             .iter()
             .filter(|r| r.state == EndpointState::Ejected && r.ejected_until_ms > now)
@@ -209,7 +209,7 @@ async fn passive_failures_eject_without_probes() {
     let f = Fixture::new(cfg).await;
     f.until("m@b", EndpointState::Healthy, Duration::from_secs(2))
         .await;
-    let now = switchyard_health_prober::prober::now_ms();
+    let now = switchyard_core::clock::now_ms();
     let mut o = Outcomes {
         ok: 2,
         failed: 8,

@@ -81,12 +81,7 @@ impl std::fmt::Debug for PolicyCore {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use switchyard_core::clock::now_ms;
 
 fn list(errors: &[FieldError]) -> String {
     errors

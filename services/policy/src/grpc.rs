@@ -29,7 +29,7 @@ fn status(e: CoreError) -> Status {
     match e {
         CoreError::NotFound(m) => Status::not_found(m),
         CoreError::Invalid(m) => Status::invalid_argument(m),
-        CoreError::State(e) => Status::unavailable(e.to_string()),
+        CoreError::State(e) => switchyard_runtime::status::state_status(e),
     }
 }
 

@@ -8,11 +8,10 @@
 //! keys only sealed (decrypted only into the snapshot a router receives).
 
 pub mod compile;
-pub mod config;
 pub mod core;
-pub mod crypto;
 pub mod grpc;
-pub mod keys;
 pub mod run;
 pub mod server;
-pub mod snapshot;
+
+// The policy's types live in a library that every reader of the policy shares.
+pub use switchyard_policy_model::{config, crypto, keys, snapshot};

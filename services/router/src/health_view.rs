@@ -57,12 +57,7 @@ impl std::fmt::Debug for HealthView {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use switchyard_core::clock::now_ms;
 
 impl HealthView {
     /// Starts following `store`; records older than `ttl` read as unknown.

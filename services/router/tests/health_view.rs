@@ -11,12 +11,7 @@ use switchyard_state::{HealthRecord, HealthStore, RedisHealthStore};
 use switchyard_testkit::{RedisOptions, RedisServer};
 use tokio_util::sync::CancellationToken;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use switchyard_core::clock::now_ms;
 
 async fn until(view: &HealthView, what: impl Fn(&HealthView) -> bool, limit: Duration) -> Duration {
     let started = Instant::now();

@@ -10,8 +10,8 @@ use switchyard_config::Catalog;
 use switchyard_core::Money;
 use switchyard_provider_sim::SimHandle;
 use switchyard_providers::{ClientOptions, ProviderClient};
+use switchyard_router::handler::Router;
 use switchyard_router::health_view::HealthView;
-use switchyard_router::pipeline::Router;
 use switchyard_router::policy_view::PolicyWatcher;
 use switchyard_router::reporter::Reporter;
 use switchyard_state::{
@@ -112,7 +112,7 @@ async fn env() -> Env {
         stop.clone(),
     ));
     router.idempotency = Some(Arc::new(switchyard_state::MemoryIdempotencyStore::default()));
-    let router = Arc::new(router);
+    let router = Arc::new(router.build());
     let listener = listen().await;
     let url = format!("http://{}", listener.local_addr().unwrap());
     let grpc_listener = listen().await;
@@ -349,7 +349,7 @@ async fn budgets_deny_and_usage_reaches_billing() {
     assert!(entry.cost.nanos() > 0);
     let budgets = e
         .budgets
-        .budgets("acme", switchyard_billing::service::now_ms())
+        .budgets("acme", switchyard_core::clock::now_ms())
         .await
         .unwrap();
     assert!(budgets.is_empty());
@@ -378,7 +378,7 @@ async fn budgets_deny_and_usage_reaches_billing() {
 
 async fn held(e: &Env) -> Money {
     e.budgets
-        .budgets("acme", switchyard_billing::service::now_ms())
+        .budgets("acme", switchyard_core::clock::now_ms())
         .await
         .unwrap()
         .iter()
@@ -483,7 +483,7 @@ async fn every_attempt_becomes_a_passive_outcome() {
     for ep in ["m@a", "m@b"] {
         let record = switchyard_state::HealthRecord {
             state: switchyard_core::EndpointState::Healthy,
-            updated_ms: switchyard_billing::service::now_ms(),
+            updated_ms: switchyard_core::clock::now_ms(),
             ..Default::default()
         };
         e.health.put_record(&ep.into(), &record).await.unwrap();
@@ -495,7 +495,7 @@ async fn every_attempt_becomes_a_passive_outcome() {
         assert_eq!(status, 200);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let now = switchyard_billing::service::now_ms();
+    let now = switchyard_core::clock::now_ms();
     let (from, to) = (
         switchyard_state::bucket_of(now) - 1,
         switchyard_state::bucket_of(now),

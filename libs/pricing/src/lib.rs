@@ -1,6 +1,9 @@
 //! The price book: every endpoint's prices from the catalog, the cost of a finished request
 //! from its usage, and the maximum cost of a request before it runs (what a budget hold reserves).
 //! Integer nano-USD throughout, rounded up so nothing is under-charged.
+//!
+//! Routers price requests with it (holds, `usage.cost`) and billing charges what they report, so
+//! the rule lives here, in one place, and no service links another to reach it.
 
 use std::collections::HashMap;
 
