@@ -169,6 +169,18 @@ impl ErrorClass {
         }
     }
 
+    /// Whether an attempt that failed this way counts against its endpoint's health: the one
+    /// rule behind the router's local penalty, the passive outcome counters and the prober's
+    /// error rate. An outage, a timeout, a malformed reply or a rejected provider key say the
+    /// endpoint cannot serve; a rate limit (the upstream said when to come back), a context-length
+    /// error, a content-policy refusal and the client's own bad request say nothing about it.
+    pub const fn counts_against_health(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Timeout | ErrorClass::Unavailable | ErrorClass::UpstreamAuth
+        )
+    }
+
     /// True for failures that come from an upstream provider rather than from us or the client.
     pub const fn is_upstream(self) -> bool {
         matches!(

@@ -6,10 +6,12 @@
 //! This crate does no I/O and holds no policy: it defines values and their invariants only.
 
 pub mod chat;
+pub mod clock;
 pub mod error;
 pub mod health;
 pub mod ids;
 pub mod money;
+pub mod outcome;
 pub mod params;
 pub mod response;
 pub mod tokens;
@@ -23,6 +25,7 @@ pub use error::{Error, ErrorClass, Fallback};
 pub use health::{EndpointHealth, EndpointState, HealthSnapshot};
 pub use ids::{ApiKeyId, EndpointId, ModelId, OrgId, ProviderId, RequestId, WorkflowId};
 pub use money::{Money, MoneyParseError, PricePerMtok};
+pub use outcome::AttemptOutcome;
 pub use params::Parameter;
 pub use response::{
     ChatChunk, ChatResponse, Choice, ChunkChoice, Delta, FinishReason, ToolCallDelta, Usage,

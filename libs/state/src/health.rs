@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use switchyard_core::{EndpointHealth, EndpointId, EndpointState, HealthSnapshot};
+use switchyard_core::{AttemptOutcome, EndpointHealth, EndpointId, EndpointState, HealthSnapshot};
 use tokio::sync::broadcast;
 
 use crate::StateError;
@@ -107,9 +107,9 @@ pub fn snapshot(
 pub struct Outcomes {
     /// Successful attempts.
     pub ok: u64,
-    /// Failed attempts.
+    /// Failed attempts that count against the endpoint's health.
     pub failed: u64,
-    /// Failures by error class label.
+    /// Every failure by error class label (rate limits and refusals included).
     pub by_class: BTreeMap<String, u64>,
     /// Sum of attempt latencies, ms.
     pub latency_ms_sum: u64,
@@ -128,6 +128,40 @@ pub struct Outcomes {
 }
 
 impl Outcomes {
+    /// Counts one attempt. What bears on health (answers, and failures that count against the
+    /// endpoint by [`AttemptOutcome::counts_against_health`]) goes into `ok`/`failed` and the
+    /// latency sum; every failure is also counted by class, so a rate limit stays visible
+    /// without making the endpoint look ill. `ttft_ms` is the attempt's time to its first
+    /// chunk, for streamed attempts.
+    pub fn count(
+        &mut self,
+        outcome: AttemptOutcome,
+        latency_ms: u64,
+        tokens_out: u64,
+        ttft_ms: Option<u64>,
+    ) {
+        if let AttemptOutcome::Failed(class) = outcome {
+            *self.by_class.entry(class.as_str().to_string()).or_default() += 1;
+        }
+        if !outcome.bears_on_health() {
+            return;
+        }
+        if outcome.answered() {
+            self.ok += 1;
+            self.tokens_out += tokens_out;
+            if tokens_out > 0 {
+                self.generation_ms += latency_ms;
+            }
+            if let Some(ttft) = ttft_ms {
+                self.ttft_ms_sum += ttft;
+                self.ttft_count += 1;
+            }
+        } else {
+            self.failed += 1;
+        }
+        self.latency_ms_sum += latency_ms;
+    }
+
     /// Adds another set of counters.
     pub fn add(&mut self, o: &Outcomes) {
         self.ok += o.ok;

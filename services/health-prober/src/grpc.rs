@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use switchyard_core::{EndpointId, EndpointState};
 use switchyard_proto::v1 as pb;
+use switchyard_runtime::status::state_status;
 use switchyard_state::{HealthRecord, StateError};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -55,10 +56,6 @@ pub fn to_proto(endpoint: &EndpointId, r: &HealthRecord) -> pb::EndpointHealth {
     }
 }
 
-fn unavailable(e: StateError) -> Status {
-    Status::unavailable(e.to_string())
-}
-
 async fn list(prober: &Prober) -> Result<pb::ListEndpointsResponse, StateError> {
     let (version, records) = prober.store().records().await?;
     let endpoints = prober
@@ -92,7 +89,7 @@ impl pb::health_server::Health for HealthGrpc {
         list(&self.prober)
             .await
             .map(Response::new)
-            .map_err(unavailable)
+            .map_err(state_status)
     }
 
     async fn watch(
@@ -113,7 +110,7 @@ impl pb::health_server::Health for HealthGrpc {
                             version: l.version,
                             endpoints: l.endpoints,
                         })
-                        .map_err(unavailable)
+                        .map_err(state_status)
                 }
             })
             .take_until(self.shutdown.clone().cancelled_owned());
@@ -125,7 +122,7 @@ impl pb::health_server::Health for HealthGrpc {
         request: Request<pb::ProbeNowRequest>,
     ) -> Result<Response<pb::EndpointHealth>, Status> {
         let ep = request.into_inner().endpoint;
-        found(self.prober.probe_now(&ep).await.map_err(unavailable)?, &ep)
+        found(self.prober.probe_now(&ep).await.map_err(state_status)?, &ep)
     }
 
     async fn eject(
@@ -151,7 +148,7 @@ impl pb::health_server::Health for HealthGrpc {
                 &why,
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(state_status)?;
         if rec.is_some() {
             self.prober
                 .audit(
@@ -180,7 +177,7 @@ impl pb::health_server::Health for HealthGrpc {
             .prober
             .set_manual(&r.endpoint, None, &why)
             .await
-            .map_err(unavailable)?;
+            .map_err(state_status)?;
         if rec.is_some() {
             self.prober
                 .audit(actor, "restore", &r.endpoint, &r.reason)

@@ -52,13 +52,20 @@ pub const MIN_TOOL_CALLS: u64 = 5;
 pub fn evaluate(prev: &HealthRecord, i: &Inputs<'_>, t: &Thresholds) -> HealthRecord {
     let mut r = prev.clone();
     r.updated_ms = i.now_ms;
+    // A probe that was throttled or refused says nothing about the endpoint's health (the one
+    // rule on `ErrorClass`): its start is noted so the cadence runs on, its result is not.
+    if let Some(p) = i.probe {
+        r.last_probe_ms = p.started_ms;
+    }
+    let probe = i
+        .probe
+        .filter(|p| p.ok || p.class.is_none_or(ErrorClass::counts_against_health));
     if i.disabled {
         r.state = EndpointState::Disabled;
         r.reason = "disabled by an operator override".into();
         return r;
     }
-    if let Some(p) = i.probe {
-        r.last_probe_ms = p.started_ms;
+    if let Some(p) = probe {
         if p.ok {
             r.consecutive_failures = 0;
             r.latency_ms = ewma(r.latency_ms, p.latency_ms, t.ewma_alpha);
@@ -79,7 +86,7 @@ pub fn evaluate(prev: &HealthRecord, i: &Inputs<'_>, t: &Thresholds) -> HealthRe
             w.latency_ms_sum as f64 / n as f64,
             t.ewma_alpha,
         );
-    } else if i.probe.is_some() {
+    } else if probe.is_some() {
         r.error_rate = if r.consecutive_failures > 0 { 1.0 } else { 0.0 };
     }
     if w.ttft_count > 0 {
@@ -103,7 +110,7 @@ pub fn evaluate(prev: &HealthRecord, i: &Inputs<'_>, t: &Thresholds) -> HealthRe
             return r;
         }
         // Half-open: the next probe decides.
-        match i.probe {
+        match probe {
             None => {
                 r.reason = "half-open: waiting for a probe".into();
                 return r;
@@ -163,7 +170,7 @@ pub fn evaluate(prev: &HealthRecord, i: &Inputs<'_>, t: &Thresholds) -> HealthRe
             r.latency_ms.unwrap_or(0.0),
             t.degraded_latency_ms
         );
-    } else if i.probe.is_some() || n > 0 || r.state != EndpointState::Unknown {
+    } else if probe.is_some() || n > 0 || r.state != EndpointState::Unknown {
         r.state = EndpointState::Healthy;
         r.reason = "healthy".into();
         if !was_healthy {
@@ -260,6 +267,53 @@ mod tests {
             (EndpointState::Healthy, 0)
         );
         assert!(r.reason.starts_with("recovered"));
+    }
+
+    #[test]
+    fn throttled_probes_and_passive_rate_limits_say_nothing_about_health() {
+        let throttled = |now| ProbeResult {
+            ok: false,
+            latency_ms: 5.0,
+            class: Some(ErrorClass::RateLimited),
+            started_ms: now,
+        };
+        let mut window = Outcomes::default();
+        for _ in 0..40 {
+            window.count(
+                switchyard_core::AttemptOutcome::Failed(ErrorClass::RateLimited),
+                5,
+                0,
+                None,
+            );
+        }
+        window.count(switchyard_core::AttemptOutcome::Ok, 50, 3, Some(20));
+        let mut r = step(&HealthRecord::default(), 1, Some((true, 50)), &none(), 0);
+        for now in 2..10 {
+            r = evaluate(
+                &r,
+                &Inputs {
+                    now_ms: now,
+                    probe: Some(throttled(now)),
+                    window: &window,
+                    disabled: false,
+                    model_endpoints: 2,
+                    model_ejected_others: 0,
+                },
+                &t(),
+            );
+        }
+        assert_eq!(r.state, EndpointState::Healthy, "{}", r.reason);
+        assert_eq!((r.consecutive_failures, r.error_rate), (0, 0.0));
+        assert_eq!(
+            r.last_probe_ms, 9,
+            "the cadence still runs on throttled probes"
+        );
+        assert_eq!(window.by_class.get("rate_limited"), Some(&40));
+        assert_eq!(r.ttft_ms, Some(20.0), "ttft from passive streamed attempts");
+    }
+
+    fn none() -> Outcomes {
+        Outcomes::default()
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_config::Catalog;
 use switchyard_core::{ChatRequest, EndpointId, EndpointState, ErrorClass, ModelId, Money};
-use switchyard_policy::snapshot::{CompiledPolicy, OverrideKind};
+use switchyard_policy_model::snapshot::{CompiledPolicy, OverrideKind};
 use switchyard_providers::{Call, CallError, ProviderClient, Target, Timeouts, resolve_key};
 use switchyard_state::{HealthRecord, HealthStore, PolicyStore, StateError, bucket_of};
 use tokio_util::sync::CancellationToken;
@@ -52,13 +52,7 @@ impl std::fmt::Debug for Prober {
     }
 }
 
-/// Now, Unix ms.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use switchyard_core::clock::now_ms;
 
 impl Prober {
     /// A prober for every endpoint of `catalog`. Keys are resolved now; an endpoint whose key
