@@ -227,7 +227,7 @@ pub fn usage(u: &Usage) -> pb::Usage {
 }
 
 /// The routing trace on the wire.
-pub fn trace(attempts: &[AttemptTrace], a: &crate::pipeline::Admitted) -> pb::RoutingTrace {
+pub fn trace(attempts: &[AttemptTrace], a: &crate::admission::Admitted) -> pb::RoutingTrace {
     pb::RoutingTrace {
         attempts: attempts
             .iter()

@@ -10,125 +10,17 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde::Serialize;
-use switchyard_core::{
-    ChatChunk, ChatRequest, ChatResponse, EndpointId, Error, ErrorClass, Fallback, ModelId,
-    ProviderId,
-};
-use switchyard_providers::{
-    Call, CallError, ChunkStream, ProviderClient, Target, Timeouts, UpstreamError,
-};
-use switchyard_routing::Attempt;
+use switchyard_core::{AttemptOutcome, ChatRequest, Error, ErrorClass, Fallback, ProviderId};
+use switchyard_policy_model::config::OnInvalidOutput;
+use switchyard_providers::{Call, CallError, ProviderClient, Timeouts, UpstreamError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::attempt::{
+    AttemptTrace, Completed, EngineSettings, Failed, PlannedAttempt, Streaming, served_validity,
+};
 use crate::retry_budget::RetryBudget;
 use crate::validate::Validator;
-use switchyard_policy::config::OnInvalidOutput;
-
-/// A planned attempt with where to send it.
-#[derive(Debug, Clone)]
-pub struct PlannedAttempt {
-    /// The planner's attempt.
-    pub attempt: Attempt,
-    /// The upstream call target (with the key the attempt uses).
-    pub target: Target,
-    /// The endpoint's context window, for context-length fallbacks.
-    pub context_length: u32,
-}
-
-/// How the engine behaves for one request (from the workflow).
-#[derive(Debug, Clone, Copy)]
-pub struct EngineSettings {
-    /// Per-attempt limits (each also bounded by the deadline).
-    pub timeouts: Timeouts,
-    /// Retries per endpoint after its first try.
-    pub max_retries: u32,
-    /// First backoff; doubles with each retry, jittered.
-    pub base_backoff: Duration,
-    /// Backoff cap.
-    pub max_backoff: Duration,
-    /// The whole request ends here.
-    pub deadline: Instant,
-    /// Whether a refusal may fall back.
-    pub fallback_on_refusal: bool,
-    /// What to do with output that fails its JSON Schema.
-    pub on_invalid_output: OnInvalidOutput,
-}
-
-/// One attempt as it happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AttemptTrace {
-    /// Endpoint.
-    pub endpoint: EndpointId,
-    /// Provider.
-    pub provider: ProviderId,
-    /// Model.
-    pub model: ModelId,
-    /// `ok` or the error class.
-    pub outcome: &'static str,
-    /// Time taken.
-    pub latency_ms: u64,
-    /// A retry of the previous attempt's endpoint.
-    pub retry: bool,
-    /// How long the upstream asked not to be called again (Retry-After), if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after_ms: Option<u64>,
-    /// Time taken, exactly (for metrics).
-    #[serde(skip)]
-    pub elapsed: std::time::Duration,
-    /// What validation found in this attempt's reply (set on the serving attempt).
-    #[serde(skip)]
-    pub validity: Option<crate::validate::Validity>,
-}
-
-/// What validation found in the reply that was served, if it was checked.
-pub fn served_validity(trace: &[AttemptTrace]) -> Option<&crate::validate::Validity> {
-    trace.iter().rev().find_map(|t| t.validity.as_ref())
-}
-
-/// A completion and how it was reached.
-#[derive(Debug)]
-pub struct Completed {
-    /// The response.
-    pub response: ChatResponse,
-    /// Index of the serving attempt in the plan.
-    pub served: usize,
-    /// Every attempt.
-    pub trace: Vec<AttemptTrace>,
-}
-
-/// A committed stream: its first chunk, the rest, and how it was reached.
-pub struct Streaming {
-    /// The first chunk.
-    pub first: ChatChunk,
-    /// The rest; ends with an error item if the upstream fails after the first chunk.
-    pub rest: ChunkStream,
-    /// Index of the serving attempt in the plan.
-    pub served: usize,
-    /// Every attempt so far.
-    pub trace: Vec<AttemptTrace>,
-}
-
-impl std::fmt::Debug for Streaming {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Streaming")
-            .field("served", &self.served)
-            .field("trace", &self.trace)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why a request could not be served.
-#[derive(Debug)]
-pub struct Failed {
-    /// The client-facing error (the last attempt's, or the deadline's).
-    pub error: Error,
-    /// Every attempt.
-    pub trace: Vec<AttemptTrace>,
-    /// The caller gave up (client disconnect); nothing will read the error.
-    pub cancelled: bool,
-}
 
 enum Next {
     Retry(Duration),
@@ -168,13 +60,19 @@ fn decide(
     }
 }
 
-fn trace(p: &PlannedAttempt, outcome: &'static str, started: Instant, retry: bool) -> AttemptTrace {
+fn trace(
+    p: &PlannedAttempt,
+    outcome: AttemptOutcome,
+    started: Instant,
+    retry: bool,
+) -> AttemptTrace {
     AttemptTrace {
         endpoint: p.attempt.endpoint.clone(),
         provider: p.attempt.provider.clone(),
         model: p.attempt.model.clone(),
         outcome,
         latency_ms: started.elapsed().as_millis() as u64,
+        ttft_ms: None,
         retry,
         retry_after_ms: None,
         elapsed: started.elapsed(),
@@ -270,24 +168,28 @@ where
             span.record(
                 "outcome",
                 match &tried {
-                    Tried::Served(_) => "ok",
-                    Tried::Invalid(_) => INVALID_OUTPUT,
+                    Tried::Served(_) => AttemptOutcome::Ok.as_str(),
+                    Tried::Invalid(_) => AttemptOutcome::InvalidOutput.as_str(),
                     Tried::Failed(e) => e.class.as_str(),
                     Tried::Cancelled => "cancelled",
                 },
             );
             match tried {
                 Tried::Served(v) => {
-                    traces.push(trace(p, "ok", started, retries > 0));
+                    traces.push(trace(p, AttemptOutcome::Ok, started, retries > 0));
                     metrics::counter!("switchyard_attempts_total", "provider" => p.attempt.provider.to_string(), "outcome" => "ok").increment(1);
                     return Ok((v, i, traces));
                 }
                 Tried::Invalid(v) => {
                     traces.push(trace(p, INVALID_OUTPUT, started, retries > 0));
-                    metrics::counter!("switchyard_attempts_total", "provider" => p.attempt.provider.to_string(), "outcome" => INVALID_OUTPUT).increment(1);
+                    metrics::counter!("switchyard_attempts_total", "provider" => p.attempt.provider.to_string(), "outcome" => INVALID_OUTPUT.as_str()).increment(1);
                     match s.on_invalid_output {
                         OnInvalidOutput::Return => return Ok((v, i, traces)),
-                        OnInvalidOutput::Retry if !retried_invalid => {
+                        // A retry for invalid output spends from the retry budget like any other:
+                        // an endpoint that keeps failing its schema cannot double its traffic.
+                        OnInvalidOutput::Retry
+                            if !retried_invalid && budget.try_spend(&p.attempt.provider) =>
+                        {
                             retried_invalid = true;
                             retries += 1;
                             kept = Some((v, i));
@@ -297,14 +199,14 @@ where
                         OnInvalidOutput::Fallback => {
                             kept = Some((v, i));
                             if let Some(next) = plan.get(i + 1) {
-                                metrics::counter!("switchyard_fallbacks_total", "from" => p.attempt.provider.to_string(), "to" => next.attempt.provider.to_string(), "reason" => INVALID_OUTPUT).increment(1);
+                                metrics::counter!("switchyard_fallbacks_total", "from" => p.attempt.provider.to_string(), "to" => next.attempt.provider.to_string(), "reason" => INVALID_OUTPUT.as_str()).increment(1);
                             }
                             break;
                         }
                     }
                 }
                 Tried::Cancelled => {
-                    let error = Error::new(ErrorClass::Timeout, "the client went away");
+                    let error = Error::new(ErrorClass::Timeout, CANCELLED);
                     return Err(Failed {
                         error,
                         trace: traces,
@@ -312,7 +214,7 @@ where
                     });
                 }
                 Tried::Failed(e) => {
-                    let mut t = trace(p, e.class.as_str(), started, retries > 0);
+                    let mut t = trace(p, AttemptOutcome::Failed(e.class), started, retries > 0);
                     t.retry_after_ms = e.retry_after.map(|d| d.as_millis() as u64);
                     traces.push(t);
                     metrics::counter!("switchyard_attempts_total", "provider" => p.attempt.provider.to_string(), "outcome" => e.class.as_str()).increment(1);
@@ -325,7 +227,7 @@ where
                             retries += 1;
                             tokio::select! {
                                 _ = cancel.cancelled() => {
-                                    let error = Error::new(ErrorClass::Timeout, "the client went away");
+                                    let error = Error::new(ErrorClass::Timeout, CANCELLED);
                                     return Err(Failed { error, trace: traces, cancelled: true });
                                 }
                                 _ = tokio::time::sleep(wait) => {}
@@ -359,8 +261,12 @@ where
     give_up!(error)
 }
 
+/// Why a cancelled request ended (the router's drain deadline passed while it waited).
+const CANCELLED: &str =
+    "the request was cancelled before an upstream answered: the router is shutting down";
+
 /// The trace outcome of an attempt whose output failed its JSON Schema.
-pub const INVALID_OUTPUT: &str = "invalid_output";
+pub const INVALID_OUTPUT: AttemptOutcome = AttemptOutcome::InvalidOutput;
 
 /// How replies are validated: the request's schemas, and where validity is counted.
 #[derive(Debug, Clone, Copy)]
@@ -413,11 +319,7 @@ pub async fn complete(
         })
         .await?;
     // The served reply is the last attempt that answered (later ones, if any, failed).
-    if let Some(t) = trace
-        .iter_mut()
-        .rev()
-        .find(|t| t.outcome == "ok" || t.outcome == INVALID_OUTPUT)
-    {
+    if let Some(t) = trace.iter_mut().rev().find(|t| t.outcome.answered()) {
         t.validity = validity;
     }
     Ok(Completed {

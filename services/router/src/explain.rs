@@ -6,8 +6,10 @@ use serde_json::{Value, json};
 use switchyard_core::{ChatRequest, Error};
 use switchyard_proto::v1 as pb;
 
-use crate::pipeline::{AdmitOptions, Routed, Router};
-use crate::policy_view::PolicyView;
+use switchyard_pricing::PriceBook;
+
+use crate::admission::{Admission, AdmitOptions, Routed};
+use crate::edge::Caller;
 
 /// A request's route, explained.
 pub struct Explanation {
@@ -25,24 +27,23 @@ pub struct Explanation {
     pub request_provider: Value,
 }
 
-impl Router {
-    /// Plans `req` for `key` as [`Router::admit`] would, and stops there.
-    pub fn explain(
-        &self,
-        policy: &PolicyView,
-        key: &switchyard_policy::snapshot::KeyRecord,
+impl Explanation {
+    /// Checks and plans `req` for `caller` as admission does, and stops there.
+    pub fn new(
+        admission: &Admission,
+        caller: &Caller,
         req: &ChatRequest,
         options: AdmitOptions,
     ) -> Result<Explanation, Error> {
-        crate::pipeline::validate(req)?;
+        crate::admission::validate(req)?;
         crate::validate::Validator::for_request(req)?;
         let seed = options.seed.unwrap_or_else(rand::random);
-        let routed = self.route(policy, key, req, seed)?;
+        let routed = admission.route(&caller.policy, &caller.key, req, seed)?;
         metrics::counter!("switchyard_explain_total").increment(1);
         Ok(Explanation {
             seed,
-            org: key.org.to_string(),
-            policy_version: policy.version,
+            org: caller.key.org.to_string(),
+            policy_version: caller.policy.version,
             prompt_tokens: req.estimated_prompt_tokens(),
             routed,
             request_provider: serde_json::to_value(&req.provider).unwrap_or(Value::Null),
@@ -60,7 +61,7 @@ impl Explanation {
     }
 
     /// The gRPC API's form (the HTTP API and `ctl --json` render it with [`json`]).
-    pub fn to_proto(&self, router: &Router) -> pb::ExplainResponse {
+    pub fn to_proto(&self, prices: &PriceBook) -> pb::ExplainResponse {
         let r = &self.routed;
         let key = |k: switchyard_routing::KeySource| match k {
             switchyard_routing::KeySource::Byok => "byok".to_string(),
@@ -79,7 +80,7 @@ impl Explanation {
                 .iter()
                 .map(|p| {
                     let a = &p.attempt;
-                    let price = router.prices.price(a.endpoint.as_str());
+                    let price = prices.price(a.endpoint.as_str());
                     pb::PlannedEndpoint {
                         endpoint: a.endpoint.to_string(),
                         provider: a.provider.to_string(),

@@ -4,14 +4,15 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
 use switchyard_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::pipeline::{AdmitOptions, Admitted, Claim, Router, StreamEvent};
+use crate::edge::{Api, Caller, Incoming};
+use crate::handler::{Failure, Reply, Router};
+use crate::stream::StreamEvent;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -26,112 +27,54 @@ impl RouterGrpc {
     }
 }
 
-fn bearer<T>(r: &Request<T>) -> Option<String> {
-    r.metadata()
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(|k| k.trim().to_string())
+/// What the request carries besides its message, from its metadata.
+fn incoming<T>(r: &Request<T>) -> Incoming {
+    Incoming::read(Api::Grpc, |name| r.metadata().get(name)?.to_str().ok())
 }
 
-/// `grpc-timeout` ("100m", "5S", …) as a duration.
-fn grpc_timeout<T>(r: &Request<T>) -> Option<Duration> {
-    let v = r.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+fn authenticate<T>(router: &Router, r: &Request<T>) -> Result<(Caller, Incoming), Status> {
+    let incoming = incoming(r);
+    let caller = router.authenticate(&incoming).map_err(|e| e.to_status())?;
+    Ok((caller, incoming))
 }
 
-/// The caller's deadline and route seed from the request metadata.
-fn options<T>(r: &Request<T>) -> Result<AdmitOptions, Status> {
-    let seed = match r.metadata().get("switchyard-route-seed") {
-        None => None,
-        Some(v) => Some(
-            AdmitOptions::parse_seed(v.to_str().unwrap_or("(not text)"))
-                .map_err(|e| e.to_status())?,
-        ),
-    };
-    Ok(AdmitOptions {
-        seed,
-        timeout: grpc_timeout(r),
-    })
-}
-
-async fn admit<T>(
-    r: &Router,
-    request: &Request<T>,
-    req: &switchyard_core::ChatRequest,
-) -> Result<Arc<Admitted>, Status> {
-    let key = bearer(request);
-    let (policy, record) = r.authenticate(key.as_deref()).map_err(|e| e.to_status())?;
-    r.admit(&policy, record, req, options(request)?)
-        .await
-        .map_err(|e| e.to_status())
-}
-
-/// A Chat with `idempotency-key` metadata: the stored reply is the protobuf encoding, base64.
-async fn idempotent(
-    r: &Arc<Router>,
-    probe: &Request<()>,
-    req: &switchyard_core::ChatRequest,
-    idem: &str,
-) -> Result<Response<pb::ChatResponse>, Status> {
-    use base64::Engine;
+/// A failure as a status; when attempts were made, the routing trace rides along as the
+/// binary trailing metadata `switchyard-routing-bin` (a `switchyard.v1.RoutingTrace`), as the
+/// HTTP API carries it in the error body.
+fn failure_status(f: Failure) -> Status {
     use prost::Message;
-    use sha2::Digest;
-    let (policy, record) = r
-        .authenticate(bearer(probe).as_deref())
-        .map_err(|e| e.to_status())?;
-    let hash: String = sha2::Sha256::digest(serde_json::to_vec(req).unwrap_or_default())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let encode = |resp: &switchyard_core::ChatResponse,
-                  trace: &[crate::engine::AttemptTrace],
-                  a: &Admitted| {
-        let pb = convert::response(resp, convert::trace(trace, a));
-        base64::engine::general_purpose::STANDARD.encode(pb.encode_to_vec())
-    };
-    let out = r
-        .run_idempotent(
-            &policy,
-            record,
-            req,
-            options(probe)?,
-            Claim {
-                key: &format!("grpc:{idem}"),
-                request_hash: &hash,
-            },
-            encode,
-        )
-        .await
-        .map_err(|e| e.to_status())?;
-    let (text, replayed) = match out {
-        crate::pipeline::Idempotent::Fresh(t) => (t, false),
-        crate::pipeline::Idempotent::Replay(t) => (t, true),
-    };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|_| Status::internal("stored reply is not readable"))?;
-    let reply = pb::ChatResponse::decode(bytes.as_slice())
-        .map_err(|_| Status::internal("stored reply is not readable"))?;
-    let mut resp = Response::new(reply);
-    if replayed {
-        resp.metadata_mut().insert(
-            "idempotent-replayed",
-            tonic::metadata::MetadataValue::from_static("true"),
+    let mut status = f.error.to_status();
+    if let Some((a, trace)) = f.routing {
+        let bytes = convert::trace(&trace, &a).encode_to_vec();
+        status.metadata_mut().insert_bin(
+            ROUTING_METADATA,
+            tonic::metadata::MetadataValue::from_bytes(&bytes),
         );
     }
-    Ok(resp)
+    status
+}
+
+/// The trailing metadata key of a failed request's routing trace.
+pub const ROUTING_METADATA: &str = "switchyard-routing-bin";
+
+/// The stored form of a gRPC reply (the protobuf encoding, base64) and back.
+mod stored {
+    use base64::Engine;
+    use prost::Message;
+    use switchyard_proto::v1 as pb;
+    use tonic::Status;
+
+    pub fn encode(reply: &pb::ChatResponse) -> String {
+        base64::engine::general_purpose::STANDARD.encode(reply.encode_to_vec())
+    }
+
+    pub fn decode(text: &str) -> Result<pb::ChatResponse, Status> {
+        let unreadable = |_| Status::internal("stored reply is not readable");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| unreadable(e.to_string()))?;
+        pb::ChatResponse::decode(bytes.as_slice()).map_err(|e| unreadable(e.to_string()))
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ChatStreamEvent, Status>> + Send>>;
@@ -142,24 +85,27 @@ impl RouterGrpc {
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<pb::ChatResponse>, Status> {
         let r = &self.router;
-        let (metadata, extensions, body) = request.into_parts();
-        let probe = Request::from_parts(metadata, extensions, ());
-        let req = convert::request(body).map_err(|e| e.to_status())?;
-        if let Some(idem) = probe
-            .metadata()
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+        let (caller, incoming) = authenticate(r, &request)?;
+        let req = convert::request(request.into_inner()).map_err(|e| e.to_status())?;
+        let reply = |s: &crate::handler::Served| {
+            convert::response(&s.response, convert::trace(&s.trace, &s.admitted))
+        };
+        match r
+            .complete(caller, &incoming, req, |s| stored::encode(&reply(s)))
+            .await
+            .map_err(failure_status)?
         {
-            return idempotent(r, &probe, &req, &idem).await;
-        }
-        let a = admit(r, &probe, &req).await?;
-        match r.run_complete(&a, &req).await {
-            Ok((resp, trace)) => Ok(Response::new(convert::response(
-                &resp,
-                convert::trace(&trace, &a),
-            ))),
-            Err((error, _)) => Err(error.to_status()),
+            Reply::Served(s) => Ok(Response::new(reply(&s))),
+            Reply::Stored { text, replayed } => {
+                let mut resp = Response::new(stored::decode(&text)?);
+                if replayed {
+                    resp.metadata_mut().insert(
+                        crate::edge::REPLAYED,
+                        tonic::metadata::MetadataValue::from_static("true"),
+                    );
+                }
+                Ok(resp)
+            }
         }
     }
 
@@ -167,15 +113,13 @@ impl RouterGrpc {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let r = self.router.clone();
-        let (metadata, extensions, body) = request.into_parts();
-        let probe = Request::from_parts(metadata, extensions, ());
-        let req = convert::request(body).map_err(|e| e.to_status())?;
-        let a = admit(&r, &probe, &req).await?;
+        let r = &self.router;
+        let (caller, incoming) = authenticate(r, &request)?;
+        let req = convert::request(request.into_inner()).map_err(|e| e.to_status())?;
         let session = r
-            .start_stream(&a, &req)
+            .stream(caller, &incoming, req)
             .await
-            .map_err(|(e, _)| e.to_status())?;
+            .map_err(failure_status)?;
         let events = futures::stream::unfold(session, |mut s| async move {
             loop {
                 let event = match s.next().await? {
@@ -207,7 +151,7 @@ impl pb::router_server::Router for RouterGrpc {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<pb::ChatResponse>, Status> {
-        let span = crate::observe::request_span("grpc");
+        let span = crate::edge::request_span(Api::Grpc);
         tracing::Instrument::instrument(self.chat_inner(request), span).await
     }
 
@@ -215,7 +159,7 @@ impl pb::router_server::Router for RouterGrpc {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::ChatStreamStream>, Status> {
-        let span = crate::observe::request_span("grpc");
+        let span = crate::edge::request_span(Api::Grpc);
         tracing::Instrument::instrument(self.chat_stream_inner(request), span).await
     }
 
@@ -224,10 +168,7 @@ impl pb::router_server::Router for RouterGrpc {
         request: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
         let r = &self.router;
-        let (policy, key) = r
-            .authenticate(bearer(&request).as_deref())
-            .map_err(|e| e.to_status())?;
-        let options = options(&request)?;
+        let (caller, incoming) = authenticate(r, &request)?;
         let body = request.into_inner();
         let req = if body.openai_json.is_empty() {
             convert::request(body.request.unwrap_or_default())
@@ -236,21 +177,19 @@ impl pb::router_server::Router for RouterGrpc {
         }
         .map_err(|e| e.to_status())?;
         let x = r
-            .explain(&policy, &key, &req, options)
+            .explain(&caller, &incoming, &req)
             .map_err(|e| e.to_status())?;
-        Ok(Response::new(x.to_proto(r)))
+        Ok(Response::new(x.to_proto(r.prices())))
     }
 
     async fn list_models(
         &self,
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        self.router
-            .authenticate(bearer(&request).as_deref())
-            .map_err(|e| e.to_status())?;
+        authenticate(&self.router, &request)?;
         let models = self
             .router
-            .models
+            .models()
             .iter()
             .map(|(id, ctx, out)| pb::ModelInfo {
                 id: id.clone(),
@@ -258,7 +197,7 @@ impl pb::router_server::Router for RouterGrpc {
                 max_output: *out,
                 providers: self
                     .router
-                    .routing
+                    .routing()
                     .candidates(id)
                     .unwrap_or(&[])
                     .iter()

@@ -13,8 +13,11 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use switchyard_core::{ChatChunk, ChatRequest, Error};
 
+use crate::admission::Admitted;
+use crate::edge::{Api, Incoming};
 use crate::engine::AttemptTrace;
-use crate::pipeline::{AdmitOptions, Admitted, Claim, Router, StreamEvent};
+use crate::handler::{Failure, Reply, Router, Served};
+use crate::stream::{StreamEvent, StreamSession};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -40,13 +43,19 @@ pub fn error_response(e: &Error) -> Response {
     resp
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+/// What the request carries besides its body.
+fn incoming(headers: &HeaderMap) -> Incoming {
+    Incoming::read(Api::Http, |name| headers.get(name)?.to_str().ok())
+}
+
+/// A failure as an HTTP response, with the routing trace when attempts were made.
+fn failure_response(f: Failure) -> Response {
+    match f.routing {
+        Some((a, trace)) => {
+            error_response(&f.error.with_metadata("routing", trace_json(&a, &trace)))
+        }
+        None => error_response(&f.error),
+    }
 }
 
 fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
@@ -60,9 +69,9 @@ fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
 }
 
 /// A reply with its routing trace.
-fn reply_json(resp: &switchyard_core::ChatResponse, trace: &[AttemptTrace], a: &Admitted) -> Value {
-    let mut body = serde_json::to_value(resp).unwrap_or_default();
-    body["routing"] = trace_json(a, trace);
+fn reply_json(s: &Served) -> Value {
+    let mut body = serde_json::to_value(&s.response).unwrap_or_default();
+    body["routing"] = trace_json(&s.admitted, &s.trace);
     body
 }
 
@@ -85,25 +94,11 @@ pub(crate) fn parse(body: &[u8]) -> Result<ChatRequest, Error> {
     })
 }
 
-/// The route seed header, if sent.
-fn options(headers: &HeaderMap) -> Result<AdmitOptions, Error> {
-    let seed = match headers.get("x-switchyard-route-seed") {
-        None => None,
-        Some(v) => Some(AdmitOptions::parse_seed(
-            v.to_str().unwrap_or("(not text)"),
-        )?),
-    };
-    Ok(AdmitOptions {
-        seed,
-        timeout: None,
-    })
-}
-
 async fn models(State(r): State<Arc<Router>>, headers: HeaderMap) -> Response {
-    if let Err(e) = r.authenticate(bearer(&headers)) {
+    if let Err(e) = r.authenticate(&incoming(&headers)) {
         return error_response(&e);
     }
-    let data: Vec<Value> = r.models.iter().map(|(id, ctx, out)| json!({"id": id, "object": "model", "owned_by": "switchyard", "context_length": ctx, "max_output": out})).collect();
+    let data: Vec<Value> = r.models().iter().map(|(id, ctx, out)| json!({"id": id, "object": "model", "owned_by": "switchyard", "context_length": ctx, "max_output": out})).collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
@@ -140,12 +135,13 @@ async fn explain(
         Ok(body) => body,
         Err(resp) => return resp,
     };
-    let result = r.authenticate(bearer(&headers)).and_then(|(policy, key)| {
+    let incoming = incoming(&headers);
+    let result = r.authenticate(&incoming).and_then(|caller| {
         let req = parse(&body)?;
-        r.explain(&policy, &key, &req, options(&headers)?)
+        r.explain(&caller, &incoming, &req)
     });
     match result {
-        Ok(x) => axum::Json(crate::explain::json(&x.to_proto(&r))).into_response(),
+        Ok(x) => axum::Json(crate::explain::json(&x.to_proto(r.prices()))).into_response(),
         Err(e) => error_response(&e),
     }
 }
@@ -155,7 +151,7 @@ async fn chat(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let span = crate::observe::request_span("http");
+    let span = crate::edge::request_span(Api::Http);
     tracing::Instrument::instrument(chat_inner(state, headers, body), span).await
 }
 
@@ -168,7 +164,8 @@ async fn chat_inner(
         Ok(body) => body,
         Err(resp) => return resp,
     };
-    let (policy, key) = match r.authenticate(bearer(&headers)) {
+    let incoming = incoming(&headers);
+    let caller = match r.authenticate(&incoming) {
         Ok(v) => v,
         Err(e) => return error_response(&e),
     };
@@ -176,65 +173,20 @@ async fn chat_inner(
         Ok(req) => req,
         Err(e) => return error_response(&e),
     };
-    let options = match options(&headers) {
-        Ok(o) => o,
-        Err(e) => return error_response(&e),
-    };
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if let Some(idem) = idempotency_key {
-        return idempotent(r, policy, key, req, options, &body, &idem).await;
-    }
-    let admitted = match r.admit(&policy, key, &req, options).await {
-        Ok(a) => a,
-        Err(e) => return error_response(&e),
-    };
     if req.stream {
-        stream(r, admitted, req).await
-    } else {
-        complete(r, admitted, req).await
+        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        return match r.stream(caller, &incoming, req).await {
+            Ok(session) => stream(session, include_usage),
+            // Nothing was sent yet: an ordinary error response.
+            Err(f) => failure_response(f),
+        };
     }
-}
-
-/// A non-streamed request with an `Idempotency-Key` header (see [`Router::run_idempotent`]).
-async fn idempotent(
-    r: Arc<Router>,
-    policy: Arc<crate::policy_view::PolicyView>,
-    key: switchyard_policy::snapshot::KeyRecord,
-    req: ChatRequest,
-    options: AdmitOptions,
-    body: &[u8],
-    idem: &str,
-) -> Response {
-    use sha2::Digest;
-    let hash: String = sha2::Sha256::digest(body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let encode = |resp: &switchyard_core::ChatResponse, trace: &[AttemptTrace], a: &Admitted| {
-        reply_json(resp, trace, a).to_string()
-    };
     match r
-        .run_idempotent(
-            &policy,
-            key,
-            &req,
-            options,
-            Claim {
-                key: &format!("http:{idem}"),
-                request_hash: &hash,
-            },
-            encode,
-        )
+        .complete(caller, &incoming, req, |s| reply_json(s).to_string())
         .await
     {
-        Ok(out) => {
-            let (text, replayed) = match out {
-                crate::pipeline::Idempotent::Fresh(t) => (t, false),
-                crate::pipeline::Idempotent::Replay(t) => (t, true),
-            };
+        Ok(Reply::Served(s)) => axum::Json(reply_json(&s)).into_response(),
+        Ok(Reply::Stored { text, replayed }) => {
             let mut resp = Response::new(Body::from(text));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -242,20 +194,11 @@ async fn idempotent(
             );
             if replayed {
                 resp.headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                    .insert(crate::edge::REPLAYED, HeaderValue::from_static("true"));
             }
             resp
         }
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn complete(r: Arc<Router>, a: Arc<Admitted>, req: ChatRequest) -> Response {
-    match r.run_complete(&a, &req).await {
-        Ok((resp, trace)) => axum::Json(reply_json(&resp, &trace, &a)).into_response(),
-        Err((error, trace)) => {
-            error_response(&error.with_metadata("routing", trace_json(&a, &trace)))
-        }
+        Err(f) => failure_response(f),
     }
 }
 
@@ -275,15 +218,7 @@ fn render(mut chunk: ChatChunk, include_usage: bool) -> Option<Bytes> {
     Some(sse(&serde_json::to_value(&chunk).unwrap_or_default()))
 }
 
-async fn stream(r: Arc<Router>, a: Arc<Admitted>, req: ChatRequest) -> Response {
-    let session = match r.start_stream(&a, &req).await {
-        Ok(session) => session,
-        // Nothing was sent yet: an ordinary error response.
-        Err((error, trace)) => {
-            return error_response(&error.with_metadata("routing", trace_json(&a, &trace)));
-        }
-    };
-    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+fn stream(session: StreamSession, include_usage: bool) -> Response {
     let body = futures::stream::unfold(session, move |mut s| async move {
         loop {
             let bytes = match s.next().await? {

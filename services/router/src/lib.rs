@@ -1,17 +1,36 @@
-//! The router: the request path from a client to upstream providers. This first part is the
-//! attempt engine and the retry budget; the APIs, auth, budgets and reporting build on them.
+//! The router: the request path from a client to upstream providers, as stages in one direction.
+//!
+//! - [`edge`]: what both transports share before the body: bearer key, route seed, deadline,
+//!   idempotency key, authentication, the in-flight gauge and the request span.
+//! - [`admission`]: validation, workflow, plan and maximum cost ([`explain`] stops here).
+//! - [`budget_gate`]: the budget hold, the fail-open allowance, the release.
+//! - [`engine`]: the attempts along the plan (retries, fallbacks, deadline, retry budget).
+//! - [`settlement`]: the usage report, passive outcomes, local penalties, metrics and log line.
+//! - [`stream`]: a committed stream carried to its settled end.
+//! - [`handler`]: the stages composed, transport-neutral; [`http`] and [`grpc`] only decode
+//!   into it and encode what it returns.
+//!
+//! Around them: the policy and health views the stages read, the usage reporter, the outcome
+//! writer, output validation and the process entry ([`run`]). The router links no other
+//! service: prices, the policy's types and the clock come from `libs/`.
 
+pub mod admission;
+pub mod attempt;
+pub mod budget_gate;
 pub mod convert;
+pub mod edge;
 pub mod engine;
 pub mod explain;
 pub mod grpc;
+pub mod handler;
 pub mod health_view;
 pub mod http;
 pub mod observe;
 pub mod outcomes;
-pub mod pipeline;
 pub mod policy_view;
 pub mod reporter;
 pub mod retry_budget;
 pub mod run;
+pub mod settlement;
+pub mod stream;
 pub mod validate;

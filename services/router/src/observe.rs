@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use switchyard_core::{EndpointId, Money, Usage};
 
+use crate::admission::Admitted;
 use crate::engine::AttemptTrace;
-use crate::pipeline::Admitted;
 
 /// How a request ended, for [`request`].
 #[derive(Debug)]
@@ -41,7 +41,7 @@ pub fn request(a: &Admitted, e: &Ending<'_>) {
     metrics::histogram!("switchyard_request_duration_seconds", "workflow" => workflow.clone(), "stream" => if a.stream { "true" } else { "false" }).record(total.as_secs_f64());
     let upstream: Duration = e.trace.iter().map(|t| t.elapsed).sum();
     for t in e.trace {
-        metrics::histogram!("switchyard_upstream_duration_seconds", "provider" => t.provider.to_string(), "outcome" => t.outcome).record(t.elapsed.as_secs_f64());
+        metrics::histogram!("switchyard_upstream_duration_seconds", "provider" => t.provider.to_string(), "outcome" => t.outcome.as_str()).record(t.elapsed.as_secs_f64());
     }
     // The router's own time: everything but the upstream call, on the common path of one
     // non-streamed attempt (retries would add their backoff waits).
@@ -104,17 +104,6 @@ pub fn request(a: &Admitted, e: &Ending<'_>) {
         outcome = %outcome,
         "request"
     );
-}
-
-/// The span of one request (its attempts are its children); the request id, workflow and
-/// outcome are recorded on it as they become known.
-pub fn request_span(api: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        "request",
-        api,
-        request_id = tracing::field::Empty,
-        workflow = tracing::field::Empty,
-    )
 }
 
 /// Records a request refused before any attempt (authentication, validation, policy, budget,

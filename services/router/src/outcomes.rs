@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switchyard_core::EndpointId;
+use switchyard_core::{AttemptOutcome, EndpointId};
 use switchyard_state::{HealthStore, Outcomes, bucket_of};
 use tokio_util::sync::CancellationToken;
 
@@ -25,12 +25,7 @@ impl std::fmt::Debug for OutcomeWriter {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use switchyard_core::clock::now_ms;
 
 impl OutcomeWriter {
     /// Starts flushing to `store` every `every` until `shutdown` (with a last flush).
@@ -73,8 +68,15 @@ impl OutcomeWriter {
         o.tool_calls_invalid += invalid;
     }
 
-    /// Records one attempt.
-    pub fn record(&self, endpoint: &EndpointId, outcome: &str, latency_ms: u64, tokens_out: u64) {
+    /// Records one attempt (see [`Outcomes::count`] for what counts against the endpoint).
+    pub fn record(
+        &self,
+        endpoint: &EndpointId,
+        outcome: AttemptOutcome,
+        latency_ms: u64,
+        tokens_out: u64,
+        ttft_ms: Option<u64>,
+    ) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.len() >= MAX_PENDING {
             if let Some(oldest) = pending.keys().min_by_key(|k| k.1).cloned() {
@@ -82,20 +84,10 @@ impl OutcomeWriter {
             }
             metrics::counter!("switchyard_outcomes_dropped_total").increment(1);
         }
-        let o = pending
+        pending
             .entry((endpoint.clone(), bucket_of(now_ms())))
-            .or_default();
-        if outcome == "ok" {
-            o.ok += 1;
-            o.tokens_out += tokens_out;
-            if tokens_out > 0 {
-                o.generation_ms += latency_ms;
-            }
-        } else {
-            o.failed += 1;
-            *o.by_class.entry(outcome.to_string()).or_default() += 1;
-        }
-        o.latency_ms_sum += latency_ms;
+            .or_default()
+            .count(outcome, latency_ms, tokens_out, ttft_ms);
     }
 
     async fn flush(&self, store: &dyn HealthStore) {

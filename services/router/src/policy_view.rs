@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use secrecy::SecretString;
-use switchyard_policy::snapshot::CompiledPolicy;
+use switchyard_policy_model::snapshot::CompiledPolicy;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::policy_client::PolicyClient;
 use switchyard_state::PolicyStore;

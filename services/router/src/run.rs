@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::handler::Router;
 use crate::health_view::HealthView;
-use crate::pipeline::Router;
 use crate::policy_view::PolicyWatcher;
 use crate::reporter::Reporter;
 
@@ -249,7 +249,7 @@ pub async fn start(
     router.hold_grace = settings.hold_grace;
     router.idempotency = Some(stores.idempotency);
     router.abort = abort.clone();
-    let router = Arc::new(router);
+    let router = Arc::new(router.build());
     let ready = drain.readiness(Arc::new(move || {
         let p = watcher.current();
         let detail = serde_json::json!({

@@ -86,7 +86,7 @@ fn settings() -> EngineSettings {
         max_backoff: Duration::from_secs(2),
         deadline: Instant::now() + Duration::from_secs(20),
         fallback_on_refusal: false,
-        on_invalid_output: switchyard_policy::config::OnInvalidOutput::Return,
+        on_invalid_output: switchyard_policy_model::config::OnInvalidOutput::Return,
     }
 }
 
@@ -116,7 +116,7 @@ async fn an_outage_falls_back_after_a_bounded_retry() {
     let outcomes: Vec<_> = done
         .trace
         .iter()
-        .map(|t| (t.provider.to_string(), t.outcome, t.retry))
+        .map(|t| (t.provider.to_string(), t.outcome.as_str(), t.retry))
         .collect();
     assert_eq!(
         outcomes,

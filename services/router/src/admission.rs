@@ -1,0 +1,333 @@
+//! Admission, the first stage after the edge: the request is checked, its workflow resolved and
+//! its route planned (attempts with their targets, every candidate left out with its reason, and
+//! the most it can cost). It holds the catalog's static parts and the health view, nothing else:
+//! no budgets, no upstream client. Explain stops after [`Admission::route`]; a request goes on to
+//! the budget gate with an [`Admitted`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use switchyard_config::Catalog;
+use switchyard_core::{ChatRequest, EndpointId, Error, ErrorClass, ModelId, Money};
+use switchyard_policy_model::snapshot::{CompiledWorkflow, KeyRecord};
+use switchyard_pricing::PriceBook;
+use switchyard_providers::{Target, Timeouts, resolve_key};
+use switchyard_routing::{Exclusion, KeySource, PlanInput, RoutingCatalog, plan};
+use tokio::time::Instant;
+
+use crate::edge::{Caller, InFlight};
+use crate::engine::{EngineSettings, PlannedAttempt};
+use crate::health_view::HealthView;
+use crate::policy_view::PolicyView;
+
+/// Longest a request may ask to generate.
+pub const MAX_OUTPUT_TOKENS: u32 = 1_000_000;
+/// Most messages in one request.
+pub const MAX_MESSAGES: usize = 10_000;
+
+/// What the caller may set besides the request body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdmitOptions {
+    /// Plan with this seed (the same seed, health and policy give the same plan on every router).
+    pub seed: Option<u64>,
+    /// The caller's own deadline (a gRPC deadline), when shorter than the workflow's.
+    pub timeout: Option<Duration>,
+}
+
+/// A request that passed validation and planning, on its way through the later stages.
+#[derive(Debug)]
+pub struct Admitted {
+    /// Request id (also the hold id).
+    pub id: String,
+    /// The caller's key.
+    pub key: KeyRecord,
+    /// The workflow.
+    pub workflow: CompiledWorkflow,
+    /// Attempts in order.
+    pub plan: Vec<PlannedAttempt>,
+    /// Engine settings from the workflow.
+    pub settings: EngineSettings,
+    /// What the budget hold reserves: the most the request can cost on any planned endpoint.
+    pub max_cost: Money,
+    /// Whether the budget store confirmed the hold (otherwise the org failed open: the usage
+    /// report still names the hold, and billing charges it if no hold was ever taken). Set by
+    /// the budget gate.
+    pub held: bool,
+    /// Policy version, for the trace.
+    pub policy_version: u64,
+    /// Health version, for the trace.
+    pub health_version: u64,
+    /// Estimated prompt tokens (what a cancelled stream is billed for at least).
+    pub prompt_tokens: u32,
+    /// The seed the plan was drawn with.
+    pub seed: u64,
+    /// When admission began.
+    pub received: Instant,
+    /// The model asked for (the first of `models` when those are given).
+    pub requested_model: String,
+    /// A streamed request.
+    pub stream: bool,
+    /// The request's tool and output schemas, compiled; `None` when it has neither.
+    pub validator: Option<crate::validate::Validator>,
+    /// Keeps the request in `switchyard_requests_in_flight` until its last byte and report.
+    pub(crate) in_flight: Option<InFlight>,
+}
+
+/// A request's route, planned but not run.
+pub struct Routed {
+    /// The workflow.
+    pub workflow: CompiledWorkflow,
+    /// Attempts in order, with where to send them.
+    pub attempts: Vec<PlannedAttempt>,
+    /// Every candidate left out, with its reason.
+    pub excluded: Vec<Exclusion>,
+    /// The models considered, in order.
+    pub models: Vec<ModelId>,
+    /// Every candidate was ejected and the panic rule admitted them anyway.
+    pub panic: bool,
+    /// The health version planned under.
+    pub health_version: u64,
+    /// What the budget hold reserves: the most the request can cost on any planned endpoint.
+    pub max_cost: Money,
+}
+
+/// The admission stage.
+pub struct Admission {
+    routing: RoutingCatalog,
+    prices: Arc<PriceBook>,
+    /// Call targets with the shared keys, and context windows, by endpoint.
+    targets: HashMap<EndpointId, (Target, u32)>,
+    health: Arc<HealthView>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("endpoints", &self.targets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_id() -> String {
+    format!(
+        "req_{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    )
+}
+
+impl Admission {
+    /// The static parts from the catalog; shared provider keys are resolved now.
+    pub fn new(catalog: &Catalog, prices: Arc<PriceBook>, health: Arc<HealthView>) -> Self {
+        let mut targets = HashMap::new();
+        for e in &catalog.endpoints {
+            let key = match catalog
+                .provider(e.provider.as_str())
+                .map(|p| resolve_key(&p.key))
+            {
+                Some(Ok(k)) => k,
+                Some(Err(msg)) => {
+                    tracing::warn!(endpoint = %e.id(), "shared provider key unavailable: {msg}");
+                    None
+                }
+                None => None,
+            };
+            let context = e
+                .context_length
+                .or_else(|| catalog.model(e.model.as_str()).map(|m| m.context_length))
+                .unwrap_or(0);
+            if let Some(t) = Target::from_catalog(catalog, e, key) {
+                targets.insert(e.id(), (t, context));
+            }
+        }
+        Admission {
+            routing: RoutingCatalog::new(catalog),
+            prices,
+            targets,
+            health,
+        }
+    }
+
+    /// The planner's view of the catalog.
+    pub fn routing(&self) -> &RoutingCatalog {
+        &self.routing
+    }
+
+    /// Checks, plans and prices `req` for `caller`; the budget gate comes next.
+    pub fn admit(
+        &self,
+        caller: &Caller,
+        req: &ChatRequest,
+        options: AdmitOptions,
+    ) -> Result<Admitted, Error> {
+        let received = Instant::now();
+        validate(req)?;
+        let validator = crate::validate::Validator::for_request(req)?;
+        let seed = options.seed.unwrap_or_else(rand::random);
+        let Routed {
+            workflow,
+            attempts,
+            health_version,
+            max_cost,
+            ..
+        } = self.route(&caller.policy, &caller.key, req, seed)?;
+        let id = new_id();
+        let span = tracing::Span::current();
+        span.record("request_id", id.as_str());
+        span.record("workflow", workflow.id.as_str());
+        let t = workflow.timeouts;
+        let mut deadline = Instant::now() + Duration::from_millis(t.total_ms);
+        if let Some(timeout) = options.timeout {
+            deadline = deadline.min(Instant::now() + timeout);
+        }
+        let settings = EngineSettings {
+            timeouts: Timeouts {
+                connect: Duration::from_millis(t.connect_ms),
+                first_byte: Duration::from_millis(t.first_byte_ms),
+                total: Duration::from_millis(t.total_ms),
+            },
+            max_retries: workflow.retry.max_retries,
+            base_backoff: Duration::from_millis(workflow.retry.base_backoff_ms),
+            max_backoff: Duration::from_millis(workflow.retry.max_backoff_ms),
+            deadline,
+            fallback_on_refusal: workflow.fallback_on_refusal,
+            on_invalid_output: workflow.on_invalid_output,
+        };
+        Ok(Admitted {
+            id,
+            key: caller.key.clone(),
+            workflow,
+            plan: attempts,
+            settings,
+            max_cost,
+            held: false,
+            policy_version: caller.policy.version,
+            health_version,
+            prompt_tokens: req.estimated_prompt_tokens(),
+            seed,
+            received,
+            requested_model: req
+                .models
+                .first()
+                .cloned()
+                .unwrap_or_else(|| req.model.clone()),
+            stream: req.stream,
+            validator,
+            in_flight: None,
+        })
+    }
+
+    /// The route of a request before anything runs: its workflow, the planned attempts with
+    /// their targets, every candidate left out and the maximum cost. Admission follows it and
+    /// explain shows it, so a dry run with a seed is the plan a request with that seed follows.
+    pub fn route(
+        &self,
+        policy: &PolicyView,
+        key: &KeyRecord,
+        req: &ChatRequest,
+        seed: u64,
+    ) -> Result<Routed, Error> {
+        let org = key.org.to_string();
+        let workflow = policy
+            .compiled
+            .workflow(&org, req.workflow.as_deref())
+            .cloned()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorClass::ForbiddenByPolicy,
+                    format!(
+                        "workflow `{}` does not exist for this org",
+                        req.workflow.as_deref().unwrap_or("(default)")
+                    ),
+                )
+            })?;
+        let byok: Vec<_> = policy
+            .byok
+            .keys()
+            .filter(|(o, _)| *o == org)
+            .map(|(_, p)| p.as_str().into())
+            .collect();
+        let health = self.health.snapshot();
+        let planned = plan(&PlanInput {
+            catalog: &self.routing,
+            policy: &workflow.routing,
+            request: req,
+            health: &health,
+            byok: &byok,
+            seed,
+        })
+        .map_err(|e| e.to_error())?;
+        let mut attempts = Vec::new();
+        for a in planned.attempts {
+            let Some((target, context)) = self.targets.get(&a.endpoint) else {
+                continue;
+            };
+            let mut target = target.clone();
+            if a.key == KeySource::Byok {
+                target.key = policy
+                    .byok
+                    .get(&(org.clone(), a.provider.to_string()))
+                    .map(|k| SecretString::from(k.expose_secret().to_string()));
+            }
+            attempts.push(PlannedAttempt {
+                attempt: a,
+                target,
+                context_length: *context,
+            });
+        }
+        let endpoints: Vec<EndpointId> = attempts
+            .iter()
+            .map(|p| p.attempt.endpoint.clone())
+            .collect();
+        let max_cost = self.prices.max_cost(
+            &endpoints,
+            req.estimated_prompt_tokens(),
+            req.max_output_tokens(),
+        );
+        Ok(Routed {
+            workflow,
+            attempts,
+            excluded: planned.excluded,
+            models: planned.models,
+            panic: planned.panic,
+            health_version: health.version,
+            max_cost,
+        })
+    }
+}
+
+/// The request checks that need no policy: sizes and parameter ranges.
+pub fn validate(req: &ChatRequest) -> Result<(), Error> {
+    if req.messages.is_empty() {
+        return Err(Error::invalid(
+            "`messages` must contain at least one message",
+        ));
+    }
+    if req.messages.len() > MAX_MESSAGES {
+        return Err(Error::invalid(format!(
+            "at most {MAX_MESSAGES} messages per request"
+        )));
+    }
+    if req
+        .max_output_tokens()
+        .is_some_and(|n| n == 0 || n > MAX_OUTPUT_TOKENS)
+    {
+        return Err(Error::invalid(format!(
+            "`max_tokens` must be between 1 and {MAX_OUTPUT_TOKENS}"
+        )));
+    }
+    if req.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        return Err(Error::invalid("`temperature` must be between 0 and 2"));
+    }
+    if req.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+        return Err(Error::invalid("`top_p` must be between 0 and 1"));
+    }
+    if req.n.is_some_and(|n| n != 1) {
+        return Err(Error::invalid(
+            "`n` must be 1: one choice per request is served",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The budget gate, between admission and the attempt engine: holds a request's maximum cost for
+//! its org, key and workflow scopes in the budget store, refuses it (402, with the scope, period
+//! and figures) when a scope would go over its limit, and, while the store is down or slow, lets
+//! an org that fails open through within its allowance on this router. A request that ends with
+//! nothing served has its hold released here; anything served is settled by billing from the
+//! usage report.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchyard_core::clock::now_ms;
+use switchyard_core::{Error, ErrorClass, Money};
+use switchyard_policy_model::config::FailMode;
+use switchyard_state::{BudgetStore, HoldOutcome, HoldRequest, Scope, StateError};
+
+use crate::admission::Admitted;
+use crate::policy_view::PolicyView;
+
+/// The gate.
+pub struct BudgetGate {
+    budgets: Arc<dyn BudgetStore>,
+    /// How long a hold may take before the budget store counts as down.
+    hold_timeout: Duration,
+    /// Unsettled holds expire this long after their request's deadline.
+    hold_grace: Duration,
+    /// Per org: the maximum cost admitted without a hold since the budget store last answered.
+    fail_open_spent: Mutex<HashMap<String, Money>>,
+}
+
+impl std::fmt::Debug for BudgetGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetGate")
+            .field("hold_timeout", &self.hold_timeout)
+            .field("hold_grace", &self.hold_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BudgetGate {
+    /// A gate on `budgets`.
+    pub fn new(budgets: Arc<dyn BudgetStore>, hold_grace: Duration) -> Self {
+        BudgetGate {
+            budgets,
+            hold_timeout: Duration::from_millis(500),
+            hold_grace,
+            fail_open_spent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Holds the request's maximum cost; `Ok(false)` when the budget store is down or slow and
+    /// the org fails open within its allowance on this router.
+    pub async fn hold(&self, policy: &PolicyView, a: &Admitted) -> Result<bool, Error> {
+        let org = a.key.org.to_string();
+        let req = HoldRequest {
+            org: org.clone(),
+            hold_id: a.id.clone(),
+            amount: a.max_cost,
+            scopes: vec![
+                Scope::org(),
+                Scope::key(a.key.id.as_str()),
+                Scope::workflow(a.workflow.id.as_str()),
+            ],
+            now_ms: now_ms(),
+            // The request's deadline plus time to deliver its usage report; after that the
+            // reconciler settles the hold at its amount (a router that died mid-request).
+            ttl_ms: a.workflow.timeouts.total_ms + self.hold_grace.as_millis() as u64,
+        };
+        let outcome = match tokio::time::timeout(self.hold_timeout, self.budgets.hold(&req)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StateError::Unavailable(format!(
+                "no answer within {:?}",
+                self.hold_timeout
+            ))),
+        };
+        if outcome.is_ok() {
+            self.spent().remove(&org);
+        }
+        match outcome {
+            Ok(HoldOutcome::Held) | Ok(HoldOutcome::Duplicate(_)) => Ok(true),
+            Ok(HoldOutcome::Denied {
+                scope,
+                period,
+                limit,
+                spent,
+                held,
+            }) => Err(Error::new(
+                ErrorClass::BudgetExceeded,
+                format!(
+                    "the {} budget of {} would be exceeded",
+                    period.as_str(),
+                    scope.as_str()
+                ),
+            )
+            .with_metadata("scope", scope.as_str().into())
+            .with_metadata("period", period.as_str().into())
+            .with_metadata("limit_usd", limit.to_string().into())
+            .with_metadata("spent_usd", spent.to_string().into())
+            .with_metadata("held_usd", held.to_string().into())),
+            Err(e) => self.fail_open(policy, org, a.max_cost, &e),
+        }
+    }
+
+    /// The budget store did not answer: admit within the org's fail-open allowance, or refuse.
+    fn fail_open(
+        &self,
+        policy: &PolicyView,
+        org: String,
+        amount: Money,
+        error: &StateError,
+    ) -> Result<bool, Error> {
+        let allowance = policy
+            .compiled
+            .org(&org)
+            .filter(|o| o.fail_mode == FailMode::FailOpen)
+            .map(|o| o.fail_open_allowance);
+        tracing::warn!(org, error = %error, fail_open = allowance.is_some(), "budget store unreachable");
+        metrics::counter!("switchyard_budget_store_errors_total").increment(1);
+        let Some(allowance) = allowance else {
+            return Err(Error::new(
+                ErrorClass::BudgetExceeded,
+                "budgets cannot be checked right now and this org fails closed",
+            )
+            .with_metadata("reason", "budget_store_unavailable".into()));
+        };
+        let mut spent = self.spent();
+        let spent = spent.entry(org).or_insert(Money::ZERO);
+        let next = spent.saturating_add(amount);
+        if next > allowance {
+            return Err(Error::new(
+                ErrorClass::BudgetExceeded,
+                format!(
+                    "budgets cannot be checked right now and this org's fail-open allowance of {allowance} USD is used up on this router"
+                ),
+            )
+            .with_metadata("reason", "fail_open_allowance_used".into()));
+        }
+        *spent = next;
+        metrics::counter!("switchyard_budget_fail_open_total").increment(1);
+        Ok(false)
+    }
+
+    fn spent(&self) -> std::sync::MutexGuard<'_, HashMap<String, Money>> {
+        self.fail_open_spent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Releases the hold of a request that ended with nothing served.
+    pub async fn release(&self, a: &Admitted) {
+        if a.held
+            && let Err(e) = self.budgets.release(a.key.org.as_str(), &a.id).await
+        {
+            // The hold expires and the reconciler settles it; logged, not lost.
+            tracing::warn!(error = %e, "budget hold not released; it will expire");
+        }
+    }
+}

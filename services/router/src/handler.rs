@@ -1,0 +1,418 @@
+//! The transport-neutral handler: one request through the stages, in one direction. The edge
+//! has authenticated the caller and read what the request carries; here it is admitted
+//! ([`Admission`]), held ([`BudgetGate`]), run by the attempt engine, and settled
+//! ([`Settlement`]), or, for a stream, handed on as a [`StreamSession`]. Idempotency keys wrap
+//! the non-streamed path. HTTP and gRPC decode into these calls and encode what they return.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_config::Catalog;
+use switchyard_core::{ChatRequest, ChatResponse, Error, ErrorClass, Usage};
+use switchyard_pricing::PriceBook;
+use switchyard_providers::ProviderClient;
+use switchyard_routing::RoutingCatalog;
+use switchyard_state::{Begin, BudgetStore, IdempotencyStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{Admission, Admitted};
+use crate::budget_gate::BudgetGate;
+use crate::edge::{Caller, InFlight, Incoming};
+use crate::engine::AttemptTrace;
+use crate::explain::Explanation;
+use crate::health_view::HealthView;
+use crate::outcomes::OutcomeWriter;
+use crate::policy_view::PolicyWatcher;
+use crate::reporter::Reporter;
+use crate::retry_budget::RetryBudget;
+use crate::settlement::Settlement;
+use crate::stream::{StreamSession, Unfinished};
+
+/// How long a completed response is kept for idempotent replays.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A reply served now.
+pub struct Served {
+    /// The response, with the served model, provider and cost.
+    pub response: ChatResponse,
+    /// Every attempt.
+    pub trace: Vec<AttemptTrace>,
+    /// The request as admitted (for the routing trace).
+    pub admitted: Arc<Admitted>,
+}
+
+/// What a non-streamed request is answered with.
+pub enum Reply {
+    /// Served now, without an idempotency key.
+    Served(Served),
+    /// The stored text of an idempotent request: just produced, or `replayed` from an earlier
+    /// request with the same key.
+    Stored {
+        /// The reply in the API's own encoding.
+        text: String,
+        /// Produced by an earlier request.
+        replayed: bool,
+    },
+}
+
+/// Why a request was not served, with its routing trace when it got as far as attempts.
+#[derive(Debug)]
+pub struct Failure {
+    /// The error.
+    pub error: Error,
+    /// The request and its attempts, when it was admitted.
+    pub routing: Option<(Arc<Admitted>, Vec<AttemptTrace>)>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure {
+            error,
+            routing: None,
+        }
+    }
+}
+
+/// A router's stages, composed.
+pub struct Router {
+    policy: Arc<PolicyWatcher>,
+    admission: Admission,
+    prices: Arc<PriceBook>,
+    gate: Arc<BudgetGate>,
+    client: ProviderClient,
+    retry_budget: RetryBudget,
+    settlement: Arc<Settlement>,
+    idempotency: Option<Arc<dyn IdempotencyStore>>,
+    abort: CancellationToken,
+    models: Vec<(String, u32, u32)>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("admission", &self.admission)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a router is built from; the optional parts have defaults.
+pub struct RouterParts {
+    catalog: Catalog,
+    policy: Arc<PolicyWatcher>,
+    health: Arc<HealthView>,
+    budgets: Arc<dyn BudgetStore>,
+    reporter: Reporter,
+    client: ProviderClient,
+    /// Passive outcomes for the prober.
+    pub outcomes: Option<Arc<OutcomeWriter>>,
+    /// Idempotency keys; without a store, `Idempotency-Key` is refused.
+    pub idempotency: Option<Arc<dyn IdempotencyStore>>,
+    /// Unsettled holds expire this long after their request's deadline.
+    pub hold_grace: Duration,
+    /// Fires at the drain deadline of a shutdown: requests still waiting on an upstream and
+    /// streams still open end with an error.
+    pub abort: CancellationToken,
+}
+
+impl RouterParts {
+    /// Builds the stages. Shared provider keys are resolved now.
+    pub fn build(self) -> Router {
+        let prices = Arc::new(PriceBook::from_catalog(&self.catalog));
+        let gate = Arc::new(BudgetGate::new(self.budgets, self.hold_grace));
+        let settlement = Arc::new(Settlement::new(
+            prices.clone(),
+            self.reporter,
+            self.outcomes,
+            self.health.clone(),
+            gate.clone(),
+        ));
+        Router {
+            policy: self.policy,
+            admission: Admission::new(&self.catalog, prices.clone(), self.health),
+            prices,
+            gate,
+            client: self.client,
+            retry_budget: RetryBudget::default(),
+            settlement,
+            idempotency: self.idempotency,
+            abort: self.abort,
+            models: self
+                .catalog
+                .models
+                .iter()
+                .map(|m| (m.id.to_string(), m.context_length, m.max_output))
+                .collect(),
+        }
+    }
+}
+
+impl Router {
+    /// The parts of a router for `catalog`; set the optional ones, then [`RouterParts::build`].
+    pub fn from_catalog(
+        catalog: &Catalog,
+        policy: Arc<PolicyWatcher>,
+        health: Arc<HealthView>,
+        budgets: Arc<dyn BudgetStore>,
+        reporter: Reporter,
+        client: ProviderClient,
+    ) -> RouterParts {
+        RouterParts {
+            catalog: catalog.clone(),
+            policy,
+            health,
+            budgets,
+            reporter,
+            client,
+            outcomes: None,
+            idempotency: None,
+            hold_grace: Duration::from_secs(300),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    /// Authenticates what the edge read.
+    pub fn authenticate(&self, incoming: &Incoming) -> Result<Caller, Error> {
+        crate::edge::authenticate(&self.policy, incoming.bearer.as_deref())
+    }
+
+    /// Models as listed by `/v1/models`: id, context window, output cap.
+    pub fn models(&self) -> &[(String, u32, u32)] {
+        &self.models
+    }
+
+    /// The planner's view of the catalog.
+    pub fn routing(&self) -> &RoutingCatalog {
+        self.admission.routing()
+    }
+
+    /// The prices.
+    pub fn prices(&self) -> &PriceBook {
+        &self.prices
+    }
+
+    /// The route `req` would take, without running it or holding budget.
+    pub fn explain(
+        &self,
+        caller: &Caller,
+        incoming: &Incoming,
+        req: &ChatRequest,
+    ) -> Result<Explanation, Error> {
+        Explanation::new(&self.admission, caller, req, incoming.options()?)
+    }
+
+    /// Admission, then the budget gate.
+    async fn admit(
+        &self,
+        caller: &Caller,
+        incoming: &Incoming,
+        req: &ChatRequest,
+    ) -> Result<Arc<Admitted>, Error> {
+        let result: Result<Arc<Admitted>, Error> = async {
+            let mut a = self.admission.admit(caller, req, incoming.options()?)?;
+            a.held = self.gate.hold(&caller.policy, &a).await?;
+            a.in_flight = Some(InFlight::new());
+            Ok(Arc::new(a))
+        }
+        .await;
+        if let Err(e) = &result {
+            crate::observe::rejected(e.class.as_str());
+        }
+        result
+    }
+
+    /// A non-streamed request. With an idempotency key, `encode` turns the fresh reply into the
+    /// text stored for replays (the API's own encoding) and that text is returned.
+    pub async fn complete(
+        self: &Arc<Self>,
+        caller: Caller,
+        incoming: &Incoming,
+        req: ChatRequest,
+        encode: impl Fn(&Served) -> String,
+    ) -> Result<Reply, Failure> {
+        if let Some(idem) = &incoming.idempotency_key {
+            return self.idempotent(caller, incoming, &req, idem, encode).await;
+        }
+        let a = self.admit(&caller, incoming, &req).await?;
+        self.run(&a, &req).await.map(Reply::Served)
+    }
+
+    /// Runs an admitted request along its plan and settles it. If the caller is dropped midway
+    /// (client disconnect), the guard settles instead.
+    async fn run(
+        self: &Arc<Self>,
+        a: &Arc<Admitted>,
+        req: &ChatRequest,
+    ) -> Result<Served, Failure> {
+        let mut unfinished = Unfinished::new(&self.settlement, a);
+        let result = crate::engine::complete(
+            &self.client,
+            &a.plan,
+            req,
+            &a.settings,
+            &self.retry_budget,
+            &self.abort,
+            a.validator
+                .as_ref()
+                .map(|validator| crate::engine::OutputCheck {
+                    validator,
+                    outcomes: self.settlement.outcomes(),
+                }),
+        )
+        .await;
+        unfinished.disarm();
+        match result {
+            Ok(done) => {
+                let usage = done.response.usage.unwrap_or_default();
+                self.settlement
+                    .note_attempts(&done.trace, u64::from(usage.completion_tokens));
+                let served = &a.plan[done.served].attempt;
+                let cost = self
+                    .settlement
+                    .finish(a, Some((&served.endpoint, usage)), &done.trace, "ok", None)
+                    .await;
+                let mut response = done.response;
+                response.model = served.model.to_string();
+                response.provider = Some(served.provider.to_string());
+                response.usage = Some(Usage { cost, ..usage });
+                Ok(Served {
+                    response,
+                    trace: done.trace,
+                    admitted: a.clone(),
+                })
+            }
+            Err(failed) => {
+                self.settlement.note_attempts(&failed.trace, 0);
+                self.settlement
+                    .finish(a, None, &failed.trace, failed.error.class.as_str(), None)
+                    .await;
+                Err(Failure {
+                    error: failed.error,
+                    routing: Some((a.clone(), failed.trace)),
+                })
+            }
+        }
+    }
+
+    /// A streamed request: falls back along the plan until an attempt yields its first chunk.
+    /// On failure nothing was sent yet: the attempts are recorded and the hold released.
+    pub async fn stream(
+        self: &Arc<Self>,
+        caller: Caller,
+        incoming: &Incoming,
+        req: ChatRequest,
+    ) -> Result<StreamSession, Failure> {
+        if incoming.idempotency_key.is_some() {
+            self.idempotency_store()?;
+            return Err(Error::invalid(
+                "idempotency keys are supported for non-streamed requests only",
+            )
+            .into());
+        }
+        let a = self.admit(&caller, incoming, &req).await?;
+        let mut unfinished = Unfinished::new(&self.settlement, &a);
+        match crate::engine::stream(
+            &self.client,
+            &a.plan,
+            &req,
+            &a.settings,
+            &self.retry_budget,
+            &self.abort,
+        )
+        .await
+        {
+            Ok(started) => Ok(StreamSession::new(
+                &self.settlement,
+                &self.abort,
+                &a,
+                started,
+                unfinished,
+            )),
+            Err(failed) => {
+                unfinished.disarm();
+                self.settlement.note_attempts(&failed.trace, 0);
+                self.settlement
+                    .finish(&a, None, &failed.trace, failed.error.class.as_str(), None)
+                    .await;
+                Err(Failure {
+                    error: failed.error,
+                    routing: Some((a, failed.trace)),
+                })
+            }
+        }
+    }
+
+    fn idempotency_store(&self) -> Result<Arc<dyn IdempotencyStore>, Error> {
+        self.idempotency
+            .clone()
+            .ok_or_else(|| Error::invalid("idempotency keys are not enabled on this router"))
+    }
+
+    /// A non-streamed request with an idempotency key: a repeat gets the stored reply (no second
+    /// upstream call or charge); a duplicate still running, or the key reused for another
+    /// request, is refused; a failed request frees the key. Keys are namespaced by API, and the
+    /// request is identified by the hash of its normalized content.
+    async fn idempotent(
+        self: &Arc<Self>,
+        caller: Caller,
+        incoming: &Incoming,
+        req: &ChatRequest,
+        idem: &str,
+        encode: impl Fn(&Served) -> String,
+    ) -> Result<Reply, Failure> {
+        let store = self.idempotency_store()?;
+        if idem.is_empty() || idem.len() > 256 {
+            return Err(Error::invalid("an idempotency key must be 1 to 256 characters").into());
+        }
+        incoming.options()?;
+        let org = caller.key.org.to_string();
+        let claim = format!("{}:{idem}", incoming.api.as_str());
+        let hash =
+            crate::edge::request_hash(serde_json::to_vec(req).unwrap_or_default().as_slice());
+        // The claim outlives the request's deadline; a client that vanishes frees it by expiry.
+        let refused = match store
+            .begin(&org, &claim, &hash, Duration::from_secs(600))
+            .await
+        {
+            Ok(Begin::New) => None,
+            Ok(Begin::Done(text)) => {
+                return Ok(Reply::Stored {
+                    text,
+                    replayed: true,
+                });
+            }
+            Ok(Begin::InFlight) => Some(Error::invalid(
+                "a request with this idempotency key is still in progress",
+            )),
+            Ok(Begin::Mismatch) => Some(Error::invalid(
+                "this idempotency key was already used for a different request",
+            )),
+            Err(e) => Some(Error::new(
+                ErrorClass::Unavailable,
+                format!("idempotency keys cannot be checked right now: {e}"),
+            )),
+        };
+        if let Some(e) = refused {
+            return Err(e.into());
+        }
+        let result = match self.admit(&caller, incoming, req).await {
+            Ok(a) => self.run(&a, req).await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(served) => {
+                let text = encode(&served);
+                if let Err(e) = store.complete(&org, &claim, &text, IDEMPOTENCY_TTL).await {
+                    tracing::warn!(error = %e, "response not stored for idempotent replay");
+                }
+                Ok(Reply::Stored {
+                    text,
+                    replayed: false,
+                })
+            }
+            Err(failure) => {
+                let _ = store.abandon(&org, &claim).await;
+                Err(failure)
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Settlement, the last stage: a request that ended is priced and reported to billing (which
+//! settles its hold), or its hold is released when nothing was served; every attempt becomes a
+//! passive outcome for the prober, an endpoint that just failed is penalized locally until the
+//! shared record catches up, a Retry-After becomes a cooldown, and the request leaves its metrics
+//! and log line. What counts against an endpoint is asked of
+//! [`switchyard_core::AttemptOutcome::counts_against_health`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_core::clock::now_ms;
+use switchyard_core::{AttemptOutcome, EndpointId, Money, Usage};
+use switchyard_pricing::PriceBook;
+use switchyard_proto::v1 as pb;
+
+use crate::admission::Admitted;
+use crate::budget_gate::BudgetGate;
+use crate::engine::AttemptTrace;
+use crate::health_view::HealthView;
+use crate::outcomes::OutcomeWriter;
+use crate::reporter::Reporter;
+
+/// The settlement stage.
+pub struct Settlement {
+    prices: Arc<PriceBook>,
+    reporter: Reporter,
+    outcomes: Option<Arc<OutcomeWriter>>,
+    health: Arc<HealthView>,
+    gate: Arc<BudgetGate>,
+}
+
+impl std::fmt::Debug for Settlement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settlement")
+            .field("outcomes", &self.outcomes.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settlement {
+    /// Settles through `reporter` and `gate`, feeding `health` and `outcomes`.
+    pub fn new(
+        prices: Arc<PriceBook>,
+        reporter: Reporter,
+        outcomes: Option<Arc<OutcomeWriter>>,
+        health: Arc<HealthView>,
+        gate: Arc<BudgetGate>,
+    ) -> Self {
+        Settlement {
+            prices,
+            reporter,
+            outcomes,
+            health,
+            gate,
+        }
+    }
+
+    /// Passive outcomes, for the tool-call validity counts.
+    pub fn outcomes(&self) -> Option<&OutcomeWriter> {
+        self.outcomes.as_deref()
+    }
+
+    /// What `usage` costs at `endpoint`.
+    pub fn cost(&self, endpoint: &EndpointId, usage: &Usage) -> Option<Money> {
+        self.prices.cost(endpoint.as_str(), usage)
+    }
+
+    /// Records the end of a request: usage to billing (settling the hold), or the hold
+    /// released; then its metrics and log line. Returns the cost when something was served.
+    pub async fn finish(
+        &self,
+        a: &Admitted,
+        served: Option<(&EndpointId, Usage)>,
+        trace: &[AttemptTrace],
+        outcome: &str,
+        ttft: Option<Duration>,
+    ) -> Option<Money> {
+        let cost = match served {
+            Some((endpoint, usage)) => Some(self.report(a, endpoint, usage, trace.len(), outcome)),
+            None => {
+                self.gate.release(a).await;
+                None
+            }
+        };
+        crate::observe::request(
+            a,
+            &crate::observe::Ending {
+                served,
+                cost,
+                trace,
+                outcome,
+                ttft,
+            },
+        );
+        cost
+    }
+
+    /// The usage report, which settles the hold; returns the cost.
+    fn report(
+        &self,
+        a: &Admitted,
+        endpoint: &EndpointId,
+        usage: Usage,
+        attempts: usize,
+        outcome: &str,
+    ) -> Money {
+        let cost = self.cost(endpoint, &usage).unwrap_or(Money::ZERO);
+        let p = a.plan.iter().find(|p| &p.attempt.endpoint == endpoint);
+        let record = pb::UsageRecord {
+            request_id: a.id.clone(),
+            org_id: a.key.org.to_string(),
+            api_key_id: a.key.id.to_string(),
+            workflow: a.workflow.id.to_string(),
+            model: p.map(|p| p.attempt.model.to_string()).unwrap_or_default(),
+            provider: p
+                .map(|p| p.attempt.provider.to_string())
+                .unwrap_or_default(),
+            endpoint: endpoint.to_string(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_prompt_tokens: usage.cached_prompt_tokens,
+            cost_nano_usd: cost.nanos(),
+            // Named even when the store never confirmed it: billing settles the hold if it
+            // exists and charges otherwise, so an ambiguous hold is never paid twice.
+            hold_id: a.id.clone(),
+            finished_unix_ms: now_ms() as i64,
+            attempts: attempts as u32,
+            outcome: outcome.to_string(),
+        };
+        let _ = self.reporter.report(record);
+        cost
+    }
+
+    /// Records a request whose client went away: a stream is settled for what it delivered (the
+    /// prompt and the completion tokens streamed so far, estimated, unless the upstream reported
+    /// them); anything else has its hold released.
+    pub async fn finish_cancelled(&self, a: &Admitted, streamed: Option<(usize, Usage)>) {
+        metrics::counter!("switchyard_requests_cancelled_total").increment(1);
+        match streamed {
+            Some((served, usage)) => {
+                let endpoint = a.plan[served].attempt.endpoint.clone();
+                self.finish(a, Some((&endpoint, usage)), &[], "cancelled", None)
+                    .await;
+            }
+            None => {
+                self.finish(a, None, &[], "cancelled", None).await;
+            }
+        }
+    }
+
+    /// Records every attempt as a passive outcome, and penalizes endpoints that just failed,
+    /// before the prober's shared record catches up. `tokens_out` belongs to the last attempt.
+    pub fn note_attempts(&self, trace: &[AttemptTrace], tokens_out: u64) {
+        if let Some(w) = &self.outcomes {
+            for (i, t) in trace.iter().enumerate() {
+                let tokens = if i + 1 == trace.len() { tokens_out } else { 0 };
+                w.record(&t.endpoint, t.outcome, t.latency_ms, tokens, t.ttft_ms);
+            }
+        }
+        for (i, t) in trace.iter().enumerate() {
+            if let Some(ms) = t.retry_after_ms {
+                // Waited out within the request and then served by the same endpoint: nothing
+                // left to honour.
+                let served_later = trace[i + 1..]
+                    .iter()
+                    .any(|l| l.endpoint == t.endpoint && l.outcome == AttemptOutcome::Ok);
+                if !served_later {
+                    // The upstream said when to come back: exactly then. Being throttled says
+                    // nothing about its health, so it neither penalizes nor counts as an outlier.
+                    self.health
+                        .cool_down(&t.endpoint, Duration::from_millis(ms));
+                }
+                continue;
+            }
+            if !t.outcome.bears_on_health() {
+                continue;
+            }
+            let failed = t.outcome.counts_against_health();
+            self.health.observe(&t.endpoint, failed);
+            if failed {
+                self.health.penalize(&t.endpoint, Duration::from_secs(5));
+            }
+        }
+    }
+}

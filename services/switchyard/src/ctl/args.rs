@@ -1,0 +1,228 @@
+//! The command line of `switchyard ctl`: global settings and every subcommand.
+
+use std::path::PathBuf;
+
+/// Arguments of `ctl`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print one JSON document instead of a table.
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+    /// The policy service's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_POLICY_ADDR",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub(super) policy: String,
+    /// The billing service's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_BILLING_ADDR",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub(super) billing: String,
+    /// The health prober's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_PROBER_ADDR",
+        default_value = "http://127.0.0.1:50054"
+    )]
+    pub(super) prober: String,
+    /// A router's gRPC address (for `explain`).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ROUTER_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub(super) router: String,
+    /// Seconds to wait for a service.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    pub(super) timeout: f64,
+    /// Who is acting, for the audit trail (default: $USER).
+    #[arg(long, global = true, env = "SWITCHYARD_ACTOR")]
+    pub(super) actor: Option<String>,
+    /// Client certificate for mutual TLS (PEM; with --tls-key and --tls-ca).
+    #[arg(long, global = true, env = "SWITCHYARD_TLS_CERT")]
+    pub(super) tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_TLS_KEY",
+        hide_env_values = true
+    )]
+    pub(super) tls_key: Option<PathBuf>,
+    /// The CA the services' certificates are signed by (PEM).
+    #[arg(long, global = true, env = "SWITCHYARD_TLS_CA")]
+    pub(super) tls_ca: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(super) command: Cmd,
+}
+
+#[derive(clap::Subcommand)]
+pub(super) enum Cmd {
+    /// Endpoint states, statistics and reasons, as the prober records them.
+    Health,
+    /// Eject an endpoint: no router plans it until the time is up or it is restored.
+    Eject {
+        /// Endpoint id (`model@provider`).
+        endpoint: String,
+        /// Seconds.
+        #[arg(long = "for", default_value_t = 300)]
+        seconds: u32,
+        /// Why (recorded in the audit trail and shown by `health`).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Restore an ejected endpoint.
+    Restore {
+        /// Endpoint id.
+        endpoint: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Probe an endpoint now and show its record.
+    Probe {
+        /// Endpoint id.
+        endpoint: String,
+    },
+    /// Budgets per org, key and workflow: limit, spent, held, remaining.
+    Budgets {
+        /// Only this org (default: every org of the policy).
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Usage: requests, tokens and cost, grouped.
+    Usage {
+        /// Only this org (default: every org of the policy).
+        #[arg(long)]
+        org: Option<String>,
+        /// Group by.
+        #[arg(long, value_enum, default_value_t = GroupBy::Day)]
+        by: GroupBy,
+        /// First UTC day, YYYY-MM-DD (default: `--to`).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last UTC day, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Operator overrides: disable a provider or endpoint, force a model.
+    #[command(subcommand)]
+    Overrides(OverrideCmd),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeyCmd),
+    /// The policy in force.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// The latest audit records: keys, overrides, ejections and restores.
+    Audit {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Dry run: the plan a router would follow for a chat request (a JSON file as the HTTP API
+    /// takes it; `-` for stdin) and why every other candidate is left out. Nothing is sent
+    /// upstream and no budget is held.
+    Explain {
+        /// The request file.
+        file: PathBuf,
+        /// An API key of the org to explain for.
+        #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+        key: String,
+        /// Route seed: the same seed gives the plan a request sent with it follows.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub(super) enum OverrideCmd {
+    /// The overrides in force.
+    List,
+    /// Disable a provider or an endpoint, for every org or one.
+    Disable {
+        /// Provider id.
+        #[arg(
+            long,
+            conflicts_with = "endpoint",
+            required_unless_present = "endpoint"
+        )]
+        provider: Option<String>,
+        /// Endpoint id (`model@provider`).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only this org.
+        #[arg(long)]
+        org: Option<String>,
+        /// Why (required; recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Force a model for one org's workflow.
+    Force {
+        /// Org.
+        #[arg(long)]
+        org: String,
+        /// Workflow.
+        #[arg(long)]
+        workflow: String,
+        /// Model to force.
+        #[arg(long)]
+        model: String,
+        /// Why (required; recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Remove an override.
+    Remove {
+        /// Override id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub(super) enum KeyCmd {
+    /// Issue a key for an org; the secret is printed once.
+    Issue {
+        /// Org.
+        #[arg(long)]
+        org: String,
+        /// Scopes (repeat); none means all.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// Revoke a key.
+    Revoke {
+        /// Key id.
+        id: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub(super) enum PolicyCmd {
+    /// The version in force, its hash, and what it holds.
+    Version,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(super) enum GroupBy {
+    Day,
+    Model,
+    Provider,
+    Key,
+    Workflow,
+}

@@ -1,0 +1,92 @@
+//! `switchyard ctl`: the operator's command line over the services' gRPC APIs — endpoint health
+//! and manual ejection (prober), budgets and usage (billing), overrides, keys, the policy version
+//! and the audit trail (policy), and explain (a router's dry run). Tables for people, `--json`
+//! for scripts; a failure is one line naming the service, what failed and what to check.
+
+mod args;
+mod billing;
+mod client;
+mod policy;
+mod prober;
+mod render;
+mod router;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use args::Args;
+use args::{Cmd, PolicyCmd};
+use billing::{budgets, usage};
+use client::{Ctx, Service};
+use policy::{audit, keys, overrides, policy_version};
+use prober::{eject, health, probe, restore};
+use router::explain;
+
+struct Out {
+    json: Value,
+    text: String,
+}
+
+/// Runs `ctl`.
+pub async fn run(args: Args) -> Result<(), String> {
+    switchyard_runtime::tls::init(
+        switchyard_runtime::tls::TlsFiles::from_parts(args.tls_cert, args.tls_key, args.tls_ca)
+            .map_err(|e| format!("error: {e}"))?,
+    )
+    .map_err(|e| format!("error: {e}"))?;
+    let timeout = Duration::from_secs_f64(args.timeout.clamp(0.1, 3600.0));
+    // Named actors are marked as acting through ctl; without a name, "ctl" alone.
+    let actor = args
+        .actor
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|a| !a.trim().is_empty())
+        .map_or_else(|| "ctl".to_string(), |a| format!("{} (ctl)", a.trim()));
+    // `host:port` is taken as plain-text HTTP/2.
+    let service = |name, addr: String, flag, env| Service {
+        name,
+        addr: if addr.contains("://") {
+            addr
+        } else {
+            format!("http://{addr}")
+        },
+        flag,
+        env,
+    };
+    let ctx = Ctx {
+        policy: service("policy", args.policy, "policy", "SWITCHYARD_POLICY_ADDR"),
+        billing: service(
+            "billing",
+            args.billing,
+            "billing",
+            "SWITCHYARD_BILLING_ADDR",
+        ),
+        prober: service("prober", args.prober, "prober", "SWITCHYARD_PROBER_ADDR"),
+        router: service("router", args.router, "router", "SWITCHYARD_ROUTER_ADDR"),
+        timeout,
+        actor,
+    };
+    let out = match args.command {
+        Cmd::Health => health(&ctx).await?,
+        Cmd::Eject {
+            endpoint,
+            seconds,
+            reason,
+        } => eject(&ctx, endpoint, seconds, reason).await?,
+        Cmd::Restore { endpoint, reason } => restore(&ctx, endpoint, reason).await?,
+        Cmd::Probe { endpoint } => probe(&ctx, endpoint).await?,
+        Cmd::Budgets { org } => budgets(&ctx, org).await?,
+        Cmd::Usage { org, by, from, to } => usage(&ctx, org, by, from, to).await?,
+        Cmd::Overrides(cmd) => overrides(&ctx, cmd).await?,
+        Cmd::Keys(cmd) => keys(&ctx, cmd).await?,
+        Cmd::Policy(PolicyCmd::Version) => policy_version(&ctx).await?,
+        Cmd::Audit { limit } => audit(&ctx, limit).await?,
+        Cmd::Explain { file, key, seed } => explain(&ctx, &file, &key, seed).await?,
+    };
+    let text = if args.json {
+        format!("{:#}\n", out.json)
+    } else {
+        out.text
+    };
+    switchyard_runtime::print_stdout(&text).map_err(|e| format!("error: cannot print: {e}"))
+}

@@ -1,0 +1,122 @@
+//! Commands of the health prober: health, eject, restore, probe.
+
+use serde_json::{Value, json};
+use switchyard_proto::v1 as pb;
+
+use super::Out;
+use super::client::Ctx;
+use super::render::*;
+
+pub(super) fn endpoint_json(e: &pb::EndpointHealth) -> Value {
+    json!({
+        "endpoint": e.endpoint,
+        "state": state_name(e.state),
+        "reason": e.reason,
+        "error_rate": e.error_rate,
+        "latency_ms": e.latency_ms_ewma,
+        "ttft_ms": e.ttft_ms_ewma,
+        "tokens_per_second": e.tokens_per_second_ewma,
+        "tool_validity": e.tool_validity,
+        "consecutive_failures": e.consecutive_failures,
+        "ejections": e.ejections,
+        "ejected_until_unix_ms": e.ejected_until_unix_ms,
+        "updated_unix_ms": e.updated_unix_ms,
+    })
+}
+
+pub(super) fn endpoints_out(version: Option<u64>, list: &[pb::EndpointHealth]) -> Out {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|e| {
+            vec![
+                e.endpoint.clone(),
+                state_name(e.state).into(),
+                format!("{:.2}", e.error_rate),
+                format!("{:.0}", e.latency_ms_ewma),
+                format!("{:.0}", e.ttft_ms_ewma),
+                e.tool_validity
+                    .map_or("-".into(), |v| format!("{:.0}%", v * 100.0)),
+                e.ejections.to_string(),
+                ago(e.updated_unix_ms),
+                e.reason.clone(),
+            ]
+        })
+        .collect();
+    let mut text = table(
+        &[
+            "ENDPOINT",
+            "STATE",
+            "ERRORS",
+            "LAT_MS",
+            "TTFT_MS",
+            "TOOLS",
+            "EJECTIONS",
+            "UPDATED",
+            "REASON",
+        ],
+        &rows,
+    );
+    let endpoints: Vec<Value> = list.iter().map(endpoint_json).collect();
+    let json = match version {
+        Some(v) => {
+            text = format!("health version {v}\n{text}");
+            json!({"version": v, "endpoints": endpoints})
+        }
+        None => endpoints.into_iter().next().unwrap_or(Value::Null),
+    };
+    Out { json, text }
+}
+
+pub(super) async fn health(ctx: &Ctx) -> Result<Out, String> {
+    let r = ctx
+        .health()?
+        .list_endpoints(pb::ListEndpointsRequest {})
+        .await
+        .map_err(|s| ctx.prober.fail("listing endpoints", &s))?
+        .into_inner();
+    Ok(endpoints_out(Some(r.version), &r.endpoints))
+}
+
+pub(super) async fn eject(
+    ctx: &Ctx,
+    endpoint: String,
+    seconds: u32,
+    reason: String,
+) -> Result<Out, String> {
+    let r = ctx
+        .health()?
+        .eject(pb::EjectRequest {
+            endpoint,
+            duration_s: seconds,
+            reason,
+            actor: ctx.actor.clone(),
+        })
+        .await
+        .map_err(|s| ctx.prober.fail("ejecting", &s))?
+        .into_inner();
+    Ok(endpoints_out(None, &[r]))
+}
+
+pub(super) async fn restore(ctx: &Ctx, endpoint: String, reason: String) -> Result<Out, String> {
+    let r = ctx
+        .health()?
+        .restore(pb::RestoreRequest {
+            endpoint,
+            actor: ctx.actor.clone(),
+            reason,
+        })
+        .await
+        .map_err(|s| ctx.prober.fail("restoring", &s))?
+        .into_inner();
+    Ok(endpoints_out(None, &[r]))
+}
+
+pub(super) async fn probe(ctx: &Ctx, endpoint: String) -> Result<Out, String> {
+    let r = ctx
+        .health()?
+        .probe_now(pb::ProbeNowRequest { endpoint })
+        .await
+        .map_err(|s| ctx.prober.fail("probing", &s))?
+        .into_inner();
+    Ok(endpoints_out(None, &[r]))
+}

@@ -1,0 +1,87 @@
+//! Commands of a router: explain (a dry run).
+
+use std::path::PathBuf;
+
+use switchyard_proto::v1 as pb;
+
+use super::Out;
+use super::client::Ctx;
+use super::render::*;
+
+pub(super) async fn explain(
+    ctx: &Ctx,
+    file: &PathBuf,
+    key: &str,
+    seed: Option<u64>,
+) -> Result<Out, String> {
+    let body = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    }
+    .map_err(|e| format!("error: cannot read {}: {e}", file.display()))?;
+    let mut request = tonic::Request::new(pb::ExplainRequest {
+        request: None,
+        openai_json: body,
+    });
+    let auth = format!("Bearer {key}")
+        .parse()
+        .map_err(|_| "error: the API key has characters a header cannot carry".to_string())?;
+    request.metadata_mut().insert("authorization", auth);
+    if let Some(seed) = seed
+        && let Ok(v) = seed.to_string().parse()
+    {
+        request.metadata_mut().insert("switchyard-route-seed", v);
+    }
+    let x = pb::router_client::RouterClient::new(ctx.router.channel(ctx.timeout)?)
+        .explain(request)
+        .await
+        .map_err(|s| ctx.router.fail("explaining the request", &s))?
+        .into_inner();
+    let json = switchyard_router::explain::json(&x);
+    let mut text = format!(
+        "dry run for org {} workflow {}: seed {}, policy version {}, health version {}\nmodels {}{}; a budget hold would reserve {} USD ({} prompt tokens estimated)\n\nPLAN\n",
+        x.org_id,
+        x.workflow,
+        x.seed,
+        x.policy_version,
+        x.health_version,
+        x.models.join(", "),
+        if x.panic {
+            " (panic: every candidate ejected)"
+        } else {
+            ""
+        },
+        usd(x.max_cost_nano_usd),
+        x.estimated_prompt_tokens
+    );
+    let rows: Vec<Vec<String>> = x
+        .plan
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            vec![
+                (i + 1).to_string(),
+                p.endpoint.clone(),
+                p.key.clone(),
+                p.state.clone(),
+                usd(p.prompt_nano_usd_per_mtok),
+                usd(p.completion_nano_usd_per_mtok),
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &["#", "ENDPOINT", "KEY", "STATE", "PROMPT/M", "COMPLETION/M"],
+        &rows,
+    ));
+    if !x.excluded.is_empty() {
+        let rows: Vec<Vec<String>> = x
+            .excluded
+            .iter()
+            .map(|e| vec![e.endpoint.clone(), e.reason.clone(), e.detail.clone()])
+            .collect();
+        text.push_str("\nEXCLUDED\n");
+        text.push_str(&table(&["ENDPOINT", "REASON", "DETAIL"], &rows));
+    }
+    Ok(Out { json, text })
+}
