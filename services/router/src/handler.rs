@@ -1,18 +1,18 @@
 //! The transport-neutral handler: one request through the stages, in one direction. The edge
 //! has authenticated the caller and read what the request carries; here it is admitted
 //! ([`Admission`]), held ([`BudgetGate`]), run by the attempt engine, and settled
-//! ([`Settlement`]), or, for a stream, handed on as a [`StreamSession`]. Idempotency keys wrap
-//! the non-streamed path. HTTP and gRPC decode into these calls and encode what they return.
+//! ([`Settlement`]), or, for a stream, handed on as a [`StreamSession`]. Idempotency keys
+//! ([`crate::idempotency`]) wrap the non-streamed path. HTTP and gRPC decode into these calls and encode what they return.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_config::Catalog;
-use switchyard_core::{ChatRequest, ChatResponse, Error, ErrorClass, Usage};
+use switchyard_core::{ChatRequest, ChatResponse, Error, Usage};
 use switchyard_pricing::PriceBook;
 use switchyard_providers::ProviderClient;
 use switchyard_routing::RoutingCatalog;
-use switchyard_state::{Begin, BudgetStore, IdempotencyStore};
+use switchyard_state::{BudgetStore, IdempotencyStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Admitted};
@@ -21,15 +21,13 @@ use crate::edge::{Caller, InFlight, Incoming};
 use crate::engine::AttemptTrace;
 use crate::explain::Explanation;
 use crate::health_view::HealthView;
+use crate::idempotency::{self, Begun};
 use crate::outcomes::OutcomeWriter;
 use crate::policy_view::PolicyWatcher;
 use crate::reporter::Reporter;
 use crate::retry_budget::RetryBudget;
 use crate::settlement::Settlement;
 use crate::stream::{StreamSession, Unfinished};
-
-/// How long a completed response is kept for idempotent replays.
-pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A reply served now.
 pub struct Served {
@@ -347,10 +345,7 @@ impl Router {
             .ok_or_else(|| Error::invalid("idempotency keys are not enabled on this router"))
     }
 
-    /// A non-streamed request with an idempotency key: a repeat gets the stored reply (no second
-    /// upstream call or charge); a duplicate still running, or the key reused for another
-    /// request, is refused; a failed request frees the key. Keys are namespaced by API, and the
-    /// request is identified by the hash of its normalized content.
+    /// A non-streamed request with an idempotency key (see [`crate::idempotency`]).
     async fn idempotent(
         self: &Arc<Self>,
         caller: Caller,
@@ -360,40 +355,17 @@ impl Router {
         encode: impl Fn(&Served) -> String,
     ) -> Result<Reply, Failure> {
         let store = self.idempotency_store()?;
-        if idem.is_empty() || idem.len() > 256 {
-            return Err(Error::invalid("an idempotency key must be 1 to 256 characters").into());
-        }
         incoming.options()?;
         let org = caller.key.org.to_string();
-        let claim = format!("{}:{idem}", incoming.api.as_str());
-        let hash =
-            crate::edge::request_hash(serde_json::to_vec(req).unwrap_or_default().as_slice());
-        // The claim outlives the request's deadline; a client that vanishes frees it by expiry.
-        let refused = match store
-            .begin(&org, &claim, &hash, Duration::from_secs(600))
-            .await
-        {
-            Ok(Begin::New) => None,
-            Ok(Begin::Done(text)) => {
+        let claim = match idempotency::begin(store, &org, incoming.api, idem, req).await? {
+            Begun::Replay(text) => {
                 return Ok(Reply::Stored {
                     text,
                     replayed: true,
                 });
             }
-            Ok(Begin::InFlight) => Some(Error::invalid(
-                "a request with this idempotency key is still in progress",
-            )),
-            Ok(Begin::Mismatch) => Some(Error::invalid(
-                "this idempotency key was already used for a different request",
-            )),
-            Err(e) => Some(Error::new(
-                ErrorClass::Unavailable,
-                format!("idempotency keys cannot be checked right now: {e}"),
-            )),
+            Begun::Claimed(claim) => claim,
         };
-        if let Some(e) = refused {
-            return Err(e.into());
-        }
         let result = match self.admit(&caller, incoming, req).await {
             Ok(a) => self.run(&a, req).await,
             Err(e) => Err(e.into()),
@@ -401,16 +373,14 @@ impl Router {
         match result {
             Ok(served) => {
                 let text = encode(&served);
-                if let Err(e) = store.complete(&org, &claim, &text, IDEMPOTENCY_TTL).await {
-                    tracing::warn!(error = %e, "response not stored for idempotent replay");
-                }
+                claim.complete(&text).await;
                 Ok(Reply::Stored {
                     text,
                     replayed: false,
                 })
             }
             Err(failure) => {
-                let _ = store.abandon(&org, &claim).await;
+                claim.abandon().await;
                 Err(failure)
             }
         }

@@ -7,8 +7,8 @@
 //! - [`engine`]: the attempts along the plan (retries, fallbacks, deadline, retry budget).
 //! - [`settlement`]: the usage report, passive outcomes, local penalties, metrics and log line.
 //! - [`stream`]: a committed stream carried to its settled end.
-//! - [`handler`]: the stages composed, transport-neutral; [`http`] and [`grpc`] only decode
-//!   into it and encode what it returns.
+//! - [`handler`]: the stages composed, transport-neutral, with [`idempotency`] keys around the
+//!   non-streamed path; [`http`] and [`grpc`] only decode into it and encode what it returns.
 //!
 //! Around them: the policy and health views the stages read, the usage reporter, the outcome
 //! writer, output validation and the process entry ([`run`]). The router links no other
@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod handler;
 pub mod health_view;
 pub mod http;
+pub mod idempotency;
 pub mod observe;
 pub mod outcomes;
 pub mod policy_view;
