@@ -54,7 +54,9 @@ fn health_rank(state: EndpointState) -> u8 {
     }
 }
 
-/// Orders `endpoints` (indices into `cands`) in place.
+/// Orders `endpoints` (indices into `cands`) in place. `sort: latency` orders a streamed
+/// request by time to first token where the endpoint has one, others by whole-reply latency.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn order(
     endpoints: &mut Vec<usize>,
     cands: &[&Candidate],
@@ -62,6 +64,7 @@ pub(crate) fn order(
     sort: Option<Sort>,
     health: &HealthSnapshot,
     tokens: (u32, u32),
+    stream: bool,
     rng: &mut SplitMix,
 ) {
     let position = |i: usize| {
@@ -85,9 +88,11 @@ pub(crate) fn order(
             Some(Sort::Price) => group.sort_by_key(|i| cost(*i)),
             Some(Sort::Latency) => {
                 let key = |i: usize| {
-                    health
-                        .get(cands[i].endpoint.as_str())
-                        .latency_ms
+                    let h = health.get(cands[i].endpoint.as_str());
+                    stream
+                        .then_some(h.ttft_ms)
+                        .flatten()
+                        .or(h.latency_ms)
                         .unwrap_or(f64::INFINITY)
                 };
                 group.sort_by(|a, b| key(*a).total_cmp(&key(*b)));

@@ -359,6 +359,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             ctx.prefs.sort,
             input.health,
             (prompt, output),
+            input.request.stream,
             &mut rng,
         );
         for i in idx {

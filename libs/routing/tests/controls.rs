@@ -176,6 +176,22 @@ fn sorts() {
         ["small@b", "small@c", "small@a", "small@d"],
         "unmeasured last"
     );
+    // A streamed request is ordered by time to first token where the endpoint has one.
+    let mut s = req(json!({"provider": {"sort": "latency"}, "stream": true}));
+    for (e, ms, ttft) in [
+        ("small@a", 300.0, Some(20.0)),
+        ("small@b", 100.0, Some(90.0)),
+        ("small@c", 200.0, None),
+    ] {
+        let h = s.health.endpoints.entry(e.into()).or_default();
+        h.latency_ms = Some(ms);
+        h.ttft_ms = ttft;
+    }
+    assert_eq!(
+        s.endpoints(),
+        ["small@a", "small@b", "small@c", "small@d"],
+        "by ttft, then latency where no ttft is known"
+    );
     let mut s = req(json!({"provider": {"sort": "throughput"}}));
     for (e, tps) in [("small@a", 50.0), ("small@d", 90.0)] {
         s.health.endpoints.entry(e.into()).or_default().tokens_per_s = Some(tps);

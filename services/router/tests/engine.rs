@@ -242,6 +242,64 @@ async fn the_retry_budget_caps_traffic_to_a_failing_upstream() {
 }
 
 #[tokio::test]
+async fn retries_for_invalid_output_spend_from_the_retry_budget() {
+    use switchyard_policy_model::config::OnInvalidOutput;
+    use switchyard_router::engine::OutputCheck;
+    use switchyard_router::validate::Validator;
+    let f = Fixture::new().await;
+    f.faults("a", json!({"invalid_tool_call_rate": 1.0})).await;
+    let req: ChatRequest = serde_json::from_value(json!({
+        "model": "small",
+        "messages": [{"role": "user", "content": "weather in Oslo?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]
+        }}}],
+        "tool_choice": "required",
+    }))
+    .unwrap();
+    let validator = Validator::for_request(&req).unwrap().unwrap();
+    let check = OutputCheck {
+        validator: &validator,
+        outcomes: None,
+    };
+    let s = EngineSettings {
+        on_invalid_output: OnInvalidOutput::Retry,
+        ..settings()
+    };
+    let run = |budget: RetryBudget| {
+        let (f, req, s) = (&f, &req, &s);
+        async move {
+            let done = complete(
+                &f.client,
+                &[f.planned("a", 1000)],
+                req,
+                s,
+                &budget,
+                &CancellationToken::new(),
+                Some(check),
+            )
+            .await
+            .unwrap();
+            let outcomes: Vec<&str> = done.trace.iter().map(|t| t.outcome.as_str()).collect();
+            outcomes.join(",")
+        }
+    };
+    // With budget: one retry on the same endpoint, then the reply passed through marked.
+    assert_eq!(
+        run(RetryBudget::default()).await,
+        "invalid_output,invalid_output"
+    );
+    assert_eq!(f.count("a").await, 2);
+    // An empty budget: no retry, as for any other failure.
+    let empty = RetryBudget::new(RetryBudgetConfig {
+        ratio: 0.0,
+        burst: 0.0,
+    });
+    assert_eq!(run(empty).await, "invalid_output");
+    assert_eq!(f.count("a").await, 3);
+}
+
+#[tokio::test]
 async fn the_deadline_bounds_everything() {
     let f = Fixture::new().await;
     f.faults("a", json!({"hang_rate": 1.0})).await;

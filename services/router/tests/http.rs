@@ -29,6 +29,8 @@ struct Env {
     budgets: Arc<dyn BudgetStore>,
     health: Arc<dyn switchyard_state::HealthStore>,
     grpc: String,
+    /// The router's drain-deadline token.
+    abort: CancellationToken,
     _dir: tempfile::TempDir,
     _services: (
         switchyard_policy::server::PolicyHandle,
@@ -71,6 +73,7 @@ async fn env() -> Env {
         None,
         listen().await,
         listen().await,
+        false,
     )
     .await
     .unwrap();
@@ -112,6 +115,8 @@ async fn env() -> Env {
         stop.clone(),
     ));
     router.idempotency = Some(Arc::new(switchyard_state::MemoryIdempotencyStore::default()));
+    let abort = CancellationToken::new();
+    router.abort = abort.clone();
     let router = Arc::new(router.build());
     let listener = listen().await;
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -140,6 +145,7 @@ async fn env() -> Env {
         budgets,
         health: health_store,
         grpc,
+        abort,
         _dir: dir,
         _services: (policy, billing),
     }
@@ -765,4 +771,165 @@ async fn idempotency_keys_replay_without_a_second_call_or_charge() {
     assert_eq!(post_idem(&e, "order-44", &strict).await.status(), 502);
     e.faults("a", json!({})).await;
     assert_eq!(post_idem(&e, "order-44", &strict).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_streamed_attempt_feeds_its_time_to_first_token_into_health() {
+    let e = env().await;
+    e.faults("a", json!({"latency": {"ttft_ms": 40}})).await;
+    let resp = e
+        .http
+        .post(format!("{}/v1/chat/completions", e.url))
+        .bearer_auth(KEY)
+        .json(&hi(json!({"stream": true, "provider": {"order": ["a"]}})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let now = switchyard_core::clock::now_ms();
+    let a = e
+        .health
+        .outcomes(
+            &"m@a".into(),
+            switchyard_state::bucket_of(now) - 1,
+            switchyard_state::bucket_of(now),
+        )
+        .await
+        .unwrap();
+    assert_eq!((a.ok, a.ttft_count), (1, 1), "{a:?}");
+    assert!(a.ttft_ms_sum >= 40, "{a:?}");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_on_a_stream_gets_the_same_answer_on_both_apis() {
+    use switchyard_proto::v1 as pb;
+    let e = env().await;
+    let resp = post_idem(&e, "s-1", &hi(json!({"stream": true}))).await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("non-streamed requests only"), "{body}");
+
+    let mut client = pb::router_client::RouterClient::connect(e.grpc.clone())
+        .await
+        .unwrap();
+    let mut r = grpc_request(grpc_hi(), Some(KEY));
+    r.metadata_mut()
+        .insert("idempotency-key", "s-1".parse().unwrap());
+    let calls = sim_requests(&e).await;
+    let status = client.chat_stream(r).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), message);
+    assert_eq!(sim_requests(&e).await, calls, "no upstream call");
+}
+
+#[tokio::test]
+async fn a_failed_grpc_chat_carries_its_routing_trace() {
+    use prost::Message;
+    use switchyard_proto::v1 as pb;
+    let e = env().await;
+    e.faults("a", json!({"errors": [{"status": 500, "rate": 1.0}]}))
+        .await;
+    let mut client = pb::router_client::RouterClient::connect(e.grpc.clone())
+        .await
+        .unwrap();
+    let mut req = grpc_hi();
+    req.workflow = "strict".into();
+    let status = client.chat(grpc_request(req, Some(KEY))).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    let bytes = status
+        .metadata()
+        .get_bin(switchyard_router::grpc::ROUTING_METADATA)
+        .expect("the routing trace in the trailers")
+        .to_bytes()
+        .unwrap();
+    let trace = pb::RoutingTrace::decode(bytes.as_ref()).unwrap();
+    assert_eq!(trace.plan, ["m@a"]);
+    assert_eq!(trace.attempts[0].provider, "a");
+    assert_eq!(trace.attempts[0].outcome, "unavailable");
+    // As the HTTP API shows it in the error body.
+    let (status, v) = e.chat(hi(json!({"workflow": "strict"}))).await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        v["error"]["metadata"]["routing"]["attempts"][0]["outcome"],
+        "unavailable"
+    );
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_on_both_apis() {
+    use switchyard_proto::v1 as pb;
+    let e = env().await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let resp = e
+            .http
+            .post(format!("{}/v1/chat/completions", e.url))
+            .header("authorization", format!("{scheme} {KEY}"))
+            .json(&hi(json!({})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{scheme}");
+    }
+    let mut client = pb::router_client::RouterClient::connect(e.grpc.clone())
+        .await
+        .unwrap();
+    let mut r = tonic::Request::new(grpc_hi());
+    r.metadata_mut()
+        .insert("authorization", format!("bearer {KEY}").parse().unwrap());
+    assert!(client.chat(r).await.is_ok());
+}
+
+#[tokio::test]
+async fn at_the_drain_deadline_a_request_waiting_on_its_upstream_ends_and_is_released() {
+    let e = env().await;
+    e.budgets
+        .set_budget(
+            "acme",
+            &Scope::org(),
+            Period::Day,
+            &BudgetDef {
+                limit: Money::from_usd(100),
+                hard: true,
+                thresholds: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    e.faults("a", json!({"hang_rate": 1.0})).await;
+    let pending = {
+        let (http, url) = (e.http.clone(), e.url.clone());
+        tokio::spawn(async move {
+            let resp = http
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(KEY)
+                .json(&hi(json!({"workflow": "strict"})))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(held(&e).await > Money::ZERO, "held while it waits");
+    let cancelled = Instant::now();
+    e.abort.cancel();
+    let (status, v) = tokio::time::timeout(Duration::from_secs(3), pending)
+        .await
+        .expect("the request ends at the drain deadline, not at its own timeout")
+        .unwrap();
+    assert!(cancelled.elapsed() < Duration::from_secs(2));
+    assert_eq!(status, 504, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{v}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(held(&e).await, Money::ZERO, "the hold is released");
 }
