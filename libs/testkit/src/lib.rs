@@ -7,6 +7,7 @@
 mod bins;
 mod control;
 mod error;
+mod netns;
 mod ports;
 mod python;
 mod redis_server;
@@ -18,6 +19,7 @@ mod wait;
 pub use bins::{workspace_bin, workspace_root};
 pub use control::SimControl;
 pub use error::TestkitError;
+pub use netns::NetNs;
 pub use ports::{free_port, listen_ephemeral};
 pub use python::python_with;
 pub use redis_server::{RedisOptions, RedisServer};

@@ -38,12 +38,37 @@ impl ServiceProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::spawn_wrapped(name, &[], package, bin, args, env).await
+    }
+
+    /// As [`ServiceProcess::spawn`], run through `wrapper` (a command and its arguments that
+    /// execute the rest, such as `ip netns exec NAME`).
+    pub async fn spawn_wrapped<I, S>(
+        name: &str,
+        wrapper: &[&str],
+        package: &str,
+        bin: &str,
+        args: I,
+        env: &[(&str, &str)],
+    ) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let program = workspace_bin(package, bin)?;
         let dir = tempfile::tempdir().map_err(TestkitError::io("creating a log directory"))?;
         let log = dir.path().join(format!("{name}.log"));
         let log_file =
             std::fs::File::create(&log).map_err(TestkitError::io("creating a log file"))?;
-        let mut child = Command::new(&program)
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        let mut child = command
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -16,12 +16,59 @@ use crate::snapshot::{KeyRecord, Override, OverrideKind};
 pub struct PolicyGrpc {
     core: Arc<PolicyCore>,
     shutdown: tokio_util::sync::CancellationToken,
+    allow_plaintext_secrets: bool,
 }
 
 impl PolicyGrpc {
     /// Serves `core`; watch streams end when `shutdown` fires (graceful shutdown waits for them).
-    pub fn new(core: Arc<PolicyCore>, shutdown: tokio_util::sync::CancellationToken) -> Self {
-        PolicyGrpc { core, shutdown }
+    /// BYOK keys go only over mutual TLS or to a loopback peer, unless `allow_plaintext_secrets`.
+    pub fn new(
+        core: Arc<PolicyCore>,
+        shutdown: tokio_util::sync::CancellationToken,
+        allow_plaintext_secrets: bool,
+    ) -> Self {
+        PolicyGrpc {
+            core,
+            shutdown,
+            allow_plaintext_secrets,
+        }
+    }
+
+    /// Whether snapshots with BYOK keys may go to the peer of `request`.
+    fn secrets_check<T>(&self, request: &Request<T>) -> Result<(), String> {
+        let tls = matches!(switchyard_runtime::tls::current(), Ok(Some(_)));
+        may_send_secrets(tls, self.allow_plaintext_secrets, request.remote_addr())
+    }
+}
+
+/// Where decrypted BYOK keys may travel: over mutual TLS, to a peer on this host (loopback), or
+/// anywhere when the operator allowed plaintext explicitly. Otherwise the reason, for the caller
+/// and the log.
+pub fn may_send_secrets(
+    tls: bool,
+    allow_plaintext: bool,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
+    if tls || allow_plaintext || peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) {
+        return Ok(());
+    }
+    let peer = peer.map_or_else(|| "an unknown peer".to_string(), |p| p.ip().to_string());
+    Err(format!(
+        "this policy holds BYOK provider keys and does not send them in plaintext to {peer}: \
+         enable mutual TLS (SWITCHYARD_TLS_CERT, SWITCHYARD_TLS_KEY, SWITCHYARD_TLS_CA on every \
+         service) or start the policy service with --allow-plaintext-secrets"
+    ))
+}
+
+/// A snapshot for a peer that may not receive secrets: refused when it carries BYOK keys.
+fn guarded(s: &Served, refused: &Option<String>) -> Result<pb::PolicySnapshot, Status> {
+    match refused {
+        Some(why) if !s.byok.is_empty() => {
+            metrics::counter!("switchyard_policy_secrets_refused_total").increment(1);
+            tracing::warn!(reason = %why, "policy snapshot with BYOK keys refused to a plaintext peer");
+            Err(Status::failed_precondition(why.clone()))
+        }
+        _ => Ok(to_proto(s)),
     }
 }
 
@@ -118,6 +165,7 @@ impl pb::policy_server::Policy for PolicyGrpc {
         &self,
         request: Request<pb::WatchPolicyRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let refused = self.secrets_check(&request).err();
         let mut known = request.into_inner().known_version;
         let updates = tokio_stream::wrappers::WatchStream::new(self.core.subscribe());
         metrics::gauge!("switchyard_policy_watchers").increment(1.0);
@@ -126,7 +174,7 @@ impl pb::policy_server::Policy for PolicyGrpc {
             let _alive = &guard;
             let out = served.filter(|s| s.version > known).map(|s| {
                 known = s.version;
-                Ok(to_proto(&s))
+                guarded(&s, &refused)
             });
             futures::future::ready(out)
         });
@@ -136,12 +184,14 @@ impl pb::policy_server::Policy for PolicyGrpc {
 
     async fn get_snapshot(
         &self,
-        _: Request<pb::GetSnapshotRequest>,
+        request: Request<pb::GetSnapshotRequest>,
     ) -> Result<Response<pb::PolicySnapshot>, Status> {
-        self.core
+        let refused = self.secrets_check(&request).err();
+        let s = self
+            .core
             .current()
-            .map(|s| Response::new(to_proto(&s)))
-            .ok_or_else(|| Status::unavailable("no policy snapshot published yet"))
+            .ok_or_else(|| Status::unavailable("no policy snapshot published yet"))?;
+        guarded(&s, &refused).map(Response::new)
     }
 
     async fn issue_api_key(
@@ -272,5 +322,29 @@ struct WatcherGuard;
 impl Drop for WatcherGuard {
     fn drop(&mut self) {
         metrics::gauge!("switchyard_policy_watchers").decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byok_keys_go_over_tls_to_loopback_or_where_allowed() {
+        let remote: std::net::SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let v6: std::net::SocketAddr = "[::1]:5000".parse().unwrap();
+        let mapped: std::net::SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        assert!(may_send_secrets(false, false, Some(local)).is_ok());
+        assert!(may_send_secrets(false, false, Some(v6)).is_ok());
+        assert!(may_send_secrets(false, false, Some(mapped)).is_ok());
+        assert!(may_send_secrets(true, false, Some(remote)).is_ok());
+        assert!(may_send_secrets(false, true, Some(remote)).is_ok());
+        let why = may_send_secrets(false, false, Some(remote)).unwrap_err();
+        assert!(
+            why.contains("10.1.2.3") && why.contains("--allow-plaintext-secrets"),
+            "{why}"
+        );
+        assert!(may_send_secrets(false, false, None).is_err());
     }
 }

@@ -28,6 +28,10 @@ pub struct Args {
     /// Redis URL; without it the snapshot lives in this process only (one replica).
     #[arg(long, env = "SWITCHYARD_REDIS_URL")]
     pub redis: Option<String>,
+    /// Send snapshots with BYOK provider keys to peers that are neither on mutual TLS nor on
+    /// loopback (the keys then cross the network in clear); off by default.
+    #[arg(long, env = "SWITCHYARD_POLICY_ALLOW_PLAINTEXT_SECRETS")]
+    pub allow_plaintext_secrets: bool,
 }
 
 /// Runs a replica until Ctrl-C or SIGTERM. Prints one JSON line with the bound addresses.
@@ -48,9 +52,16 @@ pub async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {addr}: {e}"))
     };
     let (grpc, http) = (bind(args.grpc).await?, bind(args.http).await?);
-    let handle = crate::server::start(args.config, store, master, grpc, http)
-        .await
-        .map_err(|e| e.to_string())?;
+    let handle = crate::server::start(
+        args.config,
+        store,
+        master,
+        grpc,
+        http,
+        args.allow_plaintext_secrets,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let ready = serde_json::json!({"grpc": handle.grpc_addr, "http": handle.http_addr});
     switchyard_runtime::print_stdout(&format!("{ready}\n"))
         .map_err(|e| format!("cannot print the ready line: {e}"))?;

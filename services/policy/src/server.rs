@@ -57,13 +57,15 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// Starts a replica on the given listeners.
+/// Starts a replica on the given listeners. Snapshots with BYOK keys go only over mutual TLS or
+/// to loopback peers unless `allow_plaintext_secrets`.
 pub async fn start(
     file: PathBuf,
     store: Arc<dyn PolicyStore>,
     master: Option<MasterKey>,
     grpc: TcpListener,
     http: TcpListener,
+    allow_plaintext_secrets: bool,
 ) -> Result<PolicyHandle, StartError> {
     let core = PolicyCore::new(store.clone(), file, master);
     core.reload().await?;
@@ -111,7 +113,11 @@ pub async fn start(
     let drain = switchyard_runtime::drain::Drain::from_env();
     let grpc_server = switchyard_runtime::grpc::grpc_server(
         grpc,
-        PolicyServer::new(PolicyGrpc::new(core.clone(), shutdown.clone())),
+        PolicyServer::new(PolicyGrpc::new(
+            core.clone(),
+            shutdown.clone(),
+            allow_plaintext_secrets,
+        )),
         drain.token(),
         shutdown.clone(),
     )

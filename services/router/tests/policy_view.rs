@@ -36,6 +36,7 @@ async fn start_policy(
         Some(MasterKey::from_base64(MASTER).unwrap()),
         grpc,
         http,
+        false,
     )
     .await
     .unwrap()

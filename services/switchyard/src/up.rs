@@ -133,6 +133,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         master,
         bind(e, "127.0.0.1:50052").await?,
         bind(e, "127.0.0.1:8082").await?,
+        false,
     )
     .await
     .map_err(|e| e.to_string())?;
