@@ -247,8 +247,10 @@ impl Ctx<'_> {
     }
 }
 
-/// The models to consider, in order, checked against the catalog.
-fn models(input: &PlanInput<'_>) -> Result<Vec<ModelId>, PlanError> {
+/// The models to consider, in order, checked against the catalog, and the requested ones it does
+/// not know. As OpenRouter documents for `models`, an unknown model in the list is skipped and
+/// the next one tried; only when none is known is it an error.
+fn models(input: &PlanInput<'_>) -> Result<(Vec<ModelId>, Vec<ModelId>), PlanError> {
     let names: Vec<&str> = match &input.policy.forced_model {
         Some(forced) => vec![forced.as_str()],
         None => {
@@ -264,20 +266,26 @@ fn models(input: &PlanInput<'_>) -> Result<Vec<ModelId>, PlanError> {
         return Err(PlanError::NoModel);
     }
     let mut out: Vec<ModelId> = Vec::new();
-    for name in names {
-        if !input.catalog.has_model(name) {
-            return Err(PlanError::UnknownModel(name.to_string()));
-        }
-        if !out.iter().any(|m| m.as_str() == name) {
-            out.push(ModelId::from(name));
+    let mut unknown: Vec<ModelId> = Vec::new();
+    for name in &names {
+        let list = if input.catalog.has_model(name) {
+            &mut out
+        } else {
+            &mut unknown
+        };
+        if !list.iter().any(|m| m.as_str() == *name) {
+            list.push(ModelId::from(*name));
         }
     }
-    Ok(out)
+    if out.is_empty() {
+        return Err(PlanError::UnknownModel(names[0].to_string()));
+    }
+    Ok((out, unknown))
 }
 
 /// Plans one request.
 pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
-    let models = models(input)?;
+    let (models, unknown) = models(input)?;
     let request = input.request;
     let max_tokens = request.max_output_tokens();
     let prompt = request.estimated_prompt_tokens();
@@ -306,7 +314,16 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     // (model index, candidate, key, state)
     let mut eligible: Vec<(usize, &Candidate, KeySource, EndpointState)> = Vec::new();
     let mut ejected: Vec<(usize, &Candidate, KeySource)> = Vec::new();
-    let mut excluded: Vec<Exclusion> = Vec::new();
+    let mut excluded: Vec<Exclusion> = unknown
+        .into_iter()
+        .map(|model| Exclusion {
+            endpoint: EndpointId::from(model.as_str()),
+            model,
+            provider: ProviderId::from(""),
+            key: KeySource::Shared,
+            reason: ExclusionReason::UnknownModel,
+        })
+        .collect();
     for (index, model) in models.iter().enumerate() {
         for c in input.catalog.candidates(model.as_str()).unwrap_or(&[]) {
             let keys: &[KeySource] = if input.byok.contains(&c.provider) {

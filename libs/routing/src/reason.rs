@@ -68,6 +68,9 @@ pub enum ExclusionReason {
     },
     /// The plan already holds the maximum number of attempts.
     AttemptCap,
+    /// A model of the request's `models` list that the catalog does not have (skipped, as
+    /// OpenRouter does; the endpoint field names the model).
+    UnknownModel,
 }
 
 impl ExclusionReason {
@@ -93,6 +96,7 @@ impl ExclusionReason {
             ExclusionReason::Unhealthy => "unhealthy",
             ExclusionReason::LowToolValidity { .. } => "low_tool_validity",
             ExclusionReason::AttemptCap => "attempt_cap",
+            ExclusionReason::UnknownModel => "unknown_model",
         }
     }
 }
@@ -128,6 +132,9 @@ impl std::fmt::Display for ExclusionReason {
                 f.write_str("zero data retention is required and the provider does not offer it")
             }
             ExclusionReason::NotInOnly => f.write_str("not in `provider.only`"),
+            ExclusionReason::UnknownModel => {
+                f.write_str("no such model in the catalog; skipped for the next in `models`")
+            }
             ExclusionReason::Ignored => f.write_str("in `provider.ignore`"),
             ExclusionReason::FallbacksDisabled => {
                 f.write_str("not in `provider.order` and fallbacks are off")

@@ -409,6 +409,24 @@ fn models_fallbacks_fail_safe_forced_and_cap() {
     assert_eq!(s.run().unwrap_err(), PlanError::NoModel);
     let s = Setup::new(json!({"model": "nope", "messages": []}));
     assert_eq!(s.run().unwrap_err(), PlanError::UnknownModel("nope".into()));
+    // In `models`, an unknown model is skipped with its reason and the next one planned, as
+    // OpenRouter documents; only a list with no known model is refused.
+    let s = Setup::new(
+        json!({"models": ["nope", "large"], "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let plan = s.run().unwrap();
+    assert!(plan.attempts.iter().all(|a| a.model.as_str() == "large"));
+    let unknown: Vec<_> = plan
+        .excluded
+        .iter()
+        .filter(|e| e.reason.as_str() == "unknown_model")
+        .map(|e| e.model.to_string())
+        .collect();
+    assert_eq!(unknown, ["nope"]);
+    let s = Setup::new(
+        json!({"models": ["nope", "gone"], "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(s.run().unwrap_err(), PlanError::UnknownModel("nope".into()));
 }
 
 #[test]

@@ -226,6 +226,26 @@ pub fn usage(u: &Usage) -> pb::Usage {
     }
 }
 
+/// Which key a candidate uses, as a label.
+pub fn key_source(k: switchyard_routing::KeySource) -> String {
+    match k {
+        switchyard_routing::KeySource::Byok => "byok".to_string(),
+        switchyard_routing::KeySource::Shared => "shared".to_string(),
+    }
+}
+
+/// A candidate left out of the plan, on the wire.
+pub fn excluded(e: &switchyard_routing::Exclusion) -> pb::ExcludedEndpoint {
+    pb::ExcludedEndpoint {
+        endpoint: e.endpoint.to_string(),
+        provider: e.provider.to_string(),
+        model: e.model.to_string(),
+        key: key_source(e.key),
+        reason: e.reason.as_str().to_string(),
+        detail: e.reason.to_string(),
+    }
+}
+
 /// The routing trace on the wire.
 pub fn trace(attempts: &[AttemptTrace], a: &crate::admission::Admitted) -> pb::RoutingTrace {
     pb::RoutingTrace {
@@ -249,6 +269,7 @@ pub fn trace(attempts: &[AttemptTrace], a: &crate::admission::Admitted) -> pb::R
             .iter()
             .map(|p| p.attempt.endpoint.to_string())
             .collect(),
+        excluded: a.excluded.iter().map(excluded).collect(),
     }
 }
 

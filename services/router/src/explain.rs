@@ -21,6 +21,8 @@ pub struct Explanation {
     pub policy_version: u64,
     /// Estimated prompt tokens.
     pub prompt_tokens: u32,
+    /// The prompt tokens the hold prices (an upper bound).
+    pub prompt_token_bound: u32,
     /// The route.
     pub routed: Routed,
     /// The request's own provider preferences, as sent.
@@ -45,6 +47,7 @@ impl Explanation {
             org: caller.key.org.to_string(),
             policy_version: caller.policy.version,
             prompt_tokens: req.estimated_prompt_tokens(),
+            prompt_token_bound: req.prompt_token_bound(),
             routed,
             request_provider: serde_json::to_value(&req.provider).unwrap_or(Value::Null),
         })
@@ -63,10 +66,6 @@ impl Explanation {
     /// The gRPC API's form (the HTTP API and `ctl --json` render it with [`json`]).
     pub fn to_proto(&self, prices: &PriceBook) -> pb::ExplainResponse {
         let r = &self.routed;
-        let key = |k: switchyard_routing::KeySource| match k {
-            switchyard_routing::KeySource::Byok => "byok".to_string(),
-            switchyard_routing::KeySource::Shared => "shared".to_string(),
-        };
         pb::ExplainResponse {
             seed: self.seed,
             policy_version: self.policy_version,
@@ -85,7 +84,7 @@ impl Explanation {
                         endpoint: a.endpoint.to_string(),
                         provider: a.provider.to_string(),
                         model: a.model.to_string(),
-                        key: key(a.key),
+                        key: crate::convert::key_source(a.key),
                         state: a.state.as_str().to_string(),
                         prompt_nano_usd_per_mtok: price.map_or(0, |p| p.prompt.nanos()),
                         completion_nano_usd_per_mtok: price.map_or(0, |p| p.completion.nanos()),
@@ -95,23 +94,21 @@ impl Explanation {
                     }
                 })
                 .collect(),
-            excluded: r
-                .excluded
-                .iter()
-                .map(|e| pb::ExcludedEndpoint {
-                    endpoint: e.endpoint.to_string(),
-                    provider: e.provider.to_string(),
-                    model: e.model.to_string(),
-                    key: key(e.key),
-                    reason: e.reason.as_str().to_string(),
-                    detail: e.reason.to_string(),
-                })
-                .collect(),
+            excluded: r.excluded.iter().map(crate::convert::excluded).collect(),
             max_cost_nano_usd: r.max_cost.nanos(),
             estimated_prompt_tokens: self.prompt_tokens,
+            prompt_token_bound: self.prompt_token_bound,
             policy_json: self.policy().to_string(),
         }
     }
+}
+
+/// A left-out candidate as JSON (in an explanation and in a routing trace).
+pub fn excluded_json(e: &pb::ExcludedEndpoint) -> Value {
+    json!({
+        "endpoint": e.endpoint, "provider": e.provider, "model": e.model, "key": e.key,
+        "reason": e.reason, "detail": e.detail,
+    })
 }
 
 /// The JSON form of an explanation, as `POST /v1/routing/explain` answers and `switchyard ctl
@@ -135,16 +132,7 @@ pub fn json(x: &pb::ExplainResponse) -> Value {
             })
         })
         .collect();
-    let excluded: Vec<Value> = x
-        .excluded
-        .iter()
-        .map(|e| {
-            json!({
-                "endpoint": e.endpoint, "provider": e.provider, "model": e.model, "key": e.key,
-                "reason": e.reason, "detail": e.detail,
-            })
-        })
-        .collect();
+    let excluded: Vec<Value> = x.excluded.iter().map(excluded_json).collect();
     json!({
         "object": "routing.explanation",
         "dry_run": true,
@@ -158,6 +146,7 @@ pub fn json(x: &pb::ExplainResponse) -> Value {
         "plan": plan,
         "excluded": excluded,
         "estimated_prompt_tokens": x.estimated_prompt_tokens,
+        "prompt_token_bound": x.prompt_token_bound,
         "max_cost_usd": usd(x.max_cost_nano_usd),
         "policy": serde_json::from_str::<Value>(&x.policy_json).unwrap_or(Value::Null),
     })

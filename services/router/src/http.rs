@@ -65,6 +65,14 @@ fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
     if let Some(v) = crate::engine::served_validity(trace) {
         j["validation"] = serde_json::to_value(v).unwrap_or_default();
     }
+    if !a.excluded.is_empty() {
+        let excluded: Vec<Value> = a
+            .excluded
+            .iter()
+            .map(|e| crate::explain::excluded_json(&crate::convert::excluded(e)))
+            .collect();
+        j["excluded"] = Value::Array(excluded);
+    }
     j
 }
 

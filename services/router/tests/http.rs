@@ -933,3 +933,47 @@ async fn at_the_drain_deadline_a_request_waiting_on_its_upstream_ends_and_is_rel
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(held(&e).await, Money::ZERO, "the hold is released");
 }
+
+#[tokio::test]
+async fn an_unknown_model_in_models_is_skipped_with_its_reason() {
+    let e = env().await;
+    let (status, v) = e
+        .chat(json!({"models": ["no-such-model", "m"], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["model"], "m");
+    let excluded = v["routing"]["excluded"].as_array().unwrap();
+    assert!(
+        excluded
+            .iter()
+            .any(|x| x["reason"] == "unknown_model" && x["model"] == "no-such-model"),
+        "{v}"
+    );
+    let resp = e
+        .http
+        .post(format!("{}/v1/routing/explain", e.url))
+        .bearer_auth(KEY)
+        .json(&json!({"models": ["no-such-model", "m"], "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let x: Value = resp.json().await.unwrap();
+    assert!(
+        x["excluded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["reason"] == "unknown_model"),
+        "{x}"
+    );
+    let (status, v) = e
+        .chat(json!({"models": ["no-such-model", "nor-this"], "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-model")
+    );
+}
