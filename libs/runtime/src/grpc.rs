@@ -72,7 +72,7 @@ where
 /// The services a port serves, as its reflection lists them: the Switchyard service `S`,
 /// `grpc.health.v1.Health` and reflection itself (`v1` and `v1alpha`, which older clients such
 /// as Python's `grpcio-reflection` speak), and nothing else.
-pub const fn served_services(service: &'static str) -> [&'static str; 4] {
+pub const fn served_services(service: &str) -> [&str; 4] {
     [
         service,
         "grpc.health.v1.Health",
