@@ -15,7 +15,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{BETA_KEY, Cluster, KEY, Sample, Spec, hi, provider, summary};
+use common::{BETA_KEY, Cluster, KEY, Sample, Spec, hi, provider, set_day_budget, summary};
 use serde_json::json;
 
 /// How long each dependency stays down.
@@ -354,26 +354,6 @@ async fn a_router_killed_mid_stream_has_its_hold_settled_by_the_reconciler() {
         1
     );
     assert_eq!(held(&c, "acme").await, 0);
-}
-
-/// Sets a hard day budget for `org`'s whole spend.
-async fn set_day_budget(c: &Cluster, org: &str, nano_usd: i64) {
-    use switchyard_proto::v1 as pb;
-    c.billing()
-        .await
-        .set_budget(pb::SetBudgetRequest {
-            scope: Some(pb::Scope {
-                kind: pb::ScopeKind::Org as i32,
-                org_id: org.into(),
-                id: String::new(),
-            }),
-            period: pb::Period::Day as i32,
-            limit_nano_usd: nano_usd,
-            hard: true,
-            alert_thresholds_percent: vec![],
-        })
-        .await
-        .unwrap();
 }
 
 /// What `org`'s budgets hold right now, all together.

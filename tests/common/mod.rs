@@ -105,6 +105,9 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// Which Redis the services share.
     pub redis: RedisKind,
+    /// Settings added to every simulated provider (YAML flow-map entries such as
+    /// `prompt_tokenizer: o200k`).
+    pub sim_provider: Option<String>,
 }
 
 /// The Redis deployment of a cluster.
@@ -138,6 +141,7 @@ impl Default for Spec {
             router_env: Vec::new(),
             env: Vec::new(),
             redis: RedisKind::Standalone,
+            sim_provider: None,
         }
     }
 }
@@ -235,7 +239,11 @@ impl Cluster {
         })
         .await
         .unwrap();
-        let sim = SimProcess::spawn(SIM, &[]).await.unwrap();
+        let sim_yaml = match &spec.sim_provider {
+            Some(extra) => SIM.replace(" }\n", &format!(", {extra} }}\n")),
+            None => SIM.to_string(),
+        };
+        let sim = SimProcess::spawn(&sim_yaml, &[]).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let catalog_file = dir.path().join("catalog.yaml");
         std::fs::write(&catalog_file, catalog(&sim)).unwrap();
@@ -855,4 +863,23 @@ pub fn summary(samples: &[Sample]) -> String {
         100.0 * served as f64 / samples.len().max(1) as f64,
         attempts as f64 / samples.len().max(1) as f64
     )
+}
+
+/// Sets a hard day budget for `org`'s whole spend.
+pub async fn set_day_budget(c: &Cluster, org: &str, nano_usd: i64) {
+    c.billing()
+        .await
+        .set_budget(pb::SetBudgetRequest {
+            scope: Some(pb::Scope {
+                kind: pb::ScopeKind::Org as i32,
+                org_id: org.into(),
+                id: String::new(),
+            }),
+            period: pb::Period::Day as i32,
+            limit_nano_usd: nano_usd,
+            hard: true,
+            alert_thresholds_percent: vec![],
+        })
+        .await
+        .unwrap();
 }

@@ -222,6 +222,13 @@ pub struct LedgerEntry {
     /// `ok` or the final error class.
     #[serde(default)]
     pub outcome: String,
+    /// The reply cost more than its hold (charged as reported all the same).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub over_hold: bool,
+    /// The hold's amount: what the router reserved as the request's maximum cost (zero when
+    /// unknown: the reconciler's entries, records from before it was reported).
+    #[serde(default)]
+    pub max_cost: Money,
 }
 
 impl LedgerEntry {

@@ -65,6 +65,10 @@ pub struct HealthRecord {
     /// restore), Unix ms: passive outcomes from before that no longer count against it.
     #[serde(default)]
     pub recovered_ms: u64,
+    /// Replies over the window that cost more than their budget hold: the endpoint breaks the
+    /// bound a hold relies on (ignores `max_tokens`, or counts more prompt tokens than it).
+    #[serde(default)]
+    pub over_holds: u64,
 }
 
 impl HealthRecord {
@@ -125,6 +129,9 @@ pub struct Outcomes {
     pub tool_calls_valid: u64,
     /// Tool calls whose arguments did not.
     pub tool_calls_invalid: u64,
+    /// Replies that cost more than their budget hold.
+    #[serde(default)]
+    pub over_hold: u64,
 }
 
 impl Outcomes {
@@ -176,6 +183,7 @@ impl Outcomes {
         self.generation_ms += o.generation_ms;
         self.tool_calls_valid += o.tool_calls_valid;
         self.tool_calls_invalid += o.tool_calls_invalid;
+        self.over_hold += o.over_hold;
     }
 
     /// Attempts counted.
@@ -194,6 +202,7 @@ impl Outcomes {
             ("gen".to_string(), self.generation_ms),
             ("tv".to_string(), self.tool_calls_valid),
             ("ti".to_string(), self.tool_calls_invalid),
+            ("oh".to_string(), self.over_hold),
         ];
         f.extend(self.by_class.iter().map(|(k, v)| (format!("c:{k}"), *v)));
         f.retain(|(_, v)| *v > 0);
@@ -213,6 +222,7 @@ impl Outcomes {
                 "gen" => o.generation_ms += v,
                 "tv" => o.tool_calls_valid += v,
                 "ti" => o.tool_calls_invalid += v,
+                "oh" => o.over_hold += v,
                 other => {
                     if let Some(class) = other.strip_prefix("c:") {
                         *o.by_class.entry(class.to_string()).or_default() += v;

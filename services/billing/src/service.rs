@@ -108,6 +108,8 @@ fn entry_of(r: &pb::UsageRecord, unreconciled: bool) -> LedgerEntry {
         },
         attempts: r.attempts,
         outcome: r.outcome.clone(),
+        over_hold: r.over_hold,
+        max_cost: Money::from_nanos(r.max_cost_nano_usd.max(0)),
     }
 }
 
@@ -128,6 +130,8 @@ fn record_of(e: &LedgerEntry) -> pb::UsageRecord {
         finished_unix_ms: e.finished_ms as i64,
         attempts: e.attempts,
         outcome: e.outcome.clone(),
+        over_hold: e.over_hold,
+        max_cost_nano_usd: e.max_cost.nanos(),
     }
 }
 

@@ -53,6 +53,7 @@ pub fn to_proto(endpoint: &EndpointId, r: &HealthRecord) -> pb::EndpointHealth {
         consecutive_failures: r.consecutive_failures,
         ejections: r.ejections,
         tool_validity: r.tool_validity,
+        over_holds: r.over_holds,
     }
 }
 

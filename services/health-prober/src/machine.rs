@@ -74,6 +74,7 @@ pub fn evaluate(prev: &HealthRecord, i: &Inputs<'_>, t: &Thresholds) -> HealthRe
         }
     }
     let w = i.window;
+    r.over_holds = w.over_hold;
     let n = w.total();
     let tools = w.tool_calls_valid + w.tool_calls_invalid;
     if tools >= MIN_TOOL_CALLS {

@@ -479,6 +479,8 @@ fn changed(a: &HealthRecord, b: &HealthRecord) -> bool {
         || a.ejected_until_ms != b.ejected_until_ms
         || a.consecutive_failures != b.consecutive_failures
         || a.last_probe_ms != b.last_probe_ms
+        // An endpoint breaking its budget holds (or no longer): operators look for it.
+        || a.over_holds != b.over_holds
         // Whether tool requests may use it: a move of 5 points is worth telling the routers.
         || match (a.tool_validity, b.tool_validity) {
             (Some(x), Some(y)) => (x - y).abs() >= 0.05,

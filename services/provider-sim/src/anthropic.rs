@@ -77,7 +77,11 @@ fn text_of(content: &Value) -> String {
 }
 
 /// Parses a Messages body; `anthropic-version` is required as by the real API.
-pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Failure> {
+pub fn parse(
+    headers: &HeaderMap,
+    body: &[u8],
+    tokenizer: crate::tokens::PromptTokenizer,
+) -> Result<Parsed, Failure> {
     if headers.get("anthropic-version").is_none() {
         return Err(Failure::BadRequest(
             "anthropic-version: header is required".into(),
@@ -109,6 +113,15 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Failure> {
         prompt_tokens = prompt_tokens
             .saturating_add(estimate_text(&t.name))
             .saturating_add(estimate_text(&t.input_schema.to_string()));
+    }
+    if tokenizer == crate::tokens::PromptTokenizer::O200k {
+        let tools: String = req
+            .tools
+            .iter()
+            .map(|t| format!("{}{}", t.name, t.input_schema))
+            .collect();
+        prompt_tokens =
+            crate::tokens::chat_framed(texts.iter().map(|t| ("user", None, t.clone())), &tools);
     }
     let choice_type = req
         .tool_choice

@@ -46,6 +46,10 @@ pub struct SimProvider {
     /// Completion tokens it generates when `max_tokens` does not cap them.
     #[serde(default = "default_output_tokens")]
     pub output_tokens: u32,
+    /// How it counts prompt tokens in `usage`: `estimate` (default) or `o200k` (a real
+    /// tokenizer with OpenAI's chat framing).
+    #[serde(default)]
+    pub prompt_tokenizer: crate::tokens::PromptTokenizer,
     /// Faults at start; the control API can replace them.
     #[serde(default)]
     pub faults: Faults,
@@ -85,6 +89,9 @@ pub struct Faults {
     /// Share of tool calls whose arguments are broken (invalid JSON, or schema-invalid input for
     /// Anthropic's non-streamed `tool_use`, whose `input` is an object on the wire).
     pub invalid_tool_call_rate: f64,
+    /// Generates its full `output_tokens` whatever `max_tokens` says (a provider that ignores
+    /// the cap, so a reply can cost more than its budget hold).
+    pub ignore_max_tokens: bool,
 }
 
 /// Delays of a simulated provider.

@@ -14,6 +14,7 @@ pub mod generate;
 pub mod openai;
 pub mod server;
 pub mod state;
+pub mod tokens;
 pub mod wire;
 
 use std::collections::BTreeMap;

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use switchyard_core::{ChatRequest, ResponseFormat, ToolChoice};
 
 use crate::generate::{Finish, Parsed, Reply};
+use crate::tokens::PromptTokenizer;
 use crate::wire::{Ctx, Event, Failure, json_response, retry_after_for, sse, with_retry_after};
 
 /// The bearer token presented, if any.
@@ -20,7 +21,7 @@ pub fn presented_key(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Parses a chat-completions body.
-pub fn parse(body: &[u8]) -> Result<Parsed, Failure> {
+pub fn parse(body: &[u8], tokenizer: PromptTokenizer) -> Result<Parsed, Failure> {
     let req: ChatRequest = serde_json::from_slice(body).map_err(|e| {
         Failure::BadRequest(format!(
             "We could not parse the JSON body of your request: {e}"
@@ -56,12 +57,49 @@ pub fn parse(body: &[u8]) -> Result<Parsed, Failure> {
         stream: req.stream,
         include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         max_tokens: req.max_output_tokens(),
-        prompt_tokens: req.estimated_prompt_tokens(),
+        prompt_tokens: match tokenizer {
+            PromptTokenizer::Estimate => req.estimated_prompt_tokens(),
+            PromptTokenizer::O200k => o200k_prompt(&req),
+        },
         prompt_text,
         tools: req.tools.len(),
         tool,
         json,
     })
+}
+
+/// The prompt as OpenAI counts it: each message's text, tool calls and tool-call id, and the
+/// tool definitions as JSON.
+fn o200k_prompt(req: &ChatRequest) -> u32 {
+    let role = |r: switchyard_core::Role| match r {
+        switchyard_core::Role::System => "system",
+        switchyard_core::Role::Developer => "developer",
+        switchyard_core::Role::User => "user",
+        switchyard_core::Role::Assistant => "assistant",
+        switchyard_core::Role::Tool => "tool",
+    };
+    let messages = req.messages.iter().map(|m| {
+        let mut text = m.text_content();
+        for call in &m.tool_calls {
+            text.push_str(&call.name);
+            text.push_str(&call.arguments);
+        }
+        if let Some(id) = &m.tool_call_id {
+            text.push_str(id);
+        }
+        (role(m.role), m.name.as_deref(), text)
+    });
+    let tools: Vec<Value> = req
+        .tools
+        .iter()
+        .map(|t| json!({"name": t.name, "description": t.description, "parameters": t.parameters}))
+        .collect();
+    let tools = if tools.is_empty() {
+        String::new()
+    } else {
+        Value::Array(tools).to_string()
+    };
+    crate::tokens::chat_framed(messages, &tools)
 }
 
 fn envelope(message: &str, kind: &str, param: Value, code: Value) -> Value {

@@ -137,8 +137,8 @@ async fn chat(
         return fail(&mut recent, Failure::Unauthorized);
     }
     let parsed = match format {
-        WireFormat::Openai => openai::parse(&body),
-        WireFormat::Anthropic => anthropic::parse(&headers, &body),
+        WireFormat::Openai => openai::parse(&body, state.config.prompt_tokenizer),
+        WireFormat::Anthropic => anthropic::parse(&headers, &body, state.config.prompt_tokenizer),
     };
     let parsed = match parsed {
         Ok(p) => p,
@@ -194,6 +194,10 @@ async fn chat(
         return fail(&mut recent, Failure::Refused);
     }
 
+    let mut parsed = parsed;
+    if faults.ignore_max_tokens {
+        parsed.max_tokens = None;
+    }
     let id = state.next_id();
     let invalid_tool = parsed.tool.is_some()
         && faults.invalid_tool_call_rate > 0.0

@@ -47,6 +47,8 @@ pub struct Admitted {
     pub workflow: CompiledWorkflow,
     /// Attempts in order.
     pub plan: Vec<PlannedAttempt>,
+    /// Candidates left out of the plan, with their reasons.
+    pub excluded: Vec<Exclusion>,
     /// Engine settings from the workflow.
     pub settings: EngineSettings,
     /// What the budget hold reserves: the most the request can cost on any planned endpoint.
@@ -61,6 +63,8 @@ pub struct Admitted {
     pub health_version: u64,
     /// Estimated prompt tokens (what a cancelled stream is billed for at least).
     pub prompt_tokens: u32,
+    /// The output cap asked for (`max_completion_tokens` or `max_tokens`), if any.
+    pub max_output_tokens: Option<u32>,
     /// The seed the plan was drawn with.
     pub seed: u64,
     /// When admission began.
@@ -169,6 +173,7 @@ impl Admission {
         let Routed {
             workflow,
             attempts,
+            excluded,
             health_version,
             max_cost,
             ..
@@ -200,12 +205,14 @@ impl Admission {
             key: caller.key.clone(),
             workflow,
             plan: attempts,
+            excluded,
             settings,
             max_cost,
             held: false,
             policy_version: caller.policy.version,
             health_version,
             prompt_tokens: req.estimated_prompt_tokens(),
+            max_output_tokens: req.max_output_tokens(),
             seed,
             received,
             requested_model: req
@@ -281,9 +288,11 @@ impl Admission {
             .iter()
             .map(|p| p.attempt.endpoint.clone())
             .collect();
+        // An upper bound of what any of them can cost: the prompt at the bound of what a
+        // provider's tokenizer counts, the output at the cap asked for or the endpoint's.
         let max_cost = self.prices.max_cost(
             &endpoints,
-            req.estimated_prompt_tokens(),
+            req.prompt_token_bound(),
             req.max_output_tokens(),
         );
         Ok(Routed {

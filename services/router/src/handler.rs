@@ -242,13 +242,16 @@ impl Router {
         req: &ChatRequest,
     ) -> Result<Served, Failure> {
         let mut unfinished = Unfinished::new(&self.settlement, a);
+        // The request's own token, cancelled with the router's at the drain deadline (a child, so
+        // concurrent requests do not share one waiter list).
+        let cancel = self.abort.child_token();
         let result = crate::engine::complete(
             &self.client,
             &a.plan,
             req,
             &a.settings,
             &self.retry_budget,
-            &self.abort,
+            &cancel,
             a.validator
                 .as_ref()
                 .map(|validator| crate::engine::OutputCheck {
@@ -308,19 +311,20 @@ impl Router {
         }
         let a = self.admit(&caller, incoming, &req).await?;
         let mut unfinished = Unfinished::new(&self.settlement, &a);
+        let cancel = self.abort.child_token();
         match crate::engine::stream(
             &self.client,
             &a.plan,
             &req,
             &a.settings,
             &self.retry_budget,
-            &self.abort,
+            &cancel,
         )
         .await
         {
             Ok(started) => Ok(StreamSession::new(
                 &self.settlement,
-                &self.abort,
+                &cancel,
                 &a,
                 started,
                 unfinished,

@@ -68,6 +68,15 @@ impl OutcomeWriter {
         o.tool_calls_invalid += invalid;
     }
 
+    /// Records a reply that cost more than its budget hold.
+    pub fn record_over_hold(&self, endpoint: &EndpointId) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .entry((endpoint.clone(), bucket_of(now_ms())))
+            .or_default()
+            .over_hold += 1;
+    }
+
     /// Records one attempt (see [`Outcomes::count`] for what counts against the endpoint).
     pub fn record(
         &self,

@@ -106,6 +106,28 @@ impl Settlement {
     ) -> Money {
         let cost = self.cost(endpoint, &usage).unwrap_or(Money::ZERO);
         let p = a.plan.iter().find(|p| &p.attempt.endpoint == endpoint);
+        // The hold was the most this request could cost; a reply above it breaks the bound the
+        // budgets rely on. Charged as reported all the same, and made visible.
+        let over_hold = cost > a.max_cost;
+        if over_hold {
+            let provider = p
+                .map(|p| p.attempt.provider.to_string())
+                .unwrap_or_default();
+            metrics::counter!("switchyard_over_hold_total", "provider" => provider).increment(1);
+            tracing::warn!(
+                endpoint = %endpoint,
+                request_id = %a.id,
+                hold_usd = %a.max_cost,
+                cost_usd = %cost,
+                prompt_tokens = usage.prompt_tokens,
+                completion_tokens = usage.completion_tokens,
+                max_tokens = ?a.max_output_tokens,
+                "reply cost more than its budget hold"
+            );
+            if let Some(w) = &self.outcomes {
+                w.record_over_hold(endpoint);
+            }
+        }
         let record = pb::UsageRecord {
             request_id: a.id.clone(),
             org_id: a.key.org.to_string(),
@@ -126,6 +148,8 @@ impl Settlement {
             finished_unix_ms: now_ms() as i64,
             attempts: attempts as u32,
             outcome: outcome.to_string(),
+            over_hold,
+            max_cost_nano_usd: a.max_cost.nanos(),
         };
         let _ = self.reporter.report(record);
         cost

@@ -17,6 +17,7 @@ pub(super) fn endpoint_json(e: &pb::EndpointHealth) -> Value {
         "ttft_ms": e.ttft_ms_ewma,
         "tokens_per_second": e.tokens_per_second_ewma,
         "tool_validity": e.tool_validity,
+        "over_holds": e.over_holds,
         "consecutive_failures": e.consecutive_failures,
         "ejections": e.ejections,
         "ejected_until_unix_ms": e.ejected_until_unix_ms,
@@ -37,6 +38,11 @@ pub(super) fn endpoints_out(version: Option<u64>, list: &[pb::EndpointHealth]) -
                 e.tool_validity
                     .map_or("-".into(), |v| format!("{:.0}%", v * 100.0)),
                 e.ejections.to_string(),
+                if e.over_holds > 0 {
+                    format!("{}!", e.over_holds)
+                } else {
+                    "0".into()
+                },
                 ago(e.updated_unix_ms),
                 e.reason.clone(),
             ]
@@ -51,6 +57,7 @@ pub(super) fn endpoints_out(version: Option<u64>, list: &[pb::EndpointHealth]) -
             "TTFT_MS",
             "TOOLS",
             "EJECTIONS",
+            "OVER_HOLD",
             "UPDATED",
             "REASON",
         ],
