@@ -114,7 +114,8 @@ impl std::fmt::Debug for Admission {
     }
 }
 
-fn new_id() -> String {
+/// A fresh request id.
+pub fn new_id() -> String {
     format!(
         "req_{:016x}{:08x}",
         rand::random::<u64>(),

@@ -214,6 +214,12 @@ impl Router {
         .await;
         if let Err(e) = &result {
             crate::observe::rejected(e.class.as_str());
+            crate::observe::refused(
+                incoming.api,
+                e.class.as_str(),
+                e.http_status().as_u16(),
+                Some(&caller.key),
+            );
         }
         result
     }

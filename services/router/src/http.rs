@@ -17,19 +17,32 @@ use crate::admission::Admitted;
 use crate::edge::{Api, Incoming};
 use crate::engine::AttemptTrace;
 use crate::handler::{Failure, Reply, Router, Served};
+use crate::listener::HttpLimits;
 use crate::stream::{StreamEvent, StreamSession};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
-/// The HTTP routes.
-pub fn routes(router: Arc<Router>) -> Axum {
+/// The HTTP routes, behind the guards of [`crate::http_guard`] with `limits`.
+pub fn routes(router: Arc<Router>, limits: HttpLimits) -> Axum {
     Axum::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
         .route("/v1/routing/explain", post(explain))
+        .fallback(crate::http_guard::not_found)
+        .method_not_allowed_fallback(crate::http_guard::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            crate::http_guard::guard,
+        ))
         .with_state(router)
+}
+
+/// A request refused before it was authenticated or read: its log line, then the error.
+fn refused(e: &Error) -> Response {
+    crate::observe::refused(Api::Http, e.class.as_str(), e.http_status().as_u16(), None);
+    error_response(e)
 }
 
 /// An error as an HTTP response.
@@ -104,7 +117,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<ChatRequest, Error> {
 
 async fn models(State(r): State<Arc<Router>>, headers: HeaderMap) -> Response {
     if let Err(e) = r.authenticate(&incoming(&headers)) {
-        return error_response(&e);
+        return refused(&e);
     }
     let data: Vec<Value> = r.models().iter().map(|(id, ctx, out)| json!({"id": id, "object": "model", "owned_by": "switchyard", "context_length": ctx, "max_output": out})).collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
@@ -175,11 +188,19 @@ async fn chat_inner(
     let incoming = incoming(&headers);
     let caller = match r.authenticate(&incoming) {
         Ok(v) => v,
-        Err(e) => return error_response(&e),
+        Err(e) => return refused(&e),
     };
     let req: ChatRequest = match parse(&body) {
         Ok(req) => req,
-        Err(e) => return error_response(&e),
+        Err(e) => {
+            crate::observe::refused(
+                Api::Http,
+                e.class.as_str(),
+                e.http_status().as_u16(),
+                Some(&caller.key),
+            );
+            return error_response(&e);
+        }
     };
     if req.stream {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);

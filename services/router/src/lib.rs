@@ -10,6 +10,9 @@
 //! - [`handler`]: the stages composed, transport-neutral, with [`idempotency`] keys around the
 //!   non-streamed path; [`http`] and [`grpc`] only decode into it and encode what it returns.
 //!
+//! In front of them: the HTTP [`listener`] (connection limit, header deadline) and
+//! [`http_guard`] (head size, body deadline, 404 / 405, all in the OpenAI envelope).
+//!
 //! Around them: the policy and health views the stages read, the usage reporter, the outcome
 //! writer, output validation and the process entry ([`run`]). The router links no other
 //! service: prices, the policy's types and the clock come from `libs/`.
@@ -25,7 +28,9 @@ pub mod grpc;
 pub mod handler;
 pub mod health_view;
 pub mod http;
+pub mod http_guard;
 pub mod idempotency;
+pub mod listener;
 pub mod observe;
 pub mod outcomes;
 pub mod policy_view;

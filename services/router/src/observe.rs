@@ -106,6 +106,33 @@ pub fn request(a: &Admitted, e: &Ending<'_>) {
     );
 }
 
+/// The log line of a request refused before it was routed (unauthenticated, unreadable, over a
+/// listener limit, refused by admission or its budget), so every request leaves one: its
+/// outcome and status, and the caller's org and key prefix once authenticated. Never the key,
+/// never the error's text (it can quote the request).
+pub fn refused(
+    api: crate::edge::Api,
+    outcome: &str,
+    status: u16,
+    key: Option<&switchyard_policy_model::snapshot::KeyRecord>,
+) {
+    if !tracing::enabled!(target: "switchyard::request", tracing::Level::INFO) {
+        return;
+    }
+    tracing::info!(
+        target: "switchyard::request",
+        request_id = %crate::admission::new_id(),
+        api = api.as_str(),
+        org = key.map(|k| k.org.to_string()),
+        key_prefix = key.map(|k| k.prefix.clone()),
+        key_id = key.map(|k| k.id.to_string()),
+        status,
+        outcome = %outcome,
+        refused = true,
+        "request"
+    );
+}
+
 /// Records a request refused before any attempt (authentication, validation, policy, budget,
 /// no eligible route).
 pub fn rejected(class: &str) {

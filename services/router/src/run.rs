@@ -80,6 +80,34 @@ pub struct Args {
         env = "SWITCHYARD_ROUTER_DRAIN_TIMEOUT_MS"
     )]
     pub drain_timeout_ms: u64,
+    /// A connection that has not sent a request's headers within this is closed.
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        env = "SWITCHYARD_ROUTER_HEADER_TIMEOUT_MS"
+    )]
+    pub header_timeout_ms: u64,
+    /// A request body that has not arrived within this gets a 408 and its connection closed.
+    #[arg(
+        long,
+        default_value_t = 30_000,
+        env = "SWITCHYARD_ROUTER_BODY_TIMEOUT_MS"
+    )]
+    pub body_timeout_ms: u64,
+    /// Open HTTP connections at most; past it new ones get a 503 and are closed.
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        env = "SWITCHYARD_ROUTER_MAX_CONNECTIONS"
+    )]
+    pub max_connections: usize,
+    /// Largest request line plus headers, bytes; past it a 431.
+    #[arg(
+        long,
+        default_value_t = 65_536,
+        env = "SWITCHYARD_ROUTER_MAX_HEADER_BYTES"
+    )]
+    pub max_header_bytes: usize,
 }
 
 /// Settings of a router beyond its stores and peers.
@@ -93,6 +121,8 @@ pub struct Settings {
     pub shutdown_delay: Duration,
     /// See [`Args::drain_timeout_ms`].
     pub drain_timeout: Duration,
+    /// The HTTP listener's limits.
+    pub http: crate::listener::HttpLimits,
 }
 
 impl Default for Settings {
@@ -102,6 +132,7 @@ impl Default for Settings {
             health_ttl: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
+            http: crate::listener::HttpLimits::default(),
         }
     }
 }
@@ -269,19 +300,15 @@ pub async fn start(
     )
     .await?;
     servers.spawn(grpc_server);
-    let app = crate::http::routes(router).merge(switchyard_runtime::ops::routes(ready));
-    let stop = accept.clone();
-    servers.spawn(async move {
-        let listener = axum::serve::ListenerExt::tap_io(http, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "router HTTP server failed");
-        }
-    });
+    let app =
+        crate::http::routes(router, settings.http).merge(switchyard_runtime::ops::routes(ready));
+    servers.spawn(crate::listener::serve(
+        http,
+        app,
+        settings.http,
+        accept.clone(),
+        servers.clone(),
+    ));
     Ok(RouterHandle {
         http_addr,
         grpc_addr,
@@ -311,6 +338,12 @@ pub async fn run(args: Args) -> Result<(), String> {
         health_ttl: Duration::from_millis(args.health_ttl_ms),
         shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        http: crate::listener::HttpLimits {
+            header_read_timeout: Duration::from_millis(args.header_timeout_ms),
+            body_read_timeout: Duration::from_millis(args.body_timeout_ms),
+            max_connections: args.max_connections,
+            max_header_bytes: args.max_header_bytes,
+        },
     };
     let handle = start(
         &catalog,

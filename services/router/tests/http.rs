@@ -130,9 +130,13 @@ async fn env() -> Env {
             .add_service(grpc_service)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener)),
     );
-    tokio::spawn(
-        async move { axum::serve(listener, switchyard_router::http::routes(router)).await },
-    );
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            switchyard_router::http::routes(router, Default::default()),
+        )
+        .await
+    });
     let started = Instant::now();
     while watcher.current().is_none() {
         assert!(started.elapsed() < Duration::from_secs(3));

@@ -1,0 +1,109 @@
+//! The HTTP API's guards, before any handler: a request head larger than the limit is a 431, a
+//! body that does not arrive within its deadline a 408 (and one too large a 413), both closing
+//! the connection; an unknown path is a 404 and a wrong method a 405. Every one of them answers
+//! in the OpenAI error envelope and leaves the request log line, as handled requests do.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::edge::Api;
+use crate::http::MAX_BODY;
+use crate::listener::HttpLimits;
+
+/// An answer in the OpenAI envelope for a request refused before any handler; `close` ends the
+/// connection (its rest was not read).
+pub fn refuse(status: StatusCode, code: &str, message: String, close: bool) -> Response {
+    crate::observe::refused(Api::Http, code, status.as_u16(), None);
+    let kind = if status.is_server_error() {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    let body = json!({"error": {"message": message, "type": kind, "code": code, "metadata": {}}});
+    let mut resp = (status, axum::Json(body)).into_response();
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// The head-size and body-deadline guard.
+pub async fn guard(State(limits): State<HttpLimits>, req: Request, next: Next) -> Response {
+    let head = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > limits.max_header_bytes {
+        return refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+            format!(
+                "the request line and headers are larger than {} bytes",
+                limits.max_header_bytes
+            ),
+            true,
+        );
+    }
+    let (parts, body) = req.into_parts();
+    let read = Limited::new(body, MAX_BODY).collect();
+    let bytes: Bytes = match tokio::time::timeout(limits.body_read_timeout, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!("request body larger than {MAX_BODY} bytes"),
+                true,
+            );
+        }
+        Ok(Err(e)) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("request body unreadable: {e}"),
+                true,
+            );
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {:?}",
+                    limits.body_read_timeout
+                ),
+                true,
+            );
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// An unknown path.
+pub async fn not_found(req: Request) -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such route: {} {}", req.method(), req.uri().path()),
+        false,
+    )
+}
+
+/// A known path with another method.
+pub async fn method_not_allowed(req: Request) -> Response {
+    refuse(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+        false,
+    )
+}
