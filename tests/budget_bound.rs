@@ -159,15 +159,10 @@ async fn racing_routers_overspend_at_most_one_request_s_maximum_cost() {
     assert!(prompts_counted > 0);
 }
 
-const QUIET_PROBER: &str = "probe: { interval_ms: 30000 }
-lease_ttl_ms: 60000
-evaluate_ms: 200
-";
-
 #[tokio::test]
 async fn a_provider_that_ignores_max_tokens_is_charged_marked_and_flagged() {
     let c = Cluster::start(Spec {
-        prober: Some(QUIET_PROBER.into()),
+        prober: Some(common::QUIET_PROBER.into()),
         ..Default::default()
     })
     .await;

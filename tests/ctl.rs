@@ -16,12 +16,6 @@ use common::{Cluster, KEY, Spec, hi, plan, provider};
 use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
-/// Probes rarely (they would count as upstream requests); decisions every 200 ms.
-const QUIET_PROBER: &str = "probe: { interval_ms: 30000 }
-lease_ttl_ms: 60000
-evaluate_ms: 200
-";
-
 /// The endpoints of an explanation's plan, in order.
 fn planned(x: &Value) -> Vec<String> {
     x["plan"]
@@ -69,7 +63,7 @@ fn one_line_error(out: common::Ctl, service: &str, contains: &str) {
 #[tokio::test]
 async fn health_eject_restore_probe_and_the_audit_trail() {
     let c = Cluster::start(Spec {
-        prober: Some(QUIET_PROBER.into()),
+        prober: Some(common::QUIET_PROBER.into()),
         ..Spec::default()
     })
     .await;

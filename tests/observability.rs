@@ -176,13 +176,25 @@ async fn metrics_show_a_fallback_and_the_log_line_tells_the_whole_story() {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|l| l["target"] == "switchyard::request")
             .collect();
-        if lines.len() >= 2 || Instant::now() > deadline {
+        if lines.len() >= 3 || Instant::now() > deadline {
             assert!(!log.contains(KEY), "the API key is in the log");
             break lines;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    // Every request leaves one: the two served, and the refused one (marked, with its status).
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let refused: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["refused"] == true)
+        .collect();
+    assert_eq!(refused.len(), 1, "{lines:?}");
+    assert_eq!(refused[0]["fields"]["status"], 401);
+    assert_eq!(refused[0]["fields"]["outcome"], "unauthenticated");
+    let lines: Vec<Value> = lines
+        .into_iter()
+        .filter(|l| l["fields"]["refused"] != true)
+        .collect();
     let f = &lines[0]["fields"];
     eprintln!("{}", lines[0]);
     for (field, want) in [

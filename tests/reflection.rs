@@ -18,11 +18,6 @@ use common::{Cluster, Spec};
 use prost::Message;
 use tonic_reflection::pb::v1 as refl;
 
-const QUIET_PROBER: &str = "probe: { interval_ms: 30000 }
-lease_ttl_ms: 60000
-evaluate_ms: 200
-";
-
 /// The services a port should list.
 fn expected(own: &str) -> BTreeSet<String> {
     switchyard_runtime::grpc::served_services(own)
@@ -104,7 +99,7 @@ print(json.dumps(out))
 #[tokio::test]
 async fn every_port_lists_and_describes_exactly_what_it_serves_on_v1_and_v1alpha() {
     let c = Cluster::start(Spec {
-        prober: Some(QUIET_PROBER.into()),
+        prober: Some(common::QUIET_PROBER.into()),
         ..Spec::default()
     })
     .await;

@@ -29,6 +29,13 @@ const SIM: &str = "providers:
   - { id: claude, format: anthropic }
 ";
 
+/// A prober that leaves the endpoints alone (probes every 30 s) and evaluates passive outcomes
+/// every 200 ms.
+pub const QUIET_PROBER: &str = "probe: { interval_ms: 30000 }
+lease_ttl_ms: 60000
+evaluate_ms: 200
+";
+
 /// Workflows the scenarios use.
 const POLICY: &str = "orgs:
   - id: acme

@@ -17,7 +17,7 @@ use switchyard_providers::{Target, Timeouts, resolve_key};
 use switchyard_routing::{Exclusion, KeySource, PlanInput, RoutingCatalog, plan};
 use tokio::time::Instant;
 
-use crate::edge::{Caller, InFlight};
+use crate::edge::{AdmitOptions, Caller, InFlight};
 use crate::engine::{EngineSettings, PlannedAttempt};
 use crate::health_view::HealthView;
 use crate::policy_view::PolicyView;
@@ -26,15 +26,6 @@ use crate::policy_view::PolicyView;
 pub const MAX_OUTPUT_TOKENS: u32 = 1_000_000;
 /// Most messages in one request.
 pub const MAX_MESSAGES: usize = 10_000;
-
-/// What the caller may set besides the request body.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AdmitOptions {
-    /// Plan with this seed (the same seed, health and policy give the same plan on every router).
-    pub seed: Option<u64>,
-    /// The caller's own deadline (a gRPC deadline), when shorter than the workflow's.
-    pub timeout: Option<Duration>,
-}
 
 /// A request that passed validation and planning, on its way through the later stages.
 #[derive(Debug)]

@@ -10,12 +10,20 @@ use std::time::Duration;
 use switchyard_core::{Error, ErrorClass};
 use switchyard_policy_model::snapshot::KeyRecord;
 
-use crate::admission::AdmitOptions;
 use crate::policy_view::{PolicyView, PolicyWatcher};
 
 /// The header (HTTP) and metadata key (gRPC) that marks a reply replayed from an earlier
 /// request with the same idempotency key.
 pub const REPLAYED: &str = "idempotent-replayed";
+
+/// What the caller may set besides the request body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdmitOptions {
+    /// Plan with this seed (the same seed, health and policy give the same plan on every router).
+    pub seed: Option<u64>,
+    /// The caller's own deadline (a gRPC deadline), when shorter than the workflow's.
+    pub timeout: Option<Duration>,
+}
 
 /// The API a request came in on; it namespaces idempotency keys (the stored reply is in that
 /// API's encoding) and labels the request span.
@@ -141,14 +149,6 @@ pub struct Caller {
 
 /// Authenticates a bearer key against the current policy.
 pub fn authenticate(policy: &PolicyWatcher, bearer: Option<&str>) -> Result<Caller, Error> {
-    let result = authenticate_inner(policy, bearer);
-    if let Err(e) = &result {
-        crate::observe::rejected(e.class.as_str());
-    }
-    result
-}
-
-fn authenticate_inner(policy: &PolicyWatcher, bearer: Option<&str>) -> Result<Caller, Error> {
     let policy = policy.current().ok_or_else(|| {
         Error::new(
             ErrorClass::Unavailable,

@@ -8,8 +8,8 @@ use switchyard_proto::v1 as pb;
 
 use switchyard_pricing::PriceBook;
 
-use crate::admission::{Admission, AdmitOptions, Routed};
-use crate::edge::Caller;
+use crate::admission::{Admission, Routed};
+use crate::edge::{AdmitOptions, Caller};
 
 /// A request's route, explained.
 pub struct Explanation {

@@ -170,7 +170,11 @@ impl Router {
 
     /// Authenticates what the edge read.
     pub fn authenticate(&self, incoming: &Incoming) -> Result<Caller, Error> {
-        crate::edge::authenticate(&self.policy, incoming.bearer.as_deref())
+        let result = crate::edge::authenticate(&self.policy, incoming.bearer.as_deref());
+        if let Err(e) = &result {
+            crate::observe::rejected(e.class.as_str());
+        }
+        result
     }
 
     /// Models as listed by `/v1/models`: id, context window, output cap.

@@ -17,11 +17,9 @@ use crate::admission::Admitted;
 use crate::edge::{Api, Incoming};
 use crate::engine::AttemptTrace;
 use crate::handler::{Failure, Reply, Router, Served};
+use crate::http_guard::MAX_BODY;
 use crate::listener::HttpLimits;
 use crate::stream::{StreamEvent, StreamSession};
-
-/// Largest request body accepted.
-pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// The HTTP routes, behind the guards of [`crate::http_guard`] with `limits`.
 pub fn routes(router: Arc<Router>, limits: HttpLimits) -> Axum {

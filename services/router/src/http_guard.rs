@@ -12,8 +12,10 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 use crate::edge::Api;
-use crate::http::MAX_BODY;
 use crate::listener::HttpLimits;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// An answer in the OpenAI envelope for a request refused before any handler; `close` ends the
 /// connection (its rest was not read).

@@ -364,19 +364,7 @@ async fn budgets_deny_and_usage_reaches_billing() {
         .unwrap();
     assert!(budgets.is_empty());
 
-    e.budgets
-        .set_budget(
-            "acme",
-            &Scope::org(),
-            Period::Day,
-            &BudgetDef {
-                limit: Money::from_nanos(1),
-                hard: true,
-                thresholds: vec![],
-            },
-        )
-        .await
-        .unwrap();
+    org_budget(&e, Money::from_nanos(1)).await;
     let (status, v) = e.chat(hi(json!({}))).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
@@ -384,6 +372,23 @@ async fn budgets_deny_and_usage_reaches_billing() {
         "{v}"
     );
     assert_eq!(v["error"]["metadata"]["scope"], "org");
+}
+
+/// A hard day budget for the org's whole spend.
+async fn org_budget(e: &Env, limit: Money) {
+    e.budgets
+        .set_budget(
+            "acme",
+            &Scope::org(),
+            Period::Day,
+            &BudgetDef {
+                limit,
+                hard: true,
+                thresholds: vec![],
+            },
+        )
+        .await
+        .unwrap();
 }
 
 async fn held(e: &Env) -> Money {
@@ -400,19 +405,7 @@ async fn held(e: &Env) -> Money {
 #[tokio::test]
 async fn a_client_that_disconnects_is_charged_for_what_it_got_and_no_more() {
     let e = env().await;
-    e.budgets
-        .set_budget(
-            "acme",
-            &Scope::org(),
-            Period::Day,
-            &BudgetDef {
-                limit: Money::from_usd(100),
-                hard: true,
-                thresholds: vec![],
-            },
-        )
-        .await
-        .unwrap();
+    org_budget(&e, Money::from_usd(100)).await;
 
     // A stream abandoned after a few chunks: settled for the prompt and the tokens streamed.
     e.faults("a", json!({"latency": {"per_token_ms": 100}}))
@@ -669,19 +662,7 @@ async fn the_grpc_api_serves_chat_streams_and_models() {
     let m = models.models.iter().find(|m| m.id == "m").unwrap();
     assert_eq!(m.providers, ["a", "b"]);
 
-    e.budgets
-        .set_budget(
-            "acme",
-            &Scope::org(),
-            Period::Day,
-            &BudgetDef {
-                limit: Money::from_nanos(1),
-                hard: true,
-                thresholds: vec![],
-            },
-        )
-        .await
-        .unwrap();
+    org_budget(&e, Money::from_nanos(1)).await;
     let err = client
         .chat(grpc_request(grpc_hi(), Some(KEY)))
         .await
@@ -890,19 +871,7 @@ async fn the_bearer_scheme_is_case_insensitive_on_both_apis() {
 #[tokio::test]
 async fn at_the_drain_deadline_a_request_waiting_on_its_upstream_ends_and_is_released() {
     let e = env().await;
-    e.budgets
-        .set_budget(
-            "acme",
-            &Scope::org(),
-            Period::Day,
-            &BudgetDef {
-                limit: Money::from_usd(100),
-                hard: true,
-                thresholds: vec![],
-            },
-        )
-        .await
-        .unwrap();
+    org_budget(&e, Money::from_usd(100)).await;
     e.faults("a", json!({"hang_rate": 1.0})).await;
     let pending = {
         let (http, url) = (e.http.clone(), e.url.clone());
