@@ -129,6 +129,19 @@ async fn up_serves_chat_completions_with_the_demo_key() {
     let v: serde_json::Value = resp.json().await.unwrap();
     assert!(v["provider"].as_str().unwrap().starts_with("sim-"), "{v}");
     assert_eq!(v["routing"]["attempts"][0]["outcome"], "ok");
+    // OpenRouter's `models`: an unknown model is skipped, with its reason in the trace.
+    let resp = http
+        .post(format!("{router}/v1/chat/completions"))
+        .bearer_auth("sk-switchyard-demo")
+        .json(&json!({"models": ["no-such-model", "demo-fast"], "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["model"], "demo-fast", "{v}");
+    assert_eq!(v["routing"]["excluded"][0]["reason"], "unknown_model", "{v}");
+    assert_eq!(v["routing"]["excluded"][0]["model"], "no-such-model", "{v}");
     let denied = http
         .post(format!("{router}/v1/chat/completions"))
         .json(&json!({"model": "demo-fast", "messages": []}))
