@@ -140,7 +140,10 @@ async fn up_serves_chat_completions_with_the_demo_key() {
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["model"], "demo-fast", "{v}");
-    assert_eq!(v["routing"]["excluded"][0]["reason"], "unknown_model", "{v}");
+    assert_eq!(
+        v["routing"]["excluded"][0]["reason"], "unknown_model",
+        "{v}"
+    );
     assert_eq!(v["routing"]["excluded"][0]["model"], "no-such-model", "{v}");
     let denied = http
         .post(format!("{router}/v1/chat/completions"))
