@@ -7,3 +7,4 @@
 
 pub mod run;
 pub mod service;
+pub mod wire;
