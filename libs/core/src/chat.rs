@@ -115,6 +115,19 @@ pub enum Role {
     Tool,
 }
 
+impl Role {
+    /// The wire name (`system`, `developer`, `user`, `assistant`, `tool`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
 /// One message of the conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {

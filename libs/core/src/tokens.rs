@@ -86,7 +86,7 @@ impl ChatRequest {
         let mut total = BOUND_PER_REQUEST;
         for m in &self.messages {
             total += BOUND_PER_MESSAGE;
-            total += bytes(role_name(m.role));
+            total += bytes(m.role.as_str());
             total += m.name.as_deref().map_or(0, bytes);
             total += m.tool_call_id.as_deref().map_or(0, bytes);
             total += m.refusal.as_deref().map_or(0, bytes);
@@ -118,17 +118,6 @@ impl ChatRequest {
             total += bytes(&json_schema.schema.to_string());
         }
         u32::try_from(total).unwrap_or(u32::MAX)
-    }
-}
-
-fn role_name(role: crate::chat::Role) -> &'static str {
-    use crate::chat::Role;
-    match role {
-        Role::System => "system",
-        Role::Developer => "developer",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
     }
 }
 

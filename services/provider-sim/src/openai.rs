@@ -71,13 +71,6 @@ pub fn parse(body: &[u8], tokenizer: PromptTokenizer) -> Result<Parsed, Failure>
 /// The prompt as OpenAI counts it: each message's text, tool calls and tool-call id, and the
 /// tool definitions as JSON.
 fn o200k_prompt(req: &ChatRequest) -> u32 {
-    let role = |r: switchyard_core::Role| match r {
-        switchyard_core::Role::System => "system",
-        switchyard_core::Role::Developer => "developer",
-        switchyard_core::Role::User => "user",
-        switchyard_core::Role::Assistant => "assistant",
-        switchyard_core::Role::Tool => "tool",
-    };
     let messages = req.messages.iter().map(|m| {
         let mut text = m.text_content();
         for call in &m.tool_calls {
@@ -87,7 +80,7 @@ fn o200k_prompt(req: &ChatRequest) -> u32 {
         if let Some(id) = &m.tool_call_id {
             text.push_str(id);
         }
-        (role(m.role), m.name.as_deref(), text)
+        (m.role.as_str(), m.name.as_deref(), text)
     });
     let tools: Vec<Value> = req
         .tools

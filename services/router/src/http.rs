@@ -17,7 +17,6 @@ use crate::admission::Admitted;
 use crate::edge::{Api, Incoming};
 use crate::engine::AttemptTrace;
 use crate::handler::{Failure, Reply, Router, Served};
-use crate::http_guard::MAX_BODY;
 use crate::listener::HttpLimits;
 use crate::stream::{StreamEvent, StreamSession};
 
@@ -29,7 +28,8 @@ pub fn routes(router: Arc<Router>, limits: HttpLimits) -> Axum {
         .route("/v1/routing/explain", post(explain))
         .fallback(crate::http_guard::not_found)
         .method_not_allowed_fallback(crate::http_guard::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // The guard has read the body (within MAX_BODY and its deadline) before any handler.
+        .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             limits,
             crate::http_guard::guard,
@@ -121,39 +121,9 @@ async fn models(State(r): State<Arc<Router>>, headers: HeaderMap) -> Response {
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-/// The body, or the response refusing it: too large (413) or unreadable, in the OpenAI
-/// envelope all the same.
-#[allow(clippy::result_large_err)]
-fn body_bytes(
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Bytes, Response> {
-    body.map_err(|rejection| {
-        let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("request body larger than {MAX_BODY} bytes")
-        } else {
-            format!("request body unreadable: {}", rejection.body_text())
-        };
-        let mut resp = error_response(&Error::invalid(message));
-        *resp.status_mut() = status;
-        // The rest of the body was not read: the connection cannot carry another request.
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        resp
-    })
-}
-
 /// `POST /v1/routing/explain`: a chat request's route without running it (see
 /// [`Router::explain`]); the route seed header works as for chat completions.
-async fn explain(
-    State(r): State<Arc<Router>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let body = match body_bytes(body) {
-        Ok(body) => body,
-        Err(resp) => return resp,
-    };
+async fn explain(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> Response {
     let incoming = incoming(&headers);
     let result = r.authenticate(&incoming).and_then(|caller| {
         let req = parse(&body)?;
@@ -165,24 +135,12 @@ async fn explain(
     }
 }
 
-async fn chat(
-    state: State<Arc<Router>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
+async fn chat(state: State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> Response {
     let span = crate::edge::request_span(Api::Http);
     tracing::Instrument::instrument(chat_inner(state, headers, body), span).await
 }
 
-async fn chat_inner(
-    State(r): State<Arc<Router>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let body = match body_bytes(body) {
-        Ok(body) => body,
-        Err(resp) => return resp,
-    };
+async fn chat_inner(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> Response {
     let incoming = incoming(&headers);
     let caller = match r.authenticate(&incoming) {
         Ok(v) => v,

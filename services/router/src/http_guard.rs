@@ -37,7 +37,7 @@ pub fn refuse(status: StatusCode, code: &str, message: String, close: bool) -> R
 
 /// The head-size and body-deadline guard.
 pub async fn guard(State(limits): State<HttpLimits>, req: Request, next: Next) -> Response {
-    let head = req.uri().to_string().len()
+    let head = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
         + req
             .headers()
             .iter()
