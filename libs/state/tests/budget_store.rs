@@ -17,8 +17,19 @@ use switchyard_state::{
 };
 use switchyard_testkit::{RedisCluster, RedisOptions, RedisSentinels, RedisServer};
 
-/// 2026-11-24T12:00:00Z.
-const NOW: u64 = 1_795_521_600_000;
+/// "Now" for the contract: noon UTC of a day whose next day is in the same month, today or at
+/// most a few days ahead. It follows the real clock because stores expire hold records by it
+/// (a fixed date stops working once it is older than the hold retention).
+fn now() -> u64 {
+    static NOW: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NOW.get_or_init(|| {
+        let mut now = switchyard_core::clock::now_ms() / DAY * DAY + DAY / 2;
+        while Period::Month.key(now) != Period::Month.key(now + DAY + DAY / 2) {
+            now += DAY;
+        }
+        now
+    })
+}
 const DAY: u64 = 86_400_000;
 
 fn usd(cents: i64) -> Money {
@@ -44,7 +55,7 @@ fn entry(id: &str, cents: i64) -> LedgerEntry {
         model: "m".into(),
         provider: "p".into(),
         cost: usd(cents),
-        finished_ms: NOW,
+        finished_ms: now(),
         ..Default::default()
     }
 }
@@ -81,14 +92,14 @@ async fn contract(s: &dyn BudgetStore) {
     .unwrap();
 
     assert_eq!(
-        s.hold(&hold("r1", 40, NOW)).await.unwrap(),
+        s.hold(&hold("r1", 40, now())).await.unwrap(),
         HoldOutcome::Held
     );
     assert_eq!(
-        s.hold(&hold("r2", 40, NOW)).await.unwrap(),
+        s.hold(&hold("r2", 40, now())).await.unwrap(),
         HoldOutcome::Held
     );
-    match s.hold(&hold("r3", 40, NOW)).await.unwrap() {
+    match s.hold(&hold("r3", 40, now())).await.unwrap() {
         HoldOutcome::Denied {
             scope,
             period,
@@ -104,11 +115,11 @@ async fn contract(s: &dyn BudgetStore) {
         other => panic!("expected a denial, got {other:?}"),
     }
     assert_eq!(
-        s.hold(&hold("r1", 40, NOW)).await.unwrap(),
+        s.hold(&hold("r1", 40, now())).await.unwrap(),
         HoldOutcome::Duplicate("held".into()),
         "a repeated hold counts once"
     );
-    assert_eq!(spent_held(s, Period::Day, NOW).await, (usd(0), usd(80)));
+    assert_eq!(spent_held(s, Period::Day, now()).await, (usd(0), usd(80)));
 
     // Settling below the hold frees the difference for the next request.
     assert!(matches!(
@@ -121,9 +132,9 @@ async fn contract(s: &dyn BudgetStore) {
             SettleOutcome::Duplicate("settled".into())
         );
     }
-    assert_eq!(spent_held(s, Period::Day, NOW).await, (usd(10), usd(40)));
+    assert_eq!(spent_held(s, Period::Day, now()).await, (usd(10), usd(40)));
     assert_eq!(
-        s.hold(&hold("r3", 40, NOW)).await.unwrap(),
+        s.hold(&hold("r3", 40, now())).await.unwrap(),
         HoldOutcome::Held
     );
     assert_eq!(
@@ -141,19 +152,19 @@ async fn contract(s: &dyn BudgetStore) {
 
     // Usage without a hold, reported three times, counts once.
     let first = s
-        .charge("acme", &[Scope::org()], NOW, &entry("r9", 5))
+        .charge("acme", &[Scope::org()], now(), &entry("r9", 5))
         .await
         .unwrap();
     assert!(matches!(first, SettleOutcome::Done(Some(_))));
     for _ in 0..2 {
         assert_eq!(
-            s.charge("acme", &[Scope::org()], NOW, &entry("r9", 5))
+            s.charge("acme", &[Scope::org()], now(), &entry("r9", 5))
                 .await
                 .unwrap(),
             SettleOutcome::Duplicate("reported".into())
         );
     }
-    assert_eq!(spent_held(s, Period::Day, NOW).await, (usd(15), usd(40)));
+    assert_eq!(spent_held(s, Period::Day, now()).await, (usd(15), usd(40)));
 
     let ledger = s.ledger("acme", "", 10).await.unwrap();
     assert_eq!(
@@ -168,7 +179,10 @@ async fn contract(s: &dyn BudgetStore) {
     let usage = s
         .usage(
             "acme",
-            &["2026-11-24".to_string(), "2026-11-25".to_string()],
+            &[
+                switchyard_state::day_of(now()),
+                switchyard_state::day_of(now() + DAY),
+            ],
         )
         .await
         .unwrap();
@@ -178,10 +192,10 @@ async fn contract(s: &dyn BudgetStore) {
 
     // The next UTC day starts at zero; the month keeps counting.
     assert_eq!(
-        spent_held(s, Period::Day, NOW + DAY).await,
+        spent_held(s, Period::Day, now() + DAY).await,
         (usd(0), usd(0))
     );
-    assert_eq!(spent_held(s, Period::Month, NOW + DAY).await.0, usd(15));
+    assert_eq!(spent_held(s, Period::Month, now() + DAY).await.0, usd(15));
 
     // Soft budgets never deny.
     s.set_budget(
@@ -196,15 +210,15 @@ async fn contract(s: &dyn BudgetStore) {
     )
     .await
     .unwrap();
-    let mut big = hold("r10", 50, NOW + DAY);
+    let mut big = hold("r10", 50, now() + DAY);
     big.scopes.push(Scope::workflow("batch"));
     assert_eq!(s.hold(&big).await.unwrap(), HoldOutcome::Held);
 
     // A hold nobody settles shows up as expired after its TTL.
-    let mut lost = hold("lost", 1, NOW + DAY);
+    let mut lost = hold("lost", 1, now() + DAY);
     lost.ttl_ms = 10;
     s.hold(&lost).await.unwrap();
-    let expired = s.expired_holds(NOW + DAY + 11, 100).await.unwrap();
+    let expired = s.expired_holds(now() + DAY + 11, 100).await.unwrap();
     assert!(
         expired.contains(&("acme".to_string(), "lost".to_string(), usd(1))),
         "{expired:?}"
@@ -287,7 +301,7 @@ async fn four_routers(url: &str) {
                         hold_id: id.clone(),
                         amount,
                         scopes: vec![Scope::org()],
-                        now_ms: NOW,
+                        now_ms: now(),
                         ttl_ms: 60_000,
                     })
                     .await
@@ -314,7 +328,7 @@ async fn four_routers(url: &str) {
     while let Some(n) = first.join_next().await {
         admitted += n.unwrap();
     }
-    let (spent, held) = spent_held(routers[1].as_ref(), Period::Day, NOW).await;
+    let (spent, held) = spent_held(routers[1].as_ref(), Period::Day, now()).await;
     assert_eq!(held, usd(0));
     assert!(spent <= limit, "spent {spent} over limit {limit}");
     // Settling at a third freed budget: a second wave still gets through, and the total stays within
@@ -324,7 +338,7 @@ async fn four_routers(url: &str) {
     while let Some(n) = second.join_next().await {
         admitted2 += n.unwrap();
     }
-    let (spent, _) = spent_held(routers[2].as_ref(), Period::Day, NOW).await;
+    let (spent, _) = spent_held(routers[2].as_ref(), Period::Day, now()).await;
     assert!(
         admitted > 0 && admitted2 > 0,
         "first {admitted}, second {admitted2}"
@@ -387,15 +401,15 @@ async fn settled_spend_survives_kill_9_with_aof() {
         .unwrap();
     for i in 0..50 {
         let id = format!("r{i}");
-        store.hold(&hold(&id, 3, NOW)).await.unwrap();
+        store.hold(&hold(&id, 3, now())).await.unwrap();
         store.settle("acme", &id, &entry(&id, 2)).await.unwrap();
     }
-    let before = spent_held(&store, Period::Total, NOW).await;
+    let before = spent_held(&store, Period::Total, now()).await;
     assert_eq!(before, (usd(100), usd(0)));
     redis.kill().await.unwrap();
     redis.restart().await.unwrap();
     let store = RedisBudgetStore::open(&redis.url()).await.unwrap();
-    assert_eq!(spent_held(&store, Period::Total, NOW).await, before);
+    assert_eq!(spent_held(&store, Period::Total, now()).await, before);
     assert_eq!(store.ledger("acme", "", 100).await.unwrap().len(), 50);
 }
 
@@ -442,7 +456,7 @@ async fn settle_load(url: &str) -> SettleLoad {
                     store
                         .hold(&HoldRequest {
                             hold_id: id.clone(),
-                            ..hold(&id, 3, NOW)
+                            ..hold(&id, 3, now())
                         })
                         .await,
                     Ok(HoldOutcome::Held | HoldOutcome::Duplicate(_))
@@ -465,7 +479,7 @@ async fn settle_load(url: &str) -> SettleLoad {
                                 .charge(
                                     "acme",
                                     &[Scope::org(), Scope::key("k1")],
-                                    NOW,
+                                    now(),
                                     &entry(&id, 0).clone_with_cost(cost),
                                 )
                                 .await
@@ -512,7 +526,7 @@ impl SettleLoad {
         let mut ids: Vec<&str> = ledger.iter().map(|(_, e)| e.request_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let (spent, held) = spent_held(stores[1].as_ref(), Period::Day, NOW).await;
+        let (spent, held) = spent_held(stores[1].as_ref(), Period::Day, now()).await;
         eprintln!(
             "{what}: {} settlements acknowledged ({errors} errors retried), ledger {} entries, spent {spent} USD, held {held}",
             acknowledged.len(),
