@@ -195,9 +195,12 @@ impl StreamSession {
         let item = match self.first.take() {
             Some(first) => Some(Ok(first)),
             None => {
+                // The upstream call follows the same token, so at the drain deadline both
+                // branches can be ready: the shutdown's ending wins.
                 tokio::select! {
-                    item = self.rest.next() => item,
+                    biased;
                     _ = self.abort.cancelled() => return Some(self.cut_for_shutdown().await),
+                    item = self.rest.next() => item,
                 }
             }
         };
@@ -218,6 +221,9 @@ impl StreamSession {
                     u.cost = self.settlement.cost(&self.endpoint, u);
                 }
                 Some(StreamEvent::Chunk(chunk))
+            }
+            Some(Err(switchyard_providers::CallError::Cancelled)) if self.abort.is_cancelled() => {
+                Some(self.cut_for_shutdown().await)
             }
             Some(Err(e)) => {
                 self.ended = true;
