@@ -247,6 +247,20 @@ async fn the_readme_quick_start_works_as_written() {
         .filter(|b| b.contains("/v1/chat/completions"))
         .collect();
     assert_eq!(calls.len(), 2, "the plain and the streaming curl call");
+    let messages: Vec<&String> = shell
+        .iter()
+        .filter(|b| b.contains("/v1/messages"))
+        .collect();
+    assert_eq!(messages.len(), 1, "the Messages curl call");
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &here(messages[0])])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", messages[0]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["type"], "message", "{v}");
+    assert_eq!(v["content"][0]["type"], "text", "{v}");
+    assert!(v["routing"]["plan"].is_array(), "{v}");
     for block in calls {
         let out = Command::new("bash")
             .args(["-euo", "pipefail", "-c", &here(block)])
@@ -270,17 +284,25 @@ async fn the_readme_quick_start_works_as_written() {
         .unwrap();
     assert!(out.status.success());
 
+    // Each Python example with the SDK it imports, installed from the package registry.
     let python = readme_blocks("python");
-    assert_eq!(python.len(), 1);
-    let out = Command::new(switchyard_testkit::python_with("openai", "openai").unwrap())
-        .args(["-c", &here(&python[0])])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    assert_eq!(python.len(), 2, "the openai and the anthropic example");
+    for block in &python {
+        let sdk = if block.contains("import anthropic") {
+            "anthropic"
+        } else {
+            "openai"
+        };
+        let out = Command::new(switchyard_testkit::python_with(sdk, sdk).unwrap())
+            .args(["-c", &here(block)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sdk}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty(), "{sdk}");
+    }
     child.kill().await.unwrap();
 }

@@ -115,6 +115,8 @@ pub struct Spec {
     /// Settings added to every simulated provider (YAML flow-map entries such as
     /// `prompt_tokenizer: o200k`).
     pub sim_provider: Option<String>,
+    /// Endpoints added to the catalog (YAML list items, one per line).
+    pub extra_endpoints: Vec<String>,
 }
 
 /// The Redis deployment of a cluster.
@@ -149,6 +151,7 @@ impl Default for Spec {
             env: Vec::new(),
             redis: RedisKind::Standalone,
             sim_provider: None,
+            extra_endpoints: Vec::new(),
         }
     }
 }
@@ -178,7 +181,7 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-fn catalog(sim: &SimProcess) -> String {
+fn catalog(sim: &SimProcess, extra_endpoints: &[String]) -> String {
     let provider = |id: &str, format: &str, policy: &str| {
         format!(
             "  - {{ id: {id}, format: {format}, base_url: \"{}\", data_policy: {policy} }}\n",
@@ -204,6 +207,9 @@ endpoints:
   - { model: m, provider: premium, upstream_model: m-premium, supports: [tools, tool_choice, response_format, json_schema, max_tokens], price: { prompt: 6, completion: 12 } }
   - { model: big, provider: claude, upstream_model: big-claude, price: { prompt: 3, completion: 15 } }
 ";
+    for e in extra_endpoints {
+        c += &format!("  - {e}\n");
+    }
     c
 }
 
@@ -253,7 +259,7 @@ impl Cluster {
         let sim = SimProcess::spawn(&sim_yaml, &[]).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let catalog_file = dir.path().join("catalog.yaml");
-        std::fs::write(&catalog_file, catalog(&sim)).unwrap();
+        std::fs::write(&catalog_file, catalog(&sim, &spec.extra_endpoints)).unwrap();
         let policy_file = dir.path().join("policy.yaml");
         std::fs::write(
             &policy_file,

@@ -49,6 +49,12 @@ pub struct ChatRequest {
     /// Nucleus sampling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f32>,
+    /// Top-k sampling (OpenRouter's and Anthropic's `top_k`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    /// Reasoning controls (OpenRouter's `reasoning`; Anthropic's `thinking`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Reasoning>,
     /// Stop sequences (the wire accepts one string or a list).
     #[serde(
         default,
@@ -89,6 +95,59 @@ pub struct ChatRequest {
     /// The workflow (preset) to run under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
+}
+
+/// How much the model may reason before it answers (OpenRouter's `reasoning` object).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reasoning {
+    /// `minimal`, `low`, `medium` or `high`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<ReasoningEffort>,
+    /// A token budget for the reasoning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Reason, but leave the reasoning out of the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<bool>,
+    /// Reasoning on (with the provider's default effort) or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// A reasoning effort level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningEffort {
+    /// As little as the model allows.
+    Minimal,
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+}
+
+impl Reasoning {
+    /// Whether the request asks for reasoning at all.
+    pub fn is_on(&self) -> bool {
+        self.enabled != Some(false)
+    }
+
+    /// A token budget for a provider that takes one (Anthropic's `budget_tokens`): the one
+    /// given, else a share of the output cap by effort, at least `floor`.
+    pub fn budget_tokens(&self, max_output: u32, floor: u32) -> u32 {
+        let share = match self.effort {
+            Some(ReasoningEffort::High) => 80,
+            Some(ReasoningEffort::Medium) | None => 50,
+            Some(ReasoningEffort::Low) => 20,
+            Some(ReasoningEffort::Minimal) => 0,
+        };
+        self.max_tokens
+            .unwrap_or(max_output / 100 * share)
+            .max(floor)
+    }
 }
 
 /// `stream_options` of a streaming request.
@@ -451,6 +510,11 @@ impl ChatRequest {
         );
         add(Parameter::PresencePenalty, self.presence_penalty.is_some());
         add(Parameter::LogitBias, self.logit_bias.is_some());
+        add(Parameter::TopK, self.top_k.is_some());
+        add(
+            Parameter::Reasoning,
+            self.reasoning.as_ref().is_some_and(Reasoning::is_on),
+        );
         used
     }
 }

@@ -18,8 +18,8 @@ pub mod tokens;
 
 pub use chat::{
     ChatRequest, Content, ContentPart, DataCollection, ImageUrl, JsonSchemaSpec, MaxPrice, Message,
-    ProviderPreferences, Quantization, ResponseFormat, Role, Sort, StreamOptions, Tool, ToolCall,
-    ToolChoice,
+    ProviderPreferences, Quantization, Reasoning, ReasoningEffort, ResponseFormat, Role, Sort,
+    StreamOptions, Tool, ToolCall, ToolChoice,
 };
 pub use error::{Error, ErrorClass, Fallback};
 pub use health::{EndpointHealth, EndpointState, HealthSnapshot};

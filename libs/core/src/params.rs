@@ -37,11 +37,15 @@ pub enum Parameter {
     PresencePenalty,
     /// Logit bias.
     LogitBias,
+    /// Top-k sampling.
+    TopK,
+    /// Reasoning (extended thinking) controls.
+    Reasoning,
 }
 
 impl Parameter {
     /// Every parameter, in declaration order.
-    pub const ALL: [Parameter; 15] = [
+    pub const ALL: [Parameter; 17] = [
         Parameter::Tools,
         Parameter::ToolChoice,
         Parameter::ParallelToolCalls,
@@ -57,6 +61,8 @@ impl Parameter {
         Parameter::FrequencyPenalty,
         Parameter::PresencePenalty,
         Parameter::LogitBias,
+        Parameter::TopK,
+        Parameter::Reasoning,
     ];
 
     /// The snake_case name used in config and error messages.
@@ -77,6 +83,8 @@ impl Parameter {
             Parameter::FrequencyPenalty => "frequency_penalty",
             Parameter::PresencePenalty => "presence_penalty",
             Parameter::LogitBias => "logit_bias",
+            Parameter::TopK => "top_k",
+            Parameter::Reasoning => "reasoning",
         }
     }
 

@@ -10,7 +10,8 @@
 //! | `parallel_tool_calls: false` | `tool_choice.disable_parallel_tool_use` |
 //! | `response_format` json_schema / json_object | `output_format` json_schema (object schema for json_object) |
 //! | `max_tokens` (required upstream) | `max_tokens`, else the endpoint's max output |
-//! | `stop`, `temperature`, `top_p`, `user` | `stop_sequences`, `temperature`, `top_p`, `metadata.user_id` |
+//! | `stop`, `temperature`, `top_p`, `top_k`, `user` | `stop_sequences`, `temperature`, `top_p`, `top_k`, `metadata.user_id` |
+//! | `reasoning` (max_tokens, or effort as a share of max_tokens) | `thinking` enabled with `budget_tokens` (at least 1,024) |
 //! | `seed`, penalties, logprobs | not supported by the format; dropped (`require_parameters` excludes such endpoints) |
 //!
 //! Back: `text` blocks → content, `tool_use` → tool calls (input serialized as arguments),
@@ -42,6 +43,9 @@ use crate::target::Target;
 pub const API_VERSION: &str = "2023-06-01";
 /// The beta that enables `output_format` (structured outputs).
 pub const STRUCTURED_OUTPUTS_BETA: &str = "structured-outputs-2025-11-13";
+
+/// The smallest thinking budget the Messages API accepts.
+pub const MIN_THINKING_BUDGET: u32 = 1_024;
 
 /// The Anthropic-format adapter.
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +163,20 @@ pub fn wire_request(
     }
     if let Some(p) = req.top_p {
         body.insert("top_p".into(), json!(p));
+    }
+    if let Some(k) = req.top_k {
+        body.insert("top_k".into(), json!(k));
+    }
+    if let Some(r) = req.reasoning.as_ref().filter(|r| r.is_on()) {
+        let max_tokens = req.max_output_tokens().unwrap_or(target.max_output);
+        // Anthropic's floor is 1,024 thinking tokens, and the budget must stay under max_tokens.
+        let budget = r
+            .budget_tokens(max_tokens, MIN_THINKING_BUDGET)
+            .min(max_tokens.saturating_sub(1));
+        body.insert(
+            "thinking".into(),
+            json!({"type": "enabled", "budget_tokens": budget}),
+        );
     }
     if !req.stop.is_empty() {
         body.insert("stop_sequences".into(), json!(req.stop));

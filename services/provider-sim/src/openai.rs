@@ -59,40 +59,13 @@ pub fn parse(body: &[u8], tokenizer: PromptTokenizer) -> Result<Parsed, Failure>
         max_tokens: req.max_output_tokens(),
         prompt_tokens: match tokenizer {
             PromptTokenizer::Estimate => req.estimated_prompt_tokens(),
-            PromptTokenizer::O200k => o200k_prompt(&req),
+            PromptTokenizer::O200k => switchyard_apis::count::chat_request(&req),
         },
         prompt_text,
         tools: req.tools.len(),
         tool,
         json,
     })
-}
-
-/// The prompt as OpenAI counts it: each message's text, tool calls and tool-call id, and the
-/// tool definitions as JSON.
-fn o200k_prompt(req: &ChatRequest) -> u32 {
-    let messages = req.messages.iter().map(|m| {
-        let mut text = m.text_content();
-        for call in &m.tool_calls {
-            text.push_str(&call.name);
-            text.push_str(&call.arguments);
-        }
-        if let Some(id) = &m.tool_call_id {
-            text.push_str(id);
-        }
-        (m.role.as_str(), m.name.as_deref(), text)
-    });
-    let tools: Vec<Value> = req
-        .tools
-        .iter()
-        .map(|t| json!({"name": t.name, "description": t.description, "parameters": t.parameters}))
-        .collect();
-    let tools = if tools.is_empty() {
-        String::new()
-    } else {
-        Value::Array(tools).to_string()
-    };
-    crate::tokens::chat_framed(messages, &tools)
 }
 
 fn envelope(message: &str, kind: &str, param: Value, code: Value) -> Value {

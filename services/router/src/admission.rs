@@ -68,6 +68,8 @@ pub struct Admitted {
     pub validator: Option<crate::validate::Validator>,
     /// Keeps the request in `switchyard_requests_in_flight` until its last byte and report.
     pub(crate) in_flight: Option<InFlight>,
+    /// The API it came in on (set by the handler).
+    pub api: crate::edge::Api,
 }
 
 /// A request's route, planned but not run.
@@ -215,6 +217,7 @@ impl Admission {
             stream: req.stream,
             validator,
             in_flight: None,
+            api: crate::edge::Api::default(),
         })
     }
 

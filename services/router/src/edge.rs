@@ -26,12 +26,14 @@ pub struct AdmitOptions {
 }
 
 /// The API a request came in on; it namespaces idempotency keys (the stored reply is in that
-/// API's encoding) and labels the request span.
+/// API's encoding) and labels the request span, the request metrics and the log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Api {
-    /// The OpenAI-compatible HTTP API.
+    /// OpenAI chat completions over HTTP (and the HTTP routes beside it).
     #[default]
-    Http,
+    Chat,
+    /// Anthropic's Messages API over HTTP.
+    Messages,
     /// gRPC `switchyard.v1.Router`.
     Grpc,
 }
@@ -40,7 +42,8 @@ impl Api {
     /// The label.
     pub const fn as_str(self) -> &'static str {
         match self {
-            Api::Http => "http",
+            Api::Chat => "chat_completions",
+            Api::Messages => "messages",
             Api::Grpc => "grpc",
         }
     }
@@ -51,7 +54,8 @@ impl Api {
 pub struct Incoming {
     /// The API it came in on.
     pub api: Api,
-    /// The key after `Bearer ` (the scheme in any case, RFC 9110), trimmed.
+    /// The key after `Bearer ` (the scheme in any case, RFC 9110), trimmed; for the Messages
+    /// API, `x-api-key` when there is no `Authorization`.
     pub bearer: Option<String>,
     /// `x-switchyard-route-seed` (HTTP) / `switchyard-route-seed` (gRPC), as sent.
     seed: Option<String>,
@@ -66,16 +70,21 @@ impl Incoming {
     /// answers only values that are text).
     pub fn read<'a>(api: Api, get: impl Fn(&str) -> Option<&'a str>) -> Incoming {
         let seed_name = match api {
-            Api::Http => "x-switchyard-route-seed",
+            Api::Chat | Api::Messages => "x-switchyard-route-seed",
             Api::Grpc => "switchyard-route-seed",
+        };
+        let key = match get("authorization") {
+            Some(value) => bearer(value),
+            None if api == Api::Messages => get("x-api-key").map(str::trim),
+            None => None,
         };
         Incoming {
             api,
-            bearer: get("authorization").and_then(bearer).map(str::to_string),
+            bearer: key.filter(|k| !k.is_empty()).map(str::to_string),
             seed: get(seed_name).map(str::to_string),
             timeout: match api {
                 Api::Grpc => get("grpc-timeout").and_then(grpc_timeout),
-                Api::Http => None,
+                Api::Chat | Api::Messages => None,
             },
             idempotency_key: get("idempotency-key").map(str::to_string),
         }
@@ -237,7 +246,7 @@ mod tests {
             ("idempotency-key", "k-1"),
         ];
         let get = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-        let http = Incoming::read(Api::Http, get);
+        let http = Incoming::read(Api::Chat, get);
         let grpc = Incoming::read(Api::Grpc, get);
         assert_eq!(http.bearer.as_deref(), Some("sk-x"));
         assert_eq!(grpc.bearer.as_deref(), Some("sk-x"));
@@ -246,11 +255,31 @@ mod tests {
         assert_eq!(http.timeout, None);
         assert_eq!(grpc.timeout, Some(Duration::from_millis(250)));
         assert_eq!(grpc.idempotency_key.as_deref(), Some("k-1"));
-        let bad = Incoming::read(Api::Http, |n| {
+        let bad = Incoming::read(Api::Chat, |n| {
             (n == "x-switchyard-route-seed").then_some("x")
         });
         assert!(bad.options().is_err());
         assert_eq!(request_hash(b"a"), request_hash(b"a"));
         assert_ne!(request_hash(b"a"), request_hash(b"b"));
+    }
+
+    #[test]
+    fn the_messages_api_also_takes_x_api_key() {
+        let only_x = |n: &str| (n == "x-api-key").then_some(" sk-a ");
+        assert_eq!(
+            Incoming::read(Api::Messages, only_x).bearer.as_deref(),
+            Some("sk-a")
+        );
+        assert_eq!(Incoming::read(Api::Chat, only_x).bearer, None);
+        // Authorization wins when both are sent.
+        let both = |n: &str| match n {
+            "authorization" => Some("Bearer sk-b"),
+            "x-api-key" => Some("sk-a"),
+            _ => None,
+        };
+        assert_eq!(
+            Incoming::read(Api::Messages, both).bearer.as_deref(),
+            Some("sk-b")
+        );
     }
 }

@@ -172,7 +172,7 @@ impl Router {
     pub fn authenticate(&self, incoming: &Incoming) -> Result<Caller, Error> {
         let result = crate::edge::authenticate(&self.policy, incoming.bearer.as_deref());
         if let Err(e) = &result {
-            crate::observe::rejected(e.class.as_str());
+            crate::observe::rejected(incoming.api, e.class.as_str());
         }
         result
     }
@@ -213,11 +213,12 @@ impl Router {
             let mut a = self.admission.admit(caller, req, incoming.options()?)?;
             a.held = self.gate.hold(&caller.policy, &a).await?;
             a.in_flight = Some(InFlight::new());
+            a.api = incoming.api;
             Ok(Arc::new(a))
         }
         .await;
         if let Err(e) = &result {
-            crate::observe::rejected(e.class.as_str());
+            crate::observe::rejected(incoming.api, e.class.as_str());
             crate::observe::refused(
                 incoming.api,
                 e.class.as_str(),

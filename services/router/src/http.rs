@@ -1,6 +1,8 @@
-//! The OpenAI-compatible HTTP API: `POST /v1/chat/completions` (JSON and SSE) and
+//! The HTTP API: the OpenAI-compatible `POST /v1/chat/completions` (JSON and SSE) and
 //! `GET /v1/models`, with OpenRouter-style routing fields in the request and the served model,
-//! provider, `usage.cost` and the routing trace in the response. Errors use the OpenAI envelope.
+//! provider, `usage.cost` and the routing trace in the response, errors in the OpenAI envelope;
+//! and beside it Anthropic's Messages API ([`crate::messages`]). Every reply of an admitted
+//! request carries `x-switchyard-request-id`.
 
 use std::sync::Arc;
 
@@ -26,6 +28,11 @@ pub fn routes(router: Arc<Router>, limits: HttpLimits) -> Axum {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
         .route("/v1/routing/explain", post(explain))
+        .route("/v1/messages", post(crate::messages::create))
+        .route(
+            "/v1/messages/count_tokens",
+            post(crate::messages::count_tokens),
+        )
         .fallback(crate::http_guard::not_found)
         .method_not_allowed_fallback(crate::http_guard::method_not_allowed)
         // The guard has read the body (within MAX_BODY and its deadline) before any handler.
@@ -39,13 +46,18 @@ pub fn routes(router: Arc<Router>, limits: HttpLimits) -> Axum {
 
 /// A request refused before it was authenticated or read: its log line, then the error.
 fn refused(e: &Error) -> Response {
-    crate::observe::refused(Api::Http, e.class.as_str(), e.http_status().as_u16(), None);
+    crate::observe::refused(Api::Chat, e.class.as_str(), e.http_status().as_u16(), None);
     error_response(e)
 }
 
 /// An error as an HTTP response.
 pub fn error_response(e: &Error) -> Response {
-    let mut resp = (e.http_status(), axum::Json(e.openai_body())).into_response();
+    error_in(e, e.openai_body())
+}
+
+/// An error's status and Retry-After with `body` (the API's envelope for it).
+pub(crate) fn error_in(e: &Error, body: Value) -> Response {
+    let mut resp = (e.http_status(), axum::Json(body)).into_response();
     if let Some(after) = e.retry_after
         && let Ok(v) = HeaderValue::from_str(&(after.as_secs_f64().ceil() as u64).to_string())
     {
@@ -54,22 +66,54 @@ pub fn error_response(e: &Error) -> Response {
     resp
 }
 
-/// What the request carries besides its body.
-fn incoming(headers: &HeaderMap) -> Incoming {
-    Incoming::read(Api::Http, |name| headers.get(name)?.to_str().ok())
+/// The header naming the request id on every reply of an admitted request.
+pub const REQUEST_ID: &str = "x-switchyard-request-id";
+
+/// Marks `resp` with the request id.
+pub(crate) fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
 }
 
-/// A failure as an HTTP response, with the routing trace when attempts were made.
-fn failure_response(f: Failure) -> Response {
+/// What the request carries besides its body.
+pub(crate) fn incoming(api: Api, headers: &HeaderMap) -> Incoming {
+    Incoming::read(api, |name| headers.get(name)?.to_str().ok())
+}
+
+/// A failure as an HTTP response in an API's envelope (`render`), with the routing trace when
+/// attempts were made.
+pub(crate) fn failure_in(f: Failure, render: impl Fn(&Error) -> Response) -> Response {
     match f.routing {
-        Some((a, trace)) => {
-            error_response(&f.error.with_metadata("routing", trace_json(&a, &trace)))
-        }
-        None => error_response(&f.error),
+        Some((a, trace)) => with_request_id(
+            render(&f.error.with_metadata("routing", trace_json(&a, &trace))),
+            &a.id,
+        ),
+        None => render(&f.error),
     }
 }
 
-fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
+fn failure_response(f: Failure) -> Response {
+    failure_in(f, error_response)
+}
+
+/// A stored reply (idempotency): the text as JSON, marked when replayed.
+pub(crate) fn stored(text: String, replayed: bool) -> Response {
+    let mut resp = Response::new(Body::from(text));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if replayed {
+        resp.headers_mut()
+            .insert(crate::edge::REPLAYED, HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+/// The routing trace of a request: plan, attempts, exclusions, seed and versions.
+pub(crate) fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
     let plan: Vec<&str> = a.plan.iter().map(|p| p.attempt.endpoint.as_str()).collect();
     // The seed as text: JSON numbers lose u64 precision in most clients.
     let mut j = json!({"request_id": a.id, "workflow": a.workflow.id, "attempts": trace, "plan": plan, "seed": a.seed.to_string(), "policy_version": a.policy_version, "health_version": a.health_version});
@@ -94,12 +138,20 @@ fn reply_json(s: &Served) -> Value {
     body
 }
 
-/// Parses a request body; errors name the field they are about.
+/// Parses a chat completion request body; errors name the field they are about.
 pub(crate) fn parse(body: &[u8]) -> Result<ChatRequest, Error> {
+    parse_as(body, "a chat completion request")
+}
+
+/// Parses a request body of an API whose request is `what`; errors name the field.
+pub(crate) fn parse_as<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, Error> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Error::invalid(
-            "the request body must be a JSON object: a chat completion request",
-        ));
+        return Err(Error::invalid(format!(
+            "the request body must be a JSON object: {what}"
+        )));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -114,7 +166,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<ChatRequest, Error> {
 }
 
 async fn models(State(r): State<Arc<Router>>, headers: HeaderMap) -> Response {
-    if let Err(e) = r.authenticate(&incoming(&headers)) {
+    if let Err(e) = r.authenticate(&incoming(Api::Chat, &headers)) {
         return refused(&e);
     }
     let data: Vec<Value> = r.models().iter().map(|(id, ctx, out)| json!({"id": id, "object": "model", "owned_by": "switchyard", "context_length": ctx, "max_output": out})).collect();
@@ -124,7 +176,7 @@ async fn models(State(r): State<Arc<Router>>, headers: HeaderMap) -> Response {
 /// `POST /v1/routing/explain`: a chat request's route without running it (see
 /// [`Router::explain`]); the route seed header works as for chat completions.
 async fn explain(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> Response {
-    let incoming = incoming(&headers);
+    let incoming = incoming(Api::Chat, &headers);
     let result = r.authenticate(&incoming).and_then(|caller| {
         let req = parse(&body)?;
         r.explain(&caller, &incoming, &req)
@@ -136,12 +188,12 @@ async fn explain(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) 
 }
 
 async fn chat(state: State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> Response {
-    let span = crate::edge::request_span(Api::Http);
+    let span = crate::edge::request_span(Api::Chat);
     tracing::Instrument::instrument(chat_inner(state, headers, body), span).await
 }
 
 async fn chat_inner(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) -> Response {
-    let incoming = incoming(&headers);
+    let incoming = incoming(Api::Chat, &headers);
     let caller = match r.authenticate(&incoming) {
         Ok(v) => v,
         Err(e) => return refused(&e),
@@ -150,7 +202,7 @@ async fn chat_inner(State(r): State<Arc<Router>>, headers: HeaderMap, body: Byte
         Ok(req) => req,
         Err(e) => {
             crate::observe::refused(
-                Api::Http,
+                Api::Chat,
                 e.class.as_str(),
                 e.http_status().as_u16(),
                 Some(&caller.key),
@@ -170,19 +222,10 @@ async fn chat_inner(State(r): State<Arc<Router>>, headers: HeaderMap, body: Byte
         .complete(caller, &incoming, req, |s| reply_json(s).to_string())
         .await
     {
-        Ok(Reply::Served(s)) => axum::Json(reply_json(&s)).into_response(),
-        Ok(Reply::Stored { text, replayed }) => {
-            let mut resp = Response::new(Body::from(text));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            if replayed {
-                resp.headers_mut()
-                    .insert(crate::edge::REPLAYED, HeaderValue::from_static("true"));
-            }
-            resp
+        Ok(Reply::Served(s)) => {
+            with_request_id(axum::Json(reply_json(&s)).into_response(), &s.admitted.id)
         }
+        Ok(Reply::Stored { text, replayed }) => stored(text, replayed),
         Err(f) => failure_response(f),
     }
 }
@@ -204,6 +247,7 @@ fn render(mut chunk: ChatChunk, include_usage: bool) -> Option<Bytes> {
 }
 
 fn stream(session: StreamSession, include_usage: bool) -> Response {
+    let id = session.admitted.id.clone();
     let body = futures::stream::unfold(session, move |mut s| async move {
         loop {
             let bytes = match s.next().await? {
@@ -230,7 +274,12 @@ fn stream(session: StreamSession, include_usage: bool) -> Response {
             return Some((Ok::<Bytes, std::convert::Infallible>(bytes), s));
         }
     });
-    let mut resp = Response::new(Body::from_stream(body));
+    event_stream(Body::from_stream(body), &id)
+}
+
+/// A `text/event-stream` response of an admitted request.
+pub(crate) fn event_stream(body: Body, id: &str) -> Response {
+    let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -238,5 +287,5 @@ fn stream(session: StreamSession, include_usage: bool) -> Response {
     );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
+    with_request_id(resp, id)
 }

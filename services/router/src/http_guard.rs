@@ -1,7 +1,8 @@
 //! The HTTP API's guards, before any handler: a request head larger than the limit is a 431, a
 //! body that does not arrive within its deadline a 408 (and one too large a 413), both closing
 //! the connection; an unknown path is a 404 and a wrong method a 405. Every one of them answers
-//! in the OpenAI error envelope and leaves the request log line, as handled requests do.
+//! in the error envelope of the API its path belongs to (Anthropic's under `/v1/messages`,
+//! OpenAI's elsewhere) and leaves the request log line, as handled requests do.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -17,16 +18,39 @@ use crate::listener::HttpLimits;
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
-/// An answer in the OpenAI envelope for a request refused before any handler; `close` ends the
-/// connection (its rest was not read).
-pub fn refuse(status: StatusCode, code: &str, message: String, close: bool) -> Response {
-    crate::observe::refused(Api::Http, code, status.as_u16(), None);
-    let kind = if status.is_server_error() {
-        "server_error"
+/// The API whose error envelope a path answers in.
+pub fn api_of(path: &str) -> Api {
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        Api::Messages
     } else {
-        "invalid_request_error"
+        Api::Chat
+    }
+}
+
+/// An answer in `api`'s envelope for a request refused before any handler; `close` ends the
+/// connection (its rest was not read).
+pub fn refuse(api: Api, status: StatusCode, code: &str, message: String, close: bool) -> Response {
+    crate::observe::refused(api, code, status.as_u16(), None);
+    let body = match api {
+        Api::Messages => {
+            let kind = match status {
+                StatusCode::NOT_FOUND => "not_found_error",
+                StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+                StatusCode::REQUEST_TIMEOUT => "timeout_error",
+                s if s.is_server_error() => "api_error",
+                _ => "invalid_request_error",
+            };
+            switchyard_apis::messages::envelope(kind, &message, code, serde_json::Map::new())
+        }
+        Api::Chat | Api::Grpc => {
+            let kind = if status.is_server_error() {
+                "server_error"
+            } else {
+                "invalid_request_error"
+            };
+            json!({"error": {"message": message, "type": kind, "code": code, "metadata": {}}})
+        }
     };
-    let body = json!({"error": {"message": message, "type": kind, "code": code, "metadata": {}}});
     let mut resp = (status, axum::Json(body)).into_response();
     if close {
         resp.headers_mut()
@@ -37,6 +61,7 @@ pub fn refuse(status: StatusCode, code: &str, message: String, close: bool) -> R
 
 /// The head-size and body-deadline guard.
 pub async fn guard(State(limits): State<HttpLimits>, req: Request, next: Next) -> Response {
+    let api = api_of(req.uri().path());
     let head = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
         + req
             .headers()
@@ -45,6 +70,7 @@ pub async fn guard(State(limits): State<HttpLimits>, req: Request, next: Next) -
             .sum::<usize>();
     if head > limits.max_header_bytes {
         return refuse(
+            api,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request_header_fields_too_large",
             format!(
@@ -60,6 +86,7 @@ pub async fn guard(State(limits): State<HttpLimits>, req: Request, next: Next) -
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return refuse(
+                api,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request_too_large",
                 format!("request body larger than {MAX_BODY} bytes"),
@@ -68,6 +95,7 @@ pub async fn guard(State(limits): State<HttpLimits>, req: Request, next: Next) -
         }
         Ok(Err(e)) => {
             return refuse(
+                api,
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 format!("request body unreadable: {e}"),
@@ -76,6 +104,7 @@ pub async fn guard(State(limits): State<HttpLimits>, req: Request, next: Next) -
         }
         Err(_) => {
             return refuse(
+                api,
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
                 format!(
@@ -93,6 +122,7 @@ pub async fn guard(State(limits): State<HttpLimits>, req: Request, next: Next) -
 /// An unknown path.
 pub async fn not_found(req: Request) -> Response {
     refuse(
+        api_of(req.uri().path()),
         StatusCode::NOT_FOUND,
         "not_found",
         format!("no such route: {} {}", req.method(), req.uri().path()),
@@ -103,6 +133,7 @@ pub async fn not_found(req: Request) -> Response {
 /// A known path with another method.
 pub async fn method_not_allowed(req: Request) -> Response {
     refuse(
+        api_of(req.uri().path()),
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!("{} is not allowed on {}", req.method(), req.uri().path()),

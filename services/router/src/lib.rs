@@ -8,10 +8,11 @@
 //! - [`settlement`]: the usage report, passive outcomes, local penalties, metrics and log line.
 //! - [`stream`]: a committed stream carried to its settled end.
 //! - [`handler`]: the stages composed, transport-neutral, with [`idempotency`] keys around the
-//!   non-streamed path; [`http`] and [`grpc`] only decode into it and encode what it returns.
+//!   non-streamed path; [`http`] (chat completions), [`messages`] (Anthropic's Messages API)
+//!   and [`grpc`] only decode into it and encode what it returns.
 //!
 //! In front of them: the HTTP [`listener`] (connection limit, header deadline) and
-//! [`http_guard`] (head size, body deadline, 404 / 405, all in the OpenAI envelope).
+//! [`http_guard`] (head size, body deadline, 404 / 405, each in its API's envelope).
 //!
 //! Around them: the policy and health views the stages read, the usage reporter, the outcome
 //! writer, output validation and the process entry ([`run`]). The router links no other
@@ -31,6 +32,7 @@ pub mod http;
 pub mod http_guard;
 pub mod idempotency;
 pub mod listener;
+pub mod messages;
 pub mod observe;
 pub mod outcomes;
 pub mod policy_view;

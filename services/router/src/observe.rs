@@ -37,7 +37,7 @@ pub fn request(a: &Admitted, e: &Ending<'_>) {
         (p.attempt.model.to_string(), p.attempt.provider.to_string())
     });
     let outcome = e.outcome.to_string();
-    metrics::counter!("switchyard_requests_total", "workflow" => workflow.clone(), "model" => model.clone(), "provider" => provider.clone(), "outcome" => outcome.clone()).increment(1);
+    metrics::counter!("switchyard_requests_total", "api" => a.api.as_str(), "workflow" => workflow.clone(), "model" => model.clone(), "provider" => provider.clone(), "outcome" => outcome.clone()).increment(1);
     metrics::histogram!("switchyard_request_duration_seconds", "workflow" => workflow.clone(), "stream" => if a.stream { "true" } else { "false" }).record(total.as_secs_f64());
     let upstream: Duration = e.trace.iter().map(|t| t.elapsed).sum();
     for t in e.trace {
@@ -80,6 +80,7 @@ pub fn request(a: &Admitted, e: &Ending<'_>) {
     tracing::info!(
         target: "switchyard::request",
         request_id = %a.id,
+        api = a.api.as_str(),
         org = %a.key.org,
         key_prefix = %a.key.prefix,
         key_id = %a.key.id,
@@ -135,6 +136,6 @@ pub fn refused(
 
 /// Records a request refused before any attempt (authentication, validation, policy, budget,
 /// no eligible route).
-pub fn rejected(class: &str) {
-    metrics::counter!("switchyard_requests_total", "workflow" => "none", "model" => "none", "provider" => "none", "outcome" => class.to_string()).increment(1);
+pub fn rejected(api: crate::edge::Api, class: &str) {
+    metrics::counter!("switchyard_requests_total", "api" => api.as_str(), "workflow" => "none", "model" => "none", "provider" => "none", "outcome" => class.to_string()).increment(1);
 }

@@ -1,0 +1,11 @@
+//! The client-facing API shapes beside chat completions, each translated to the normalized chat
+//! request (the OpenAI chat-completions shape of `switchyard-core`) on the way in and from the
+//! normalized response and stream chunks on the way out, so that every API goes through the same
+//! router stages and any API reaches any upstream format.
+//!
+//! - [`messages`]: Anthropic's Messages API (`POST /v1/messages`, its SSE event sequence, its
+//!   error envelope and `count_tokens`).
+//! - [`count`]: prompt token counts with a real tokenizer.
+
+pub mod count;
+pub mod messages;
