@@ -2,12 +2,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+mod common;
+
+use common::up::{field, up};
 use serde_json::json;
 use switchyard_testkit::workspace_bin;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BAD_CATALOG: &str = r#"
 providers:
@@ -73,43 +75,6 @@ fn check_catalog_reports_every_error_and_honours_env_overrides() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// `switchyard up --ephemeral` plus `extra`, started and read until it says it is ready: the
-/// child and every line it printed (trimmed).
-async fn up(extra: &[&str]) -> (tokio::process::Child, Vec<String>) {
-    let bin = workspace_bin("switchyard", "switchyard").unwrap();
-    let mut child = tokio::process::Command::new(&bin)
-        .args(["up", "--ephemeral"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = Vec::new();
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
-    {
-        let line = line.trim_start().to_string();
-        let ready = line.starts_with("ready;");
-        printed.push(line);
-        if ready {
-            break;
-        }
-    }
-    (child, printed)
-}
-
-/// The second word of the printed line starting with `label`.
-fn field(printed: &[String], label: &str) -> String {
-    printed
-        .iter()
-        .find(|l| l.starts_with(label))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_else(|| panic!("no `{label}` line in {printed:?}"))
-        .to_string()
 }
 
 #[tokio::test]
@@ -286,7 +251,11 @@ async fn the_readme_quick_start_works_as_written() {
 
     // Each Python example with the SDK it imports, installed from the package registry.
     let python = readme_blocks("python");
-    assert_eq!(python.len(), 2, "the openai and the anthropic example");
+    assert_eq!(
+        python.len(),
+        3,
+        "the chat completions, Messages and Responses examples"
+    );
     for block in &python {
         let sdk = if block.contains("import anthropic") {
             "anthropic"
@@ -302,7 +271,10 @@ async fn the_readme_quick_start_works_as_written() {
             "{sdk}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty(), "{sdk}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+            "{sdk}"
+        );
     }
     child.kill().await.unwrap();
 }

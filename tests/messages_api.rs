@@ -1,6 +1,5 @@
 //! Anthropic's Messages API on the router: the official SDK unchanged against `switchyard up`,
-//! a Messages stream served across wire formats after a failure, and a budget refusal in the
-//! API's own error shape.
+//! and a Messages stream served across wire formats after a failure.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,58 +9,21 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::up::{field, run_sdk, up};
 use common::{Cluster, KEY, Spec};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// `switchyard up --ephemeral`, read until ready: the child and the router's URL.
-async fn up() -> (tokio::process::Child, String) {
-    let bin = switchyard_testkit::workspace_bin("switchyard", "switchyard").unwrap();
-    let mut child = tokio::process::Command::new(&bin)
-        .args(["up", "--ephemeral"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut router = None;
-    let found = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let line = line.trim().to_string();
-            if let Some(rest) = line.strip_prefix("router") {
-                router = rest.split_whitespace().next().map(str::to_string);
-            }
-            if line.starts_with("try") {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(found.is_ok(), "switchyard up did not get ready");
-    (child, router.expect("the router's address"))
-}
 
 #[tokio::test]
 async fn the_official_anthropic_sdk_runs_unchanged() {
-    let (mut child, router) = up().await;
-    let python = switchyard_testkit::python_with("anthropic", "anthropic").unwrap();
-    let script = switchyard_testkit::workspace_root().join("tests/sdk/anthropic_messages.py");
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .args([&router, "sk-switchyard-demo", "demo-fast", "demo-smart"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (mut child, printed) = up(&[]).await;
+    let seen = run_sdk(
+        "anthropic_messages.py",
+        "anthropic",
+        &field(&printed, "router"),
+    )
+    .await;
     eprintln!("anthropic SDK: {seen}");
     assert!(seen["create"]["id"].as_str().unwrap().starts_with("msg_"));
     assert_eq!(seen["errors"], "ok");
@@ -253,51 +215,4 @@ async fn a_messages_stream_whose_anthropic_provider_fails_is_served_by_an_openai
     assert_eq!(data["type"], "error");
     assert!(data["error"]["type"].is_string(), "{data}");
     assert!(!evs.iter().any(|(n, _)| n == "message_stop"));
-}
-
-#[tokio::test]
-async fn a_budget_at_its_limit_refuses_each_api_in_its_own_shape() {
-    let c = Cluster::start(Spec::default()).await;
-    common::set_day_budget(&c, "acme", 1).await;
-    let resp = messages(
-        &c,
-        &json!({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
-    )
-    .await;
-    assert_eq!(resp.status(), 402);
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["type"], "error", "{v}");
-    assert_eq!(v["error"]["type"], "billing_error", "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("budget"),
-        "{v}"
-    );
-
-    let (status, v) = c.chat(0, &common::hi(json!({}))).await;
-    assert_eq!(status, 402);
-    assert_eq!(v["error"]["code"], "budget_exceeded", "{v}");
-
-    // Anything else the router refuses for the Messages API is in its shape too.
-    let resp = c
-        .http
-        .post(format!("{}/v1/messages", c.routers[0].url("http")))
-        .header("x-api-key", "sk-nope")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["type"], "authentication_error", "{v}");
-    let resp = c
-        .http
-        .post(format!("{}/v1/messages", c.routers[0].url("http")))
-        .header("x-api-key", KEY)
-        .body(vec![b'x'; 9 * 1024 * 1024])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 413);
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["type"], "request_too_large", "{v}");
 }

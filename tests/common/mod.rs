@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 use switchyard_testkit::{RedisServer, ServiceProcess, SimControl, SimProcess};
 
+pub mod up;
+
 /// The cluster's API key (org `acme`, which fails closed when budgets cannot be checked).
 pub const KEY: &str = "sk-e2e-cluster-key";
 const KEY_SHA256: &str = "4c5f32e12dd892a053ebfbc3d99244c81a1cc6c91931cab33f86cf501ff01964";

@@ -5,7 +5,9 @@
 //!
 //! - [`messages`]: Anthropic's Messages API (`POST /v1/messages`, its SSE event sequence, its
 //!   error envelope and `count_tokens`).
+//! - [`responses`]: OpenAI's Responses API (`POST /v1/responses`, its semantic stream events).
 //! - [`count`]: prompt token counts with a real tokenizer.
 
 pub mod count;
 pub mod messages;
+pub mod responses;

@@ -17,6 +17,7 @@ mod memory;
 mod policy;
 pub mod redis_conn;
 mod redis_store;
+mod responses;
 
 pub use budget::{
     BudgetDef, BudgetStore, BudgetView, DayUsage, HoldOutcome, HoldRequest, LedgerEntry, Period,
@@ -34,3 +35,4 @@ pub use idempotency::{Begin, IdempotencyStore, MemoryIdempotencyStore, RedisIdem
 pub use memory::MemoryPolicyStore;
 pub use policy::{AuditRecord, PolicyStore, StoredSnapshot, snapshot_channel};
 pub use redis_store::{RedisPolicyStore, connect};
+pub use responses::{MemoryResponseStore, RedisResponseStore, ResponseStore};

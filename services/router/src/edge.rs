@@ -34,6 +34,8 @@ pub enum Api {
     Chat,
     /// Anthropic's Messages API over HTTP.
     Messages,
+    /// OpenAI's Responses API over HTTP.
+    Responses,
     /// gRPC `switchyard.v1.Router`.
     Grpc,
 }
@@ -44,6 +46,7 @@ impl Api {
         match self {
             Api::Chat => "chat_completions",
             Api::Messages => "messages",
+            Api::Responses => "responses",
             Api::Grpc => "grpc",
         }
     }
@@ -70,7 +73,7 @@ impl Incoming {
     /// answers only values that are text).
     pub fn read<'a>(api: Api, get: impl Fn(&str) -> Option<&'a str>) -> Incoming {
         let seed_name = match api {
-            Api::Chat | Api::Messages => "x-switchyard-route-seed",
+            Api::Chat | Api::Messages | Api::Responses => "x-switchyard-route-seed",
             Api::Grpc => "switchyard-route-seed",
         };
         let key = match get("authorization") {
@@ -84,7 +87,7 @@ impl Incoming {
             seed: get(seed_name).map(str::to_string),
             timeout: match api {
                 Api::Grpc => get("grpc-timeout").and_then(grpc_timeout),
-                Api::Chat | Api::Messages => None,
+                Api::Chat | Api::Messages | Api::Responses => None,
             },
             idempotency_key: get("idempotency-key").map(str::to_string),
         }

@@ -12,7 +12,7 @@ use switchyard_core::{ChatRequest, ChatResponse, Error, Usage};
 use switchyard_pricing::PriceBook;
 use switchyard_providers::ProviderClient;
 use switchyard_routing::RoutingCatalog;
-use switchyard_state::{BudgetStore, IdempotencyStore};
+use switchyard_state::{BudgetStore, IdempotencyStore, ResponseStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Admitted};
@@ -81,6 +81,7 @@ pub struct Router {
     retry_budget: RetryBudget,
     settlement: Arc<Settlement>,
     idempotency: Option<Arc<dyn IdempotencyStore>>,
+    responses: Option<(Arc<dyn ResponseStore>, Duration)>,
     abort: CancellationToken,
     models: Vec<(String, u32, u32)>,
 }
@@ -105,6 +106,9 @@ pub struct RouterParts {
     pub outcomes: Option<Arc<OutcomeWriter>>,
     /// Idempotency keys; without a store, `Idempotency-Key` is refused.
     pub idempotency: Option<Arc<dyn IdempotencyStore>>,
+    /// Stored Responses API responses and how long they are kept; without a store, `store:
+    /// true` and `previous_response_id` are refused.
+    pub responses: Option<(Arc<dyn ResponseStore>, Duration)>,
     /// Unsettled holds expire this long after their request's deadline.
     pub hold_grace: Duration,
     /// Fires at the drain deadline of a shutdown: requests still waiting on an upstream and
@@ -133,6 +137,7 @@ impl RouterParts {
             retry_budget: RetryBudget::default(),
             settlement,
             idempotency: self.idempotency,
+            responses: self.responses,
             abort: self.abort,
             models: self
                 .catalog
@@ -163,6 +168,7 @@ impl Router {
             client,
             outcomes: None,
             idempotency: None,
+            responses: None,
             hold_grace: Duration::from_secs(300),
             abort: CancellationToken::new(),
         }
@@ -175,6 +181,15 @@ impl Router {
             crate::observe::rejected(incoming.api, e.class.as_str());
         }
         result
+    }
+
+    /// Where Responses API responses are stored, and for how long.
+    pub fn response_store(&self) -> Result<(Arc<dyn ResponseStore>, Duration), Error> {
+        self.responses.clone().ok_or_else(|| {
+            Error::invalid(
+                "stored responses are not enabled on this router: send `store: false` and no `previous_response_id`",
+            )
+        })
     }
 
     /// Models as listed by `/v1/models`: id, context window, output cap.

@@ -1,8 +1,8 @@
 //! The HTTP API: the OpenAI-compatible `POST /v1/chat/completions` (JSON and SSE) and
 //! `GET /v1/models`, with OpenRouter-style routing fields in the request and the served model,
 //! provider, `usage.cost` and the routing trace in the response, errors in the OpenAI envelope;
-//! and beside it Anthropic's Messages API ([`crate::messages`]). Every reply of an admitted
-//! request carries `x-switchyard-request-id`.
+//! and beside it Anthropic's Messages API ([`crate::messages`]) and OpenAI's Responses API
+//! ([`crate::responses`]). Every reply of an admitted request carries `x-switchyard-request-id`.
 
 use std::sync::Arc;
 
@@ -32,6 +32,11 @@ pub fn routes(router: Arc<Router>, limits: HttpLimits) -> Axum {
         .route(
             "/v1/messages/count_tokens",
             post(crate::messages::count_tokens),
+        )
+        .route("/v1/responses", post(crate::responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(crate::responses::get).delete(crate::responses::delete),
         )
         .fallback(crate::http_guard::not_found)
         .method_not_allowed_fallback(crate::http_guard::method_not_allowed)

@@ -20,8 +20,14 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// The API whose error envelope a path answers in.
 pub fn api_of(path: &str) -> Api {
-    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if under("/v1/messages") {
         Api::Messages
+    } else if under("/v1/responses") {
+        Api::Responses
     } else {
         Api::Chat
     }
@@ -42,7 +48,7 @@ pub fn refuse(api: Api, status: StatusCode, code: &str, message: String, close: 
             };
             switchyard_apis::messages::envelope(kind, &message, code, serde_json::Map::new())
         }
-        Api::Chat | Api::Grpc => {
+        Api::Chat | Api::Responses | Api::Grpc => {
             let kind = if status.is_server_error() {
                 "server_error"
             } else {

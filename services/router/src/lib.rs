@@ -8,8 +8,9 @@
 //! - [`settlement`]: the usage report, passive outcomes, local penalties, metrics and log line.
 //! - [`stream`]: a committed stream carried to its settled end.
 //! - [`handler`]: the stages composed, transport-neutral, with [`idempotency`] keys around the
-//!   non-streamed path; [`http`] (chat completions), [`messages`] (Anthropic's Messages API)
-//!   and [`grpc`] only decode into it and encode what it returns.
+//!   non-streamed path; [`http`] (chat completions), [`messages`] (Anthropic's Messages API),
+//!   [`responses`] (OpenAI's Responses API) and [`grpc`] only decode into it and encode what it
+//!   returns.
 //!
 //! In front of them: the HTTP [`listener`] (connection limit, header deadline) and
 //! [`http_guard`] (head size, body deadline, 404 / 405, each in its API's envelope).
@@ -37,6 +38,7 @@ pub mod observe;
 pub mod outcomes;
 pub mod policy_view;
 pub mod reporter;
+pub mod responses;
 pub mod retry_budget;
 pub mod run;
 pub mod settlement;

@@ -108,6 +108,14 @@ pub struct Args {
         env = "SWITCHYARD_ROUTER_MAX_HEADER_BYTES"
     )]
     pub max_header_bytes: usize,
+    /// How long a stored Responses API response (`store: true`) is kept for
+    /// `previous_response_id` and `GET /v1/responses/{id}`, seconds.
+    #[arg(
+        long,
+        default_value_t = 30 * 86_400,
+        env = "SWITCHYARD_ROUTER_RESPONSES_TTL_S"
+    )]
+    pub responses_ttl_s: u64,
 }
 
 /// Settings of a router beyond its stores and peers.
@@ -123,6 +131,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// The HTTP listener's limits.
     pub http: crate::listener::HttpLimits,
+    /// See [`Args::responses_ttl_s`].
+    pub responses_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -133,6 +143,7 @@ impl Default for Settings {
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
             http: crate::listener::HttpLimits::default(),
+            responses_ttl: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -147,6 +158,8 @@ pub struct Stores {
     pub policy: Option<Arc<dyn PolicyStore>>,
     /// Idempotency keys.
     pub idempotency: Arc<dyn switchyard_state::IdempotencyStore>,
+    /// Stored Responses API responses.
+    pub responses: Arc<dyn switchyard_state::ResponseStore>,
 }
 
 impl Stores {
@@ -170,6 +183,11 @@ impl Stores {
                     .await
                     .map_err(context)?,
             ),
+            responses: Arc::new(
+                switchyard_state::RedisResponseStore::open(url)
+                    .await
+                    .map_err(context)?,
+            ),
         })
     }
 
@@ -180,6 +198,7 @@ impl Stores {
             budgets: Arc::new(switchyard_state::MemoryBudgetStore::default()),
             policy: Some(Arc::new(switchyard_state::MemoryPolicyStore::default())),
             idempotency: Arc::new(switchyard_state::MemoryIdempotencyStore::default()),
+            responses: Arc::new(switchyard_state::MemoryResponseStore::default()),
         }
     }
 }
@@ -279,6 +298,7 @@ pub async fn start(
     router.outcomes = Some(outcomes);
     router.hold_grace = settings.hold_grace;
     router.idempotency = Some(stores.idempotency);
+    router.responses = Some((stores.responses, settings.responses_ttl));
     router.abort = abort.clone();
     let router = Arc::new(router.build());
     let ready = drain.readiness(Arc::new(move || {
@@ -338,6 +358,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         health_ttl: Duration::from_millis(args.health_ttl_ms),
         shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        responses_ttl: Duration::from_secs(args.responses_ttl_s),
         http: crate::listener::HttpLimits {
             header_read_timeout: Duration::from_millis(args.header_timeout_ms),
             body_read_timeout: Duration::from_millis(args.body_timeout_ms),
