@@ -20,7 +20,14 @@ async fn messages(c: &Cluster, body: &Value) -> reqwest::Response {
 
 #[tokio::test]
 async fn a_budget_at_its_limit_refuses_each_api_in_its_own_shape() {
-    let c = Cluster::start(Spec::default()).await;
+    let c = Cluster::start(Spec {
+        extra_models: vec!["{ id: e, kind: embedding, context_length: 8000 }".into()],
+        extra_endpoints: vec![
+            "{ model: e, provider: fast, upstream_model: e-fast, price: { prompt: 1, completion: 0 } }".into(),
+        ],
+        ..Spec::default()
+    })
+    .await;
     common::set_day_budget(&c, "acme", 1).await;
     let resp = messages(
         &c,
@@ -52,6 +59,18 @@ async fn a_budget_at_its_limit_refuses_each_api_in_its_own_shape() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "budget_exceeded", "{v}");
     assert!(v.get("type").is_none(), "OpenAI's envelope: {v}");
+
+    let resp = c
+        .http
+        .post(format!("{}/v1/embeddings", c.routers[0].url("http")))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "e", "workflow": "embed", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "budget_exceeded", "{v}");
 
     // Anything else the router refuses for the Messages API is in its shape too.
     let resp = c

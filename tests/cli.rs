@@ -217,6 +217,23 @@ async fn the_readme_quick_start_works_as_written() {
         .filter(|b| b.contains("/v1/messages"))
         .collect();
     assert_eq!(messages.len(), 1, "the Messages curl call");
+    let embeddings: Vec<&String> = shell
+        .iter()
+        .filter(|b| b.contains("/v1/embeddings"))
+        .collect();
+    assert_eq!(embeddings.len(), 1, "the embeddings curl call");
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &here(embeddings[0])])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", embeddings[0]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["data"][1]["embedding"].as_array().unwrap().len(),
+        8,
+        "{v}"
+    );
+    assert!(v["usage"]["cost"].is_string(), "{v}");
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &here(messages[0])])
         .output()

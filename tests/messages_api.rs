@@ -22,6 +22,7 @@ async fn the_official_anthropic_sdk_runs_unchanged() {
         "anthropic_messages.py",
         "anthropic",
         &field(&printed, "router"),
+        &["demo-fast", "demo-smart"],
     )
     .await;
     eprintln!("anthropic SDK: {seen}");

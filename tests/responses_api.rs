@@ -16,7 +16,13 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn the_official_openai_sdk_runs_the_responses_api_unchanged() {
     let (mut child, printed) = up(&[]).await;
-    let seen = run_sdk("openai_responses.py", "openai", &field(&printed, "router")).await;
+    let seen = run_sdk(
+        "openai_responses.py",
+        "openai",
+        &field(&printed, "router"),
+        &["demo-fast", "demo-smart"],
+    )
+    .await;
     eprintln!("openai SDK, Responses API: {seen}");
     assert!(seen["create"]["id"].as_str().unwrap().starts_with("resp_"));
     assert_eq!(seen["errors"], "ok");

@@ -82,6 +82,9 @@ const POLICY: &str = "orgs:
         retry: { max_retries: 0 }
         on_invalid_output: fallback
         min_tool_validity: 0.8
+      - id: embed
+        models: [e]
+        retry: { max_retries: 1, base_backoff_ms: 20, max_backoff_ms: 200 }
       - id: retrying
         models: [m]
         provider: { order: [fast], allow_fallbacks: false }
@@ -117,6 +120,8 @@ pub struct Spec {
     /// Settings added to every simulated provider (YAML flow-map entries such as
     /// `prompt_tokenizer: o200k`).
     pub sim_provider: Option<String>,
+    /// Models added to the catalog (YAML list items, one per line).
+    pub extra_models: Vec<String>,
     /// Endpoints added to the catalog (YAML list items, one per line).
     pub extra_endpoints: Vec<String>,
 }
@@ -153,6 +158,7 @@ impl Default for Spec {
             env: Vec::new(),
             redis: RedisKind::Standalone,
             sim_provider: None,
+            extra_models: Vec::new(),
             extra_endpoints: Vec::new(),
         }
     }
@@ -183,7 +189,7 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-fn catalog(sim: &SimProcess, extra_endpoints: &[String]) -> String {
+fn catalog(sim: &SimProcess, extra_models: &[String], extra_endpoints: &[String]) -> String {
     let provider = |id: &str, format: &str, policy: &str| {
         format!(
             "  - {{ id: {id}, format: {format}, base_url: \"{}\", data_policy: {policy} }}\n",
@@ -203,7 +209,11 @@ fn catalog(sim: &SimProcess, extra_endpoints: &[String]) -> String {
     c += "models:
   - { id: m, context_length: 8000, max_output: 500 }
   - { id: big, context_length: 100000, max_output: 1000 }
-endpoints:
+";
+    for m in extra_models {
+        c += &format!("  - {m}\n");
+    }
+    c += "endpoints:
   - { model: m, provider: fast, upstream_model: m-fast, supports: [tools, tool_choice, response_format, json_schema, max_tokens], price: { prompt: 1, completion: 2 } }
   - { model: m, provider: open, upstream_model: m-open, supports: [tools, tool_choice, response_format, json_schema, max_tokens], price: { prompt: 1, completion: 2 } }
   - { model: m, provider: premium, upstream_model: m-premium, supports: [tools, tool_choice, response_format, json_schema, max_tokens], price: { prompt: 6, completion: 12 } }
@@ -261,7 +271,11 @@ impl Cluster {
         let sim = SimProcess::spawn(&sim_yaml, &[]).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let catalog_file = dir.path().join("catalog.yaml");
-        std::fs::write(&catalog_file, catalog(&sim, &spec.extra_endpoints)).unwrap();
+        std::fs::write(
+            &catalog_file,
+            catalog(&sim, &spec.extra_models, &spec.extra_endpoints),
+        )
+        .unwrap();
         let policy_file = dir.path().join("policy.yaml");
         std::fs::write(
             &policy_file,

@@ -46,15 +46,17 @@ pub fn field(printed: &[String], label: &str) -> String {
 }
 
 /// Runs `tests/sdk/<script>` with the Python package `sdk` (installed into a virtualenv under
-/// the target directory when missing) against the demo router at `router`: what it printed.
-pub async fn run_sdk(script: &str, sdk: &str, router: &str) -> Value {
+/// the target directory when missing) against the demo router at `router`, with the demo key
+/// and `models` as its arguments: what it printed.
+pub async fn run_sdk(script: &str, sdk: &str, router: &str, models: &[&str]) -> Value {
     let python = switchyard_testkit::python_with(sdk, sdk).unwrap();
     let path = switchyard_testkit::workspace_root()
         .join("tests/sdk")
         .join(script);
     let out = tokio::process::Command::new(python)
         .arg(path)
-        .args([router, "sk-switchyard-demo", "demo-fast", "demo-smart"])
+        .args([router, "sk-switchyard-demo"])
+        .args(models)
         .output()
         .await
         .unwrap();

@@ -28,7 +28,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 use switchyard_core::{
-    EndpointId, ModelId, Money, Parameter, PricePerMtok, ProviderId, Quantization,
+    EndpointId, ModelId, ModelKind, Money, Parameter, PricePerMtok, ProviderId, Quantization,
 };
 
 use crate::error::{ConfigError, FieldError};
@@ -161,8 +161,16 @@ pub struct Model {
     pub id: ModelId,
     /// Context window in tokens (prompt plus output).
     pub context_length: u32,
-    /// Output cap in tokens.
+    /// Output cap in tokens (chat models; an embedding model produces none).
+    #[serde(default)]
     pub max_output: u32,
+    /// `chat` (the default) or `embedding`: which APIs the model serves.
+    #[serde(default, skip_serializing_if = "is_chat")]
+    pub kind: ModelKind,
+}
+
+fn is_chat(k: &ModelKind) -> bool {
+    *k == ModelKind::Chat
 }
 
 /// Prices in USD: per 1M prompt tokens, per 1M completion tokens, per 1M cached prompt tokens
@@ -390,7 +398,11 @@ impl Validate for Catalog {
                 v.error_at("id", format!("duplicate model id `{}`", m.id));
             }
             v.check(m.context_length > 0, "context_length", "must be positive");
-            v.check(m.max_output > 0, "max_output", "must be positive");
+            v.check(
+                m.max_output > 0 || m.kind == ModelKind::Embedding,
+                "max_output",
+                "must be positive",
+            );
             v.check(
                 m.max_output <= m.context_length,
                 "max_output",

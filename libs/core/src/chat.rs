@@ -95,6 +95,10 @@ pub struct ChatRequest {
     /// The workflow (preset) to run under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
+    /// The kind of model it needs: chat, or embedding for an embeddings request planned through
+    /// the same stages (never on the wire).
+    #[serde(skip)]
+    pub kind: crate::embedding::ModelKind,
 }
 
 /// How much the model may reason before it answers (OpenRouter's `reasoning` object).

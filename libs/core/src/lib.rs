@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod clock;
+pub mod embedding;
 pub mod error;
 pub mod health;
 pub mod ids;
@@ -20,6 +21,9 @@ pub use chat::{
     ChatRequest, Content, ContentPart, DataCollection, ImageUrl, JsonSchemaSpec, MaxPrice, Message,
     ProviderPreferences, Quantization, Reasoning, ReasoningEffort, ResponseFormat, Role, Sort,
     StreamOptions, Tool, ToolCall, ToolChoice,
+};
+pub use embedding::{
+    EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EncodingFormat, ModelKind,
 };
 pub use error::{Error, ErrorClass, Fallback};
 pub use health::{EndpointHealth, EndpointState, HealthSnapshot};

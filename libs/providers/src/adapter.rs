@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use switchyard_config::catalog::WireFormat;
-use switchyard_core::{ChatChunk, ChatRequest, ChatResponse};
+use switchyard_core::{ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse};
 
 use crate::error::UpstreamError;
 use crate::sse::SseEvent;
@@ -41,6 +41,35 @@ pub trait WireAdapter: Send + Sync {
 
     /// A decoder for one streamed response.
     fn decoder(&self, target: &Target) -> Box<dyn StreamDecoder>;
+
+    /// The HTTP request for an embeddings call; formats without an embeddings API refuse it.
+    fn embed_request(
+        &self,
+        target: &Target,
+        _req: &EmbeddingRequest,
+    ) -> Result<http::Request<Full<Bytes>>, UpstreamError> {
+        Err(no_embeddings(target))
+    }
+
+    /// Parses a successful embeddings body.
+    fn parse_embeddings(
+        &self,
+        target: &Target,
+        _body: &[u8],
+    ) -> Result<EmbeddingResponse, UpstreamError> {
+        Err(no_embeddings(target))
+    }
+}
+
+fn no_embeddings(target: &Target) -> UpstreamError {
+    UpstreamError::new(
+        switchyard_core::ErrorClass::InvalidRequest,
+        crate::error::Phase::Connect,
+        format!(
+            "provider `{}` speaks a wire format without an embeddings API",
+            target.provider
+        ),
+    )
 }
 
 /// The adapter of a wire format.

@@ -14,14 +14,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use switchyard_core::{ChatChunk, ChatResponse, ErrorClass};
+use switchyard_core::{ChatChunk, ChatResponse, EmbeddingResponse, ErrorClass};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::{Flow, StreamDecoder, adapter_for};
 use crate::error::{CallError, Phase, UpstreamError, classify_status};
 use crate::sse::{SseEvent, SseParser};
-use crate::target::{Call, Timeouts};
+use crate::target::{Call, EmbedCall, Timeouts};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -168,16 +168,58 @@ impl ProviderClient {
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
         let adapter = adapter_for(call.target.format);
         let req = adapter.request(call.target, call.request, stream)?;
-        let head_deadline = deadline.min(Instant::now() + call.timeouts.first_byte);
-        let sent = CONNECT_LIMIT.scope(call.timeouts.connect, self.http.request(req));
+        self.send_request(req, call.timeouts, deadline).await
+    }
+
+    async fn send_request(
+        &self,
+        req: http::Request<Full<Bytes>>,
+        timeouts: Timeouts,
+        deadline: Instant,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let head_deadline = deadline.min(Instant::now() + timeouts.first_byte);
+        let sent = CONNECT_LIMIT.scope(timeouts.connect, self.http.request(req));
         match tokio::time::timeout_at(head_deadline, sent).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(request_error(&e)),
             Err(_) => Err(deadline_error(
                 Phase::FirstByte,
                 head_deadline == deadline,
-                call.timeouts,
+                timeouts,
             )),
+        }
+    }
+
+    /// Embeddings: one vector per input, in input order.
+    pub async fn embed(&self, call: EmbedCall<'_>) -> Result<EmbeddingResponse, CallError> {
+        let deadline = Instant::now() + call.timeouts.total;
+        let work = async {
+            let adapter = adapter_for(call.target.format);
+            let req = adapter.embed_request(call.target, call.request)?;
+            let resp = self.send_request(req, call.timeouts, deadline).await?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = read_body(resp.into_body(), deadline, call.timeouts).await?;
+            if !status.is_success() {
+                return Err(classify_status(status, &headers, &body));
+            }
+            let reply = adapter.parse_embeddings(call.target, &body)?;
+            if reply.data.len() != call.request.input.len() {
+                return Err(UpstreamError::malformed(
+                    Phase::Body,
+                    format!(
+                        "{} embeddings for {} inputs",
+                        reply.data.len(),
+                        call.request.input.len()
+                    ),
+                ));
+            }
+            Ok(reply)
+        };
+        tokio::select! {
+            biased;
+            _ = call.cancel.cancelled() => Err(CallError::Cancelled),
+            r = work => r.map_err(CallError::Upstream),
         }
     }
 

@@ -41,4 +41,4 @@ mod target;
 pub use adapter::{Flow, StreamDecoder, WireAdapter, adapter_for};
 pub use client::{ChunkStream, ClientBuildError, ClientOptions, MAX_BODY, ProviderClient};
 pub use error::{CallError, Phase, UpstreamError};
-pub use target::{Call, Target, Timeouts, resolve_key};
+pub use target::{Call, EmbedCall, Target, Timeouts, resolve_key};

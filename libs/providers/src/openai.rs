@@ -1,14 +1,16 @@
 //! The OpenAI chat-completions format (OpenAI, Together, Groq, Fireworks, DeepInfra, vLLM,
 //! Ollama, …). The normalized types already have this shape, so mapping is mostly choosing which
 //! fields go upstream: the routing fields stay here, `model` becomes the upstream name, and a
-//! stream always asks for usage in its last chunk.
+//! stream always asks for usage in its last chunk. Embeddings go to `/embeddings` as floats
+//! (`input`, `dimensions`, `user`); the reply's vectors are put in input order by `index`.
 
 use bytes::Bytes;
 use http_body_util::Full;
 use secrecy::ExposeSecret;
-use serde_json::Value;
+use serde_json::{Value, json};
 use switchyard_core::{
-    ChatChunk, ChatRequest, ChatResponse, ErrorClass, FinishReason, StreamOptions,
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ErrorClass,
+    FinishReason, StreamOptions, Usage,
 };
 
 use crate::adapter::{Flow, StreamDecoder, WireAdapter, post_json, secret_header, with_body};
@@ -85,6 +87,73 @@ impl WireAdapter for OpenAi {
     fn decoder(&self, target: &Target) -> Box<dyn StreamDecoder> {
         Box::new(Decoder {
             provider: target.provider.to_string(),
+        })
+    }
+
+    fn embed_request(
+        &self,
+        target: &Target,
+        req: &EmbeddingRequest,
+    ) -> Result<http::Request<Full<Bytes>>, UpstreamError> {
+        // Floats upstream, whatever the client asked: the router encodes the reply.
+        let mut body =
+            json!({"model": target.upstream_model, "input": req.input, "encoding_format": "float"});
+        if let Some(d) = req.dimensions {
+            body["dimensions"] = json!(d);
+        }
+        if let Some(u) = &req.user {
+            body["user"] = json!(u);
+        }
+        let mut builder = post_json(&format!("{}/embeddings", target.base_url), false)?;
+        if let Some(key) = &target.key {
+            builder = builder.header(
+                http::header::AUTHORIZATION,
+                secret_header(&format!("Bearer {}", key.expose_secret()))?,
+            );
+        }
+        with_body(builder, body.to_string().into_bytes())
+    }
+
+    fn parse_embeddings(
+        &self,
+        target: &Target,
+        body: &[u8],
+    ) -> Result<EmbeddingResponse, UpstreamError> {
+        #[derive(serde::Deserialize)]
+        struct Item {
+            index: usize,
+            embedding: Vec<f32>,
+        }
+        #[derive(serde::Deserialize)]
+        struct WireUsage {
+            #[serde(default)]
+            prompt_tokens: u32,
+        }
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            data: Vec<Item>,
+            #[serde(default)]
+            model: String,
+            #[serde(default)]
+            usage: Option<WireUsage>,
+        }
+        let mut w: Wire =
+            serde_json::from_slice(body).map_err(|e| UpstreamError::malformed(Phase::Body, e))?;
+        w.data.sort_by_key(|i| i.index);
+        if w.data.iter().enumerate().any(|(n, i)| n != i.index) {
+            return Err(UpstreamError::malformed(
+                Phase::Body,
+                "embedding indices are not 0..n",
+            ));
+        }
+        Ok(EmbeddingResponse {
+            model: w.model,
+            provider: Some(target.provider.to_string()),
+            data: w.data.into_iter().map(|i| i.embedding).collect(),
+            usage: Usage {
+                prompt_tokens: w.usage.map_or(0, |u| u.prompt_tokens),
+                ..Usage::default()
+            },
         })
     }
 }

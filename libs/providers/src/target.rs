@@ -85,6 +85,19 @@ pub struct Call<'a> {
     pub cancel: &'a CancellationToken,
 }
 
+/// One embeddings attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbedCall<'a> {
+    /// The endpoint.
+    pub target: &'a Target,
+    /// The request (its routing fields are not sent upstream).
+    pub request: &'a switchyard_core::EmbeddingRequest,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Fires when the caller gives up.
+    pub cancel: &'a CancellationToken,
+}
+
 /// Reads the key a catalog provider refers to (`env:NAME`, `file:/path`, `none`). The error
 /// names the reference, never a value.
 pub fn resolve_key(

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use switchyard_config::Catalog;
 use switchyard_config::catalog::{DataPolicy, Price};
-use switchyard_core::{EndpointId, ModelId, Parameter, ProviderId, Quantization};
+use switchyard_core::{EndpointId, ModelId, ModelKind, Parameter, ProviderId, Quantization};
 
 /// One endpoint with what the planner needs to judge it.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +36,7 @@ pub struct Candidate {
 #[derive(Debug, Clone, Default)]
 pub struct RoutingCatalog {
     by_model: HashMap<ModelId, Vec<Candidate>>,
+    kinds: HashMap<ModelId, ModelKind>,
 }
 
 impl RoutingCatalog {
@@ -66,7 +67,17 @@ impl RoutingCatalog {
                 max_output: e.max_output.unwrap_or(m.max_output),
             });
         }
-        RoutingCatalog { by_model }
+        let kinds = catalog
+            .models
+            .iter()
+            .map(|m| (m.id.clone(), m.kind))
+            .collect();
+        RoutingCatalog { by_model, kinds }
+    }
+
+    /// What kind of model `model` is; `None` for an unknown model.
+    pub fn kind(&self, model: &str) -> Option<ModelKind> {
+        self.kinds.get(model).copied()
     }
 
     /// The endpoints of `model` in catalog order; `None` for an unknown model.

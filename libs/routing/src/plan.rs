@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::json;
 use switchyard_core::{
     ChatRequest, DataCollection, EndpointId, EndpointState, Error, ErrorClass, HealthSnapshot,
-    ModelId, ProviderId, ProviderPreferences, Quantization,
+    ModelId, ModelKind, ProviderId, ProviderPreferences, Quantization,
 };
 
 use crate::index::{Candidate, RoutingCatalog};
@@ -60,6 +60,9 @@ pub enum PlanError {
     /// The request names a model the catalog does not have.
     #[error("unknown model `{0}`")]
     UnknownModel(String),
+    /// The request names only models of another kind than its API serves.
+    #[error("model `{0}` is {1} model; this API needs {2} model")]
+    WrongKind(String, &'static str, &'static str),
     /// Every candidate was excluded.
     #[error("no eligible route: every candidate was excluded")]
     NoEligibleRoute {
@@ -72,7 +75,9 @@ impl PlanError {
     /// The client-facing error; `no_eligible_route` lists each candidate's reason.
     pub fn to_error(&self) -> Error {
         match self {
-            PlanError::NoModel | PlanError::UnknownModel(_) => Error::invalid(self.to_string()),
+            PlanError::NoModel | PlanError::UnknownModel(_) | PlanError::WrongKind(..) => {
+                Error::invalid(self.to_string())
+            }
             PlanError::NoEligibleRoute { excluded } => {
                 let list: Vec<_> = excluded
                     .iter()
@@ -247,15 +252,25 @@ impl Ctx<'_> {
     }
 }
 
+fn article(kind: ModelKind) -> &'static str {
+    match kind {
+        ModelKind::Chat => "a chat",
+        ModelKind::Embedding => "an embedding",
+    }
+}
+
 /// The models to consider, in order, checked against the catalog, and the requested ones it does
-/// not know. As OpenRouter documents for `models`, an unknown model in the list is skipped and
-/// the next one tried; only when none is known is it an error.
-fn models(input: &PlanInput<'_>) -> Result<(Vec<ModelId>, Vec<ModelId>), PlanError> {
+/// not know or that are of another kind than the request's API serves. As OpenRouter documents
+/// for `models`, an unknown model in the list is skipped and the next one tried; only when none
+/// is known is it an error. A workflow's own list may mix kinds: the other kind is left out.
+fn models(input: &PlanInput<'_>) -> Result<(Vec<ModelId>, Vec<Exclusion>), PlanError> {
+    let mut from_workflow = false;
     let names: Vec<&str> = match &input.policy.forced_model {
         Some(forced) => vec![forced.as_str()],
         None => {
             let asked = input.request.requested_models();
             if asked.is_empty() {
+                from_workflow = true;
                 input.policy.models.iter().map(ModelId::as_str).collect()
             } else {
                 asked
@@ -265,27 +280,52 @@ fn models(input: &PlanInput<'_>) -> Result<(Vec<ModelId>, Vec<ModelId>), PlanErr
     if names.is_empty() {
         return Err(PlanError::NoModel);
     }
+    let want = input.request.kind;
     let mut out: Vec<ModelId> = Vec::new();
-    let mut unknown: Vec<ModelId> = Vec::new();
+    let mut skipped: Vec<Exclusion> = Vec::new();
+    let mut wrong: Option<(&str, ModelKind)> = None;
     for name in &names {
-        let list = if input.catalog.has_model(name) {
-            &mut out
-        } else {
-            &mut unknown
+        let reason = match input.catalog.kind(name) {
+            Some(k) if k == want => None,
+            Some(k) if from_workflow => {
+                wrong.get_or_insert((name, k));
+                continue;
+            }
+            Some(k) => {
+                wrong.get_or_insert((name, k));
+                Some(ExclusionReason::WrongKind { kind: k })
+            }
+            None => Some(ExclusionReason::UnknownModel),
         };
-        if !list.iter().any(|m| m.as_str() == *name) {
-            list.push(ModelId::from(*name));
+        match reason {
+            None if !out.iter().any(|m| m.as_str() == *name) => out.push(ModelId::from(*name)),
+            None => {}
+            Some(reason) if !skipped.iter().any(|e| e.model.as_str() == *name) => {
+                skipped.push(Exclusion {
+                    endpoint: EndpointId::from(*name),
+                    model: ModelId::from(*name),
+                    provider: ProviderId::from(""),
+                    key: KeySource::Shared,
+                    reason,
+                })
+            }
+            Some(_) => {}
         }
     }
     if out.is_empty() {
-        return Err(PlanError::UnknownModel(names[0].to_string()));
+        return Err(match wrong {
+            Some((name, kind)) => {
+                PlanError::WrongKind(name.to_string(), article(kind), article(want))
+            }
+            None => PlanError::UnknownModel(names[0].to_string()),
+        });
     }
-    Ok((out, unknown))
+    Ok((out, skipped))
 }
 
 /// Plans one request.
 pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
-    let (models, unknown) = models(input)?;
+    let (models, skipped) = models(input)?;
     let request = input.request;
     let max_tokens = request.max_output_tokens();
     let prompt = request.estimated_prompt_tokens();
@@ -314,16 +354,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     // (model index, candidate, key, state)
     let mut eligible: Vec<(usize, &Candidate, KeySource, EndpointState)> = Vec::new();
     let mut ejected: Vec<(usize, &Candidate, KeySource)> = Vec::new();
-    let mut excluded: Vec<Exclusion> = unknown
-        .into_iter()
-        .map(|model| Exclusion {
-            endpoint: EndpointId::from(model.as_str()),
-            model,
-            provider: ProviderId::from(""),
-            key: KeySource::Shared,
-            reason: ExclusionReason::UnknownModel,
-        })
-        .collect();
+    let mut excluded: Vec<Exclusion> = skipped;
     for (index, model) in models.iter().enumerate() {
         for c in input.catalog.candidates(model.as_str()).unwrap_or(&[]) {
             let keys: &[KeySource] = if input.byok.contains(&c.provider) {

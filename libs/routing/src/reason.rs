@@ -2,7 +2,7 @@
 //! this request not go to X" has a precise answer in responses, logs and metrics.
 
 use serde::Serialize;
-use switchyard_core::{EndpointId, ModelId, Money, Parameter, ProviderId};
+use switchyard_core::{EndpointId, ModelId, ModelKind, Money, Parameter, ProviderId};
 
 use crate::plan::KeySource;
 
@@ -71,6 +71,12 @@ pub enum ExclusionReason {
     /// A model of the request's `models` list that the catalog does not have (skipped, as
     /// OpenRouter does; the endpoint field names the model).
     UnknownModel,
+    /// A model of the request's `models` list of another kind than the API serves (a chat
+    /// model asked for embeddings, or the other way round); skipped like an unknown one.
+    WrongKind {
+        /// What the model is.
+        kind: ModelKind,
+    },
 }
 
 impl ExclusionReason {
@@ -97,6 +103,7 @@ impl ExclusionReason {
             ExclusionReason::LowToolValidity { .. } => "low_tool_validity",
             ExclusionReason::AttemptCap => "attempt_cap",
             ExclusionReason::UnknownModel => "unknown_model",
+            ExclusionReason::WrongKind { .. } => "wrong_kind",
         }
     }
 }
@@ -135,6 +142,14 @@ impl std::fmt::Display for ExclusionReason {
             ExclusionReason::UnknownModel => {
                 f.write_str("no such model in the catalog; skipped for the next in `models`")
             }
+            ExclusionReason::WrongKind { kind } => write!(
+                f,
+                "{} model, not served by this API; skipped for the next in `models`",
+                match kind {
+                    ModelKind::Chat => "a chat",
+                    ModelKind::Embedding => "an embedding",
+                }
+            ),
             ExclusionReason::Ignored => f.write_str("in `provider.ignore`"),
             ExclusionReason::FallbacksDisabled => {
                 f.write_str("not in `provider.order` and fallbacks are off")

@@ -90,6 +90,7 @@ fn catalog() -> impl Strategy<Value = Catalog> {
                 id: (*id).into(),
                 context_length: ctx,
                 max_output: ctx.min(4000),
+                kind: Default::default(),
             })
             .collect();
         let endpoints = endpoints

@@ -7,9 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switchyard_config::Catalog;
-use switchyard_core::{ChatRequest, EndpointId, EndpointState, ErrorClass, ModelId, Money};
+use switchyard_core::{
+    ChatRequest, EmbeddingInput, EmbeddingRequest, EndpointId, EndpointState, ErrorClass, ModelId,
+    ModelKind, Money,
+};
 use switchyard_policy_model::snapshot::{CompiledPolicy, OverrideKind};
-use switchyard_providers::{Call, CallError, ProviderClient, Target, Timeouts, resolve_key};
+use switchyard_providers::{
+    Call, CallError, EmbedCall, ProviderClient, Target, Timeouts, resolve_key,
+};
 use switchyard_state::{HealthRecord, HealthStore, PolicyStore, StateError, bucket_of};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +33,8 @@ pub struct ProbeTarget {
     pub model: ModelId,
     /// What one probe costs at its prices.
     pub cost: Money,
+    /// Chat (a one-token completion) or embedding (one short input).
+    pub kind: ModelKind,
 }
 
 /// One prober replica.
@@ -89,7 +96,12 @@ impl Prober {
                 .saturating_add(e.price.completion_per_mtok().cost_of(1))
                 .saturating_add(e.price.request);
             *model_sizes.entry(e.model.clone()).or_default() += 1;
+            let kind = catalog
+                .model(e.model.as_str())
+                .map(|m| m.kind)
+                .unwrap_or_default();
             targets.push(ProbeTarget {
+                kind,
                 target,
                 model: e.model.clone(),
                 cost,
@@ -192,10 +204,20 @@ impl Prober {
         set
     }
 
-    /// One active probe: a one-token completion.
+    /// One active probe: a one-token completion, or the embedding of one word.
     pub async fn probe(&self, t: &ProbeTarget) -> ProbeResult {
         let mut req = ChatRequest::user(t.model.as_str(), "ping");
         req.max_tokens = Some(1);
+        let embed = EmbeddingRequest {
+            model: t.model.to_string(),
+            models: Vec::new(),
+            input: EmbeddingInput::Text("ping".into()),
+            dimensions: None,
+            encoding_format: None,
+            user: None,
+            provider: None,
+            workflow: None,
+        };
         let timeout = Duration::from_millis(self.cfg.probe.timeout_ms);
         let timeouts = Timeouts {
             connect: timeout.min(Duration::from_secs(2)),
@@ -205,15 +227,28 @@ impl Prober {
         let cancel = CancellationToken::new();
         let started_ms = now_ms();
         let started = Instant::now();
-        let r = self
-            .client
-            .chat(Call {
-                target: &t.target,
-                request: &req,
-                timeouts,
-                cancel: &cancel,
-            })
-            .await;
+        let r = match t.kind {
+            ModelKind::Chat => self
+                .client
+                .chat(Call {
+                    target: &t.target,
+                    request: &req,
+                    timeouts,
+                    cancel: &cancel,
+                })
+                .await
+                .map(drop),
+            ModelKind::Embedding => self
+                .client
+                .embed(EmbedCall {
+                    target: &t.target,
+                    request: &embed,
+                    timeouts,
+                    cancel: &cancel,
+                })
+                .await
+                .map(drop),
+        };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let class = match &r {
             Ok(_) => None,

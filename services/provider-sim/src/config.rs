@@ -50,9 +50,16 @@ pub struct SimProvider {
     /// tokenizer with OpenAI's chat framing).
     #[serde(default)]
     pub prompt_tokenizer: crate::tokens::PromptTokenizer,
+    /// Length of the vectors `/v1/embeddings` returns when the request sets no `dimensions`.
+    #[serde(default = "default_embedding_dimensions")]
+    pub embedding_dimensions: usize,
     /// Faults at start; the control API can replace them.
     #[serde(default)]
     pub faults: Faults,
+}
+
+fn default_embedding_dimensions() -> usize {
+    64
 }
 
 /// How a simulated provider misbehaves. Per request, one uniform draw picks at most one of the

@@ -10,6 +10,7 @@ pub mod anthropic;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod embeddings;
 pub mod generate;
 pub mod openai;
 pub mod server;

@@ -35,7 +35,9 @@ pub fn router(app: App) -> Router {
     let chat = match app.state.config.format {
         WireFormat::Openai => Router::new()
             .route("/v1/chat/completions", post(chat))
-            .route("/chat/completions", post(chat)),
+            .route("/chat/completions", post(chat))
+            .route("/v1/embeddings", post(crate::embeddings::embed))
+            .route("/embeddings", post(crate::embeddings::embed)),
         WireFormat::Anthropic => Router::new().route("/v1/messages", post(chat)),
     };
     chat.route("/v1/models", get(models))
@@ -56,7 +58,7 @@ async fn models(State(app): State<App>) -> Response<Body> {
 
 /// The fault a request draws, at most one.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Drawn {
+pub(crate) enum Drawn {
     None,
     Reset,
     Hang,
@@ -64,7 +66,7 @@ enum Drawn {
     Malformed,
 }
 
-fn draw(state: &ProviderState, faults: &Faults) -> Drawn {
+pub(crate) fn draw(state: &ProviderState, faults: &Faults) -> Drawn {
     let total = faults.reset_rate
         + faults.hang_rate
         + faults.malformed_rate
@@ -94,7 +96,7 @@ fn draw(state: &ProviderState, faults: &Faults) -> Drawn {
     Drawn::None
 }
 
-fn key_hint(key: &str) -> String {
+pub(crate) fn key_hint(key: &str) -> String {
     let chars: Vec<char> = key.chars().collect();
     chars[chars.len().saturating_sub(4)..].iter().collect()
 }
@@ -287,7 +289,7 @@ fn outcome_label(reply: &Reply, malformed: bool) -> String {
     }
 }
 
-async fn sleep(d: Duration) {
+pub(crate) async fn sleep(d: Duration) {
     if !d.is_zero() {
         tokio::time::sleep(d).await;
     }

@@ -79,9 +79,9 @@ pub fn served_validity(trace: &[AttemptTrace]) -> Option<&crate::validate::Valid
 
 /// A completion and how it was reached.
 #[derive(Debug)]
-pub struct Completed {
+pub struct Completed<R = ChatResponse> {
     /// The response.
-    pub response: ChatResponse,
+    pub response: R,
     /// Index of the serving attempt in the plan.
     pub served: usize,
     /// Every attempt.

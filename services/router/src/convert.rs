@@ -144,6 +144,38 @@ pub fn request(p: pb::ChatRequest) -> Result<ChatRequest, Error> {
     })
 }
 
+/// A gRPC embeddings request in the normalized form.
+pub fn embed_request(p: pb::EmbedRequest) -> Result<switchyard_core::EmbeddingRequest, Error> {
+    Ok(switchyard_core::EmbeddingRequest {
+        model: p.model,
+        models: p.models,
+        input: switchyard_core::EmbeddingInput::Texts(p.input),
+        dimensions: p.dimensions,
+        encoding_format: None,
+        user: opt(p.user),
+        provider: p.provider.map(preferences).transpose()?,
+        workflow: opt(p.workflow),
+    })
+}
+
+/// An embeddings reply as gRPC sends it.
+pub fn embed_response(
+    r: &switchyard_core::EmbeddingResponse,
+    trace: pb::RoutingTrace,
+) -> pb::EmbedResponse {
+    pb::EmbedResponse {
+        model: r.model.clone(),
+        provider: r.provider.clone().unwrap_or_default(),
+        data: r
+            .data
+            .iter()
+            .map(|v| pb::Embedding { values: v.clone() })
+            .collect(),
+        usage: Some(usage(&r.usage)),
+        trace: Some(trace),
+    }
+}
+
 fn preferences(p: pb::ProviderPreferences) -> Result<ProviderPreferences, Error> {
     let quantizations = p
         .quantizations

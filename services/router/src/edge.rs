@@ -36,6 +36,8 @@ pub enum Api {
     Messages,
     /// OpenAI's Responses API over HTTP.
     Responses,
+    /// OpenAI-compatible embeddings over HTTP.
+    Embeddings,
     /// gRPC `switchyard.v1.Router`.
     Grpc,
 }
@@ -47,6 +49,7 @@ impl Api {
             Api::Chat => "chat_completions",
             Api::Messages => "messages",
             Api::Responses => "responses",
+            Api::Embeddings => "embeddings",
             Api::Grpc => "grpc",
         }
     }
@@ -73,7 +76,9 @@ impl Incoming {
     /// answers only values that are text).
     pub fn read<'a>(api: Api, get: impl Fn(&str) -> Option<&'a str>) -> Incoming {
         let seed_name = match api {
-            Api::Chat | Api::Messages | Api::Responses => "x-switchyard-route-seed",
+            Api::Chat | Api::Messages | Api::Responses | Api::Embeddings => {
+                "x-switchyard-route-seed"
+            }
             Api::Grpc => "switchyard-route-seed",
         };
         let key = match get("authorization") {
@@ -87,7 +92,7 @@ impl Incoming {
             seed: get(seed_name).map(str::to_string),
             timeout: match api {
                 Api::Grpc => get("grpc-timeout").and_then(grpc_timeout),
-                Api::Chat | Api::Messages | Api::Responses => None,
+                Api::Chat | Api::Messages | Api::Responses | Api::Embeddings => None,
             },
             idempotency_key: get("idempotency-key").map(str::to_string),
         }

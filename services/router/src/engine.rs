@@ -10,9 +10,12 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use switchyard_core::{AttemptOutcome, ChatRequest, Error, ErrorClass, Fallback, ProviderId};
+use switchyard_core::{
+    AttemptOutcome, ChatRequest, EmbeddingRequest, EmbeddingResponse, Error, ErrorClass, Fallback,
+    ProviderId,
+};
 use switchyard_policy_model::config::OnInvalidOutput;
-use switchyard_providers::{Call, CallError, ProviderClient, Timeouts, UpstreamError};
+use switchyard_providers::{Call, CallError, EmbedCall, ProviderClient, Timeouts, UpstreamError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -322,6 +325,41 @@ pub async fn complete(
     if let Some(t) = trace.iter_mut().rev().find(|t| t.outcome.answered()) {
         t.validity = validity;
     }
+    Ok(Completed {
+        response,
+        served,
+        trace,
+    })
+}
+
+/// Runs an embeddings request along `plan`.
+pub async fn embed(
+    client: &ProviderClient,
+    plan: &[PlannedAttempt],
+    request: &EmbeddingRequest,
+    s: &EngineSettings,
+    budget: &RetryBudget,
+    cancel: &CancellationToken,
+) -> Result<Completed<EmbeddingResponse>, Failed> {
+    let (response, served, trace) = drive(plan, s, budget, cancel, |i, timeouts| {
+        let target = &plan[i].target;
+        async move {
+            match client
+                .embed(EmbedCall {
+                    target,
+                    request,
+                    timeouts,
+                    cancel,
+                })
+                .await
+            {
+                Ok(r) => Tried::Served(r),
+                Err(CallError::Upstream(e)) => Tried::Failed(e),
+                Err(CallError::Cancelled) => Tried::Cancelled,
+            }
+        }
+    })
+    .await?;
     Ok(Completed {
         response,
         served,

@@ -61,19 +61,33 @@ pub const ROUTING_METADATA: &str = "switchyard-routing-bin";
 mod stored {
     use base64::Engine;
     use prost::Message;
-    use switchyard_proto::v1 as pb;
     use tonic::Status;
 
-    pub fn encode(reply: &pb::ChatResponse) -> String {
+    pub fn encode(reply: &impl Message) -> String {
         base64::engine::general_purpose::STANDARD.encode(reply.encode_to_vec())
     }
 
-    pub fn decode(text: &str) -> Result<pb::ChatResponse, Status> {
+    pub fn decode<M: Message + Default>(text: &str) -> Result<M, Status> {
         let unreadable = |_| Status::internal("stored reply is not readable");
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(|e| unreadable(e.to_string()))?;
-        pb::ChatResponse::decode(bytes.as_slice()).map_err(|e| unreadable(e.to_string()))
+        M::decode(bytes.as_slice()).map_err(|e| unreadable(e.to_string()))
+    }
+
+    /// A reply stored for an idempotency key, marked when replayed.
+    pub fn response<M: Message + Default>(
+        text: &str,
+        replayed: bool,
+    ) -> Result<tonic::Response<M>, Status> {
+        let mut resp = tonic::Response::new(decode(text)?);
+        if replayed {
+            resp.metadata_mut().insert(
+                crate::edge::REPLAYED,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
+        Ok(resp)
     }
 }
 
@@ -96,16 +110,27 @@ impl RouterGrpc {
             .map_err(failure_status)?
         {
             Reply::Served(s) => Ok(Response::new(reply(&s))),
-            Reply::Stored { text, replayed } => {
-                let mut resp = Response::new(stored::decode(&text)?);
-                if replayed {
-                    resp.metadata_mut().insert(
-                        crate::edge::REPLAYED,
-                        tonic::metadata::MetadataValue::from_static("true"),
-                    );
-                }
-                Ok(resp)
-            }
+            Reply::Stored { text, replayed } => stored::response(&text, replayed),
+        }
+    }
+
+    async fn embed_inner(
+        &self,
+        request: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
+        let r = &self.router;
+        let (caller, incoming) = authenticate(r, &request)?;
+        let req = convert::embed_request(request.into_inner()).map_err(|e| e.to_status())?;
+        let reply = |e: &crate::handler::Embedded| {
+            convert::embed_response(&e.response, convert::trace(&e.trace, &e.admitted))
+        };
+        match r
+            .embed(caller, &incoming, req, |e| stored::encode(&reply(e)))
+            .await
+            .map_err(failure_status)?
+        {
+            Reply::Served(e) => Ok(Response::new(reply(&e))),
+            Reply::Stored { text, replayed } => stored::response(&text, replayed),
         }
     }
 
@@ -161,6 +186,14 @@ impl pb::router_server::Router for RouterGrpc {
     ) -> Result<Response<Self::ChatStreamStream>, Status> {
         let span = crate::edge::request_span(Api::Grpc);
         tracing::Instrument::instrument(self.chat_stream_inner(request), span).await
+    }
+
+    async fn embed(
+        &self,
+        request: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
+        let span = crate::edge::request_span(Api::Grpc);
+        tracing::Instrument::instrument(self.embed_inner(request), span).await
     }
 
     async fn explain(

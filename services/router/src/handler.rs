@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_config::Catalog;
-use switchyard_core::{ChatRequest, ChatResponse, Error, Usage};
+use switchyard_core::{ChatRequest, EmbeddingRequest, Error, Money, Usage};
 use switchyard_pricing::PriceBook;
 use switchyard_providers::ProviderClient;
 use switchyard_routing::RoutingCatalog;
@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{Admission, Admitted};
 use crate::budget_gate::BudgetGate;
 use crate::edge::{Caller, InFlight, Incoming};
-use crate::engine::AttemptTrace;
 use crate::explain::Explanation;
 use crate::health_view::HealthView;
 use crate::idempotency::{self, Begun};
@@ -29,47 +28,7 @@ use crate::retry_budget::RetryBudget;
 use crate::settlement::Settlement;
 use crate::stream::{StreamSession, Unfinished};
 
-/// A reply served now.
-pub struct Served {
-    /// The response, with the served model, provider and cost.
-    pub response: ChatResponse,
-    /// Every attempt.
-    pub trace: Vec<AttemptTrace>,
-    /// The request as admitted (for the routing trace).
-    pub admitted: Arc<Admitted>,
-}
-
-/// What a non-streamed request is answered with.
-pub enum Reply {
-    /// Served now, without an idempotency key.
-    Served(Served),
-    /// The stored text of an idempotent request: just produced, or `replayed` from an earlier
-    /// request with the same key.
-    Stored {
-        /// The reply in the API's own encoding.
-        text: String,
-        /// Produced by an earlier request.
-        replayed: bool,
-    },
-}
-
-/// Why a request was not served, with its routing trace when it got as far as attempts.
-#[derive(Debug)]
-pub struct Failure {
-    /// The error.
-    pub error: Error,
-    /// The request and its attempts, when it was admitted.
-    pub routing: Option<(Arc<Admitted>, Vec<AttemptTrace>)>,
-}
-
-impl From<Error> for Failure {
-    fn from(error: Error) -> Self {
-        Failure {
-            error,
-            routing: None,
-        }
-    }
-}
+pub use crate::reply::{Embedded, Failure, Reply, Served};
 
 /// A router's stages, composed.
 pub struct Router {
@@ -253,11 +212,99 @@ impl Router {
         req: ChatRequest,
         encode: impl Fn(&Served) -> String,
     ) -> Result<Reply, Failure> {
-        if let Some(idem) = &incoming.idempotency_key {
-            return self.idempotent(caller, incoming, &req, idem, encode).await;
+        let run = || async {
+            let a = self.admit(&caller, incoming, &req).await?;
+            self.run(&a, &req).await
+        };
+        match &incoming.idempotency_key {
+            Some(idem) => {
+                self.idempotent(&caller, incoming, &req, idem, run, encode)
+                    .await
+            }
+            None => run().await.map(Reply::Served),
         }
-        let a = self.admit(&caller, incoming, &req).await?;
-        self.run(&a, &req).await.map(Reply::Served)
+    }
+
+    /// An embeddings request: planned and held as its planning request
+    /// ([`EmbeddingRequest::to_planning`]), run along the plan, settled by its prompt tokens.
+    /// Idempotency keys work as for [`Router::complete`].
+    pub async fn embed(
+        self: &Arc<Self>,
+        caller: Caller,
+        incoming: &Incoming,
+        req: EmbeddingRequest,
+        encode: impl Fn(&Embedded) -> String,
+    ) -> Result<Reply<Embedded>, Failure> {
+        if req.input.is_empty() {
+            return Err(Error::invalid("input: must not be empty").into());
+        }
+        let planning = req.to_planning();
+        let run = || async {
+            let a = self.admit(&caller, incoming, &planning).await?;
+            let mut unfinished = Unfinished::new(&self.settlement, &a);
+            let cancel = self.abort.child_token();
+            let result = crate::engine::embed(
+                &self.client,
+                &a.plan,
+                &req,
+                &a.settings,
+                &self.retry_budget,
+                &cancel,
+            )
+            .await;
+            unfinished.disarm();
+            let (done, cost) = self.settle(&a, result, 0, |r| r.usage).await?;
+            let served = &a.plan[done.served].attempt;
+            let mut response = done.response;
+            response.model = served.model.to_string();
+            response.provider = Some(served.provider.to_string());
+            response.usage.cost = cost;
+            Ok(Embedded {
+                response,
+                trace: done.trace,
+                admitted: a,
+            })
+        };
+        match &incoming.idempotency_key {
+            Some(idem) => {
+                self.idempotent(&caller, incoming, &req, idem, run, encode)
+                    .await
+            }
+            None => run().await.map(Reply::Served),
+        }
+    }
+
+    /// Settles a finished run: passive outcomes, the usage report (or the hold's release) and
+    /// the log line; the served attempt and its cost, or the failure with its trace.
+    async fn settle<R>(
+        &self,
+        a: &Arc<Admitted>,
+        result: Result<crate::attempt::Completed<R>, crate::attempt::Failed>,
+        tokens_out: u64,
+        usage_of: impl Fn(&R) -> Usage,
+    ) -> Result<(crate::attempt::Completed<R>, Option<Money>), Failure> {
+        match result {
+            Ok(done) => {
+                let usage = usage_of(&done.response);
+                self.settlement.note_attempts(&done.trace, tokens_out);
+                let served = &a.plan[done.served].attempt;
+                let cost = self
+                    .settlement
+                    .finish(a, Some((&served.endpoint, usage)), &done.trace, "ok", None)
+                    .await;
+                Ok((done, cost))
+            }
+            Err(failed) => {
+                self.settlement.note_attempts(&failed.trace, 0);
+                self.settlement
+                    .finish(a, None, &failed.trace, failed.error.class.as_str(), None)
+                    .await;
+                Err(Failure {
+                    error: failed.error,
+                    routing: Some((a.clone(), failed.trace)),
+                })
+            }
+        }
     }
 
     /// Runs an admitted request along its plan and settles it. If the caller is dropped midway
@@ -287,37 +334,26 @@ impl Router {
         )
         .await;
         unfinished.disarm();
-        match result {
-            Ok(done) => {
-                let usage = done.response.usage.unwrap_or_default();
-                self.settlement
-                    .note_attempts(&done.trace, u64::from(usage.completion_tokens));
-                let served = &a.plan[done.served].attempt;
-                let cost = self
-                    .settlement
-                    .finish(a, Some((&served.endpoint, usage)), &done.trace, "ok", None)
-                    .await;
-                let mut response = done.response;
-                response.model = served.model.to_string();
-                response.provider = Some(served.provider.to_string());
-                response.usage = Some(Usage { cost, ..usage });
-                Ok(Served {
-                    response,
-                    trace: done.trace,
-                    admitted: a.clone(),
-                })
-            }
-            Err(failed) => {
-                self.settlement.note_attempts(&failed.trace, 0);
-                self.settlement
-                    .finish(a, None, &failed.trace, failed.error.class.as_str(), None)
-                    .await;
-                Err(Failure {
-                    error: failed.error,
-                    routing: Some((a.clone(), failed.trace)),
-                })
-            }
-        }
+        let tokens_out = match &result {
+            Ok(done) => u64::from(done.response.usage.unwrap_or_default().completion_tokens),
+            Err(_) => 0,
+        };
+        let (done, cost) = self
+            .settle(a, result, tokens_out, |r| r.usage.unwrap_or_default())
+            .await?;
+        let served = &a.plan[done.served].attempt;
+        let mut response = done.response;
+        response.model = served.model.to_string();
+        response.provider = Some(served.provider.to_string());
+        response.usage = Some(Usage {
+            cost,
+            ..response.usage.unwrap_or_default()
+        });
+        Ok(Served {
+            response,
+            trace: done.trace,
+            admitted: a.clone(),
+        })
     }
 
     /// A streamed request: falls back along the plan until an attempt yields its first chunk.
@@ -375,19 +411,24 @@ impl Router {
             .ok_or_else(|| Error::invalid("idempotency keys are not enabled on this router"))
     }
 
-    /// A non-streamed request with an idempotency key (see [`crate::idempotency`]).
-    async fn idempotent(
-        self: &Arc<Self>,
-        caller: Caller,
+    /// A non-streamed request with an idempotency key (see [`crate::idempotency`]): `run`
+    /// admits and runs it once the key is claimed for `content`.
+    async fn idempotent<T, Fut>(
+        &self,
+        caller: &Caller,
         incoming: &Incoming,
-        req: &ChatRequest,
+        content: &(impl serde::Serialize + ?Sized),
         idem: &str,
-        encode: impl Fn(&Served) -> String,
-    ) -> Result<Reply, Failure> {
+        run: impl FnOnce() -> Fut,
+        encode: impl Fn(&T) -> String,
+    ) -> Result<Reply<T>, Failure>
+    where
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let store = self.idempotency_store()?;
         incoming.options()?;
         let org = caller.key.org.to_string();
-        let claim = match idempotency::begin(store, &org, incoming.api, idem, req).await? {
+        let claim = match idempotency::begin(store, &org, incoming.api, idem, content).await? {
             Begun::Replay(text) => {
                 return Ok(Reply::Stored {
                     text,
@@ -396,10 +437,7 @@ impl Router {
             }
             Begun::Claimed(claim) => claim,
         };
-        let result = match self.admit(&caller, incoming, req).await {
-            Ok(a) => self.run(&a, req).await,
-            Err(e) => Err(e.into()),
-        };
+        let result = run().await;
         match result {
             Ok(served) => {
                 let text = encode(&served);

@@ -2,7 +2,7 @@
 //! `GET /v1/models`, with OpenRouter-style routing fields in the request and the served model,
 //! provider, `usage.cost` and the routing trace in the response, errors in the OpenAI envelope;
 //! and beside it Anthropic's Messages API ([`crate::messages`]) and OpenAI's Responses API
-//! ([`crate::responses`]). Every reply of an admitted request carries `x-switchyard-request-id`.
+//! ([`crate::responses`]), and embeddings ([`crate::embeddings`]). Every reply of an admitted request carries `x-switchyard-request-id`.
 
 use std::sync::Arc;
 
@@ -34,6 +34,7 @@ pub fn routes(router: Arc<Router>, limits: HttpLimits) -> Axum {
             post(crate::messages::count_tokens),
         )
         .route("/v1/responses", post(crate::responses::create))
+        .route("/v1/embeddings", post(crate::embeddings::create))
         .route(
             "/v1/responses/{id}",
             get(crate::responses::get).delete(crate::responses::delete),

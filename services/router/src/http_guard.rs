@@ -28,6 +28,8 @@ pub fn api_of(path: &str) -> Api {
         Api::Messages
     } else if under("/v1/responses") {
         Api::Responses
+    } else if under("/v1/embeddings") {
+        Api::Embeddings
     } else {
         Api::Chat
     }
@@ -48,7 +50,7 @@ pub fn refuse(api: Api, status: StatusCode, code: &str, message: String, close: 
             };
             switchyard_apis::messages::envelope(kind, &message, code, serde_json::Map::new())
         }
-        Api::Chat | Api::Responses | Api::Grpc => {
+        Api::Chat | Api::Responses | Api::Embeddings | Api::Grpc => {
             let kind = if status.is_server_error() {
                 "server_error"
             } else {

@@ -1,4 +1,4 @@
-//! Idempotency keys, for the non-streamed path of both APIs: a key is claimed for one request
+//! Idempotency keys, for the non-streamed path of every API: a key is claimed for one request
 //! (identified by the hash of its normalized content), the reply is stored under it once served,
 //! and a repeat gets the stored reply with no second upstream call or charge. A duplicate still
 //! running, or the key reused for another request, is refused; a failed request frees the key.
@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_core::{ChatRequest, Error, ErrorClass};
+use switchyard_core::{Error, ErrorClass};
 use switchyard_state::{Begin, IdempotencyStore};
 
 use crate::edge::Api;
@@ -33,13 +33,13 @@ pub struct Claim {
     key: String,
 }
 
-/// Claims `idem` for `req` of `org` on `api`.
-pub async fn begin(
+/// Claims `idem` for `req` (its normalized content) of `org` on `api`.
+pub async fn begin<T: serde::Serialize + ?Sized>(
     store: Arc<dyn IdempotencyStore>,
     org: &str,
     api: Api,
     idem: &str,
-    req: &ChatRequest,
+    req: &T,
 ) -> Result<Begun, Error> {
     if idem.is_empty() || idem.len() > 256 {
         return Err(Error::invalid(

@@ -9,8 +9,8 @@
 //! - [`stream`]: a committed stream carried to its settled end.
 //! - [`handler`]: the stages composed, transport-neutral, with [`idempotency`] keys around the
 //!   non-streamed path; [`http`] (chat completions), [`messages`] (Anthropic's Messages API),
-//!   [`responses`] (OpenAI's Responses API) and [`grpc`] only decode into it and encode what it
-//!   returns.
+//!   [`responses`] (OpenAI's Responses API), [`embeddings`] and [`grpc`] only decode into it
+//!   and encode what it returns.
 //!
 //! In front of them: the HTTP [`listener`] (connection limit, header deadline) and
 //! [`http_guard`] (head size, body deadline, 404 / 405, each in its API's envelope).
@@ -24,6 +24,7 @@ pub mod attempt;
 pub mod budget_gate;
 pub mod convert;
 pub mod edge;
+pub mod embeddings;
 pub mod engine;
 pub mod explain;
 pub mod grpc;
@@ -37,6 +38,7 @@ pub mod messages;
 pub mod observe;
 pub mod outcomes;
 pub mod policy_view;
+pub mod reply;
 pub mod reporter;
 pub mod responses;
 pub mod retry_budget;
