@@ -1,5 +1,5 @@
 //! What every client-facing API shares: the same stages refuse each in that API's own error
-//! shape.
+//! shape, and pass on what providers send back (reasoning, fields Switchyard does not model).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -95,4 +95,81 @@ async fn a_budget_at_its_limit_refuses_each_api_in_its_own_shape() {
     assert_eq!(resp.status(), 413);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["type"], "request_too_large", "{v}");
+}
+
+async fn post(c: &Cluster, path: &str, body: &Value) -> Value {
+    let resp = c
+        .http
+        .post(format!("{}{path}", c.routers[0].url("http")))
+        .bearer_auth(KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn reasoning_and_fields_we_do_not_know_reach_every_api() {
+    let c = Cluster::start(Spec::default()).await;
+    let to_fast = json!({"only": ["fast"]});
+    let said = "Considering the question step by step.";
+
+    // Chat completions from an OpenAI-format upstream: its reasoning (`reasoning_content`) as
+    // `reasoning`, its reasoning tokens, and the fields Switchyard does not model.
+    let v = post(
+        &c,
+        "/v1/chat/completions",
+        &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "reasoning": {"effort": "low"}, "logprobs": true, "provider": to_fast}),
+    )
+    .await;
+    assert_eq!(v["choices"][0]["message"]["reasoning"], said, "{v}");
+    assert_eq!(
+        v["usage"]["completion_tokens_details"]["reasoning_tokens"], 6,
+        "{v}"
+    );
+    assert_eq!(v["system_fingerprint"], "fp_sim", "{v}");
+    assert!(v["choices"][0].get("logprobs").is_some(), "{v}");
+    let (_, events) = c
+        .stream(
+            0,
+            &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "reasoning": {"effort": "low"}, "provider": to_fast}),
+        )
+        .await;
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(first["choices"][0]["delta"]["reasoning"], said, "{first}");
+    assert_eq!(first["system_fingerprint"], "fp_sim", "{first}");
+
+    // Messages from the Anthropic-format upstream: the thinking block with its signature; from
+    // the OpenAI-format one: a thinking block without.
+    for (model, max_tokens, signature) in [("big", 1000, "sig_sim_reasoning"), ("m", 400, "")] {
+        let v = post(&c, "/v1/messages", &json!({"model": model, "max_tokens": max_tokens,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": "hi"}], "provider": {"order": ["claude", "fast"]}})).await;
+        assert_eq!(
+            v["content"][0],
+            json!({"type": "thinking", "thinking": said, "signature": signature}),
+            "{v}"
+        );
+        assert_eq!(v["content"][1]["type"], "text", "{v}");
+    }
+
+    // Responses: a reasoning item first, and the reasoning tokens.
+    let v = post(
+        &c,
+        "/v1/responses",
+        &json!({"model": "m", "input": "hi", "store": false,
+        "reasoning": {"effort": "low"}, "provider": to_fast}),
+    )
+    .await;
+    assert_eq!(v["output"][0]["type"], "reasoning", "{v}");
+    assert_eq!(v["output"][0]["content"][0]["text"], said, "{v}");
+    assert_eq!(
+        v["usage"]["output_tokens_details"]["reasoning_tokens"], 6,
+        "{v}"
+    );
 }

@@ -13,19 +13,21 @@
 //! | `max_tokens` (required) | `max_tokens` |
 //! | `stop_sequences`, `temperature`, `top_p`, `top_k`, `metadata.user_id` | `stop`, `temperature`, `top_p`, `top_k`, `user` |
 //! | `thinking` enabled with `budget_tokens` | `reasoning.max_tokens` |
+//! | assistant `thinking` blocks (with `signature`) | the message's `reasoning` (and `reasoning_signature`) |
 //! | `models`, `provider`, `workflow` (Switchyard's routing fields) | the same |
 //!
 //! Accepted but not forwarded: `cache_control` on blocks and tools (a caching hint that changes
-//! cost, never the answer), thinking and redacted-thinking blocks of earlier assistant turns, and
-//! a tool result's `is_error` flag (the normalized form has no such flag; the text goes as is).
+//! cost, never the answer), redacted-thinking blocks of earlier assistant turns, and a tool
+//! result's `is_error` flag (the normalized form has no such flag; the text goes as is).
 //! Refused with a 400 naming the field: server tools (web search, code execution, …), images
 //! inside a tool result, block types the API does not define, and any unknown field.
 //!
 //! | normalized reply | Messages reply |
 //! |---|---|
+//! | reasoning (with its signature) | a leading `thinking` block (streamed as `thinking_delta`, `signature_delta`) |
 //! | content, tool calls | a `text` block, then `tool_use` blocks (arguments parsed as the input) |
 //! | finish stop / length / tool_calls / content_filter | stop_reason end_turn / max_tokens / tool_use / refusal |
-//! | usage prompt (cached) / completion | usage input_tokens (without the cached) + cache_read_input_tokens / output_tokens |
+//! | usage prompt (cached, cache writes) / completion | usage input_tokens (without either) + cache_read_input_tokens + cache_creation_input_tokens / output_tokens |
 //!
 //! A stream becomes `message_start`, `ping`, then for each text run or tool call a
 //! `content_block_start`, its `content_block_delta`s (`text_delta` / `input_json_delta`) and a
@@ -236,7 +238,7 @@ pub enum Block {
         #[serde(default)]
         cache_control: Option<Value>,
     },
-    /// Earlier reasoning (accepted, not forwarded).
+    /// Earlier reasoning (sent back to Anthropic-format upstreams with its signature).
     Thinking {
         /// The reasoning text.
         thinking: String,
@@ -417,8 +419,19 @@ fn user_turn(blocks: &[Block], i: usize, out: &mut Vec<Message>) -> Result<(), E
 fn assistant_turn(blocks: &[Block], i: usize) -> Result<Message, Error> {
     let mut text = String::new();
     let mut tool_calls = Vec::new();
+    let mut reasoning: Option<String> = None;
+    let mut reasoning_signature = None;
     for (j, b) in blocks.iter().enumerate() {
         match b {
+            Block::Thinking {
+                thinking,
+                signature,
+            } => {
+                reasoning.get_or_insert_with(String::new).push_str(thinking);
+                if signature.is_some() {
+                    reasoning_signature = signature.clone();
+                }
+            }
             Block::Text { text: t, .. } => text.push_str(t),
             Block::ToolUse {
                 id, name, input, ..
@@ -427,7 +440,7 @@ fn assistant_turn(blocks: &[Block], i: usize) -> Result<Message, Error> {
                 name: name.clone(),
                 arguments: input.to_string(),
             }),
-            Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
+            Block::RedactedThinking { .. } => {}
             Block::Image { .. } | Block::ToolResult { .. } => {
                 return Err(Error::invalid(format!(
                     "messages[{i}].content[{j}]: an assistant message holds text, tool_use and thinking blocks only"
@@ -438,6 +451,8 @@ fn assistant_turn(blocks: &[Block], i: usize) -> Result<Message, Error> {
     Ok(Message {
         content: (!text.is_empty() || tool_calls.is_empty()).then_some(Content::Text(text)),
         tool_calls,
+        reasoning,
+        reasoning_signature,
         ..Message::text(Role::Assistant, "")
     })
 }
@@ -576,10 +591,10 @@ pub fn stop_reason(finish: Option<FinishReason>) -> Value {
 /// Usage in the Messages shape: input tokens without the cache reads, which are apart.
 pub fn usage_json(u: &Usage) -> Value {
     let mut v = json!({
-        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_prompt_tokens),
+        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_prompt_tokens).saturating_sub(u.cache_write_prompt_tokens),
         "output_tokens": u.completion_tokens,
         "cache_read_input_tokens": u.cached_prompt_tokens,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": u.cache_write_prompt_tokens,
     });
     if let Some(cost) = u.cost {
         v["cost"] = json!(cost);
@@ -601,6 +616,10 @@ pub fn message_json(resp: &ChatResponse, id: &str) -> Value {
     let choice = resp.choices.first();
     let mut content = Vec::new();
     if let Some(c) = choice {
+        if let Some(r) = &c.message.reasoning {
+            content.push(json!({"type": "thinking", "thinking": r,
+                                "signature": c.message.reasoning_signature.clone().unwrap_or_default()}));
+        }
         let text = c.message.text_content();
         if !text.is_empty() {
             content.push(json!({"type": "text", "text": text}));
@@ -658,6 +677,7 @@ pub type Event = (&'static str, Value);
 enum Open {
     Text(u32),
     Tool(u32),
+    Thinking(u32),
 }
 
 /// Turns a normalized stream into the Messages event sequence.
@@ -711,7 +731,7 @@ impl StreamEncoder {
     fn close(&mut self, out: &mut Vec<Event>) {
         if let Some(open) = self.open.take() {
             let index = match open {
-                Open::Text(i) | Open::Tool(i) => i,
+                Open::Text(i) | Open::Tool(i) | Open::Thinking(i) => i,
             };
             out.push((
                 "content_block_stop",
@@ -723,7 +743,7 @@ impl StreamEncoder {
     fn open_block(&mut self, open: Open, block: Value, out: &mut Vec<Event>) {
         self.close(out);
         let index = match open {
-            Open::Text(i) | Open::Tool(i) => i,
+            Open::Text(i) | Open::Tool(i) | Open::Thinking(i) => i,
         };
         out.push((
             "content_block_start",
@@ -740,6 +760,33 @@ impl StreamEncoder {
         }
         self.start(&mut out);
         for choice in chunk.choices.iter().filter(|c| c.index == 0) {
+            if let Some(thinking) = choice.delta.reasoning.as_deref().filter(|t| !t.is_empty()) {
+                let index = match self.open {
+                    Some(Open::Thinking(i)) => i,
+                    _ => {
+                        let i = self.next_block;
+                        self.next_block += 1;
+                        self.open_block(
+                            Open::Thinking(i),
+                            json!({"type": "thinking", "thinking": "", "signature": ""}),
+                            &mut out,
+                        );
+                        i
+                    }
+                };
+                out.push((
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": thinking}}),
+                ));
+            }
+            if let (Some(sig), Some(Open::Thinking(index))) =
+                (choice.delta.reasoning_signature.as_deref(), self.open)
+            {
+                out.push((
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": sig}}),
+                ));
+            }
             if let Some(text) = choice.delta.content.as_deref().filter(|t| !t.is_empty()) {
                 let index = match self.open {
                     Some(Open::Text(i)) => i,

@@ -25,10 +25,11 @@
 //!
 //! | normalized reply | Response |
 //! |---|---|
+//! | reasoning | a leading `reasoning` output item with one `reasoning_text` part (streamed as `response.reasoning_text.delta`) |
 //! | content | a `message` output item with one `output_text` part |
 //! | tool calls | `function_call` output items (`call_id`, `name`, `arguments`) |
 //! | finish length | status `incomplete`, `incomplete_details.reason: max_output_tokens` |
-//! | usage | `input_tokens` (`cached_tokens`), `output_tokens`, `total_tokens` |
+//! | usage | `input_tokens` (`cached_tokens`), `output_tokens` (`reasoning_tokens`), `total_tokens` |
 //!
 //! A stream is `response.created`, `response.in_progress`, then per output item
 //! `response.output_item.added`, its parts and deltas (`response.content_part.added`,
@@ -512,7 +513,7 @@ pub fn usage_json(u: &Usage) -> Value {
         "input_tokens": u.prompt_tokens,
         "input_tokens_details": {"cached_tokens": u.cached_prompt_tokens},
         "output_tokens": u.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.total_tokens(),
     });
     if let Some(cost) = u.cost {
@@ -575,6 +576,11 @@ fn message_item(id: &str, text: &str, status: &str) -> Value {
            "content": [{"type": "output_text", "text": text, "annotations": []}]})
 }
 
+fn reasoning_item(id: &str, text: &str) -> Value {
+    json!({"type": "reasoning", "id": id, "summary": [],
+           "content": [{"type": "reasoning_text", "text": text}]})
+}
+
 fn call_item(id: &str, call: &ToolCall, status: &str) -> Value {
     json!({"type": "function_call", "id": id, "call_id": call.id, "name": call.name,
            "arguments": call.arguments, "status": status})
@@ -586,6 +592,9 @@ pub fn response_json(resp: &ChatResponse, env: &Envelope) -> Value {
     let mut output = Vec::new();
     let base = env.id.trim_start_matches("resp_");
     if let Some(c) = choice {
+        if let Some(r) = &c.message.reasoning {
+            output.push(reasoning_item(&format!("rs_{base}"), r));
+        }
         let text = c.message.text_content();
         if !text.is_empty() || c.message.tool_calls.is_empty() {
             output.push(message_item(&format!("msg_{base}"), &text, "completed"));
@@ -644,6 +653,10 @@ pub type Event = (String, Value);
 
 #[derive(Debug)]
 enum Item {
+    Reasoning {
+        id: String,
+        text: String,
+    },
     Message {
         id: String,
         text: String,
@@ -709,6 +722,14 @@ impl StreamEncoder {
         let index = self.done.len();
         let item = match self.open.take() {
             None => return,
+            Some(Item::Reasoning { id, text }) => {
+                self.emit(
+                    out,
+                    "response.reasoning_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
+                );
+                reasoning_item(&id, &text)
+            }
             Some(Item::Message { id, text }) => {
                 let part = json!({"type": "output_text", "text": text, "annotations": []});
                 self.emit(out, "response.output_text.done", json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}));
@@ -741,6 +762,29 @@ impl StreamEncoder {
         self.start(&mut out);
         let base = self.env.id.trim_start_matches("resp_").to_string();
         for choice in chunk.choices.iter().filter(|c| c.index == 0) {
+            if let Some(delta) = choice.delta.reasoning.as_deref().filter(|t| !t.is_empty()) {
+                if !matches!(self.open, Some(Item::Reasoning { .. })) {
+                    self.close(&mut out);
+                    let id = format!("rs_{base}_{}", self.done.len());
+                    let index = self.done.len();
+                    self.emit(
+                        &mut out,
+                        "response.output_item.added",
+                        json!({"output_index": index,
+                        "item": {"type": "reasoning", "id": id, "summary": [], "content": []}}),
+                    );
+                    self.open = Some(Item::Reasoning {
+                        id,
+                        text: String::new(),
+                    });
+                }
+                let index = self.done.len();
+                if let Some(Item::Reasoning { id, text }) = &mut self.open {
+                    text.push_str(delta);
+                    let id = id.clone();
+                    self.emit(&mut out, "response.reasoning_text.delta", json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta}));
+                }
+            }
             if let Some(delta) = choice.delta.content.as_deref().filter(|t| !t.is_empty()) {
                 if !matches!(self.open, Some(Item::Message { .. })) {
                     self.close(&mut out);

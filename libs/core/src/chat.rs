@@ -211,6 +211,21 @@ pub struct Message {
     /// For an assistant message: the model's refusal text, when it refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    /// For an assistant message: its reasoning, as OpenRouter names it (`reasoning_content` of
+    /// DeepSeek and vLLM is read too; Anthropic's thinking blocks become it).
+    #[serde(
+        default,
+        alias = "reasoning_content",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reasoning: Option<String>,
+    /// The provider's signature of that reasoning (Anthropic's), needed to send it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_signature: Option<String>,
+    /// Fields Switchyard does not know, passed through unchanged between the client and an
+    /// upstream of the same format.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl Message {
@@ -223,6 +238,9 @@ impl Message {
             tool_calls: Vec::new(),
             tool_call_id: None,
             refusal: None,
+            reasoning: None,
+            reasoning_signature: None,
+            extra: serde_json::Map::new(),
         }
     }
 

@@ -29,6 +29,11 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// Prompt tokens served from the provider's cache (a subset of `prompt_tokens`).
     pub cached_prompt_tokens: u32,
+    /// Prompt tokens written to the provider's cache (a subset of `prompt_tokens`; Anthropic's
+    /// `cache_creation_input_tokens`).
+    pub cache_write_prompt_tokens: u32,
+    /// Completion tokens spent on reasoning (a subset of `completion_tokens`).
+    pub reasoning_tokens: u32,
     /// The cost charged, once the router has priced it.
     pub cost: Option<Money>,
 }
@@ -49,6 +54,9 @@ pub struct Choice {
     pub message: Message,
     /// Why it stopped; absent if the provider did not say.
     pub finish_reason: Option<FinishReason>,
+    /// Fields Switchyard does not know (`logprobs`, …), passed through unchanged.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A complete (non-streamed) chat response.
@@ -71,6 +79,10 @@ pub struct ChatResponse {
     /// Token usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// Fields Switchyard does not know (`system_fingerprint`, `service_tier`, …), passed
+    /// through unchanged between the client and an upstream of the same format.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 fn chat_completion() -> String {
@@ -121,6 +133,19 @@ pub struct Delta {
     /// Tool call fragments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallDelta>,
+    /// Reasoning text to append (`reasoning_content` is read too).
+    #[serde(
+        default,
+        alias = "reasoning_content",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reasoning: Option<String>,
+    /// The reasoning's signature (Anthropic's), once complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_signature: Option<String>,
+    /// A refusal to append.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 /// One choice's part of a stream chunk.
@@ -132,6 +157,9 @@ pub struct ChunkChoice {
     pub delta: Delta,
     /// Set on the choice's last chunk.
     pub finish_reason: Option<FinishReason>,
+    /// Fields Switchyard does not know (`logprobs`, …), passed through unchanged.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One server-sent event of a streamed response.
@@ -154,6 +182,9 @@ pub struct ChatChunk {
     /// Usage, on the final chunk when `stream_options.include_usage` was set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// Fields Switchyard does not know (`system_fingerprint`, …), passed through unchanged.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ChatResponse {
@@ -172,10 +203,22 @@ mod usage_wire {
     use super::Usage;
     use crate::money::Money;
 
+    fn zero(n: &u32) -> bool {
+        *n == 0
+    }
+
     #[derive(Serialize, Deserialize, Default)]
     struct Details {
         #[serde(default)]
         cached_tokens: u32,
+        #[serde(default, skip_serializing_if = "zero")]
+        cache_write_tokens: u32,
+    }
+
+    #[derive(Serialize, Deserialize, Default)]
+    struct OutDetails {
+        #[serde(default)]
+        reasoning_tokens: u32,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -189,6 +232,8 @@ mod usage_wire {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prompt_tokens_details: Option<Details>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        completion_tokens_details: Option<OutDetails>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         cost: Option<Money>,
     }
 
@@ -198,8 +243,14 @@ mod usage_wire {
                 prompt_tokens: self.prompt_tokens,
                 completion_tokens: self.completion_tokens,
                 total_tokens: self.total_tokens(),
-                prompt_tokens_details: (self.cached_prompt_tokens > 0).then_some(Details {
-                    cached_tokens: self.cached_prompt_tokens,
+                prompt_tokens_details: (self.cached_prompt_tokens > 0
+                    || self.cache_write_prompt_tokens > 0)
+                    .then_some(Details {
+                        cached_tokens: self.cached_prompt_tokens,
+                        cache_write_tokens: self.cache_write_prompt_tokens,
+                    }),
+                completion_tokens_details: (self.reasoning_tokens > 0).then_some(OutDetails {
+                    reasoning_tokens: self.reasoning_tokens,
                 }),
                 cost: self.cost,
             }
@@ -210,10 +261,16 @@ mod usage_wire {
     impl<'de> Deserialize<'de> for Usage {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
             let w = Wire::deserialize(deserializer)?;
+            let details = w.prompt_tokens_details.unwrap_or_default();
             Ok(Usage {
                 prompt_tokens: w.prompt_tokens,
                 completion_tokens: w.completion_tokens,
-                cached_prompt_tokens: w.prompt_tokens_details.unwrap_or_default().cached_tokens,
+                cached_prompt_tokens: details.cached_tokens,
+                cache_write_prompt_tokens: details.cache_write_tokens,
+                reasoning_tokens: w
+                    .completion_tokens_details
+                    .unwrap_or_default()
+                    .reasoning_tokens,
                 cost: w.cost,
             })
         }
@@ -258,12 +315,51 @@ mod tests {
     }
 
     #[test]
+    fn fields_we_do_not_know_pass_through_and_reasoning_is_read() {
+        let body = json!({
+            "id": "c", "object": "chat.completion", "created": 1, "model": "m",
+            "system_fingerprint": "fp_1", "service_tier": "default",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                "logprobs": {"content": [{"token": "hi", "logprob": -0.1, "bytes": [104, 105], "top_logprobs": []}]},
+                "message": {"role": "assistant", "content": "hi", "reasoning_content": "because", "annotations": []}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12,
+                      "completion_tokens_details": {"reasoning_tokens": 5}}
+        });
+        let resp: ChatResponse = serde_json::from_value(body).unwrap();
+        assert_eq!(
+            resp.choices[0].message.reasoning.as_deref(),
+            Some("because")
+        );
+        assert_eq!(resp.usage.unwrap().reasoning_tokens, 5);
+        let out = serde_json::to_value(&resp).unwrap();
+        assert_eq!(out["system_fingerprint"], "fp_1");
+        assert_eq!(out["service_tier"], "default");
+        assert_eq!(out["choices"][0]["logprobs"]["content"][0]["token"], "hi");
+        assert_eq!(out["choices"][0]["message"]["annotations"], json!([]));
+        assert_eq!(out["choices"][0]["message"]["reasoning"], "because");
+        assert_eq!(
+            out["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            5
+        );
+        let chunk: ChatChunk = serde_json::from_value(json!({
+            "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "system_fingerprint": "fp_1",
+            "choices": [{"index": 0, "delta": {"reasoning": "so"}, "logprobs": null, "finish_reason": null}]
+        }))
+        .unwrap();
+        assert_eq!(chunk.choices[0].delta.reasoning.as_deref(), Some("so"));
+        let out = serde_json::to_value(&chunk).unwrap();
+        assert_eq!(out["system_fingerprint"], "fp_1");
+        assert!(out["choices"][0].get("logprobs").is_some());
+    }
+
+    #[test]
     fn usage_serializes_in_openai_shape_with_cost() {
         let usage = Usage {
             prompt_tokens: 3,
             completion_tokens: 4,
             cached_prompt_tokens: 0,
             cost: Some(Money::from_nanos(1_500)),
+            ..Usage::default()
         };
         let v = serde_json::to_value(usage).unwrap();
         assert_eq!(

@@ -105,6 +105,7 @@ endpoints:
             cached_prompt_tokens: 400,
             completion_tokens: 100,
             cost: None,
+            ..Usage::default()
         };
         // 600 × $2/M + 400 × $0.5/M + 100 × $8/M + $0.001 = 1200 + 200 + 800 + 1000 µ$.
         assert_eq!(book.cost("m@a", &usage), Some(Money::from_nanos(3_200_000)));

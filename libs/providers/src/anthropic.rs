@@ -14,9 +14,13 @@
 //! | `reasoning` (max_tokens, or effort as a share of max_tokens) | `thinking` enabled with `budget_tokens` (at least 1,024) |
 //! | `seed`, penalties, logprobs | not supported by the format; dropped (`require_parameters` excludes such endpoints) |
 //!
-//! Back: `text` blocks → content, `tool_use` → tool calls (input serialized as arguments),
+//! | assistant `reasoning` with `reasoning_signature` | a leading `thinking` block (reasoning without Anthropic's signature is left out) |
+//!
+//! Back: `text` blocks → content, `thinking` → `reasoning` (its signature kept, streamed as
+//! `thinking_delta` / `signature_delta`), `tool_use` → tool calls (input serialized as arguments),
 //! `stop_reason` end_turn/stop_sequence → stop, max_tokens → length, tool_use → tool_calls,
-//! refusal → a `content_policy` error; usage input (+ cache reads and writes) / output tokens.
+//! refusal → a `content_policy` error; usage input (+ cache reads and writes, both also counted
+//! apart) / output tokens.
 
 use std::collections::HashMap;
 
@@ -104,7 +108,15 @@ pub fn wire_request(
             Role::System | Role::Developer => system.push(m.text_content()),
             Role::User => push("user", content_blocks(&m.content)),
             Role::Assistant => {
-                let mut blocks = content_blocks(&m.content);
+                // Earlier reasoning goes back as the thinking block it came as; reasoning without
+                // Anthropic's signature (from another provider) cannot, and stays out.
+                let mut blocks = match (&m.reasoning, &m.reasoning_signature) {
+                    (Some(r), Some(sig)) => {
+                        vec![json!({"type": "thinking", "thinking": r, "signature": sig})]
+                    }
+                    _ => Vec::new(),
+                };
+                blocks.extend(content_blocks(&m.content));
                 for (j, call) in m.tool_calls.iter().enumerate() {
                     let input: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
                     if !input.is_object() {
@@ -245,6 +257,16 @@ impl WireUsage {
             .saturating_add(self.cache_read_input_tokens.unwrap_or(0))
             .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
     }
+
+    fn normalized(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt(),
+            completion_tokens: self.output_tokens,
+            cached_prompt_tokens: self.cache_read_input_tokens.unwrap_or(0),
+            cache_write_prompt_tokens: self.cache_creation_input_tokens.unwrap_or(0),
+            ..Usage::default()
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -308,9 +330,19 @@ impl WireAdapter for Anthropic {
             finish(m.stop_reason.as_deref()).map_err(|why| refused(Phase::Body, &why))?;
         let mut text = String::new();
         let mut tool_calls = Vec::new();
+        let mut reasoning: Option<String> = None;
+        let mut signature: Option<String> = None;
         for block in &m.content {
             match block["type"].as_str() {
                 Some("text") => text.push_str(block["text"].as_str().unwrap_or("")),
+                Some("thinking") => {
+                    reasoning
+                        .get_or_insert_with(String::new)
+                        .push_str(block["thinking"].as_str().unwrap_or(""));
+                    if let Some(sig) = block["signature"].as_str() {
+                        signature = Some(sig.to_string());
+                    }
+                }
                 Some("tool_use") => tool_calls.push(ToolCall {
                     id: block["id"].as_str().unwrap_or("").to_string(),
                     name: block["name"].as_str().unwrap_or("").to_string(),
@@ -331,22 +363,18 @@ impl WireAdapter for Anthropic {
             choices: vec![Choice {
                 index: 0,
                 message: Message {
-                    role: Role::Assistant,
                     content: (!text.is_empty() || tool_calls.is_empty())
                         .then_some(Content::Text(text)),
-                    name: None,
                     tool_calls,
-                    tool_call_id: None,
-                    refusal: None,
+                    reasoning,
+                    reasoning_signature: signature,
+                    ..Message::text(Role::Assistant, "")
                 },
                 finish_reason,
+                extra: Map::new(),
             }],
-            usage: Some(Usage {
-                prompt_tokens: m.usage.prompt(),
-                completion_tokens: m.usage.output_tokens,
-                cached_prompt_tokens: m.usage.cache_read_input_tokens.unwrap_or(0),
-                cost: None,
-            }),
+            usage: Some(m.usage.normalized()),
+            extra: Map::new(),
         })
     }
 
@@ -393,8 +421,10 @@ impl Decoder {
                 index: 0,
                 delta,
                 finish_reason,
+                extra: Map::new(),
             }],
             usage,
+            extra: Map::new(),
         }
     }
 }
@@ -412,9 +442,7 @@ impl StreamDecoder for Decoder {
                     self.model = model.to_string();
                 }
                 if let Ok(u) = serde_json::from_value::<WireUsage>(m["usage"].clone()) {
-                    self.usage.prompt_tokens = u.prompt();
-                    self.usage.cached_prompt_tokens = u.cache_read_input_tokens.unwrap_or(0);
-                    self.usage.completion_tokens = u.output_tokens;
+                    self.usage = u.normalized();
                 }
                 out.push(self.chunk(
                     Delta {
@@ -503,7 +531,25 @@ impl StreamDecoder for Decoder {
                             None,
                         ));
                     }
-                    // thinking, signatures and future delta kinds carry nothing we forward.
+                    Some("thinking_delta") => out.push(self.chunk(
+                        Delta {
+                            reasoning: Some(d["thinking"].as_str().unwrap_or("").to_string()),
+                            ..Delta::default()
+                        },
+                        None,
+                        None,
+                    )),
+                    Some("signature_delta") => out.push(self.chunk(
+                        Delta {
+                            reasoning_signature: Some(
+                                d["signature"].as_str().unwrap_or("").to_string(),
+                            ),
+                            ..Delta::default()
+                        },
+                        None,
+                        None,
+                    )),
+                    // Delta kinds added later carry nothing we forward.
                     _ => {}
                 }
             }

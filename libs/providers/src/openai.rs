@@ -1,7 +1,10 @@
 //! The OpenAI chat-completions format (OpenAI, Together, Groq, Fireworks, DeepInfra, vLLM,
 //! Ollama, …). The normalized types already have this shape, so mapping is mostly choosing which
 //! fields go upstream: the routing fields stay here, `model` becomes the upstream name, and a
-//! stream always asks for usage in its last chunk. Embeddings go to `/embeddings` as floats
+//! stream always asks for usage in its last chunk. Replies keep fields Switchyard does not know
+//! (`system_fingerprint`, `service_tier`, `logprobs`, …) for a client of the same format, and
+//! read `reasoning` / `reasoning_content` as the reasoning; earlier reasoning is not sent back
+//! upstream. Embeddings go to `/embeddings` as floats
 //! (`input`, `dimensions`, `user`); the reply's vectors are put in input order by `index`.
 
 use bytes::Bytes;
@@ -25,6 +28,12 @@ pub struct OpenAi;
 /// The body sent upstream for `req`.
 pub fn wire_request(target: &Target, req: &ChatRequest, stream: bool) -> ChatRequest {
     let mut wire = req.clone();
+    // Earlier reasoning is not sent back: DeepSeek refuses `reasoning_content` in the input and
+    // OpenAI does not take it; the signature is Anthropic's.
+    for m in &mut wire.messages {
+        m.reasoning = None;
+        m.reasoning_signature = None;
+    }
     wire.model = target.upstream_model.clone();
     wire.models = Vec::new();
     wire.provider = None;

@@ -38,6 +38,8 @@ struct Request {
     stream: bool,
     #[serde(default)]
     output_format: Option<Value>,
+    #[serde(default)]
+    thinking: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +159,10 @@ pub fn parse(
         tools: req.tools.len(),
         tool,
         json,
+        reasoning: req
+            .thinking
+            .as_ref()
+            .is_some_and(|t| t["type"] == "enabled"),
     })
 }
 
@@ -229,6 +235,15 @@ pub fn message(ctx: &Ctx<'_>, reply: &Reply) -> Value {
         }
         Reply::Refusal => json!([]),
     };
+    let mut content = content;
+    if ctx.parsed.reasoning
+        && let Some(blocks) = content.as_array_mut()
+    {
+        blocks.insert(
+            0,
+            json!({"type": "thinking", "thinking": crate::generate::REASONING, "signature": crate::generate::REASONING_SIGNATURE}),
+        );
+    }
     json!({
         "id": format!("msg_sim{}", ctx.id),
         "type": "message",
@@ -237,7 +252,7 @@ pub fn message(ctx: &Ctx<'_>, reply: &Reply) -> Value {
         "content": content,
         "stop_reason": stop_reason(reply),
         "stop_sequence": null,
-        "usage": usage(ctx.parsed.prompt_tokens, reply.completion_tokens()),
+        "usage": usage(ctx.parsed.prompt_tokens, reply.completion_tokens() + ctx.parsed.reasoning_tokens()),
     })
 }
 
@@ -253,24 +268,52 @@ pub fn events(ctx: &Ctx<'_>, reply: &Reply, malformed: bool) -> Vec<Event> {
         }
     });
     out.push(sse(Some("message_start"), &start.to_string(), false));
+    // A thinking block first when asked for; the answer's block comes after it.
+    let base = u32::from(ctx.parsed.reasoning);
+    if ctx.parsed.reasoning {
+        for (name, data) in [
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": crate::generate::REASONING}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": crate::generate::REASONING_SIGNATURE}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+        ] {
+            out.push(sse(
+                Some(name),
+                &data.to_string(),
+                name == "content_block_delta",
+            ));
+        }
+    }
     match reply {
         Reply::Text { pieces, .. } => {
             out.push(sse(
                 Some("content_block_start"),
-                &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}).to_string(),
+                &json!({"type": "content_block_start", "index": base, "content_block": {"type": "text", "text": ""}}).to_string(),
                 false,
             ));
             out.push(sse(Some("ping"), r#"{"type": "ping"}"#, false));
             for piece in pieces {
                 out.push(sse(
                     Some("content_block_delta"),
-                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}).to_string(),
+                    &json!({"type": "content_block_delta", "index": base, "delta": {"type": "text_delta", "text": piece}}).to_string(),
                     true,
                 ));
             }
             out.push(sse(
                 Some("content_block_stop"),
-                r#"{"type":"content_block_stop","index":0}"#,
+                &json!({"type": "content_block_stop", "index": base}).to_string(),
                 false,
             ));
         }
@@ -282,7 +325,7 @@ pub fn events(ctx: &Ctx<'_>, reply: &Reply, malformed: bool) -> Vec<Event> {
         } => {
             out.push(sse(
                 Some("content_block_start"),
-                &json!({"type": "content_block_start", "index": 0, "content_block":
+                &json!({"type": "content_block_start", "index": base, "content_block":
                     {"type": "tool_use", "id": id.replace("call_", "toolu_"), "name": name, "input": {}}}).to_string(),
                 true,
             ));
@@ -290,13 +333,13 @@ pub fn events(ctx: &Ctx<'_>, reply: &Reply, malformed: bool) -> Vec<Event> {
             for piece in split_pieces(arguments) {
                 out.push(sse(
                     Some("content_block_delta"),
-                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}}).to_string(),
+                    &json!({"type": "content_block_delta", "index": base, "delta": {"type": "input_json_delta", "partial_json": piece}}).to_string(),
                     true,
                 ));
             }
             out.push(sse(
                 Some("content_block_stop"),
-                r#"{"type":"content_block_stop","index":0}"#,
+                &json!({"type": "content_block_stop", "index": base}).to_string(),
                 false,
             ));
         }
@@ -305,7 +348,7 @@ pub fn events(ctx: &Ctx<'_>, reply: &Reply, malformed: bool) -> Vec<Event> {
     out.push(sse(
         Some("message_delta"),
         &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(reply), "stop_sequence": null},
-                "usage": {"output_tokens": reply.completion_tokens()}})
+                "usage": {"output_tokens": reply.completion_tokens() + ctx.parsed.reasoning_tokens()}})
         .to_string(),
         false,
     ));

@@ -24,6 +24,23 @@ pub struct Parsed {
     pub tool: Option<(String, Value)>,
     /// Structured output: `Some(schema)` for a JSON schema, `Some(Null)` for any JSON object.
     pub json: Option<Value>,
+    /// Reasoning asked for (OpenAI-format `reasoning`, Anthropic `thinking`): the reply then
+    /// carries [`REASONING`] first.
+    pub reasoning: bool,
+}
+
+/// The reasoning a simulated model shows when asked to reason.
+pub const REASONING: &str = "Considering the question step by step.";
+/// Its tokens, counted in the completion tokens.
+pub const REASONING_TOKENS: u32 = 6;
+/// The signature of that reasoning (Anthropic format).
+pub const REASONING_SIGNATURE: &str = "sig_sim_reasoning";
+
+impl Parsed {
+    /// The completion tokens spent on reasoning.
+    pub fn reasoning_tokens(&self) -> u32 {
+        if self.reasoning { REASONING_TOKENS } else { 0 }
+    }
 }
 
 /// How generation ended.

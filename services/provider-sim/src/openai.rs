@@ -65,6 +65,7 @@ pub fn parse(body: &[u8], tokenizer: PromptTokenizer) -> Result<Parsed, Failure>
         tools: req.tools.len(),
         tool,
         json,
+        reasoning: req.reasoning.as_ref().is_some_and(|r| r.is_on()),
     })
 }
 
@@ -188,13 +189,14 @@ fn finish_str(reply: &Reply) -> &'static str {
 }
 
 fn usage(ctx: &Ctx<'_>, reply: &Reply) -> Value {
-    let completion = reply.completion_tokens();
+    let reasoning = ctx.parsed.reasoning_tokens();
+    let completion = reply.completion_tokens() + reasoning;
     json!({
         "prompt_tokens": ctx.parsed.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": ctx.parsed.prompt_tokens + completion,
         "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0}
+        "completion_tokens_details": {"reasoning_tokens": reasoning}
     })
 }
 
@@ -219,6 +221,10 @@ pub fn completion(ctx: &Ctx<'_>, reply: &Reply) -> Value {
             json!({"role": "assistant", "content": null, "refusal": "I can't help with that."})
         }
     };
+    let mut message = message;
+    if ctx.parsed.reasoning {
+        message["reasoning_content"] = json!(crate::generate::REASONING);
+    }
     json!({
         "id": format!("chatcmpl-sim{}", ctx.id),
         "object": "chat.completion",
@@ -249,6 +255,17 @@ pub fn events(ctx: &Ctx<'_>, reply: &Reply, malformed: bool) -> Vec<Event> {
         c.to_string()
     };
     let mut out = Vec::new();
+    // Reasoning first, DeepSeek-style, when asked for.
+    if ctx.parsed.reasoning {
+        out.push(sse(
+            None,
+            &chunk(
+                json!({"role": "assistant", "content": null, "reasoning_content": crate::generate::REASONING}),
+                None,
+            ),
+            true,
+        ));
+    }
     match reply {
         Reply::Text { pieces, .. } => {
             out.push(sse(

@@ -83,6 +83,9 @@ pub fn request(p: pb::ChatRequest) -> Result<ChatRequest, Error> {
                     .collect(),
                 tool_call_id: opt(m.tool_call_id),
                 refusal: None,
+                reasoning: None,
+                reasoning_signature: None,
+                extra: serde_json::Map::new(),
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;

@@ -137,13 +137,16 @@ fn a_reply_is_a_message_with_blocks_and_usage() {
                 ..Message::text(Role::Assistant, "sure")
             },
             finish_reason: Some(FinishReason::ToolCalls),
+            extra: Default::default(),
         }],
         usage: Some(Usage {
             prompt_tokens: 10,
             completion_tokens: 3,
             cached_prompt_tokens: 4,
             cost: None,
+            ..Usage::default()
         }),
+        extra: Default::default(),
     };
     let m = message_json(&resp, "msg_1");
     assert_eq!(m["type"], "message");
@@ -178,8 +181,10 @@ fn chunk(delta: Delta, finish: Option<FinishReason>) -> ChatChunk {
             index: 0,
             delta,
             finish_reason: finish,
+            extra: Default::default(),
         }],
         usage: None,
+        extra: Default::default(),
     }
 }
 
@@ -462,8 +467,9 @@ proptest! {
         }).collect();
         let resp = ChatResponse {
             id: "x".into(), object: "chat.completion".into(), created: 0, model: "m".into(), provider: None,
-            choices: vec![Choice { index: 0, message: Message { tool_calls: tool_calls.clone(), ..Message::text(Role::Assistant, text.clone()) }, finish_reason: Some(finish) }],
+            choices: vec![Choice { index: 0, message: Message { tool_calls: tool_calls.clone(), ..Message::text(Role::Assistant, text.clone()) }, finish_reason: Some(finish), extra: Default::default() }],
             usage: Some(Usage { prompt_tokens: 5, completion_tokens: 7, ..Usage::default() }),
+            extra: Default::default(),
         };
         let m = message_json(&resp, "msg_x");
         let back = switchyard_providers::anthropic::Anthropic
@@ -490,5 +496,125 @@ proptest! {
         let want: Vec<(String, String, String)> = tool_calls.iter().map(|c| (c.id.clone(), c.name.clone(), c.arguments.clone())).collect();
         prop_assert_eq!(got, want);
         prop_assert_eq!(f, Some(finish));
+    }
+}
+
+#[test]
+fn reasoning_is_a_thinking_block_both_ways() {
+    // In: an assistant thinking block with its signature becomes the message's reasoning, and
+    // the Anthropic-format adapter sends it back as the thinking block it was.
+    let chat = parse(json!({"model": "m", "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1500},
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "let me see", "signature": "sig-1"},
+                {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}
+        ]}))
+    .unwrap();
+    assert_eq!(chat.messages[1].reasoning.as_deref(), Some("let me see"));
+    assert_eq!(
+        chat.messages[1].reasoning_signature.as_deref(),
+        Some("sig-1")
+    );
+    let wire = switchyard_providers::anthropic::wire_request(&target(), &chat, false).unwrap();
+    assert_eq!(
+        wire["messages"][1]["content"][0],
+        json!({"type": "thinking", "thinking": "let me see", "signature": "sig-1"})
+    );
+    assert_eq!(wire["thinking"]["budget_tokens"], 1500);
+    // The OpenAI-format adapter never sends earlier reasoning back.
+    let openai = switchyard_providers::openai::wire_request(&target(), &chat, false);
+    assert!(openai.messages.iter().all(|m| m.reasoning.is_none()));
+
+    // Out: reasoning leads the reply as a thinking block, and the stream as thinking deltas.
+    let mut resp = reply_with(Message {
+        reasoning: Some("hmm".into()),
+        reasoning_signature: Some("sig-2".into()),
+        ..Message::text(Role::Assistant, "answer")
+    });
+    let m = message_json(&resp, "msg_1");
+    assert_eq!(
+        m["content"][0],
+        json!({"type": "thinking", "thinking": "hmm", "signature": "sig-2"})
+    );
+    assert_eq!(m["content"][1]["text"], "answer");
+    resp.usage = None;
+    let mut enc = StreamEncoder::new("msg_1".into(), 1);
+    let mut events = enc.chunk(&chunk(
+        Delta {
+            reasoning: Some("hmm".into()),
+            ..Delta::default()
+        },
+        None,
+    ));
+    events.extend(enc.chunk(&chunk(
+        Delta {
+            reasoning_signature: Some("sig-2".into()),
+            ..Delta::default()
+        },
+        None,
+    )));
+    events.extend(enc.chunk(&text_chunk("answer")));
+    events.extend(enc.chunk(&chunk(Delta::default(), Some(FinishReason::Stop))));
+    events.extend(enc.done(&Usage::default(), Map::new()));
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|(n, d)| {
+            let sub = d["delta"]["type"]
+                .as_str()
+                .or(d["content_block"]["type"].as_str())
+                .unwrap_or("");
+            format!("{n}:{sub}")
+        })
+        .collect();
+    assert_eq!(
+        kinds[2..8],
+        [
+            "content_block_start:thinking",
+            "content_block_delta:thinking_delta",
+            "content_block_delta:signature_delta",
+            "content_block_stop:",
+            "content_block_start:text",
+            "content_block_delta:text_delta"
+        ]
+    );
+    // What the upstream side decodes from it again: the reasoning and its signature.
+    let mut decoder = switchyard_providers::anthropic::Anthropic.decoder(&target());
+    let mut chunks = Vec::new();
+    for (name, data) in &events {
+        let e = SseEvent {
+            event: name.to_string(),
+            data: data.to_string(),
+        };
+        decoder.event(&e, &mut chunks).unwrap();
+    }
+    let reasoning: String = chunks
+        .iter()
+        .filter_map(|c| c.choices[0].delta.reasoning.clone())
+        .collect();
+    assert_eq!(reasoning, "hmm");
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.choices[0].delta.reasoning_signature.as_deref() == Some("sig-2"))
+    );
+}
+
+fn reply_with(message: Message) -> ChatResponse {
+    ChatResponse {
+        id: "x".into(),
+        object: "chat.completion".into(),
+        created: 0,
+        model: "m".into(),
+        provider: None,
+        choices: vec![Choice {
+            index: 0,
+            message,
+            finish_reason: Some(FinishReason::Stop),
+            extra: Default::default(),
+        }],
+        usage: Some(Usage::default()),
+        extra: Default::default(),
     }
 }

@@ -124,13 +124,16 @@ fn reply(text: &str, calls: Vec<ToolCall>, finish: FinishReason) -> ChatResponse
                 ..Message::text(Role::Assistant, text)
             },
             finish_reason: Some(finish),
+            extra: Default::default(),
         }],
         usage: Some(Usage {
             prompt_tokens: 10,
             completion_tokens: 4,
             cached_prompt_tokens: 2,
             cost: None,
+            ..Usage::default()
         }),
+        extra: Default::default(),
     }
 }
 
@@ -172,8 +175,10 @@ fn chunk(delta: Delta, finish: Option<FinishReason>) -> ChatChunk {
             index: 0,
             delta,
             finish_reason: finish,
+            extra: Default::default(),
         }],
         usage: None,
+        extra: Default::default(),
     }
 }
 
