@@ -42,6 +42,7 @@ fn embedding_spec() -> Spec {
             "{ model: e, provider: fast, upstream_model: e-fast, price: { prompt: 1, completion: 0 } }".into(),
             "{ model: e, provider: open, upstream_model: e-open, price: { prompt: 2, completion: 0 } }".into(),
         ],
+        prober: Some(common::QUIET_PROBER.into()),
         ..Spec::default()
     }
 }
@@ -136,6 +137,15 @@ async fn an_embeddings_outage_falls_back_and_every_call_is_billed() {
     assert!(reply.usage.unwrap().cost_nano_usd > 0);
     assert_eq!(reply.trace.unwrap().attempts.len(), 1);
     c.ledger_at_least(before + 3, Duration::from_secs(10)).await;
+
+    // The prober probes an embedding endpoint with an embeddings call, not a chat completion.
+    let p = c.ctl(&["probe", "e@open"]).await.ok();
+    assert_eq!(p["state"], "healthy", "{p}");
+    let stats = c.sim().stats("open").await.unwrap();
+    let last = stats["recent"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["model"], "e-open", "{stats}");
+    assert_eq!(last["outcome"], "ok", "{stats}");
+    assert_eq!(last["api"], "embeddings", "{stats}");
 
     // A chat model is not an embedding model, and the other way round; a list that mixes kinds
     // skips the wrong one with its reason.

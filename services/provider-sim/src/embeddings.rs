@@ -73,6 +73,7 @@ pub async fn embed(State(app): State<App>, headers: HeaderMap, body: Bytes) -> R
     let key = crate::openai::presented_key(&headers);
     let mut recent = RecentRequest {
         at_unix_ms: 0,
+        api: "embeddings".into(),
         model: String::new(),
         stream: false,
         key_hint: key.as_deref().map(key_hint),

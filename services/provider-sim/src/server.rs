@@ -117,6 +117,7 @@ async fn chat(
     };
     let mut recent = RecentRequest {
         at_unix_ms: 0,
+        api: "chat".into(),
         model: String::new(),
         stream: false,
         key_hint: key.as_deref().map(key_hint),

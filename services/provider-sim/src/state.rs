@@ -37,6 +37,8 @@ pub struct Stats {
 pub struct RecentRequest {
     /// Unix milliseconds when it arrived.
     pub at_unix_ms: u64,
+    /// `chat` or `embeddings`.
+    pub api: String,
     /// Upstream model asked for.
     pub model: String,
     /// Whether it asked for a stream.
