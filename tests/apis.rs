@@ -7,16 +7,8 @@ mod common;
 use common::{Cluster, KEY, Spec};
 use serde_json::{Value, json};
 
-async fn messages(c: &Cluster, body: &Value) -> reqwest::Response {
-    c.http
-        .post(format!("{}/v1/messages", c.routers[0].url("http")))
-        .header("x-api-key", KEY)
-        .header("anthropic-version", "2023-06-01")
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
+/// The Messages API's own headers.
+const ANTHROPIC: &[(&str, &str)] = &[("anthropic-version", "2023-06-01")];
 
 #[tokio::test]
 async fn a_budget_at_its_limit_refuses_each_api_in_its_own_shape() {
@@ -29,13 +21,15 @@ async fn a_budget_at_its_limit_refuses_each_api_in_its_own_shape() {
     })
     .await;
     common::set_day_budget(&c, "acme", 1).await;
-    let resp = messages(
-        &c,
-        &json!({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
-    )
-    .await;
-    assert_eq!(resp.status(), 402);
-    let v: Value = resp.json().await.unwrap();
+    let (status, v) = c
+        .post_json(
+            0,
+            "/v1/messages",
+            &json!({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
+            ANTHROPIC,
+        )
+        .await;
+    assert_eq!(status, 402);
     assert_eq!(v["type"], "error", "{v}");
     assert_eq!(v["error"]["type"], "billing_error", "{v}");
     assert!(
@@ -43,46 +37,26 @@ async fn a_budget_at_its_limit_refuses_each_api_in_its_own_shape() {
         "{v}"
     );
 
-    let (status, v) = c.chat(0, &common::hi(json!({}))).await;
-    assert_eq!(status, 402);
-    assert_eq!(v["error"]["code"], "budget_exceeded", "{v}");
-
-    let resp = c
-        .http
-        .post(format!("{}/v1/responses", c.routers[0].url("http")))
-        .bearer_auth(KEY)
-        .json(&json!({"model": "m", "input": "hi"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 402);
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "budget_exceeded", "{v}");
-    assert!(v.get("type").is_none(), "OpenAI's envelope: {v}");
-
-    let resp = c
-        .http
-        .post(format!("{}/v1/embeddings", c.routers[0].url("http")))
-        .bearer_auth(KEY)
-        .json(&json!({"model": "e", "workflow": "embed", "input": "hi"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 402);
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "budget_exceeded", "{v}");
+    // The OpenAI-shaped APIs: chat completions, Responses, embeddings.
+    for (path, body) in [
+        ("/v1/chat/completions", common::hi(json!({}))),
+        ("/v1/responses", json!({"model": "m", "input": "hi"})),
+        (
+            "/v1/embeddings",
+            json!({"model": "e", "workflow": "embed", "input": "hi"}),
+        ),
+    ] {
+        let (status, v) = c.post_json(0, path, &body, &[]).await;
+        assert_eq!(status, 402, "{path}");
+        assert_eq!(v["error"]["code"], "budget_exceeded", "{path}: {v}");
+        assert!(v.get("type").is_none(), "OpenAI's envelope: {v}");
+    }
 
     // Anything else the router refuses for the Messages API is in its shape too.
-    let resp = c
-        .http
-        .post(format!("{}/v1/messages", c.routers[0].url("http")))
-        .header("x-api-key", "sk-nope")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
-    let v: Value = resp.json().await.unwrap();
+    let (status, v) = c
+        .post_json(0, "/v1/messages", &json!({}), &[("x-api-key", "sk-nope")])
+        .await;
+    assert_eq!(status, 401);
     assert_eq!(v["error"]["type"], "authentication_error", "{v}");
     let resp = c
         .http
@@ -97,20 +71,12 @@ async fn a_budget_at_its_limit_refuses_each_api_in_its_own_shape() {
     assert_eq!(v["error"]["type"], "request_too_large", "{v}");
 }
 
+/// A request on router 0 that must succeed: its JSON.
 async fn post(c: &Cluster, path: &str, body: &Value) -> Value {
-    let resp = c
-        .http
-        .post(format!("{}{path}", c.routers[0].url("http")))
-        .bearer_auth(KEY)
-        .header("anthropic-version", "2023-06-01")
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{path}");
-    resp.json().await.unwrap()
+    let (status, v) = c.post_json(0, path, body, ANTHROPIC).await;
+    assert_eq!(status, 200, "{path}: {v}");
+    v
 }
-
 #[tokio::test]
 async fn reasoning_and_fields_we_do_not_know_reach_every_api() {
     let c = Cluster::start(Spec::default()).await;

@@ -103,14 +103,13 @@ fn well_formed(events: &[(String, Value)]) -> (String, Vec<Value>) {
 }
 
 async fn messages(c: &Cluster, body: &Value) -> reqwest::Response {
-    c.http
-        .post(format!("{}/v1/messages", c.routers[0].url("http")))
-        .header("x-api-key", KEY)
-        .header("anthropic-version", "2023-06-01")
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    c.post_to(
+        0,
+        "/v1/messages",
+        body,
+        &[("x-api-key", KEY), ("anthropic-version", "2023-06-01")],
+    )
+    .await
 }
 
 #[tokio::test]

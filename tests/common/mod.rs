@@ -579,18 +579,42 @@ impl Cluster {
         body: &Value,
         headers: &[(&str, &str)],
     ) -> reqwest::Response {
+        self.post_to(n, "/v1/chat/completions", body, headers).await
+    }
+
+    /// Posts `body` as JSON to `path` on router `n` with the cluster key (as a bearer token,
+    /// unless `headers` carry `x-api-key`) and extra `headers`.
+    pub async fn post_to(
+        &self,
+        n: usize,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut req = self
             .http
-            .post(format!(
-                "{}/v1/chat/completions",
-                self.routers[n].url("http")
-            ))
-            .bearer_auth(KEY)
+            .post(format!("{}{path}", self.routers[n].url("http")))
             .json(body);
+        if !headers.iter().any(|(k, _)| *k == "x-api-key") {
+            req = req.bearer_auth(KEY);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         req.send().await.unwrap()
+    }
+
+    /// [`Cluster::post_to`], read: status and JSON body (`Null` when not JSON).
+    pub async fn post_json(
+        &self,
+        n: usize,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let resp = self.post_to(n, path, body, headers).await;
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     /// A non-streamed chat completion on router `n`: status and JSON body.

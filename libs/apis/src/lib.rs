@@ -11,3 +11,10 @@
 pub mod count;
 pub mod messages;
 pub mod responses;
+#[cfg(test)]
+mod test_support;
+
+/// One server-sent event with its name (`event:`) and JSON data.
+pub fn sse(name: &str, data: &serde_json::Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}

@@ -894,10 +894,5 @@ impl StreamEncoder {
     }
 }
 
-/// One event in SSE framing.
-pub fn sse(event: &Event) -> String {
-    format!("event: {}\ndata: {}\n\n", event.0, event.1)
-}
-
 #[cfg(test)]
 mod tests;

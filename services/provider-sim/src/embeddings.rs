@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use switchyard_core::{EmbeddingInput, EmbeddingRequest};
 
-use crate::server::{App, Drawn, draw, key_hint, sleep};
+use crate::server::{App, Drawn, draw, sleep};
 use crate::state::RecentRequest;
 use crate::tokens::PromptTokenizer;
 use crate::wire::Failure;
@@ -71,16 +71,7 @@ pub async fn embed(State(app): State<App>, headers: HeaderMap, body: Bytes) -> R
     let _in_flight = state.begin();
     let faults = state.faults();
     let key = crate::openai::presented_key(&headers);
-    let mut recent = RecentRequest {
-        at_unix_ms: 0,
-        api: "embeddings".into(),
-        model: String::new(),
-        stream: false,
-        key_hint: key.as_deref().map(key_hint),
-        prompt_tokens: 0,
-        tools: 0,
-        outcome: "ok".into(),
-    };
+    let mut recent = RecentRequest::new("embeddings", key.as_deref());
     let fail = |recent: &mut RecentRequest, failure: Failure| {
         recent.outcome = failure.label();
         state.record(recent.clone());

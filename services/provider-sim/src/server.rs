@@ -96,11 +96,6 @@ pub(crate) fn draw(state: &ProviderState, faults: &Faults) -> Drawn {
     Drawn::None
 }
 
-pub(crate) fn key_hint(key: &str) -> String {
-    let chars: Vec<char> = key.chars().collect();
-    chars[chars.len().saturating_sub(4)..].iter().collect()
-}
-
 async fn chat(
     State(app): State<App>,
     reset: Option<axum::Extension<ConnReset>>,
@@ -115,16 +110,7 @@ async fn chat(
         WireFormat::Openai => openai::presented_key(&headers),
         WireFormat::Anthropic => anthropic::presented_key(&headers),
     };
-    let mut recent = RecentRequest {
-        at_unix_ms: 0,
-        api: "chat".into(),
-        model: String::new(),
-        stream: false,
-        key_hint: key.as_deref().map(key_hint),
-        prompt_tokens: 0,
-        tools: 0,
-        outcome: "ok".into(),
-    };
+    let mut recent = RecentRequest::new("chat", key.as_deref());
     let fail = |recent: &mut RecentRequest, failure: Failure| {
         recent.outcome = failure.label();
         state.record(recent.clone());

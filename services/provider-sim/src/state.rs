@@ -53,6 +53,26 @@ pub struct RecentRequest {
     pub outcome: String,
 }
 
+impl RecentRequest {
+    /// A request to `api` that presented `key`, before it is parsed.
+    pub fn new(api: &str, key: Option<&str>) -> Self {
+        let hint = key.map(|k| {
+            let chars: Vec<char> = k.chars().collect();
+            chars[chars.len().saturating_sub(4)..].iter().collect()
+        });
+        RecentRequest {
+            at_unix_ms: 0,
+            api: api.to_string(),
+            model: String::new(),
+            stream: false,
+            key_hint: hint,
+            prompt_tokens: 0,
+            tools: 0,
+            outcome: "ok".into(),
+        }
+    }
+}
+
 /// One simulated provider's live state.
 pub struct ProviderState {
     /// Its configuration.

@@ -17,7 +17,7 @@ use switchyard_core::{EmbeddingRequest, EncodingFormat, Error};
 use crate::edge::Api;
 use crate::handler::{Embedded, Reply, Router};
 use crate::http::{
-    error_response, failure_in, incoming, parse_as, stored, trace_json, with_request_id,
+    error_response, failure_in, incoming, parse_as, refused_in, stored, trace_json, with_request_id,
 };
 
 /// A vector as base64 of its little-endian f32 bytes, as OpenAI encodes it.
@@ -51,13 +51,7 @@ pub fn reply_json(e: &Embedded, format: EncodingFormat) -> Value {
 }
 
 fn refused(e: &Error, key: Option<&switchyard_policy_model::snapshot::KeyRecord>) -> Response {
-    crate::observe::refused(
-        Api::Embeddings,
-        e.class.as_str(),
-        e.http_status().as_u16(),
-        key,
-    );
-    error_response(e)
+    refused_in(Api::Embeddings, e, key, error_response)
 }
 
 /// `POST /v1/embeddings`.

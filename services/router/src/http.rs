@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use switchyard_core::{ChatChunk, ChatRequest, Error};
+use switchyard_core::{ChatChunk, ChatRequest, Error, Usage};
 
 use crate::admission::Admitted;
 use crate::edge::{Api, Incoming};
@@ -50,10 +50,21 @@ pub fn routes(router: Arc<Router>, limits: HttpLimits) -> Axum {
         .with_state(router)
 }
 
-/// A request refused before it was authenticated or read: its log line, then the error.
+/// A request of `api` refused before it was routed (unauthenticated, unreadable, refused by
+/// admission): its log line, with the caller's key once known, then the error as `render` puts
+/// it in the API's envelope.
+pub(crate) fn refused_in(
+    api: Api,
+    e: &Error,
+    key: Option<&switchyard_policy_model::snapshot::KeyRecord>,
+    render: fn(&Error) -> Response,
+) -> Response {
+    crate::observe::refused(api, e.class.as_str(), e.http_status().as_u16(), key);
+    render(e)
+}
+
 fn refused(e: &Error) -> Response {
-    crate::observe::refused(Api::Chat, e.class.as_str(), e.http_status().as_u16(), None);
-    error_response(e)
+    refused_in(Api::Chat, e, None, error_response)
 }
 
 /// An error as an HTTP response.
@@ -206,15 +217,7 @@ async fn chat_inner(State(r): State<Arc<Router>>, headers: HeaderMap, body: Byte
     };
     let req: ChatRequest = match parse(&body) {
         Ok(req) => req,
-        Err(e) => {
-            crate::observe::refused(
-                Api::Chat,
-                e.class.as_str(),
-                e.http_status().as_u16(),
-                Some(&caller.key),
-            );
-            return error_response(&e);
-        }
+        Err(e) => return refused_in(Api::Chat, &e, Some(&caller.key), error_response),
     };
     if req.stream {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
@@ -294,4 +297,57 @@ pub(crate) fn event_stream(body: Body, id: &str) -> Response {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     with_request_id(resp, id)
+}
+
+/// An API's encoding of a committed stream as named server-sent events (Messages, Responses).
+pub(crate) trait EventEncoder: Send + 'static {
+    /// The events for one chunk.
+    fn chunk(&mut self, chunk: &ChatChunk) -> Vec<(String, Value)>;
+    /// The events that end a finished stream, given its settled usage and routing trace.
+    fn done(
+        &mut self,
+        usage: &Usage,
+        routing: Value,
+    ) -> impl std::future::Future<Output = Vec<(String, Value)>> + Send;
+    /// The events that end a stream failed after its first event.
+    fn failed(&mut self, error: Error, routing: Value) -> Vec<(String, Value)>;
+}
+
+/// A committed stream encoded by `encoder`: after the first event there is no fallback, so a
+/// failure ends the stream with the API's error event (what was generated is billed).
+pub(crate) fn encoded_stream<E: EventEncoder>(session: StreamSession, encoder: E) -> Response {
+    let id = session.admitted.id.clone();
+    let body = futures::stream::unfold(
+        (session, encoder, false),
+        |(mut s, mut enc, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let (events, last) = match s.next().await? {
+                    StreamEvent::Chunk(chunk) => (enc.chunk(&chunk), false),
+                    StreamEvent::Done(usage) => {
+                        let routing = trace_json(&s.admitted, &s.trace);
+                        (enc.done(&usage, routing).await, true)
+                    }
+                    StreamEvent::Failed(error) => {
+                        let routing = trace_json(&s.admitted, &s.trace);
+                        (enc.failed(error, routing), true)
+                    }
+                };
+                if events.is_empty() {
+                    continue;
+                }
+                let mut out = String::new();
+                for (name, data) in &events {
+                    out.push_str(&switchyard_apis::sse(name, data));
+                }
+                return Some((
+                    Ok::<Bytes, std::convert::Infallible>(Bytes::from(out)),
+                    (s, enc, last),
+                ));
+            }
+        },
+    );
+    event_stream(Body::from_stream(body), &id)
 }

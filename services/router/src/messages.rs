@@ -8,18 +8,21 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use switchyard_apis::messages::{self as wire, MessagesRequest, StreamEncoder};
-use switchyard_core::Error;
+use switchyard_core::{ChatChunk, Error, Usage};
 
 use crate::edge::Api;
 use crate::handler::{Reply, Router, Served};
-use crate::http::{error_in, failure_in, incoming, parse_as, stored, trace_json, with_request_id};
-use crate::stream::{StreamEvent, StreamSession};
+use crate::http::{
+    EventEncoder, encoded_stream, error_in, failure_in, incoming, parse_as, refused_in, stored,
+    trace_json, with_request_id,
+};
+use crate::stream::StreamSession;
 
 const WHAT: &str = "a Messages API request";
 
@@ -29,13 +32,7 @@ fn error_response(e: &Error) -> Response {
 
 /// Refused before routing: the log line, then the error.
 fn refused(e: &Error, key: Option<&switchyard_policy_model::snapshot::KeyRecord>) -> Response {
-    crate::observe::refused(
-        Api::Messages,
-        e.class.as_str(),
-        e.http_status().as_u16(),
-        key,
-    );
-    error_response(e)
+    refused_in(Api::Messages, e, key, error_response)
 }
 
 fn reply_json(s: &Served) -> Value {
@@ -78,50 +75,37 @@ async fn create_inner(State(r): State<Arc<Router>>, headers: HeaderMap, body: By
     }
 }
 
-fn sse(events: Vec<wire::Event>) -> Bytes {
-    let mut out = String::new();
-    for e in &events {
-        out.push_str(&wire::sse(e));
+/// The Messages event sequence of a committed stream; the routing trace rides on
+/// `message_stop`, or on the `error` event's metadata.
+struct Events(StreamEncoder);
+
+fn named(events: Vec<wire::Event>) -> Vec<(String, Value)> {
+    events
+        .into_iter()
+        .map(|(n, d)| (n.to_string(), d))
+        .collect()
+}
+
+impl EventEncoder for Events {
+    fn chunk(&mut self, chunk: &ChatChunk) -> Vec<(String, Value)> {
+        named(self.0.chunk(chunk))
     }
-    Bytes::from(out)
+
+    async fn done(&mut self, usage: &Usage, routing: Value) -> Vec<(String, Value)> {
+        let mut extra = Map::new();
+        extra.insert("routing".into(), routing);
+        named(self.0.done(usage, extra))
+    }
+
+    fn failed(&mut self, error: Error, routing: Value) -> Vec<(String, Value)> {
+        named(self.0.failed(&error.with_metadata("routing", routing)))
+    }
 }
 
 fn stream(session: StreamSession) -> Response {
-    let id = session.admitted.id.clone();
-    let encoder = StreamEncoder::new(wire::message_id(&id), session.admitted.prompt_tokens);
-    let body = futures::stream::unfold(
-        (session, encoder, false),
-        |(mut s, mut enc, ended)| async move {
-            if ended {
-                return None;
-            }
-            loop {
-                let (events, last) = match s.next().await? {
-                    StreamEvent::Chunk(chunk) => (enc.chunk(&chunk), false),
-                    StreamEvent::Done(usage) => {
-                        let mut extra = Map::new();
-                        extra.insert("routing".into(), trace_json(&s.admitted, &s.trace));
-                        (enc.done(&usage, extra), true)
-                    }
-                    // After the first event there is no fallback: an `error` event ends the
-                    // stream, never a `message_stop`. What was generated is billed.
-                    StreamEvent::Failed(error) => {
-                        let error =
-                            error.with_metadata("routing", trace_json(&s.admitted, &s.trace));
-                        (enc.failed(&error), true)
-                    }
-                };
-                if events.is_empty() {
-                    continue;
-                }
-                return Some((
-                    Ok::<Bytes, std::convert::Infallible>(sse(events)),
-                    (s, enc, last),
-                ));
-            }
-        },
-    );
-    crate::http::event_stream(Body::from_stream(body), &id)
+    let id = wire::message_id(&session.admitted.id);
+    let prompt = session.admitted.prompt_tokens;
+    encoded_stream(session, Events(StreamEncoder::new(id, prompt)))
 }
 
 /// `POST /v1/messages/count_tokens` (the request's body; `max_tokens` optional): the prompt's tokens under o200k_base with the chat framing

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,27 +16,22 @@ use serde_json::{Map, Value, json};
 use switchyard_apis::responses::{
     self as wire, Envelope, ResponsesRequest, StreamEncoder, assistant_message,
 };
-use switchyard_core::{Error, ErrorClass, Message};
+use switchyard_core::{ChatChunk, Error, ErrorClass, Message, Usage};
 use switchyard_state::ResponseStore;
 
 use crate::edge::{Api, Caller};
 use crate::handler::{Reply, Router, Served};
 use crate::http::{
-    error_response, failure_in, incoming, parse_as, stored, trace_json, with_request_id,
+    EventEncoder, encoded_stream, error_response, failure_in, incoming, parse_as, refused_in,
+    stored, trace_json, with_request_id,
 };
-use crate::stream::{StreamEvent, StreamSession};
+use crate::stream::StreamSession;
 
 const WHAT: &str = "a Responses API request";
 
 /// Refused before routing: the log line, then the error.
 fn refused(e: &Error, caller: Option<&Caller>) -> Response {
-    crate::observe::refused(
-        Api::Responses,
-        e.class.as_str(),
-        e.http_status().as_u16(),
-        caller.map(|c| &c.key),
-    );
-    error_response(e)
+    refused_in(Api::Responses, e, caller.map(|c| &c.key), error_response)
 }
 
 fn store_unreachable(e: switchyard_state::StateError) -> Error {
@@ -175,56 +170,41 @@ async fn create_inner(State(r): State<Arc<Router>>, headers: HeaderMap, body: By
     }
 }
 
-fn sse(events: Vec<wire::Event>) -> Bytes {
-    let mut out = String::new();
-    for e in &events {
-        out.push_str(&wire::sse(e));
+/// The Responses event sequence of a committed stream; the final response is stored (when it
+/// is to be) before the client reads `response.completed`, so a follow-up sent on seeing it
+/// finds it.
+struct Events {
+    encoder: StreamEncoder,
+    keep: Option<Keep>,
+}
+
+fn routing_field(routing: Value) -> Map<String, Value> {
+    let mut extra = Map::new();
+    extra.insert("routing".into(), routing);
+    extra
+}
+
+impl EventEncoder for Events {
+    fn chunk(&mut self, chunk: &ChatChunk) -> Vec<(String, Value)> {
+        self.encoder.chunk(chunk)
     }
-    Bytes::from(out)
+
+    async fn done(&mut self, usage: &Usage, routing: Value) -> Vec<(String, Value)> {
+        let (events, response) = self.encoder.done(usage, routing_field(routing));
+        if let Some(keep) = &self.keep {
+            keep.put(&response).await;
+        }
+        events
+    }
+
+    fn failed(&mut self, error: Error, routing: Value) -> Vec<(String, Value)> {
+        self.encoder.failed(&error, routing_field(routing))
+    }
 }
 
 fn stream(session: StreamSession, req: &ResponsesRequest, keep: Option<Keep>) -> Response {
-    let id = session.admitted.id.clone();
-    let encoder = StreamEncoder::new(envelope(&id, req));
-    let body = futures::stream::unfold(
-        (session, encoder, keep, false),
-        |(mut s, mut enc, keep, ended)| async move {
-            if ended {
-                return None;
-            }
-            loop {
-                let (events, last) = match s.next().await? {
-                    StreamEvent::Chunk(chunk) => (enc.chunk(&chunk), false),
-                    StreamEvent::Done(usage) => {
-                        let mut extra = Map::new();
-                        extra.insert("routing".into(), trace_json(&s.admitted, &s.trace));
-                        let (events, response) = enc.done(&usage, extra);
-                        // Stored before the client reads `response.completed`, so a follow-up
-                        // sent on seeing it finds it.
-                        if let Some(keep) = &keep {
-                            keep.put(&response).await;
-                        }
-                        (events, true)
-                    }
-                    // After the first event there is no fallback: `response.failed` ends the
-                    // stream. What was generated is billed.
-                    StreamEvent::Failed(error) => {
-                        let mut extra = Map::new();
-                        extra.insert("routing".into(), trace_json(&s.admitted, &s.trace));
-                        (enc.failed(&error, extra), true)
-                    }
-                };
-                if events.is_empty() {
-                    continue;
-                }
-                return Some((
-                    Ok::<Bytes, std::convert::Infallible>(sse(events)),
-                    (s, enc, keep, last),
-                ));
-            }
-        },
-    );
-    crate::http::event_stream(Body::from_stream(body), &id)
+    let encoder = StreamEncoder::new(envelope(&session.admitted.id, req));
+    encoded_stream(session, Events { encoder, keep })
 }
 
 fn not_found(id: &str) -> Response {

@@ -1,15 +1,15 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use switchyard_config::catalog::WireFormat;
-use switchyard_core::response::FunctionDelta;
 use switchyard_core::{
-    ChatChunk, ChatResponse, Choice, ChunkChoice, Content, Delta, Error, ErrorClass, FinishReason,
-    Message, Role, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    ChatResponse, Choice, Content, Delta, Error, ErrorClass, FinishReason, Message, Role, ToolCall,
+    ToolChoice, Usage,
 };
 use switchyard_providers::sse::SseEvent;
 use switchyard_providers::{Flow, Target, WireAdapter};
 
 use super::*;
+use crate::test_support::{chunk, reply_with, text_chunk, tool_chunk};
 
 fn parse(v: Value) -> Result<ChatRequest, Error> {
     let req: MessagesRequest =
@@ -170,52 +170,6 @@ fn errors_use_anthropics_envelope() {
     assert_eq!(error_type(ErrorClass::RateLimited), "rate_limit_error");
 }
 
-fn chunk(delta: Delta, finish: Option<FinishReason>) -> ChatChunk {
-    ChatChunk {
-        id: "c".into(),
-        object: "chat.completion.chunk".into(),
-        created: 0,
-        model: "m".into(),
-        provider: None,
-        choices: vec![ChunkChoice {
-            index: 0,
-            delta,
-            finish_reason: finish,
-            extra: Default::default(),
-        }],
-        usage: None,
-        extra: Default::default(),
-    }
-}
-
-fn text_chunk(t: &str) -> ChatChunk {
-    chunk(
-        Delta {
-            content: Some(t.into()),
-            ..Delta::default()
-        },
-        None,
-    )
-}
-
-fn tool(index: u32, id: Option<&str>, name: Option<&str>, args: &str) -> ChatChunk {
-    chunk(
-        Delta {
-            tool_calls: vec![ToolCallDelta {
-                index,
-                id: id.map(str::to_string),
-                kind: id.map(|_| "function".to_string()),
-                function: FunctionDelta {
-                    name: name.map(str::to_string),
-                    arguments: Some(args.into()),
-                },
-            }],
-            ..Delta::default()
-        },
-        None,
-    )
-}
-
 /// What the Anthropic-format adapter's own decoder (the upstream side) makes of our events:
 /// text, tool calls (id, name, arguments) and the finish reason.
 fn decode(events: &[Event]) -> (String, Vec<(String, String, String)>, Option<FinishReason>) {
@@ -273,9 +227,9 @@ fn a_stream_is_the_documented_event_sequence() {
         ),
         text_chunk("Hel"),
         text_chunk("lo"),
-        tool(0, Some("call_1"), Some("f"), ""),
-        tool(0, None, None, r#"{"a":"#),
-        tool(0, None, None, "1}"),
+        tool_chunk(0, Some("call_1"), Some("f"), ""),
+        tool_chunk(0, None, None, r#"{"a":"#),
+        tool_chunk(0, None, None, "1}"),
         chunk(Delta::default(), Some(FinishReason::ToolCalls)),
     ] {
         events.extend(enc.chunk(&c));
@@ -315,7 +269,7 @@ fn a_stream_is_the_documented_event_sequence() {
         vec![("call_1".into(), "f".into(), r#"{"a":1}"#.into())]
     );
     assert_eq!(finish, Some(FinishReason::ToolCalls));
-    assert!(sse(&events[0]).starts_with("event: message_start\ndata: {"));
+    assert!(crate::sse(events[0].0, &events[0].1).starts_with("event: message_start\ndata: {"));
 
     let mut enc = StreamEncoder::new("msg_2".into(), 1);
     let mut events = enc.chunk(&text_chunk("partial"));
@@ -486,8 +440,8 @@ proptest! {
         }
         for (i, c) in tool_calls.iter().enumerate() {
             let (a, b) = c.arguments.split_at(c.arguments.len() / 2);
-            events.extend(enc.chunk(&tool(i as u32, Some(&c.id), Some(&c.name), a)));
-            events.extend(enc.chunk(&tool(i as u32, None, None, b)));
+            events.extend(enc.chunk(&tool_chunk(i as u32, Some(&c.id), Some(&c.name), a)));
+            events.extend(enc.chunk(&tool_chunk(i as u32, None, None, b)));
         }
         events.extend(enc.chunk(&chunk(Delta::default(), Some(finish))));
         events.extend(enc.done(&Usage::default(), Map::new()));
@@ -599,22 +553,4 @@ fn reasoning_is_a_thinking_block_both_ways() {
             .iter()
             .any(|c| c.choices[0].delta.reasoning_signature.as_deref() == Some("sig-2"))
     );
-}
-
-fn reply_with(message: Message) -> ChatResponse {
-    ChatResponse {
-        id: "x".into(),
-        object: "chat.completion".into(),
-        created: 0,
-        model: "m".into(),
-        provider: None,
-        choices: vec![Choice {
-            index: 0,
-            message,
-            finish_reason: Some(FinishReason::Stop),
-            extra: Default::default(),
-        }],
-        usage: Some(Usage::default()),
-        extra: Default::default(),
-    }
 }

@@ -1,12 +1,12 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use switchyard_core::response::FunctionDelta;
 use switchyard_core::{
-    ChatChunk, ChatResponse, Choice, ChunkChoice, Delta, Error, ErrorClass, FinishReason, Message,
-    Role, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    ChatResponse, Delta, Error, ErrorClass, FinishReason, Message, Role, ToolCall, ToolChoice,
+    Usage,
 };
 
 use super::*;
+use crate::test_support::{chunk, reply_with, text_chunk, tool_chunk};
 
 fn parse(v: Value) -> Result<ChatRequest, Error> {
     let req: ResponsesRequest =
@@ -111,30 +111,18 @@ fn what_cannot_be_served_is_refused_naming_the_field() {
 }
 
 fn reply(text: &str, calls: Vec<ToolCall>, finish: FinishReason) -> ChatResponse {
-    ChatResponse {
-        id: "x".into(),
-        object: "chat.completion".into(),
-        created: 0,
-        model: "m".into(),
-        provider: None,
-        choices: vec![Choice {
-            index: 0,
-            message: Message {
-                tool_calls: calls,
-                ..Message::text(Role::Assistant, text)
-            },
-            finish_reason: Some(finish),
-            extra: Default::default(),
-        }],
-        usage: Some(Usage {
-            prompt_tokens: 10,
-            completion_tokens: 4,
-            cached_prompt_tokens: 2,
-            cost: None,
-            ..Usage::default()
-        }),
-        extra: Default::default(),
-    }
+    let mut r = reply_with(Message {
+        tool_calls: calls,
+        ..Message::text(Role::Assistant, text)
+    });
+    r.choices[0].finish_reason = Some(finish);
+    r.usage = Some(Usage {
+        prompt_tokens: 10,
+        completion_tokens: 4,
+        cached_prompt_tokens: 2,
+        ..Usage::default()
+    });
+    r
 }
 
 #[test]
@@ -162,52 +150,6 @@ fn a_reply_is_a_response_object() {
     let r = response_json(&reply("cut", vec![], FinishReason::Length), &env());
     assert_eq!(r["status"], "incomplete");
     assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
-}
-
-fn chunk(delta: Delta, finish: Option<FinishReason>) -> ChatChunk {
-    ChatChunk {
-        id: "c".into(),
-        object: "chat.completion.chunk".into(),
-        created: 0,
-        model: "m".into(),
-        provider: None,
-        choices: vec![ChunkChoice {
-            index: 0,
-            delta,
-            finish_reason: finish,
-            extra: Default::default(),
-        }],
-        usage: None,
-        extra: Default::default(),
-    }
-}
-
-fn text_chunk(t: &str) -> ChatChunk {
-    chunk(
-        Delta {
-            content: Some(t.into()),
-            ..Delta::default()
-        },
-        None,
-    )
-}
-
-fn tool_chunk(index: u32, id: Option<&str>, name: Option<&str>, args: &str) -> ChatChunk {
-    chunk(
-        Delta {
-            tool_calls: vec![ToolCallDelta {
-                index,
-                id: id.map(str::to_string),
-                kind: None,
-                function: FunctionDelta {
-                    name: name.map(str::to_string),
-                    arguments: Some(args.into()),
-                },
-            }],
-            ..Delta::default()
-        },
-        None,
-    )
 }
 
 /// What a client accumulating the events (as the official SDK does) ends up with, checked
