@@ -12,25 +12,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::up::{field, run_sdk, up};
+use common::up::sdk_against_up;
 use common::{Cluster, KEY, Spec};
 use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
 #[tokio::test]
 async fn the_official_openai_sdk_runs_embeddings_unchanged() {
-    let (mut child, printed) = up(&[]).await;
-    let seen = run_sdk(
+    let seen = sdk_against_up(
         "openai_embeddings.py",
         "openai",
-        &field(&printed, "router"),
         &["demo-embed", "demo-fast"],
     )
     .await;
-    eprintln!("openai SDK, embeddings: {seen}");
     assert_eq!(seen["many"], 3);
     assert_eq!(seen["errors"], "ok");
-    child.kill().await.unwrap();
 }
 
 /// A cluster whose catalog has the embedding model `e` on `fast` (1 USD per 1M input tokens)

@@ -11,24 +11,20 @@ mod common;
 
 use std::time::Duration;
 
-use common::up::{field, run_sdk, up};
+use common::up::sdk_against_up;
 use common::{Cluster, KEY, Spec};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn the_official_anthropic_sdk_runs_unchanged() {
-    let (mut child, printed) = up(&[]).await;
-    let seen = run_sdk(
+    let seen = sdk_against_up(
         "anthropic_messages.py",
         "anthropic",
-        &field(&printed, "router"),
         &["demo-fast", "demo-smart"],
     )
     .await;
-    eprintln!("anthropic SDK: {seen}");
     assert!(seen["create"]["id"].as_str().unwrap().starts_with("msg_"));
     assert_eq!(seen["errors"], "ok");
-    child.kill().await.unwrap();
 }
 
 /// The SSE events of a response body: (event name, data).

@@ -9,24 +9,20 @@
 
 mod common;
 
-use common::up::{field, run_sdk, up};
+use common::up::sdk_against_up;
 use common::{BETA_KEY, Cluster, KEY, Spec};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn the_official_openai_sdk_runs_the_responses_api_unchanged() {
-    let (mut child, printed) = up(&[]).await;
-    let seen = run_sdk(
+    let seen = sdk_against_up(
         "openai_responses.py",
         "openai",
-        &field(&printed, "router"),
         &["demo-fast", "demo-smart"],
     )
     .await;
-    eprintln!("openai SDK, Responses API: {seen}");
     assert!(seen["create"]["id"].as_str().unwrap().starts_with("resp_"));
     assert_eq!(seen["errors"], "ok");
-    child.kill().await.unwrap();
 }
 
 async fn call(

@@ -67,3 +67,16 @@ pub async fn run_sdk(script: &str, sdk: &str, router: &str, models: &[&str]) -> 
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Runs `tests/sdk/<script>` (see [`run_sdk`]) against a fresh `switchyard up`, which is
+/// stopped afterwards; what the script printed, also shown on stderr.
+pub async fn sdk_against_up(script: &str, sdk: &str, models: &[&str]) -> Value {
+    let (mut child, printed) = up(&[]).await;
+    let seen = run_sdk(script, sdk, &field(&printed, "router"), models).await;
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("{script} ({sdk} SDK): {seen}");
+    }
+    let _ = child.kill().await;
+    seen
+}
