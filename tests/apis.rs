@@ -138,4 +138,19 @@ async fn reasoning_and_fields_we_do_not_know_reach_every_api() {
         v["usage"]["output_tokens_details"]["reasoning_tokens"], 6,
         "{v}"
     );
+
+    // What a format cannot carry is never dropped on the way: a `seed` leaves the
+    // Anthropic-format endpoint out, with the reason.
+    let (status, v) = c
+        .post_json(
+            0,
+            "/v1/chat/completions",
+            &json!({"model": "big", "seed": 7, "messages": [{"role": "user", "content": "hi"}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 503, "{v}");
+    let excluded = &v["error"]["metadata"]["excluded"][0];
+    assert_eq!(excluded["endpoint"], "big@claude", "{v}");
+    assert_eq!(excluded["reason"], "missing_parameter", "{v}");
 }

@@ -60,6 +60,27 @@ pub enum WireFormat {
     Anthropic,
 }
 
+impl WireFormat {
+    /// Whether a request using `p` can be expressed in this format at all. Where it cannot, the
+    /// planner leaves the format's endpoints out of a request that uses it (`missing_parameter`)
+    /// rather than drop the parameter on the way: the Messages API has no seed, log
+    /// probabilities, frequency or presence penalties, or logit bias.
+    pub fn carries(self, p: Parameter) -> bool {
+        match self {
+            WireFormat::Openai => true,
+            WireFormat::Anthropic => !matches!(
+                p,
+                Parameter::Seed
+                    | Parameter::Logprobs
+                    | Parameter::TopLogprobs
+                    | Parameter::FrequencyPenalty
+                    | Parameter::PresencePenalty
+                    | Parameter::LogitBias
+            ),
+        }
+    }
+}
+
 /// An upstream provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

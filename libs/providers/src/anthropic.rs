@@ -12,7 +12,7 @@
 //! | `max_tokens` (required upstream) | `max_tokens`, else the endpoint's max output |
 //! | `stop`, `temperature`, `top_p`, `top_k`, `user` | `stop_sequences`, `temperature`, `top_p`, `top_k`, `metadata.user_id` |
 //! | `reasoning` (max_tokens, or effort as a share of max_tokens) | `thinking` enabled with `budget_tokens` (at least 1,024) |
-//! | `seed`, penalties, logprobs | not supported by the format; dropped (`require_parameters` excludes such endpoints) |
+//! | `seed`, penalties, logprobs, logit bias | not expressible: the planner leaves Anthropic-format endpoints out of requests that use them (`missing_parameter`), so nothing is dropped |
 //!
 //! | assistant `reasoning` with `reasoning_signature` | a leading `thinking` block (reasoning without Anthropic's signature is left out) |
 //!

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use switchyard_config::Catalog;
-use switchyard_config::catalog::{DataPolicy, Price};
+use switchyard_config::catalog::{DataPolicy, Price, WireFormat};
 use switchyard_core::{EndpointId, ModelId, ModelKind, Parameter, ProviderId, Quantization};
 
 /// One endpoint with what the planner needs to judge it.
@@ -14,6 +14,8 @@ pub struct Candidate {
     pub endpoint: EndpointId,
     /// Model.
     pub model: ModelId,
+    /// The wire format its provider speaks.
+    pub format: WireFormat,
     /// Provider.
     pub provider: ProviderId,
     /// Provider region.
@@ -57,6 +59,7 @@ impl RoutingCatalog {
             by_model.entry(m.id.clone()).or_default().push(Candidate {
                 endpoint: e.id(),
                 model: m.id.clone(),
+                format: p.format,
                 provider: p.id.clone(),
                 region: p.region.clone(),
                 data_policy: p.data_policy,

@@ -208,12 +208,13 @@ impl Ctx<'_> {
                 }
             }
         }
+        // A parameter the endpoint's format cannot carry would be dropped on the way: always
+        // excluded. One it does not list is excluded when the answer's shape depends on it, or
+        // when the request requires every parameter.
         let strict = prefs.require_parameters == Some(true);
-        if let Some(p) = self
-            .used
-            .iter()
-            .find(|p| (strict || p.always_required()) && !c.supports.contains(p))
-        {
+        if let Some(p) = self.used.iter().find(|p| {
+            !c.format.carries(**p) || ((strict || p.always_required()) && !c.supports.contains(p))
+        }) {
             return Err(ExclusionReason::MissingParameter { parameter: *p });
         }
         if self.needed > c.context_length {

@@ -71,9 +71,13 @@ fn no_fallbacks_means_only_the_ordered_providers() {
 fn parameters_tools_always_and_others_on_request() {
     let s = req(json!({"seed": 3}));
     assert_eq!(
-        s.endpoints().len(),
-        4,
-        "seed alone does not require support"
+        sorted(s.endpoints()),
+        ["small@a", "small@b", "small@d"],
+        "seed alone does not require an endpoint to list it, but the Anthropic format cannot carry it"
+    );
+    assert!(
+        s.reasons()
+            .contains(&("small@c".into(), "missing_parameter"))
     );
     let s = req(json!({"seed": 3, "provider": {"require_parameters": true}}));
     assert_eq!(sorted(s.endpoints()), ["small@a", "small@d"]);
