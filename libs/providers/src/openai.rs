@@ -3,8 +3,8 @@
 //! fields go upstream: the routing fields stay here, `model` becomes the upstream name, and a
 //! stream always asks for usage in its last chunk. Replies keep fields Switchyard does not know
 //! (`system_fingerprint`, `service_tier`, `logprobs`, …) for a client of the same format, and
-//! read `reasoning` / `reasoning_content` as the reasoning; earlier reasoning is not sent back
-//! upstream. Embeddings go to `/embeddings` as floats
+//! read `reasoning` / `reasoning_content` as the reasoning; earlier reasoning and unknown fields
+//! of request messages are not sent upstream. Embeddings go to `/embeddings` as floats
 //! (`input`, `dimensions`, `user`); the reply's vectors are put in input order by `index`.
 
 use bytes::Bytes;
@@ -29,10 +29,13 @@ pub struct OpenAi;
 pub fn wire_request(target: &Target, req: &ChatRequest, stream: bool) -> ChatRequest {
     let mut wire = req.clone();
     // Earlier reasoning is not sent back: DeepSeek refuses `reasoning_content` in the input and
-    // OpenAI does not take it; the signature is Anthropic's.
+    // OpenAI does not take it; the signature is Anthropic's. Message fields Switchyard does not
+    // know (a replayed reply's `annotations`, …) stay here too: strict OpenAI-compatible
+    // providers refuse them.
     for m in &mut wire.messages {
         m.reasoning = None;
         m.reasoning_signature = None;
+        m.extra.clear();
     }
     wire.model = target.upstream_model.clone();
     wire.models = Vec::new();

@@ -403,3 +403,24 @@ proptest::proptest! {
         proptest::prop_assert_eq!(strip(split), strip(whole));
     }
 }
+
+#[test]
+fn openai_requests_carry_no_earlier_reasoning_or_unknown_message_fields() {
+    // A client replaying an assistant reply: its reasoning and unknown fields stay here.
+    let req: switchyard_core::ChatRequest = serde_json::from_value(serde_json::json!({
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello", "reasoning": "because", "annotations": [], "refusal": null},
+            {"role": "user", "content": "and?"}
+        ]
+    }))
+    .unwrap();
+    assert!(req.messages[1].extra.contains_key("annotations"));
+    let wire = switchyard_providers::openai::wire_request(&target(WireFormat::Openai), &req, false);
+    let body = serde_json::to_value(&wire).unwrap();
+    assert_eq!(
+        body["messages"][1],
+        serde_json::json!({"role": "assistant", "content": "hello"})
+    );
+}
