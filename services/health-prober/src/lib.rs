@@ -9,5 +9,6 @@
 pub mod config;
 pub mod grpc;
 pub mod machine;
+pub mod probe;
 pub mod prober;
 pub mod run;

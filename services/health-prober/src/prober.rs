@@ -7,14 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switchyard_config::Catalog;
-use switchyard_core::{
-    ChatRequest, EmbeddingInput, EmbeddingRequest, EndpointId, EndpointState, ErrorClass, ModelId,
-    ModelKind, Money,
-};
+use switchyard_core::{EndpointId, EndpointState, ModelId, Money};
 use switchyard_policy_model::snapshot::{CompiledPolicy, OverrideKind};
-use switchyard_providers::{
-    Call, CallError, EmbedCall, ProviderClient, Target, Timeouts, resolve_key,
-};
+use switchyard_providers::{ProviderClient, Target, resolve_key};
 use switchyard_state::{HealthRecord, HealthStore, PolicyStore, StateError, bucket_of};
 use tokio_util::sync::CancellationToken;
 
@@ -24,18 +19,7 @@ use crate::machine::{Inputs, ProbeResult, evaluate};
 /// Prompt tokens a probe is assumed to cost.
 const PROBE_PROMPT_TOKENS: u64 = 12;
 
-/// An endpoint the prober watches.
-#[derive(Debug, Clone)]
-pub struct ProbeTarget {
-    /// Where and how to call it.
-    pub target: Target,
-    /// Its model.
-    pub model: ModelId,
-    /// What one probe costs at its prices.
-    pub cost: Money,
-    /// Chat (a one-token completion) or embedding (one short input).
-    pub kind: ModelKind,
-}
+pub use crate::probe::ProbeTarget;
 
 /// One prober replica.
 pub struct Prober {
@@ -204,65 +188,10 @@ impl Prober {
         set
     }
 
-    /// One active probe: a one-token completion, or the embedding of one word.
+    /// One active probe (see [`crate::probe::probe`]).
     pub async fn probe(&self, t: &ProbeTarget) -> ProbeResult {
-        let mut req = ChatRequest::user(t.model.as_str(), "ping");
-        req.max_tokens = Some(1);
-        let embed = EmbeddingRequest {
-            model: t.model.to_string(),
-            models: Vec::new(),
-            input: EmbeddingInput::Text("ping".into()),
-            dimensions: None,
-            encoding_format: None,
-            user: None,
-            provider: None,
-            workflow: None,
-        };
         let timeout = Duration::from_millis(self.cfg.probe.timeout_ms);
-        let timeouts = Timeouts {
-            connect: timeout.min(Duration::from_secs(2)),
-            first_byte: timeout,
-            total: timeout,
-        };
-        let cancel = CancellationToken::new();
-        let started_ms = now_ms();
-        let started = Instant::now();
-        let r = match t.kind {
-            ModelKind::Chat => self
-                .client
-                .chat(Call {
-                    target: &t.target,
-                    request: &req,
-                    timeouts,
-                    cancel: &cancel,
-                })
-                .await
-                .map(drop),
-            ModelKind::Embedding => self
-                .client
-                .embed(EmbedCall {
-                    target: &t.target,
-                    request: &embed,
-                    timeouts,
-                    cancel: &cancel,
-                })
-                .await
-                .map(drop),
-        };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let class = match &r {
-            Ok(_) => None,
-            Err(CallError::Upstream(e)) => Some(e.class),
-            Err(CallError::Cancelled) => Some(ErrorClass::Timeout),
-        };
-        let result = if class.is_some() { "failure" } else { "ok" };
-        metrics::counter!("switchyard_probes_total", "endpoint" => t.target.endpoint.to_string(), "result" => result).increment(1);
-        ProbeResult {
-            ok: class.is_none(),
-            latency_ms,
-            class,
-            started_ms,
-        }
+        crate::probe::probe(&self.client, timeout, t).await
     }
 
     /// One evaluation round over the endpoints this replica holds.
