@@ -16,7 +16,9 @@
 //! | assistant `thinking` blocks (with `signature`) | the message's `reasoning` (and `reasoning_signature`) |
 //! | `models`, `provider`, `workflow` (Switchyard's routing fields) | the same |
 //!
-//! Accepted but not forwarded: `cache_control` on blocks and tools (a caching hint that changes
+//! `cache_control` on system and text blocks is kept on the normalized text parts and sent on
+//! to Anthropic-format upstreams (OpenAI-format ones cache by themselves). Accepted but not
+//! forwarded: `cache_control` on images, tool results and tools (a caching hint that changes
 //! cost, never the answer), redacted-thinking blocks of earlier assistant turns, and a tool
 //! result's `is_error` flag (the normalized form has no such flag; the text goes as is).
 //! Refused with a 400 naming the field: server tools (web search, code execution, …), images
@@ -147,7 +149,7 @@ pub struct TextBlock {
     pub kind: TextKind,
     /// The text.
     pub text: String,
-    /// A caching hint (accepted, not forwarded).
+    /// A prompt-caching breakpoint (sent on to Anthropic-format upstreams).
     #[serde(default)]
     pub cache_control: Option<Value>,
 }
@@ -197,7 +199,7 @@ pub enum Block {
     Text {
         /// The text.
         text: String,
-        /// Accepted, not forwarded.
+        /// A prompt-caching breakpoint (sent on to Anthropic-format upstreams).
         #[serde(default)]
         cache_control: Option<Value>,
         /// Accepted, not forwarded.
@@ -387,7 +389,14 @@ fn user_turn(blocks: &[Block], i: usize, out: &mut Vec<Message>) -> Result<(), E
     for (j, b) in blocks.iter().enumerate() {
         let at = format!("messages[{i}].content[{j}]");
         match b {
-            Block::Text { text, .. } => parts.push(ContentPart::Text { text: text.clone() }),
+            Block::Text {
+                text,
+                cache_control,
+                ..
+            } => parts.push(ContentPart::Text {
+                text: text.clone(),
+                cache_control: cache_control.clone(),
+            }),
             Block::Image { source, .. } => parts.push(image_url(source)),
             Block::ToolResult {
                 tool_use_id,
@@ -478,6 +487,7 @@ impl MessagesRequest {
                         .iter()
                         .map(|b| ContentPart::Text {
                             text: b.text.clone(),
+                            cache_control: b.cache_control.clone(),
                         })
                         .collect(),
                 )),

@@ -252,9 +252,11 @@ fn message_content(v: &Value, at: &str) -> Result<Content, Error> {
                 match p.get("type").and_then(Value::as_str) {
                     Some("input_text" | "output_text") => out.push(ContentPart::Text {
                         text: str_field(p, "text", &at)?.to_string(),
+                        cache_control: None,
                     }),
                     Some("refusal") => out.push(ContentPart::Text {
                         text: str_field(p, "refusal", &at)?.to_string(),
+                        cache_control: None,
                     }),
                     Some("input_image") => {
                         let Some(url) = p.get("image_url").and_then(Value::as_str) else {

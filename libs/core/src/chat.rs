@@ -251,7 +251,7 @@ impl Message {
             Some(Content::Parts(parts)) => parts
                 .iter()
                 .filter_map(|p| match p {
-                    ContentPart::Text { text } => Some(text.as_str()),
+                    ContentPart::Text { text, .. } => Some(text.as_str()),
                     ContentPart::ImageUrl { .. } => None,
                 })
                 .collect::<Vec<_>>()
@@ -279,6 +279,10 @@ pub enum ContentPart {
     Text {
         /// The text.
         text: String,
+        /// A prompt-caching breakpoint (Anthropic's `cache_control`, as OpenRouter takes it on
+        /// text parts); sent to Anthropic-format upstreams only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     /// An image by URL (or data URL).
     ImageUrl {

@@ -53,7 +53,7 @@ impl ChatRequest {
                 Some(Content::Parts(parts)) => {
                     for part in parts {
                         let n = match part {
-                            ContentPart::Text { text } => estimate_text(text),
+                            ContentPart::Text { text, .. } => estimate_text(text),
                             ContentPart::ImageUrl { .. } => PER_IMAGE,
                         };
                         total = total.saturating_add(n);
@@ -95,7 +95,7 @@ impl ChatRequest {
                 Some(Content::Parts(parts)) => {
                     for part in parts {
                         total += match part {
-                            ContentPart::Text { text } => bytes(text),
+                            ContentPart::Text { text, .. } => bytes(text),
                             ContentPart::ImageUrl { .. } => BOUND_PER_IMAGE,
                         };
                     }

@@ -2,8 +2,8 @@
 //!
 //! | normalized | Messages API |
 //! |---|---|
-//! | `system` / `developer` messages | top-level `system` (joined) |
-//! | user content parts | `text` / `image` blocks (data URLs become base64 sources) |
+//! | `system` / `developer` messages | top-level `system` (joined; as blocks when a part carries `cache_control`) |
+//! | user content parts | `text` / `image` blocks (data URLs become base64 sources; a text part's `cache_control` kept) |
 //! | assistant `tool_calls` | `tool_use` blocks (`arguments` must be a JSON object) |
 //! | `tool` messages | `tool_result` blocks in a user turn (consecutive ones merged) |
 //! | `tools`, `tool_choice` none/auto/required/function | `tools` (`input_schema`), `tool_choice` none/auto/any/tool |
@@ -59,21 +59,42 @@ fn invalid(message: impl Into<String>) -> UpstreamError {
     UpstreamError::new(ErrorClass::InvalidRequest, Phase::Connect, message)
 }
 
+fn text_block(text: &str, cache_control: Option<&Value>) -> Value {
+    let mut block = json!({"type": "text", "text": text});
+    if let Some(c) = cache_control {
+        block["cache_control"] = c.clone();
+    }
+    block
+}
+
 fn content_blocks(content: &Option<Content>) -> Vec<Value> {
-    let text_block = |t: &str| json!({"type": "text", "text": t});
     match content {
         None => Vec::new(),
         Some(Content::Text(t)) if t.is_empty() => Vec::new(),
-        Some(Content::Text(t)) => vec![text_block(t)],
+        Some(Content::Text(t)) => vec![text_block(t, None)],
         Some(Content::Parts(parts)) => parts
             .iter()
             .filter_map(|p| match p {
-                ContentPart::Text { text } if text.is_empty() => None,
-                ContentPart::Text { text } => Some(text_block(text)),
+                ContentPart::Text { text, .. } if text.is_empty() => None,
+                ContentPart::Text {
+                    text,
+                    cache_control,
+                } => Some(text_block(text, cache_control.as_ref())),
                 ContentPart::ImageUrl { image_url } => Some(image_block(&image_url.url)),
             })
             .collect(),
     }
+}
+
+/// Whether any text part of the system messages marks a cache breakpoint (the system prompt
+/// then goes as blocks, so the breakpoint stays where the client put it).
+fn cached_system(req: &ChatRequest) -> bool {
+    req.messages
+        .iter()
+        .filter(|m| matches!(m.role, Role::System | Role::Developer))
+        .any(|m| {
+            matches!(&m.content, Some(Content::Parts(parts)) if parts.iter().any(|p| matches!(p, ContentPart::Text { cache_control: Some(_), .. })))
+        })
 }
 
 fn image_block(url: &str) -> Value {
@@ -155,7 +176,15 @@ pub fn wire_request(
         json!(req.max_output_tokens().unwrap_or(target.max_output)),
     );
     let system: Vec<String> = system.into_iter().filter(|s| !s.is_empty()).collect();
-    if !system.is_empty() {
+    if cached_system(req) {
+        let blocks: Vec<Value> = req
+            .messages
+            .iter()
+            .filter(|m| matches!(m.role, Role::System | Role::Developer))
+            .flat_map(|m| content_blocks(&m.content))
+            .collect();
+        body.insert("system".into(), Value::Array(blocks));
+    } else if !system.is_empty() {
         body.insert("system".into(), json!(system.join("\n\n")));
     }
     body.insert(

@@ -12,8 +12,8 @@ use http_body_util::Full;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use switchyard_core::{
-    ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, ErrorClass,
-    FinishReason, StreamOptions, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, EmbeddingRequest,
+    EmbeddingResponse, ErrorClass, FinishReason, StreamOptions, Usage,
 };
 
 use crate::adapter::{Flow, StreamDecoder, WireAdapter, post_json, secret_header, with_body};
@@ -32,10 +32,18 @@ pub fn wire_request(target: &Target, req: &ChatRequest, stream: bool) -> ChatReq
     // OpenAI does not take it; the signature is Anthropic's. Message fields Switchyard does not
     // know (a replayed reply's `annotations`, …) stay here too: strict OpenAI-compatible
     // providers refuse them.
+    // Cache breakpoints are Anthropic's: OpenAI-format providers cache by themselves.
     for m in &mut wire.messages {
         m.reasoning = None;
         m.reasoning_signature = None;
         m.extra.clear();
+        if let Some(Content::Parts(parts)) = &mut m.content {
+            for p in parts {
+                if let ContentPart::Text { cache_control, .. } = p {
+                    *cache_control = None;
+                }
+            }
+        }
     }
     wire.model = target.upstream_model.clone();
     wire.models = Vec::new();

@@ -53,7 +53,10 @@ pub fn request(p: pb::ChatRequest) -> Result<ChatRequest, Error> {
                 .content
                 .into_iter()
                 .filter_map(|c| match c.part {
-                    Some(pb::content_part::Part::Text(text)) => Some(ContentPart::Text { text }),
+                    Some(pb::content_part::Part::Text(text)) => Some(ContentPart::Text {
+                        text,
+                        cache_control: None,
+                    }),
                     Some(pb::content_part::Part::ImageUrl(i)) => Some(ContentPart::ImageUrl {
                         image_url: ImageUrl {
                             url: i.url,
@@ -65,7 +68,12 @@ pub fn request(p: pb::ChatRequest) -> Result<ChatRequest, Error> {
                 .collect();
             let content = match parts.as_slice() {
                 [] => None,
-                [ContentPart::Text { text }] => Some(Content::Text(text.clone())),
+                [
+                    ContentPart::Text {
+                        text,
+                        cache_control: None,
+                    },
+                ] => Some(Content::Text(text.clone())),
                 _ => Some(Content::Parts(parts)),
             };
             Ok(Message {

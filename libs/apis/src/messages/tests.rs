@@ -554,3 +554,29 @@ fn reasoning_is_a_thinking_block_both_ways() {
             .any(|c| c.choices[0].delta.reasoning_signature.as_deref() == Some("sig-2"))
     );
 }
+
+#[test]
+fn cache_breakpoints_reach_anthropic_format_upstreams_only() {
+    let eph = json!({"type": "ephemeral"});
+    let chat = parse(json!({"model": "m", "max_tokens": 100,
+    "system": [{"type": "text", "text": "a long system prompt", "cache_control": eph}],
+    "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "a long document", "cache_control": eph},
+        {"type": "text", "text": "the question"}
+    ]}]}))
+    .unwrap();
+    let wire = switchyard_providers::anthropic::wire_request(&target(), &chat, false).unwrap();
+    assert_eq!(
+        wire["system"],
+        json!([{"type": "text", "text": "a long system prompt", "cache_control": eph}])
+    );
+    assert_eq!(wire["messages"][0]["content"][0]["cache_control"], eph);
+    assert!(
+        wire["messages"][0]["content"][1]
+            .get("cache_control")
+            .is_none()
+    );
+    let openai = switchyard_providers::openai::wire_request(&target(), &chat, false);
+    let body = serde_json::to_value(&openai).unwrap();
+    assert!(!body.to_string().contains("cache_control"), "{body}");
+}
