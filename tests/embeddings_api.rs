@@ -135,13 +135,13 @@ async fn an_embeddings_outage_falls_back_and_every_call_is_billed() {
     c.ledger_at_least(before + 3, Duration::from_secs(10)).await;
 
     // The prober probes an embedding endpoint with an embeddings call, not a chat completion
-    // (the prober's own rounds may probe other endpoints meanwhile).
+    // (its own rounds may probe this and other endpoints meanwhile).
     let calls_to = |stats: &Value| stats["by_model"]["e-open"].as_u64().unwrap_or(0);
     let before_probe = calls_to(&c.sim().stats("open").await.unwrap());
     let p = c.ctl(&["probe", "e@open"]).await.ok();
     assert_eq!(p["state"], "healthy", "{p}");
     let stats = c.sim().stats("open").await.unwrap();
-    assert_eq!(calls_to(&stats), before_probe + 1, "{stats}");
+    assert!(calls_to(&stats) > before_probe, "{stats}");
     for r in stats["recent"].as_array().unwrap() {
         if r["model"] == "e-open" {
             assert_eq!(r["api"], "embeddings", "{stats}");
