@@ -1,7 +1,7 @@
 //! OpenAI-format embeddings (`POST /v1/embeddings`): a deterministic unit vector per input (the
 //! same text always gives the same vector, of `dimensions` or the provider's
 //! `embedding_dimensions`), prompt tokens counted as for chat, and the provider's fault profile
-//! applied as for chat (auth, model, rate limit, drawn fault, context, latency).
+//! applied by the same code as for chat (auth, model, then [`meet_faults`], then latency).
 
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use switchyard_core::{EmbeddingInput, EmbeddingRequest};
 
-use crate::server::{App, Drawn, draw, sleep};
+use crate::conn::ConnReset;
+use crate::server::{App, meet_faults, sleep};
 use crate::state::RecentRequest;
 use crate::tokens::PromptTokenizer;
 use crate::wire::Failure;
@@ -66,7 +67,12 @@ fn texts(input: &EmbeddingInput, tokenizer: PromptTokenizer) -> (Vec<String>, u3
 }
 
 /// `POST /v1/embeddings`.
-pub async fn embed(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response<Body> {
+pub async fn embed(
+    State(app): State<App>,
+    reset: Option<axum::Extension<ConnReset>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
     let state = &app.state;
     let _in_flight = state.begin();
     let faults = state.faults();
@@ -92,35 +98,16 @@ pub async fn embed(State(app): State<App>, headers: HeaderMap, body: Bytes) -> R
     if !state.config.models.is_empty() && !state.config.models.contains(&req.model) {
         return fail(&mut recent, Failure::ModelNotFound(req.model.clone()));
     }
-    if let Some(rps) = faults.rate_limit_rps
-        && let Some(wait) = state.over_rate_limit(rps)
-    {
-        return fail(&mut recent, Failure::RateLimited(wait));
-    }
-    let drawn = draw(state, &faults);
-    match drawn {
-        Drawn::Reset | Drawn::Hang => {
-            recent.outcome = "hang".into();
-            state.record(recent);
-            app.shutdown.cancelled().await;
-            let mut resp = Response::new(Body::empty());
-            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            return resp;
-        }
-        Drawn::Status(status) => return fail(&mut recent, Failure::Injected(status)),
-        Drawn::Malformed | Drawn::None => {}
-    }
-    if let Some(limit) = faults.context_limit
-        && tokens > limit
-    {
-        return fail(&mut recent, Failure::ContextLength { tokens, limit });
-    }
+    let malformed = match meet_faults(&app, &faults, &mut recent, tokens, reset, &fail).await {
+        Ok(malformed) => malformed,
+        Err(resp) => return resp,
+    };
     state.record(recent);
     sleep(Duration::from_millis(
         faults.latency.ttft_ms + state.draw_ms(faults.latency.jitter_ms),
     ))
     .await;
-    if drawn == Drawn::Malformed {
+    if malformed {
         return crate::wire::malformed_json();
     }
     let dims = req

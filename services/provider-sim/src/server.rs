@@ -58,7 +58,7 @@ async fn models(State(app): State<App>) -> Response<Body> {
 
 /// The fault a request draws, at most one.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Drawn {
+enum Drawn {
     None,
     Reset,
     Hang,
@@ -66,7 +66,7 @@ pub(crate) enum Drawn {
     Malformed,
 }
 
-pub(crate) fn draw(state: &ProviderState, faults: &Faults) -> Drawn {
+fn draw(state: &ProviderState, faults: &Faults) -> Drawn {
     let total = faults.reset_rate
         + faults.hang_rate
         + faults.malformed_rate
@@ -140,39 +140,19 @@ async fn chat(
     if !state.config.models.is_empty() && !state.config.models.contains(&parsed.model) {
         return fail(&mut recent, Failure::ModelNotFound(parsed.model.clone()));
     }
-    if let Some(rps) = faults.rate_limit_rps
-        && let Some(wait) = state.over_rate_limit(rps)
+    let malformed = match meet_faults(
+        &app,
+        &faults,
+        &mut recent,
+        parsed.prompt_tokens,
+        reset,
+        &fail,
+    )
+    .await
     {
-        return fail(&mut recent, Failure::RateLimited(wait));
-    }
-    let drawn = draw(state, &faults);
-    match drawn {
-        Drawn::Reset => {
-            recent.outcome = "reset".into();
-            state.record(recent);
-            if let Some(axum::Extension(reset)) = reset {
-                reset.reset();
-            }
-            // Never written: the connection fails first.
-            return Response::new(Body::empty());
-        }
-        Drawn::Hang => {
-            recent.outcome = "hang".into();
-            state.record(recent);
-            app.shutdown.cancelled().await;
-            let mut resp = Response::new(Body::empty());
-            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            return resp;
-        }
-        Drawn::Status(status) => return fail(&mut recent, Failure::Injected(status)),
-        Drawn::Malformed | Drawn::None => {}
-    }
-    if let Some(limit) = faults.context_limit
-        && parsed.prompt_tokens > limit
-    {
-        let tokens = parsed.prompt_tokens;
-        return fail(&mut recent, Failure::ContextLength { tokens, limit });
-    }
+        Ok(malformed) => malformed,
+        Err(resp) => return resp,
+    };
     let refuse = faults.refuse_on.as_ref().is_some_and(|word| {
         parsed
             .prompt_text
@@ -212,7 +192,6 @@ async fn chat(
         created,
         parsed: &parsed,
     };
-    let malformed = drawn == Drawn::Malformed;
     recent.outcome = outcome_label(&reply, malformed);
 
     if !parsed.stream {
@@ -246,6 +225,54 @@ async fn chat(
     state.record(recent);
     let endless = faults.endless_stream;
     stream_response(events, ttft, per_token, cut_after, endless)
+}
+
+/// The faults a parsed request meets before any reply, in order: the per-second rate limit,
+/// the drawn fault (reset, hang, error status, malformed), the context limit. `Err` is the
+/// answer to send (already recorded); `Ok` says whether the reply is to be malformed.
+pub(crate) async fn meet_faults(
+    app: &App,
+    faults: &Faults,
+    recent: &mut RecentRequest,
+    prompt_tokens: u32,
+    reset: Option<axum::Extension<ConnReset>>,
+    fail: &(dyn Fn(&mut RecentRequest, Failure) -> Response<Body> + Sync),
+) -> Result<bool, Response<Body>> {
+    let state = &app.state;
+    if let Some(rps) = faults.rate_limit_rps
+        && let Some(wait) = state.over_rate_limit(rps)
+    {
+        return Err(fail(recent, Failure::RateLimited(wait)));
+    }
+    let drawn = draw(state, faults);
+    match drawn {
+        Drawn::Reset => {
+            recent.outcome = "reset".into();
+            state.record(recent.clone());
+            if let Some(axum::Extension(reset)) = reset {
+                reset.reset();
+            }
+            // Never written: the connection fails first.
+            return Err(Response::new(Body::empty()));
+        }
+        Drawn::Hang => {
+            recent.outcome = "hang".into();
+            state.record(recent.clone());
+            app.shutdown.cancelled().await;
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return Err(resp);
+        }
+        Drawn::Status(status) => return Err(fail(recent, Failure::Injected(status))),
+        Drawn::Malformed | Drawn::None => {}
+    }
+    if let Some(limit) = faults.context_limit
+        && prompt_tokens > limit
+    {
+        let tokens = prompt_tokens;
+        return Err(fail(recent, Failure::ContextLength { tokens, limit }));
+    }
+    Ok(drawn == Drawn::Malformed)
 }
 
 /// One content event whose text is `n` bytes long, in `format`'s wire shape.
