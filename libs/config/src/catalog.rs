@@ -58,6 +58,16 @@ pub enum WireFormat {
     Openai,
     /// Anthropic Messages.
     Anthropic,
+    /// Google's Gemini API (`generateContent`, `x-goog-api-key`).
+    Gemini,
+    /// Gemini on Vertex AI (project / location URLs, OAuth2 service-account tokens).
+    Vertex,
+    /// Anthropic's models on Vertex AI (`rawPredict`, the Messages body).
+    VertexAnthropic,
+    /// AWS Bedrock Converse / ConverseStream (SigV4, the binary event stream).
+    Bedrock,
+    /// Azure OpenAI (deployment URLs with `api-version`, or the v1 path; `api-key`).
+    Azure,
 }
 
 impl WireFormat {
@@ -67,8 +77,8 @@ impl WireFormat {
     /// probabilities, frequency or presence penalties, or logit bias.
     pub fn carries(self, p: Parameter) -> bool {
         match self {
-            WireFormat::Openai => true,
-            WireFormat::Anthropic => !matches!(
+            WireFormat::Openai | WireFormat::Azure => true,
+            WireFormat::Anthropic | WireFormat::VertexAnthropic => !matches!(
                 p,
                 Parameter::Seed
                     | Parameter::Logprobs
@@ -77,7 +87,38 @@ impl WireFormat {
                     | Parameter::PresencePenalty
                     | Parameter::LogitBias
             ),
+            // generationConfig has seed, penalties, topK and thinking; log probabilities come
+            // back in a shape of their own and parallel calls cannot be turned off.
+            WireFormat::Gemini | WireFormat::Vertex => !matches!(
+                p,
+                Parameter::Logprobs
+                    | Parameter::TopLogprobs
+                    | Parameter::LogitBias
+                    | Parameter::ParallelToolCalls
+            ),
+            // Converse's inferenceConfig has max tokens, temperature, top_p and stop sequences;
+            // the rest is model-specific (`additionalModelRequestFields`).
+            WireFormat::Bedrock => !matches!(
+                p,
+                Parameter::Seed
+                    | Parameter::Logprobs
+                    | Parameter::TopLogprobs
+                    | Parameter::FrequencyPenalty
+                    | Parameter::PresencePenalty
+                    | Parameter::LogitBias
+                    | Parameter::TopK
+                    | Parameter::Reasoning
+                    | Parameter::ParallelToolCalls
+            ),
         }
+    }
+
+    /// Whether the format has an embeddings API the adapters speak.
+    pub fn embeds(self) -> bool {
+        matches!(
+            self,
+            WireFormat::Openai | WireFormat::Azure | WireFormat::Gemini
+        )
     }
 }
 
@@ -99,7 +140,53 @@ pub struct Provider {
     pub region: Option<String>,
     /// What the provider does with prompts.
     pub data_policy: DataPolicy,
+    /// The preset this provider was written with (`groq`, `mistral`, …), which filled in the
+    /// format, base URL, key and quirks it did not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// How the provider departs from its format.
+    #[serde(default, skip_serializing_if = "Quirks::is_empty")]
+    pub quirks: Quirks,
+    /// Azure OpenAI: the `api-version` of deployment URLs; without it the v1 path is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Vertex AI: the Google Cloud project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Vertex AI: the location (`us-central1`, `europe-west4`, `global`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Bedrock: the region requests are signed for; by default the one in the base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_region: Option<String>,
+    /// Bedrock: the profile of the shared credentials file when the environment has no
+    /// credentials (`AWS_PROFILE`, else `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_profile: Option<String>,
 }
+
+impl Provider {
+    /// Whether a request using `p` can be sent to this provider: its format carries it and the
+    /// provider does not refuse it.
+    pub fn carries(&self, p: Parameter) -> bool {
+        self.format.carries(p) && !self.quirks.unsupported.contains(&p)
+    }
+
+    /// Bedrock's signing region: explicit, else read off `bedrock-runtime.REGION.amazonaws.com`.
+    pub fn signing_region(&self) -> Option<String> {
+        self.aws_region.clone().or_else(|| {
+            let host = url::Url::parse(&self.base_url)
+                .ok()?
+                .host_str()?
+                .to_string();
+            let rest = host.strip_prefix("bedrock-runtime.")?;
+            let region = rest.split('.').next()?;
+            (!region.is_empty() && rest.ends_with(".amazonaws.com")).then(|| region.to_string())
+        })
+    }
+}
+
+pub use crate::presets::{MaxTokensField, Preset, Quirks, preset, preset_names, presets};
 
 /// A reference to a secret, never the secret itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,7 +393,11 @@ impl Catalog {
         };
         let raw: Raw = deserialize_at(value, "").map_err(|e| invalid(vec![e]))?;
         let mut errors = Vec::new();
-        let providers = items(raw.providers, "providers", &mut errors);
+        let providers = items(
+            crate::presets::expand(raw.providers, &mut errors),
+            "providers",
+            &mut errors,
+        );
         let models = items(raw.models, "models", &mut errors);
         let endpoints = items(raw.endpoints, "endpoints", &mut errors);
         let catalog = Catalog {
@@ -404,6 +495,7 @@ impl Validate for Catalog {
             if let Some(region) = &p.region {
                 v.check(!region.trim().is_empty(), "region", "must not be empty");
             }
+            crate::presets::validate_provider(p, v);
             v.check(
                 !(p.data_policy.zero_retention && p.data_policy.retains_prompts),
                 "data_policy",

@@ -10,6 +10,7 @@ pub mod catalog;
 mod error;
 mod load;
 mod overrides;
+mod presets;
 mod validate;
 
 pub use catalog::Catalog;

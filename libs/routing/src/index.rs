@@ -16,6 +16,8 @@ pub struct Candidate {
     pub model: ModelId,
     /// The wire format its provider speaks.
     pub format: WireFormat,
+    /// Parameters its provider refuses although the format carries them (catalog quirks).
+    pub unsupported: Vec<Parameter>,
     /// Provider.
     pub provider: ProviderId,
     /// Provider region.
@@ -32,6 +34,13 @@ pub struct Candidate {
     pub context_length: u32,
     /// Output cap.
     pub max_output: u32,
+}
+
+impl Candidate {
+    /// Whether a request using `p` can be sent here without dropping it.
+    pub fn carries(&self, p: Parameter) -> bool {
+        self.format.carries(p) && !self.unsupported.contains(&p)
+    }
 }
 
 /// The catalog as the planner reads it.
@@ -60,6 +69,7 @@ impl RoutingCatalog {
                 endpoint: e.id(),
                 model: m.id.clone(),
                 format: p.format,
+                unsupported: p.quirks.unsupported.clone(),
                 provider: p.id.clone(),
                 region: p.region.clone(),
                 data_policy: p.data_policy,

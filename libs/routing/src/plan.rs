@@ -213,7 +213,7 @@ impl Ctx<'_> {
         // when the request requires every parameter.
         let strict = prefs.require_parameters == Some(true);
         if let Some(p) = self.used.iter().find(|p| {
-            !c.format.carries(**p) || ((strict || p.always_required()) && !c.supports.contains(p))
+            !c.carries(**p) || ((strict || p.always_required()) && !c.supports.contains(p))
         }) {
             return Err(ExclusionReason::MissingParameter { parameter: *p });
         }

@@ -81,6 +81,13 @@ fn catalog() -> impl Strategy<Value = Catalog> {
                     trains_on_data: trains,
                     zero_retention: zdr,
                 },
+                preset: None,
+                quirks: Default::default(),
+                api_version: None,
+                project: None,
+                location: None,
+                aws_region: None,
+                aws_profile: None,
             })
             .collect();
         let models: Vec<Model> = MODELS
