@@ -19,10 +19,28 @@ pub enum Flow {
     Done,
 }
 
-/// Turns a format's SSE events into normalized chunks.
+/// Turns a format's stream events into normalized chunks.
 pub trait StreamDecoder: Send {
     /// Handles one event, appending the chunks it yields to `out`.
     fn event(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, UpstreamError>;
+
+    /// The body ended cleanly without a terminal event. Formats without one (Gemini's stream
+    /// ends after the chunk carrying `finishReason`) say here whether the answer was complete,
+    /// appending any last chunk; an incomplete stream is an error, never a silent end.
+    fn ended(&mut self, _out: &mut Vec<ChatChunk>) -> bool {
+        false
+    }
+}
+
+/// How a streamed body is cut into events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-sent events.
+    Sse,
+    /// AWS's binary event stream (`application/vnd.amazon.eventstream`): each message becomes an
+    /// event named by its `:event-type` (or `exception:` + its `:exception-type`) with the
+    /// payload as data.
+    AwsEventStream,
 }
 
 /// Mapping between the normalized request/response and one wire format.
@@ -41,6 +59,21 @@ pub trait WireAdapter: Send + Sync {
 
     /// A decoder for one streamed response.
     fn decoder(&self, target: &Target) -> Box<dyn StreamDecoder>;
+
+    /// How this format frames a stream.
+    fn framing(&self) -> Framing {
+        Framing::Sse
+    }
+
+    /// Classifies an error answer (status not 2xx).
+    fn classify(
+        &self,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> UpstreamError {
+        crate::error::classify_status(status, headers, body)
+    }
 
     /// The HTTP request for an embeddings call; formats without an embeddings API refuse it.
     fn embed_request(
@@ -75,9 +108,41 @@ fn no_embeddings(target: &Target) -> UpstreamError {
 /// The adapter of a wire format.
 pub fn adapter_for(format: WireFormat) -> &'static dyn WireAdapter {
     match format {
-        WireFormat::Openai => &crate::openai::OpenAi,
-        WireFormat::Anthropic => &crate::anthropic::Anthropic,
+        WireFormat::Openai => &crate::openai::OpenAi::PLAIN,
+        WireFormat::Azure => &crate::openai::OpenAi::AZURE,
+        WireFormat::Anthropic => &crate::anthropic::Anthropic::DIRECT,
+        WireFormat::VertexAnthropic => &crate::anthropic::Anthropic::VERTEX,
+        WireFormat::Gemini => &crate::gemini::Gemini::DIRECT,
+        WireFormat::Vertex => &crate::gemini::Gemini::VERTEX,
+        WireFormat::Bedrock => &crate::bedrock::Bedrock,
     }
+}
+
+/// Encodes a request body.
+pub(crate) fn encode(body: &impl serde::Serialize) -> Result<Vec<u8>, UpstreamError> {
+    serde_json::to_vec(body).map_err(|e| {
+        UpstreamError::new(
+            switchyard_core::ErrorClass::Internal,
+            crate::error::Phase::Connect,
+            format!("cannot encode the request: {e}"),
+        )
+    })
+}
+
+/// A request this format cannot express.
+pub(crate) fn invalid(message: impl Into<String>) -> UpstreamError {
+    UpstreamError::new(
+        switchyard_core::ErrorClass::InvalidRequest,
+        crate::error::Phase::Connect,
+        message,
+    )
+}
+
+/// `data:MEDIA;base64,DATA` split into media type and data.
+pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    Some((meta.strip_suffix(";base64")?, data))
 }
 
 /// Common request building: method, URL, content type, user agent.
@@ -139,4 +204,181 @@ pub(crate) fn now_unix() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Builds the normalized chunks of one stream for formats whose events are not chunks already.
+#[derive(Debug, Clone)]
+pub(crate) struct Chunks {
+    pub id: String,
+    pub model: String,
+    pub provider: String,
+    pub created: i64,
+}
+
+impl Chunks {
+    pub(crate) fn new(target: &Target) -> Self {
+        Chunks {
+            id: String::new(),
+            model: target.upstream_model.clone(),
+            provider: target.provider.to_string(),
+            created: now_unix(),
+        }
+    }
+
+    /// One chunk with one choice.
+    pub(crate) fn chunk(
+        &self,
+        delta: switchyard_core::Delta,
+        finish_reason: Option<switchyard_core::FinishReason>,
+        usage: Option<switchyard_core::Usage>,
+    ) -> ChatChunk {
+        ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            provider: Some(self.provider.clone()),
+            choices: vec![switchyard_core::ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason,
+                extra: serde_json::Map::new(),
+            }],
+            usage,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// A chunk carrying only text.
+    pub(crate) fn text(&self, text: &str) -> ChatChunk {
+        self.chunk(
+            switchyard_core::Delta {
+                content: Some(text.to_string()),
+                ..Default::default()
+            },
+            None,
+            None,
+        )
+    }
+
+    /// The first chunk: the assistant role.
+    pub(crate) fn role(&self) -> ChatChunk {
+        self.chunk(
+            switchyard_core::Delta {
+                role: Some(switchyard_core::Role::Assistant),
+                ..Default::default()
+            },
+            None,
+            None,
+        )
+    }
+
+    /// A tool call's start (`name` set) or a piece of its arguments.
+    pub(crate) fn tool(
+        &self,
+        index: u32,
+        start: Option<(&str, &str)>,
+        arguments: &str,
+    ) -> ChatChunk {
+        self.chunk(
+            switchyard_core::Delta {
+                tool_calls: vec![switchyard_core::ToolCallDelta {
+                    index,
+                    id: start.map(|(id, _)| id.to_string()),
+                    kind: start.map(|_| "function".to_string()),
+                    function: switchyard_core::response::FunctionDelta {
+                        name: start.map(|(_, name)| name.to_string()),
+                        arguments: Some(arguments.to_string()),
+                    },
+                }],
+                ..Default::default()
+            },
+            None,
+            None,
+        )
+    }
+}
+
+/// A tool call id for formats whose calls have none (Gemini): unique within the process and
+/// unlikely to collide across processes.
+pub(crate) fn new_call_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "call_{nanos:08x}{:04x}",
+        NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
+}
+
+/// A JSON Schema reduced to what Gemini's and Vertex's `Schema` (an OpenAPI subset) accepts:
+/// unknown keywords (`additionalProperties`, `$schema`, `strict`, …) are dropped, recursively.
+pub(crate) fn openapi_schema(schema: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    const KEPT: [&str; 21] = [
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "maxItems",
+        "minItems",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "propertyOrdering",
+        "default",
+        "items",
+        "minimum",
+    ];
+    match schema {
+        Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                if k == "properties" {
+                    if let Value::Object(props) = v {
+                        out.insert(
+                            k.clone(),
+                            Value::Object(
+                                props
+                                    .iter()
+                                    .map(|(name, s)| (name.clone(), openapi_schema(s)))
+                                    .collect(),
+                            ),
+                        );
+                    }
+                } else if k == "items" || k == "anyOf" {
+                    out.insert(k.clone(), openapi_schema(v));
+                } else if k == "maximum" || KEPT.contains(&k.as_str()) {
+                    // `type: [x, "null"]` is JSON Schema's nullable.
+                    if k == "type"
+                        && let Value::Array(types) = v
+                    {
+                        let real: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+                        if let Some(t) = real.first() {
+                            out.insert(k.clone(), (*t).clone());
+                        }
+                        if real.len() < types.len() {
+                            out.insert("nullable".into(), Value::Bool(true));
+                        }
+                        continue;
+                    }
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(openapi_schema).collect()),
+        other => other.clone(),
+    }
 }

@@ -21,6 +21,12 @@
 //! `stop_reason` end_turn/stop_sequence → stop, max_tokens → length, tool_use → tool_calls,
 //! refusal → a `content_policy` error; usage input (+ cache reads and writes, both also counted
 //! apart) / output tokens.
+//!
+//! **On Vertex AI** the same body goes to
+//! `{base}/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model}:rawPredict`
+//! (`:streamRawPredict` for a stream) without `model` and with `anthropic_version:
+//! vertex-2023-10-16`, authorized by a bearer access token (see [`crate::auth`]); replies,
+//! streams and errors are Anthropic's.
 
 use std::collections::HashMap;
 
@@ -51,9 +57,36 @@ pub const STRUCTURED_OUTPUTS_BETA: &str = "structured-outputs-2025-11-13";
 /// The smallest thinking budget the Messages API accepts.
 pub const MIN_THINKING_BUDGET: u32 = 1_024;
 
-/// The Anthropic-format adapter.
+/// The `anthropic_version` of requests to Anthropic's models on Vertex AI.
+pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
+
+/// The Anthropic-format adapter, direct or on Vertex AI.
 #[derive(Debug, Clone, Copy)]
-pub struct Anthropic;
+pub struct Anthropic {
+    vertex: bool,
+}
+
+impl Anthropic {
+    /// Anthropic's own API.
+    pub const DIRECT: Anthropic = Anthropic { vertex: false };
+    /// Anthropic's models on Vertex AI.
+    pub const VERTEX: Anthropic = Anthropic { vertex: true };
+}
+
+/// A Vertex AI publisher-model URL: `{base}/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:{action}`.
+pub(crate) fn vertex_url(target: &Target, publisher: &str, action: &str) -> String {
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let opt = |o: &Option<String>| enc(o.as_deref().unwrap_or(""));
+    format!(
+        "{}/v1/projects/{}/locations/{}/publishers/{publisher}/models/{}:{action}",
+        target.base_url,
+        opt(&target.options.project),
+        opt(&target.options.location),
+        enc(&target.upstream_model),
+    )
+}
 
 fn invalid(message: impl Into<String>) -> UpstreamError {
     UpstreamError::new(ErrorClass::InvalidRequest, Phase::Connect, message)
@@ -332,24 +365,37 @@ impl WireAdapter for Anthropic {
         req: &ChatRequest,
         stream: bool,
     ) -> Result<http::Request<Full<Bytes>>, UpstreamError> {
-        let body = wire_request(target, req, stream)?;
+        let mut body = wire_request(target, req, stream)?;
         let structured = body.get("output_format").is_some();
-        let bytes = serde_json::to_vec(&body).map_err(|e| {
-            UpstreamError::new(
-                ErrorClass::Internal,
-                Phase::Connect,
-                format!("cannot encode the request: {e}"),
-            )
-        })?;
-        let mut builder = post_json(&format!("{}/v1/messages", target.base_url), stream)?
-            .header("anthropic-version", API_VERSION);
+        let mut builder = if self.vertex {
+            if let Some(map) = body.as_object_mut() {
+                map.remove("model");
+                map.insert("anthropic_version".into(), json!(VERTEX_VERSION));
+            }
+            let action = if stream {
+                "streamRawPredict"
+            } else {
+                "rawPredict"
+            };
+            post_json(&vertex_url(target, "anthropic", action), stream)?
+        } else {
+            post_json(&format!("{}/v1/messages", target.base_url), stream)?
+                .header("anthropic-version", API_VERSION)
+        };
         if structured {
             builder = builder.header("anthropic-beta", STRUCTURED_OUTPUTS_BETA);
         }
         if let Some(key) = &target.key {
-            builder = builder.header("x-api-key", secret_header(key.expose_secret())?);
+            builder = if self.vertex {
+                builder.header(
+                    http::header::AUTHORIZATION,
+                    secret_header(&format!("Bearer {}", key.expose_secret()))?,
+                )
+            } else {
+                builder.header("x-api-key", secret_header(key.expose_secret())?)
+            };
         }
-        with_body(builder, bytes)
+        with_body(builder, crate::adapter::encode(&body)?)
     }
 
     fn parse_response(&self, target: &Target, body: &[u8]) -> Result<ChatResponse, UpstreamError> {

@@ -19,9 +19,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::{Flow, StreamDecoder, adapter_for};
-use crate::error::{CallError, Phase, UpstreamError, classify_status};
-use crate::sse::{SseEvent, SseParser};
-use crate::target::{Call, EmbedCall, Timeouts};
+use crate::auth::TokenCache;
+use crate::error::{CallError, Phase, UpstreamError};
+use crate::eventstream::Framer;
+use crate::sse::SseEvent;
+use crate::target::{Call, EmbedCall, Target, Timeouts};
+use switchyard_config::catalog::WireFormat;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -105,6 +108,8 @@ impl Default for ClientOptions {
 #[derive(Clone)]
 pub struct ProviderClient {
     http: Client<TimedConnector<Https>, Full<Bytes>>,
+    /// Vertex AI access tokens.
+    tokens: Arc<TokenCache>,
 }
 
 impl std::fmt::Debug for ProviderClient {
@@ -155,7 +160,37 @@ impl ProviderClient {
             .pool_idle_timeout(options.pool_idle_timeout)
             .pool_max_idle_per_host(options.pool_max_idle_per_host)
             .build(connector);
-        Ok(ProviderClient { http })
+        Ok(ProviderClient {
+            http,
+            tokens: Arc::default(),
+        })
+    }
+
+    /// `target` ready to be called: for Vertex AI, with its service-account key exchanged for
+    /// an access token (cached).
+    async fn authorized<'t>(
+        &self,
+        target: &'t Target,
+        timeouts: Timeouts,
+        deadline: Instant,
+    ) -> Result<std::borrow::Cow<'t, Target>, UpstreamError> {
+        let (WireFormat::Vertex | WireFormat::VertexAnthropic, Some(key)) =
+            (target.format, &target.key)
+        else {
+            return Ok(std::borrow::Cow::Borrowed(target));
+        };
+        let token = self
+            .tokens
+            .token(key, |req| async move {
+                let resp = self.send_request(req, timeouts, deadline).await?;
+                let status = resp.status();
+                let body = read_body(resp.into_body(), deadline, timeouts).await?;
+                Ok((status, body))
+            })
+            .await?;
+        let mut t = target.clone();
+        t.key = Some(token);
+        Ok(std::borrow::Cow::Owned(t))
     }
 
     /// Sends the request and waits for the response head, within the connect and first-byte
@@ -166,8 +201,11 @@ impl ProviderClient {
         stream: bool,
         deadline: Instant,
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        let adapter = adapter_for(call.target.format);
-        let req = adapter.request(call.target, call.request, stream)?;
+        let target = self
+            .authorized(call.target, call.timeouts, deadline)
+            .await?;
+        let adapter = adapter_for(target.format);
+        let req = adapter.request(&target, call.request, stream)?;
         self.send_request(req, call.timeouts, deadline).await
     }
 
@@ -194,16 +232,24 @@ impl ProviderClient {
     pub async fn embed(&self, call: EmbedCall<'_>) -> Result<EmbeddingResponse, CallError> {
         let deadline = Instant::now() + call.timeouts.total;
         let work = async {
-            let adapter = adapter_for(call.target.format);
-            let req = adapter.embed_request(call.target, call.request)?;
+            let target = self
+                .authorized(call.target, call.timeouts, deadline)
+                .await?;
+            let adapter = adapter_for(target.format);
+            let req = adapter.embed_request(&target, call.request)?;
             let resp = self.send_request(req, call.timeouts, deadline).await?;
             let status = resp.status();
             let headers = resp.headers().clone();
             let body = read_body(resp.into_body(), deadline, call.timeouts).await?;
             if !status.is_success() {
-                return Err(classify_status(status, &headers, &body));
+                return Err(adapter.classify(status, &headers, &body));
             }
-            let reply = adapter.parse_embeddings(call.target, &body)?;
+            let mut reply = adapter.parse_embeddings(call.target, &body)?;
+            if reply.usage.prompt_tokens == 0 {
+                // Gemini reports no token count: bill on an estimate rather than nothing.
+                reply.usage.prompt_tokens =
+                    crate::gemini::estimated_embedding_tokens(&call.request.input);
+            }
             if reply.data.len() != call.request.input.len() {
                 return Err(UpstreamError::malformed(
                     Phase::Body,
@@ -231,10 +277,11 @@ impl ProviderClient {
             let status = resp.status();
             let headers = resp.headers().clone();
             let body = read_body(resp.into_body(), deadline, call.timeouts).await?;
+            let adapter = adapter_for(call.target.format);
             if !status.is_success() {
-                return Err(classify_status(status, &headers, &body));
+                return Err(adapter.classify(status, &headers, &body));
             }
-            adapter_for(call.target.format).parse_response(call.target, &body)
+            adapter.parse_response(call.target, &body)
         };
         tokio::select! {
             biased;
@@ -254,7 +301,7 @@ impl ProviderClient {
             if !status.is_success() {
                 let headers = resp.headers().clone();
                 let body = read_body(resp.into_body(), deadline, call.timeouts).await?;
-                return Err(classify_status(status, &headers, &body));
+                return Err(adapter_for(call.target.format).classify(status, &headers, &body));
             }
             Ok(resp.into_body())
         };
@@ -263,10 +310,11 @@ impl ProviderClient {
             _ = call.cancel.cancelled() => return Err(CallError::Cancelled),
             r = work => r?,
         };
+        let adapter = adapter_for(call.target.format);
         let state = StreamState {
             body,
-            parser: SseParser::new(),
-            decoder: adapter_for(call.target.format).decoder(call.target),
+            parser: Framer::new(adapter.framing()),
+            decoder: adapter.decoder(call.target),
             events: Vec::new(),
             pending: VecDeque::new(),
             error: None,
@@ -348,7 +396,7 @@ async fn read_body(
 
 struct StreamState {
     body: hyper::body::Incoming,
-    parser: SseParser,
+    parser: Framer,
     decoder: Box<dyn StreamDecoder>,
     events: Vec<SseEvent>,
     pending: VecDeque<ChatChunk>,
@@ -392,11 +440,19 @@ async fn next_chunk(mut s: StreamState) -> Option<(Result<ChatChunk, CallError>,
         };
         let failure = match frame {
             Err(_) => Some(deadline_error(phase, limit == s.deadline, s.timeouts)),
-            Ok(None) => Some(UpstreamError::new(
-                ErrorClass::Unavailable,
-                phase,
-                "stream ended without its terminal event",
-            )),
+            Ok(None) => {
+                let mut last = Vec::new();
+                if s.decoder.ended(&mut last) {
+                    s.pending.extend(last);
+                    s.done = true;
+                    continue;
+                }
+                Some(UpstreamError::new(
+                    ErrorClass::Unavailable,
+                    phase,
+                    "stream ended without its terminal event",
+                ))
+            }
             Ok(Some(Err(e))) => Some(UpstreamError::new(
                 ErrorClass::Unavailable,
                 phase,

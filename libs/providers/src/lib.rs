@@ -1,6 +1,9 @@
 //! The router's only way to reach upstream providers: one pooled HTTP client, one adapter per
-//! wire format (OpenAI chat completions, Anthropic Messages), an SSE parser robust to any split
-//! of bytes, and the classification of every failure into [`switchyard_core::ErrorClass`].
+//! wire format (OpenAI chat completions and Azure OpenAI, Anthropic Messages direct and on
+//! Vertex AI, Gemini direct and on Vertex AI, Bedrock Converse), an SSE parser robust to any
+//! split of bytes and a decoder of AWS's binary event stream, the providers' authentication
+//! (keys, Vertex service-account tokens, SigV4), and the classification of every failure into
+//! [`switchyard_core::ErrorClass`]. Each format's own classification table is in its module.
 //!
 //! This crate does not decide anything about routing: it makes one attempt at one endpoint and
 //! reports precisely how it went. Retries, fallback and budgets belong to the router.
@@ -32,13 +35,17 @@
 
 pub mod adapter;
 pub mod anthropic;
+pub mod auth;
+pub mod bedrock;
 mod client;
 pub mod error;
+pub mod eventstream;
+pub mod gemini;
 pub mod openai;
 pub mod sse;
 mod target;
 
-pub use adapter::{Flow, StreamDecoder, WireAdapter, adapter_for};
+pub use adapter::{Flow, Framing, StreamDecoder, WireAdapter, adapter_for};
 pub use client::{ChunkStream, ClientBuildError, ClientOptions, MAX_BODY, ProviderClient};
 pub use error::{CallError, Phase, UpstreamError};
-pub use target::{Call, EmbedCall, Target, Timeouts, resolve_key};
+pub use target::{Call, EmbedCall, ProviderOptions, Target, Timeouts, resolve_key};

@@ -6,6 +6,17 @@
 //! read `reasoning` / `reasoning_content` as the reasoning; earlier reasoning and unknown fields
 //! of request messages are not sent upstream. Embeddings go to `/embeddings` as floats
 //! (`input`, `dimensions`, `user`); the reply's vectors are put in input order by `index`.
+//!
+//! A provider's quirks apply last: the output cap moved to the field it wants
+//! (`max_tokens_field`), fields renamed (`renames`, Mistral's `random_seed`).
+//!
+//! **Azure OpenAI** is this format at other URLs with another header: with `api_version`, the
+//! deployment URL `{base}/openai/deployments/{upstream_model}/chat/completions?api-version=…`
+//! (the endpoint's `upstream_model` is the deployment name); without it, the v1 path
+//! `{base}/openai/v1/chat/completions` with the model in the body. The key goes in `api-key`.
+//! Its content filter answers a 400 `content_filter` (prompt) or `finish_reason:
+//! content_filter` with `content_filter_results` (completion): both are `content_policy`, with
+//! the filtered categories and severities in the error (`content filter: violence (medium)`).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -21,9 +32,116 @@ use crate::error::{Phase, UpstreamError, classify_stream_error};
 use crate::sse::SseEvent;
 use crate::target::Target;
 
-/// The OpenAI-format adapter.
+/// The OpenAI-format adapter, plain or at Azure's URLs.
 #[derive(Debug, Clone, Copy)]
-pub struct OpenAi;
+pub struct OpenAi {
+    azure: bool,
+}
+
+impl OpenAi {
+    /// OpenAI and every compatible server.
+    pub const PLAIN: OpenAi = OpenAi { azure: false };
+    /// Azure OpenAI.
+    pub const AZURE: OpenAi = OpenAi { azure: true };
+
+    fn url(&self, target: &Target, path: &str) -> String {
+        if !self.azure {
+            return format!("{}/{path}", target.base_url);
+        }
+        let base = target.base_url.trim_end_matches("/openai/v1");
+        match &target.options.api_version {
+            Some(v) => format!(
+                "{base}/openai/deployments/{}/{path}?api-version={v}",
+                percent_encoding::utf8_percent_encode(
+                    &target.upstream_model,
+                    percent_encoding::NON_ALPHANUMERIC
+                )
+            ),
+            None => format!("{base}/openai/v1/{path}"),
+        }
+    }
+
+    fn authorize(
+        &self,
+        target: &Target,
+        builder: http::request::Builder,
+    ) -> Result<http::request::Builder, UpstreamError> {
+        let Some(key) = &target.key else {
+            return Ok(builder);
+        };
+        Ok(if self.azure {
+            builder.header("api-key", secret_header(key.expose_secret())?)
+        } else {
+            builder.header(
+                http::header::AUTHORIZATION,
+                secret_header(&format!("Bearer {}", key.expose_secret()))?,
+            )
+        })
+    }
+}
+
+/// The filtered categories of an Azure `content_filter_result(s)` object:
+/// `violence (medium), hate (low)`.
+pub fn filtered_categories(results: &Value) -> String {
+    let Some(map) = results.as_object() else {
+        return String::new();
+    };
+    map.iter()
+        .filter(|(_, r)| r["filtered"].as_bool() == Some(true))
+        .map(|(name, r)| match r["severity"].as_str() {
+            Some(sev) => format!("{name} ({sev})"),
+            None => name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn content_filtered(results: Option<&Value>) -> UpstreamError {
+    match results.map(filtered_categories).filter(|c| !c.is_empty()) {
+        Some(categories) => refused(&format!("content filter: {categories}")),
+        None => refused("finish_reason content_filter"),
+    }
+}
+
+/// The JSON body for `req` with the provider's quirks applied.
+pub fn wire_body(
+    target: &Target,
+    req: &ChatRequest,
+    stream: bool,
+) -> Result<Vec<u8>, UpstreamError> {
+    let wire = wire_request(target, req, stream);
+    let quirks = &target.options.quirks;
+    if quirks.is_empty() {
+        return crate::adapter::encode(&wire);
+    }
+    let mut body = serde_json::to_value(&wire).map_err(|e| {
+        UpstreamError::new(
+            ErrorClass::Internal,
+            Phase::Connect,
+            format!("cannot encode the request: {e}"),
+        )
+    })?;
+    if let (Some(field), Some(cap)) = (quirks.max_tokens_field, req.max_output_tokens())
+        && let Some(map) = body.as_object_mut()
+    {
+        use switchyard_config::catalog::MaxTokensField;
+        map.remove("max_tokens");
+        map.remove("max_completion_tokens");
+        let name = match field {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        };
+        map.insert(name.into(), json!(cap));
+    }
+    if let Some(map) = body.as_object_mut() {
+        for (from, to) in &quirks.renames {
+            if let Some(v) = map.remove(from) {
+                map.insert(to.clone(), v);
+            }
+        }
+    }
+    crate::adapter::encode(&body)
+}
 
 /// The body sent upstream for `req`.
 pub fn wire_request(target: &Target, req: &ChatRequest, stream: bool) -> ChatRequest {
@@ -71,21 +189,9 @@ impl WireAdapter for OpenAi {
         req: &ChatRequest,
         stream: bool,
     ) -> Result<http::Request<Full<Bytes>>, UpstreamError> {
-        let body = serde_json::to_vec(&wire_request(target, req, stream)).map_err(|e| {
-            UpstreamError::new(
-                ErrorClass::Internal,
-                Phase::Connect,
-                format!("cannot encode the request: {e}"),
-            )
-        })?;
-        let mut builder = post_json(&format!("{}/chat/completions", target.base_url), stream)?;
-        if let Some(key) = &target.key {
-            builder = builder.header(
-                http::header::AUTHORIZATION,
-                secret_header(&format!("Bearer {}", key.expose_secret()))?,
-            );
-        }
-        with_body(builder, body)
+        let body = wire_body(target, req, stream)?;
+        let builder = post_json(&self.url(target, "chat/completions"), stream)?;
+        with_body(self.authorize(target, builder)?, body)
     }
 
     fn parse_response(&self, target: &Target, body: &[u8]) -> Result<ChatResponse, UpstreamError> {
@@ -98,7 +204,7 @@ impl WireAdapter for OpenAi {
             return Err(refused(text));
         }
         if first.finish_reason == Some(FinishReason::ContentFilter) {
-            return Err(refused("finish_reason content_filter"));
+            return Err(content_filtered(first.extra.get("content_filter_results")));
         }
         resp.provider = Some(target.provider.to_string());
         Ok(resp)
@@ -108,6 +214,24 @@ impl WireAdapter for OpenAi {
         Box::new(Decoder {
             provider: target.provider.to_string(),
         })
+    }
+
+    fn classify(
+        &self,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> UpstreamError {
+        let mut e = crate::error::classify_status(status, headers, body);
+        if self.azure && e.class == ErrorClass::ContentPolicy {
+            let v: Value = serde_json::from_slice(body).unwrap_or_default();
+            let categories =
+                filtered_categories(&v["error"]["innererror"]["content_filter_result"]);
+            if !categories.is_empty() {
+                e.message = format!("{} (content filter: {categories})", e.message);
+            }
+        }
+        e
     }
 
     fn embed_request(
@@ -124,14 +248,11 @@ impl WireAdapter for OpenAi {
         if let Some(u) = &req.user {
             body["user"] = json!(u);
         }
-        let mut builder = post_json(&format!("{}/embeddings", target.base_url), false)?;
-        if let Some(key) = &target.key {
-            builder = builder.header(
-                http::header::AUTHORIZATION,
-                secret_header(&format!("Bearer {}", key.expose_secret()))?,
-            );
-        }
-        with_body(builder, body.to_string().into_bytes())
+        let builder = post_json(&self.url(target, "embeddings"), false)?;
+        with_body(
+            self.authorize(target, builder)?,
+            body.to_string().into_bytes(),
+        )
     }
 
     fn parse_embeddings(
@@ -202,10 +323,10 @@ impl StreamDecoder for Decoder {
         let filtered = chunk
             .choices
             .iter()
-            .any(|c| c.finish_reason == Some(FinishReason::ContentFilter));
+            .find(|c| c.finish_reason == Some(FinishReason::ContentFilter))
+            .map(|c| content_filtered(c.extra.get("content_filter_results")));
         out.push(chunk);
-        if filtered {
-            let mut e = refused("finish_reason content_filter");
+        if let Some(mut e) = filtered {
             e.phase = Phase::Stream;
             return Err(e);
         }

@@ -1,9 +1,10 @@
 //! Where and how to call: one endpoint of the catalog, with the key to use and the limits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use switchyard_config::catalog::{Catalog, Endpoint, WireFormat};
+use switchyard_config::catalog::{Catalog, Endpoint, Provider, Quirks, WireFormat};
 use switchyard_core::{EndpointId, ProviderId};
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +25,40 @@ pub struct Target {
     pub key: Option<SecretString>,
     /// Output cap used when the request sets none (Anthropic requires one).
     pub max_output: u32,
+    /// What the format needs beyond the base URL (Azure's API version, Vertex's project and
+    /// location, Bedrock's signing region) and the provider's quirks.
+    pub options: Arc<ProviderOptions>,
+}
+
+/// A provider's format-specific settings, from its catalog entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderOptions {
+    /// Azure: `api-version` of deployment URLs; `None` uses the v1 path.
+    pub api_version: Option<String>,
+    /// Vertex: project.
+    pub project: Option<String>,
+    /// Vertex: location.
+    pub location: Option<String>,
+    /// Bedrock: signing region.
+    pub aws_region: Option<String>,
+    /// Bedrock: the shared-credentials profile when the environment has no credentials.
+    pub aws_profile: Option<String>,
+    /// How the provider departs from its format.
+    pub quirks: Quirks,
+}
+
+impl ProviderOptions {
+    /// The options of a catalog provider.
+    pub fn of(p: &Provider) -> Self {
+        ProviderOptions {
+            api_version: p.api_version.clone(),
+            project: p.project.clone(),
+            location: p.location.clone(),
+            aws_region: p.signing_region(),
+            aws_profile: p.aws_profile.clone(),
+            quirks: p.quirks.clone(),
+        }
+    }
 }
 
 impl Target {
@@ -44,6 +79,7 @@ impl Target {
             upstream_model: endpoint.upstream_model.clone(),
             key,
             max_output: endpoint.max_output.unwrap_or(model.max_output),
+            options: Arc::new(ProviderOptions::of(provider)),
         })
     }
 }

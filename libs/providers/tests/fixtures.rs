@@ -30,6 +30,7 @@ fn target(format: WireFormat) -> Target {
         upstream_model: "up".into(),
         key: None,
         max_output: 1024,
+        options: Default::default(),
     }
 }
 

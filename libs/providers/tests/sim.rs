@@ -51,6 +51,7 @@ impl Fixture {
             upstream_model: model.into(),
             key: Some(SecretString::from(key)),
             max_output: 256,
+            options: Default::default(),
         }
     }
 

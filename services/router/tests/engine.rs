@@ -54,6 +54,7 @@ impl Fixture {
                 upstream_model: model.into(),
                 key: None,
                 max_output: 64,
+                options: Default::default(),
             },
             context_length,
         }

@@ -26,6 +26,7 @@ fn target() -> Target {
         upstream_model: "claude".into(),
         key: None,
         max_output: 4096,
+        options: Default::default(),
     }
 }
 
@@ -173,7 +174,7 @@ fn errors_use_anthropics_envelope() {
 /// What the Anthropic-format adapter's own decoder (the upstream side) makes of our events:
 /// text, tool calls (id, name, arguments) and the finish reason.
 fn decode(events: &[Event]) -> (String, Vec<(String, String, String)>, Option<FinishReason>) {
-    let mut decoder = switchyard_providers::anthropic::Anthropic.decoder(&target());
+    let mut decoder = switchyard_providers::anthropic::Anthropic::DIRECT.decoder(&target());
     let mut chunks = Vec::new();
     let mut done = false;
     for (name, data) in events {
@@ -426,7 +427,7 @@ proptest! {
             extra: Default::default(),
         };
         let m = message_json(&resp, "msg_x");
-        let back = switchyard_providers::anthropic::Anthropic
+        let back = switchyard_providers::anthropic::Anthropic::DIRECT
             .parse_response(&target(), m.to_string().as_bytes()).unwrap();
         prop_assert_eq!(back.choices[0].message.text_content(), text.clone());
         prop_assert_eq!(&back.choices[0].message.tool_calls, &tool_calls);
@@ -534,7 +535,7 @@ fn reasoning_is_a_thinking_block_both_ways() {
         ]
     );
     // What the upstream side decodes from it again: the reasoning and its signature.
-    let mut decoder = switchyard_providers::anthropic::Anthropic.decoder(&target());
+    let mut decoder = switchyard_providers::anthropic::Anthropic::DIRECT.decoder(&target());
     let mut chunks = Vec::new();
     for (name, data) in &events {
         let e = SseEvent {
