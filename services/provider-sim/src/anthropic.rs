@@ -366,3 +366,101 @@ pub fn events(ctx: &Ctx<'_>, reply: &Reply, malformed: bool) -> Vec<Event> {
     }
     out
 }
+
+/// The Messages dialect, direct or as Anthropic's models on Vertex AI (`rawPredict` URLs, the
+/// model in the path, `anthropic_version` in the body, a bearer token from the token endpoint).
+#[derive(Debug)]
+pub struct Anthropic {
+    /// On Vertex AI.
+    pub vertex: bool,
+}
+
+impl crate::dialect::Dialect for Anthropic {
+    fn route(&self, path: &str, query: &str) -> crate::dialect::Route {
+        let mut route = crate::dialect::Route {
+            query: query.to_string(),
+            ..Default::default()
+        };
+        if self.vertex
+            && let Some((model, action)) = crate::dialect::model_action(path)
+        {
+            route.stream = Some(action == "streamRawPredict");
+            route.model = Some(model);
+        }
+        route
+    }
+
+    fn authenticate(
+        &self,
+        provider: &crate::config::SimProvider,
+        headers: &HeaderMap,
+        _route: &crate::dialect::Route,
+        tokens: &crate::cloud::IssuedTokens,
+    ) -> (Option<String>, bool) {
+        if self.vertex {
+            let token = crate::cloud::bearer(headers);
+            let ok =
+                provider.api_key.is_none() || token.as_deref().is_some_and(|t| tokens.valid(t));
+            return (token, ok);
+        }
+        let key = presented_key(headers);
+        let ok = crate::dialect::key_matches(provider, key.as_deref());
+        (key, ok)
+    }
+
+    fn parse(
+        &self,
+        route: &crate::dialect::Route,
+        headers: &HeaderMap,
+        body: &[u8],
+        tokenizer: crate::tokens::PromptTokenizer,
+    ) -> Result<Parsed, Failure> {
+        if !self.vertex {
+            return parse(headers, body, tokenizer);
+        }
+        let mut v: Value = serde_json::from_slice(body)
+            .map_err(|e| Failure::BadRequest(format!("invalid request body: {e}")))?;
+        if v["anthropic_version"] != "vertex-2023-10-16" {
+            return Err(Failure::BadRequest(
+                "anthropic_version: must be vertex-2023-10-16".into(),
+            ));
+        }
+        if v.get("model").is_some() {
+            return Err(Failure::BadRequest(
+                "model: Extra inputs are not permitted (the model is in the URL)".into(),
+            ));
+        }
+        v["model"] = json!(route.model.clone().unwrap_or_default());
+        let mut with_version = headers.clone();
+        with_version.insert(
+            "anthropic-version",
+            axum::http::HeaderValue::from_static("2023-06-01"),
+        );
+        let mut parsed = parse(&with_version, v.to_string().as_bytes(), tokenizer)?;
+        if let Some(stream) = route.stream {
+            parsed.stream = stream;
+        }
+        Ok(parsed)
+    }
+
+    fn error(&self, failure: &Failure, retry_after_s: Option<u32>) -> Response<Body> {
+        error(failure, retry_after_s)
+    }
+
+    fn reply(&self, ctx: &Ctx<'_>, reply: &Reply) -> Value {
+        message(ctx, reply)
+    }
+
+    fn events(&self, ctx: &Ctx<'_>, reply: &Reply, malformed: bool) -> Vec<Event> {
+        events(ctx, reply, malformed)
+    }
+
+    fn huge_event(&self, n: usize) -> Event {
+        let text = "x".repeat(n);
+        sse(
+            Some("content_block_delta"),
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}).to_string(),
+            true,
+        )
+    }
+}

@@ -37,9 +37,16 @@ pub struct SimProvider {
     /// Where it listens; port 0 picks a free one.
     #[serde(default = "loopback_any_port")]
     pub listen: SocketAddr,
-    /// When set, requests must carry this key (`Authorization: Bearer` or `x-api-key`).
+    /// When set, requests must carry this key, as the format presents it: `Authorization:
+    /// Bearer`, `x-api-key` (Anthropic), `x-goog-api-key` (Gemini), `api-key` (Azure), the SigV4
+    /// access key id or a Bedrock API key (Bedrock); for the Vertex formats, the service
+    /// account's email, which the token endpoint checks before issuing the bearer tokens chat
+    /// requests must then carry.
     #[serde(default)]
     pub api_key: Option<String>,
+    /// Bedrock: the region SigV4 signatures must be scoped to; any when absent.
+    #[serde(default)]
+    pub aws_region: Option<String>,
     /// Upstream model names it accepts; empty accepts any.
     #[serde(default)]
     pub models: Vec<String>,

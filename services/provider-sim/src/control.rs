@@ -60,7 +60,7 @@ pub fn router(control: Control) -> Router {
 pub fn base_url(format: WireFormat, addr: std::net::SocketAddr) -> String {
     match format {
         WireFormat::Openai => format!("http://{addr}/v1"),
-        WireFormat::Anthropic => format!("http://{addr}"),
+        _ => format!("http://{addr}"),
     }
 }
 

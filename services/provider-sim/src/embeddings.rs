@@ -1,4 +1,4 @@
-//! OpenAI-format embeddings (`POST /v1/embeddings`): a deterministic unit vector per input (the
+//! Embeddings (OpenAI and Azure `POST …/embeddings`, Gemini `:batchEmbedContents`): a deterministic unit vector per input (the
 //! same text always gives the same vector, of `dimensions` or the provider's
 //! `embedding_dimensions`), prompt tokens counted as for chat, and the provider's fault profile
 //! applied by the same code as for chat (auth, model, then [`meet_faults`], then latency).
@@ -12,7 +12,10 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use switchyard_core::{EmbeddingInput, EmbeddingRequest};
 
+use switchyard_config::catalog::WireFormat;
+
 use crate::conn::ConnReset;
+use crate::dialect::{Route, dialect_for};
 use crate::server::{App, meet_faults, sleep};
 use crate::state::RecentRequest;
 use crate::tokens::PromptTokenizer;
@@ -66,38 +69,100 @@ fn texts(input: &EmbeddingInput, tokenizer: PromptTokenizer) -> (Vec<String>, u3
     }
 }
 
-/// `POST /v1/embeddings`.
+/// An embeddings request, whatever its wire format.
+struct Asked {
+    model: String,
+    texts: Vec<String>,
+    tokens: u32,
+    dimensions: Option<usize>,
+}
+
+/// OpenAI's body (also Azure's).
+fn parse_openai(body: &[u8], route: &Route, tokenizer: PromptTokenizer) -> Result<Asked, Failure> {
+    let req: EmbeddingRequest =
+        serde_json::from_slice(body).map_err(|e| Failure::BadRequest(e.to_string()))?;
+    let (texts, tokens) = texts(&req.input, tokenizer);
+    Ok(Asked {
+        model: route.model.clone().unwrap_or(req.model),
+        texts,
+        tokens,
+        dimensions: req.dimensions.map(|d| d as usize),
+    })
+}
+
+/// Gemini's `batchEmbedContents` body.
+fn parse_gemini(body: &[u8], route: &Route, tokenizer: PromptTokenizer) -> Result<Asked, Failure> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Failure::BadRequest(format!("Invalid JSON payload received. {e}")))?;
+    let Some(requests) = v["requests"].as_array().filter(|r| !r.is_empty()) else {
+        return Err(Failure::BadRequest(
+            "* BatchEmbedContentsRequest.requests: must not be empty".into(),
+        ));
+    };
+    let mut out = Vec::new();
+    let mut dims = None;
+    for r in requests {
+        let text: String = r["content"]["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["text"].as_str())
+            .collect();
+        dims = r["outputDimensionality"]
+            .as_u64()
+            .map(|d| d as usize)
+            .or(dims);
+        out.push(text);
+    }
+    let (texts, tokens) = texts(&EmbeddingInput::Texts(out), tokenizer);
+    Ok(Asked {
+        model: route.model.clone().unwrap_or_default(),
+        texts,
+        tokens,
+        dimensions: dims,
+    })
+}
+
+/// `POST /v1/embeddings` (OpenAI, Azure) or `models/{m}:batchEmbedContents` (Gemini).
 pub async fn embed(
     State(app): State<App>,
     reset: Option<axum::Extension<ConnReset>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
     let state = &app.state;
     let _in_flight = state.begin();
     let faults = state.faults();
-    let key = crate::openai::presented_key(&headers);
+    let format = state.config.format;
+    let dialect = dialect_for(format);
+    let route = dialect.route(uri.path(), uri.query().unwrap_or(""));
+    let (key, authorized) = dialect.authenticate(&state.config, &headers, &route, &state.tokens);
     let mut recent = RecentRequest::new("embeddings", key.as_deref());
     let fail = |recent: &mut RecentRequest, failure: Failure| {
         recent.outcome = failure.label();
         state.record(recent.clone());
-        crate::openai::error(&failure, faults.retry_after_s)
+        dialect.error(&failure, faults.retry_after_s)
     };
-    if let Some(expected) = &state.config.api_key
-        && key.as_deref() != Some(expected.as_str())
-    {
+    if !authorized {
         return fail(&mut recent, Failure::Unauthorized);
     }
-    let req: EmbeddingRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return fail(&mut recent, Failure::BadRequest(e.to_string())),
+    let gemini = matches!(format, WireFormat::Gemini | WireFormat::Vertex);
+    let asked = if gemini {
+        parse_gemini(&body, &route, state.config.prompt_tokenizer)
+    } else {
+        parse_openai(&body, &route, state.config.prompt_tokenizer)
     };
-    let (texts, tokens) = texts(&req.input, state.config.prompt_tokenizer);
-    recent.model = req.model.clone();
-    recent.prompt_tokens = tokens;
-    if !state.config.models.is_empty() && !state.config.models.contains(&req.model) {
-        return fail(&mut recent, Failure::ModelNotFound(req.model.clone()));
+    let asked = match asked {
+        Ok(a) => a,
+        Err(f) => return fail(&mut recent, f),
+    };
+    recent.model = asked.model.clone();
+    recent.prompt_tokens = asked.tokens;
+    if !state.config.models.is_empty() && !state.config.models.contains(&asked.model) {
+        return fail(&mut recent, Failure::ModelNotFound(asked.model.clone()));
     }
+    let tokens = asked.tokens;
     let malformed = match meet_faults(&app, &faults, &mut recent, tokens, reset, &fail).await {
         Ok(malformed) => malformed,
         Err(resp) => return resp,
@@ -110,19 +175,27 @@ pub async fn embed(
     if malformed {
         return crate::wire::malformed_json();
     }
-    let dims = req
+    let dims = asked
         .dimensions
-        .map_or(state.config.embedding_dimensions, |d| d as usize);
-    let data: Vec<Value> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": vector(t, dims)}))
-        .collect();
-    crate::wire::json_response(
-        StatusCode::OK,
-        &json!({"object": "list", "data": data, "model": req.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
-    )
+        .unwrap_or(state.config.embedding_dimensions);
+    let body = if gemini {
+        let embeddings: Vec<Value> = asked
+            .texts
+            .iter()
+            .map(|t| json!({"values": vector(t, dims)}))
+            .collect();
+        json!({ "embeddings": embeddings })
+    } else {
+        let data: Vec<Value> = asked
+            .texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": vector(t, dims)}))
+            .collect();
+        json!({"object": "list", "data": data, "model": asked.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+    };
+    crate::wire::json_response(StatusCode::OK, &body)
 }
 
 #[cfg(test)]

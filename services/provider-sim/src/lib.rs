@@ -1,5 +1,7 @@
 //! A real HTTP server that plays any number of simulated LLM providers, one port each, speaking
-//! the OpenAI chat-completions and Anthropic Messages wire formats (JSON and SSE), with a fault
+//! the OpenAI chat-completions (and Azure OpenAI), Anthropic Messages (direct and on Vertex AI),
+//! Gemini (direct and on Vertex AI) and Bedrock Converse wire formats (JSON, SSE and AWS's binary
+//! event stream), checking the authentication each expects, with a fault
 //! profile per provider (latency, error statuses with Retry-After, hangs, TCP resets, malformed
 //! bodies, cut streams, rate limits, context-length errors, refusals, invalid tool calls) that a
 //! control API can change at run time, and counters of everything received.
@@ -7,10 +9,14 @@
 //! It is the upstream of the project's tests, demos and benchmarks; it never calls out.
 
 pub mod anthropic;
+pub mod bedrock;
+pub mod cloud;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod dialect;
 pub mod embeddings;
+pub mod gemini;
 pub mod generate;
 pub mod openai;
 pub mod server;

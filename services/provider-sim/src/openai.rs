@@ -341,3 +341,111 @@ pub fn events(ctx: &Ctx<'_>, reply: &Reply, malformed: bool) -> Vec<Event> {
     }
     out
 }
+
+/// The chat-completions dialect, plain or at Azure OpenAI's URLs with its `api-key` header and
+/// content-filter answers.
+#[derive(Debug)]
+pub struct OpenAi {
+    /// Azure OpenAI.
+    pub azure: bool,
+}
+
+/// Azure's content-filter answer to a refused prompt.
+fn azure_filtered() -> Response<Body> {
+    let filter = json!({
+        "hate": {"filtered": false, "severity": "safe"},
+        "self_harm": {"filtered": false, "severity": "safe"},
+        "sexual": {"filtered": false, "severity": "safe"},
+        "violence": {"filtered": true, "severity": "medium"},
+        "jailbreak": {"filtered": false, "detected": false},
+    });
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": {
+            "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry.",
+            "type": null, "param": "prompt", "code": "content_filter", "status": 400,
+            "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": filter}
+        }}),
+    )
+}
+
+impl crate::dialect::Dialect for OpenAi {
+    fn route(&self, path: &str, query: &str) -> crate::dialect::Route {
+        // Azure deployment URLs name the deployment: /openai/deployments/{name}/chat/completions.
+        let model = path
+            .strip_prefix("/openai/deployments/")
+            .and_then(|rest| rest.split('/').next())
+            .map(crate::dialect::decode_segment);
+        crate::dialect::Route {
+            model,
+            stream: None,
+            query: query.to_string(),
+        }
+    }
+
+    fn authenticate(
+        &self,
+        provider: &crate::config::SimProvider,
+        headers: &HeaderMap,
+        _route: &crate::dialect::Route,
+        _tokens: &crate::cloud::IssuedTokens,
+    ) -> (Option<String>, bool) {
+        let key = if self.azure {
+            headers
+                .get("api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(|k| k.trim().to_string())
+        } else {
+            presented_key(headers)
+        };
+        let ok = crate::dialect::key_matches(provider, key.as_deref());
+        (key, ok)
+    }
+
+    fn parse(
+        &self,
+        route: &crate::dialect::Route,
+        _headers: &HeaderMap,
+        body: &[u8],
+        tokenizer: PromptTokenizer,
+    ) -> Result<Parsed, Failure> {
+        if self.azure && route.model.is_some() && !route.query.contains("api-version=") {
+            return Err(Failure::BadRequest(
+                "Missing required query parameter: api-version".into(),
+            ));
+        }
+        let mut parsed = parse(body, tokenizer)?;
+        if let Some(m) = &route.model {
+            parsed.model = m.clone();
+        }
+        Ok(parsed)
+    }
+
+    fn error(&self, failure: &Failure, retry_after_s: Option<u32>) -> Response<Body> {
+        if self.azure && *failure == Failure::Refused {
+            return azure_filtered();
+        }
+        error(failure, retry_after_s)
+    }
+
+    fn refusal_is_error(&self) -> bool {
+        true
+    }
+
+    fn reply(&self, ctx: &Ctx<'_>, reply: &Reply) -> Value {
+        completion(ctx, reply)
+    }
+
+    fn events(&self, ctx: &Ctx<'_>, reply: &Reply, malformed: bool) -> Vec<Event> {
+        events(ctx, reply, malformed)
+    }
+
+    fn huge_event(&self, n: usize) -> Event {
+        let text = "x".repeat(n);
+        sse(
+            None,
+            &json!({"id": "chatcmpl-huge", "object": "chat.completion.chunk", "created": 0, "model": "sim", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]}).to_string(),
+            true,
+        )
+    }
+}

@@ -1,5 +1,6 @@
-//! The provider endpoints: one handler for both wire formats, applying the fault profile in a
-//! fixed order (auth, parse, model, rate limit, drawn fault, context, refusal, latency).
+//! The provider endpoints: one handler for every wire format (each a [`Dialect`]), applying the
+//! fault profile in a fixed order (auth, parse, model, rate limit, drawn fault, context,
+//! refusal, latency).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Faults;
 use crate::conn::ConnReset;
+use crate::dialect::{Dialect, dialect_for};
 use crate::generate::{self, Reply};
 use crate::state::{ProviderState, RecentRequest};
 use crate::wire::{Ctx, Event, Failure};
-use crate::{anthropic, openai};
 
 /// Shared by a provider's handlers.
 #[derive(Clone)]
@@ -32,13 +33,34 @@ pub struct App {
 
 /// The routes of one simulated provider.
 pub fn router(app: App) -> Router {
+    let embed = || post(crate::embeddings::embed);
+    let vertex =
+        "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{action}";
     let chat = match app.state.config.format {
         WireFormat::Openai => Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/chat/completions", post(chat))
-            .route("/v1/embeddings", post(crate::embeddings::embed))
-            .route("/embeddings", post(crate::embeddings::embed)),
+            .route("/v1/embeddings", embed())
+            .route("/embeddings", embed()),
+        WireFormat::Azure => Router::new()
+            .route(
+                "/openai/deployments/{deployment}/chat/completions",
+                post(chat),
+            )
+            .route("/openai/v1/chat/completions", post(chat))
+            .route("/openai/deployments/{deployment}/embeddings", embed())
+            .route("/openai/v1/embeddings", embed()),
         WireFormat::Anthropic => Router::new().route("/v1/messages", post(chat)),
+        WireFormat::Gemini => Router::new().route("/v1beta/models/{action}", post(gemini_action)),
+        WireFormat::Vertex => Router::new()
+            .route(vertex, post(gemini_action))
+            .route("/token", post(crate::cloud::token)),
+        WireFormat::VertexAnthropic => Router::new()
+            .route(vertex, post(chat))
+            .route("/token", post(crate::cloud::token)),
+        WireFormat::Bedrock => Router::new()
+            .route("/model/{model}/converse", post(chat))
+            .route("/model/{model}/converse-stream", post(chat)),
     };
     chat.route("/v1/models", get(models))
         .route("/models", get(models))
@@ -96,39 +118,45 @@ fn draw(state: &ProviderState, faults: &Faults) -> Drawn {
     Drawn::None
 }
 
+/// Gemini's `models/{m}:{action}`: generation or embeddings.
+async fn gemini_action(
+    state: State<App>,
+    reset: Option<axum::Extension<ConnReset>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    if uri.path().ends_with(":batchEmbedContents") {
+        crate::embeddings::embed(state, reset, uri, headers, body).await
+    } else {
+        chat(state, reset, uri, headers, body).await
+    }
+}
+
 async fn chat(
     State(app): State<App>,
     reset: Option<axum::Extension<ConnReset>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
     let state = &app.state;
     let _in_flight = state.begin();
-    let format = state.config.format;
+    let dialect: &dyn Dialect = dialect_for(state.config.format);
     let faults = state.faults();
-    let key = match format {
-        WireFormat::Openai => openai::presented_key(&headers),
-        WireFormat::Anthropic => anthropic::presented_key(&headers),
-    };
+    let route = dialect.route(uri.path(), uri.query().unwrap_or(""));
+    let (key, authorized) = dialect.authenticate(&state.config, &headers, &route, &state.tokens);
     let mut recent = RecentRequest::new("chat", key.as_deref());
     let fail = |recent: &mut RecentRequest, failure: Failure| {
         recent.outcome = failure.label();
         state.record(recent.clone());
-        match format {
-            WireFormat::Openai => openai::error(&failure, faults.retry_after_s),
-            WireFormat::Anthropic => anthropic::error(&failure, faults.retry_after_s),
-        }
+        dialect.error(&failure, faults.retry_after_s)
     };
 
-    if let Some(expected) = &state.config.api_key
-        && key.as_deref() != Some(expected.as_str())
-    {
+    if !authorized {
         return fail(&mut recent, Failure::Unauthorized);
     }
-    let parsed = match format {
-        WireFormat::Openai => openai::parse(&body, state.config.prompt_tokenizer),
-        WireFormat::Anthropic => anthropic::parse(&headers, &body, state.config.prompt_tokenizer),
-    };
+    let parsed = dialect.parse(&route, &headers, &body, state.config.prompt_tokenizer);
     let parsed = match parsed {
         Ok(p) => p,
         Err(f) => return fail(&mut recent, f),
@@ -159,7 +187,7 @@ async fn chat(
             .to_lowercase()
             .contains(&word.to_lowercase())
     });
-    if refuse && format == WireFormat::Openai {
+    if refuse && dialect.refusal_is_error() {
         return fail(&mut recent, Failure::Refused);
     }
 
@@ -201,21 +229,14 @@ async fn chat(
         if malformed {
             return crate::wire::malformed_json();
         }
-        let body = match format {
-            WireFormat::Openai => openai::completion(&ctx, &reply),
-            WireFormat::Anthropic => anthropic::message(&ctx, &reply),
-        };
-        return crate::wire::json_response(StatusCode::OK, &body);
+        return crate::wire::json_response(StatusCode::OK, &dialect.reply(&ctx, &reply));
     }
 
-    let mut events = match format {
-        WireFormat::Openai => openai::events(&ctx, &reply, malformed),
-        WireFormat::Anthropic => anthropic::events(&ctx, &reply, malformed),
-    };
+    let mut events = dialect.events(&ctx, &reply, malformed);
     if let Some(n) = faults.huge_chunk_bytes
         && let Some(first) = events.iter_mut().find(|e| e.content)
     {
-        *first = huge_event(format, n as usize);
+        *first = dialect.huge_event(n as usize);
     }
     let content = events.iter().filter(|e| e.content).count() as u32;
     let cut_after = faults.cut_stream_after.filter(|n| *n < content);
@@ -224,7 +245,12 @@ async fn chat(
     }
     state.record(recent);
     let endless = faults.endless_stream;
-    stream_response(events, ttft, per_token, cut_after, endless)
+    let mut resp = stream_response(events, ttft, per_token, cut_after, endless);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(dialect.stream_content_type()),
+    );
+    resp
 }
 
 /// The faults a parsed request meets before any reply, in order: the per-second rate limit,
@@ -273,23 +299,6 @@ pub(crate) async fn meet_faults(
         return Err(fail(recent, Failure::ContextLength { tokens, limit }));
     }
     Ok(drawn == Drawn::Malformed)
-}
-
-/// One content event whose text is `n` bytes long, in `format`'s wire shape.
-fn huge_event(format: WireFormat, n: usize) -> crate::wire::Event {
-    let text = "x".repeat(n);
-    match format {
-        WireFormat::Openai => crate::wire::sse(
-            None,
-            &serde_json::json!({"id": "chatcmpl-huge", "object": "chat.completion.chunk", "created": 0, "model": "sim", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]}).to_string(),
-            true,
-        ),
-        WireFormat::Anthropic => crate::wire::sse(
-            Some("content_block_delta"),
-            &serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}).to_string(),
-            true,
-        ),
-    }
 }
 
 fn outcome_label(reply: &Reply, malformed: bool) -> String {

@@ -28,6 +28,8 @@ pub struct Stats {
     pub by_outcome: BTreeMap<String, u64>,
     /// Requests being handled now.
     pub in_flight: u64,
+    /// OAuth2 token exchanges served (Vertex formats).
+    pub token_exchanges: u64,
     /// The latest requests, oldest first.
     pub recent: VecDeque<RecentRequest>,
 }
@@ -82,6 +84,8 @@ pub struct ProviderState {
     rng: Mutex<SmallRng>,
     window: Mutex<(Instant, u32)>,
     ids: AtomicU64,
+    /// Access tokens issued by the token endpoint (Vertex formats).
+    pub tokens: crate::cloud::IssuedTokens,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,6 +104,7 @@ impl ProviderState {
             rng: Mutex::new(SmallRng::seed_from_u64(seed)),
             window: Mutex::new((Instant::now(), 0)),
             ids: AtomicU64::new(1),
+            tokens: crate::cloud::IssuedTokens::default(),
         }
     }
 
@@ -189,6 +194,11 @@ impl ProviderState {
             s.recent.pop_front();
         }
         s.recent.push_back(req);
+    }
+
+    /// Counts a token exchange.
+    pub fn count_token_exchange(&self) {
+        lock(&self.stats).token_exchanges += 1;
     }
 
     /// Re-labels the most recent request's outcome (a stream learns its fate after the headers).
