@@ -230,6 +230,68 @@ pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, Upstrea
     Ok(Value::Object(body))
 }
 
+/// The request before signing (with the bearer header when the provider has a key), and its body.
+fn unsigned_request(
+    target: &Target,
+    req: &ChatRequest,
+    stream: bool,
+) -> Result<(http::Request<Full<Bytes>>, Vec<u8>), UpstreamError> {
+    let body = encode(&wire_request(target, req)?)?;
+    let model = percent_encoding::utf8_percent_encode(
+        &target.upstream_model,
+        percent_encoding::NON_ALPHANUMERIC,
+    );
+    let action = if stream {
+        "converse-stream"
+    } else {
+        "converse"
+    };
+    let url = format!("{}/model/{model}/{action}", target.base_url);
+    let mut builder = post_json(&url, false)?;
+    if stream {
+        builder = builder.header(http::header::ACCEPT, "application/vnd.amazon.eventstream");
+    }
+    if let Some(key) = &target.key {
+        builder = builder.header(
+            http::header::AUTHORIZATION,
+            secret_header(&format!("Bearer {}", key.expose_secret()))?,
+        );
+    }
+    Ok((with_body(builder, body.clone())?, body))
+}
+
+/// The request signed with SigV4 for `credentials` at `time` (host, date, body hash and session
+/// token signed).
+pub fn signed_request(
+    target: &Target,
+    req: &ChatRequest,
+    stream: bool,
+    credentials: &aws_credential_types::Credentials,
+    time: SystemTime,
+) -> Result<http::Request<Full<Bytes>>, UpstreamError> {
+    let (mut request, body) = unsigned_request(target, req, stream)?;
+    if let Some(host) = request.uri().authority().map(|a| a.to_string())
+        && let Ok(v) = http::HeaderValue::from_str(&host)
+    {
+        request.headers_mut().insert(http::header::HOST, v);
+    }
+    let region = target
+        .options
+        .aws_region
+        .as_deref()
+        .ok_or_else(|| invalid("the Bedrock provider has no signing region"))?;
+    crate::auth::sign_v4(
+        &mut request,
+        &body,
+        credentials,
+        region,
+        SERVICE,
+        time,
+        true,
+    )?;
+    Ok(request)
+}
+
 /// `finish_reason` of a `stopReason`, or the failure it stands for.
 fn finish(reason: &str, phase: Phase) -> Result<FinishReason, UpstreamError> {
     match reason {
@@ -270,50 +332,11 @@ impl WireAdapter for Bedrock {
         req: &ChatRequest,
         stream: bool,
     ) -> Result<http::Request<Full<Bytes>>, UpstreamError> {
-        let body = encode(&wire_request(target, req)?)?;
-        let model = percent_encoding::utf8_percent_encode(
-            &target.upstream_model,
-            percent_encoding::NON_ALPHANUMERIC,
-        );
-        let action = if stream {
-            "converse-stream"
-        } else {
-            "converse"
-        };
-        let url = format!("{}/model/{model}/{action}", target.base_url);
-        let mut builder = post_json(&url, false)?;
-        if stream {
-            builder = builder.header(http::header::ACCEPT, "application/vnd.amazon.eventstream");
+        if target.key.is_some() {
+            return unsigned_request(target, req, stream).map(|(r, _)| r);
         }
-        if let Some(key) = &target.key {
-            builder = builder.header(
-                http::header::AUTHORIZATION,
-                secret_header(&format!("Bearer {}", key.expose_secret()))?,
-            );
-            return with_body(builder, body);
-        }
-        let mut req = with_body(builder, body.clone())?;
-        if let Some(host) = req.uri().authority().map(|a| a.to_string())
-            && let Ok(v) = http::HeaderValue::from_str(&host)
-        {
-            req.headers_mut().insert(http::header::HOST, v);
-        }
-        let region = target
-            .options
-            .aws_region
-            .as_deref()
-            .ok_or_else(|| invalid("the Bedrock provider has no signing region"))?;
         let credentials = crate::auth::aws_credentials(target.options.aws_profile.as_deref())?;
-        crate::auth::sign_v4(
-            &mut req,
-            &body,
-            &credentials,
-            region,
-            SERVICE,
-            SystemTime::now(),
-            true,
-        )?;
-        Ok(req)
+        signed_request(target, req, stream, &credentials, SystemTime::now())
     }
 
     fn parse_response(&self, target: &Target, body: &[u8]) -> Result<ChatResponse, UpstreamError> {

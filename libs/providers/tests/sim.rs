@@ -1,5 +1,7 @@
-//! Every fault the provider simulator can produce, through the real client over HTTP, for both
-//! wire formats, streamed and not, each mapped to its class (and Retry-After carried).
+//! Every fault the provider simulator can produce, through the real client over HTTP, for every
+//! wire format (OpenAI, Anthropic, Gemini, Vertex AI's Gemini and Anthropic, Bedrock, Azure
+//! OpenAI, each with the authentication it expects), streamed and not, each mapped to its class
+//! (and Retry-After carried).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
@@ -11,7 +13,8 @@ use switchyard_config::catalog::WireFormat;
 use switchyard_core::{ChatRequest, ErrorClass, FinishReason, Tool, ToolChoice};
 use switchyard_provider_sim::SimHandle;
 use switchyard_providers::{
-    Call, CallError, ClientOptions, Phase, ProviderClient, Target, Timeouts, UpstreamError,
+    Call, CallError, ClientOptions, Phase, ProviderClient, ProviderOptions, Target, Timeouts,
+    UpstreamError,
 };
 use switchyard_testkit::{SimControl, start_sim};
 use tokio_util::sync::CancellationToken;
@@ -21,9 +24,23 @@ seed: 11
 providers:
   - { id: oai, format: openai, api_key: sk-oai-test-0001, models: [gpt-up] }
   - { id: ant, format: anthropic, api_key: sk-ant-test-0002, models: [claude-up] }
+  - { id: gem, format: gemini, api_key: gm-test-0003, models: [gemini-up] }
+  - { id: vtx, format: vertex, api_key: "switchyard-test@sim-project.iam.gserviceaccount.com", models: [gemini-up] }
+  - { id: vant, format: vertex_anthropic, api_key: "switchyard-test@sim-project.iam.gserviceaccount.com", models: [claude-up] }
+  - { id: brk, format: bedrock, api_key: ABSK-test-0004, aws_region: eu-west-1, models: ["anthropic.claude-up-v1:0"] }
+  - { id: azr, format: azure, api_key: az-test-0005, models: [gpt-deployment] }
 "#;
 
-const FORMATS: [&str; 2] = ["oai", "ant"];
+const FORMATS: [&str; 7] = ["oai", "ant", "gem", "vtx", "vant", "brk", "azr"];
+
+/// The test service account's key file, pointed at `token_uri`.
+pub fn service_account(token_uri: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/vertex/service-account.json");
+    let mut sa: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    sa["token_uri"] = json!(token_uri);
+    sa.to_string()
+}
 
 struct Fixture {
     sim: SimHandle,
@@ -39,19 +56,37 @@ impl Fixture {
     }
 
     fn target(&self, id: &str) -> Target {
+        let base_url = self.sim.base_url(id).unwrap();
+        let sa = service_account(&format!("{base_url}/token"));
         let (format, model, key) = match id {
             "oai" => (WireFormat::Openai, "gpt-up", "sk-oai-test-0001"),
+            "gem" => (WireFormat::Gemini, "gemini-up", "gm-test-0003"),
+            "vtx" => (WireFormat::Vertex, "gemini-up", sa.as_str()),
+            "vant" => (WireFormat::VertexAnthropic, "claude-up", sa.as_str()),
+            "brk" => (
+                WireFormat::Bedrock,
+                "anthropic.claude-up-v1:0",
+                "ABSK-test-0004",
+            ),
+            "azr" => (WireFormat::Azure, "gpt-deployment", "az-test-0005"),
             _ => (WireFormat::Anthropic, "claude-up", "sk-ant-test-0002"),
+        };
+        let options = ProviderOptions {
+            api_version: (id == "azr").then(|| "2024-10-21".to_string()),
+            project: Some("sim-project".into()),
+            location: Some("europe-west4".into()),
+            aws_region: Some("eu-west-1".into()),
+            ..ProviderOptions::default()
         };
         Target {
             endpoint: format!("m@{id}").as_str().into(),
             provider: id.into(),
             format,
-            base_url: self.sim.base_url(id).unwrap(),
+            base_url,
             upstream_model: model.into(),
             key: Some(SecretString::from(key)),
             max_output: 256,
-            options: Default::default(),
+            options: std::sync::Arc::new(options),
         }
     }
 
@@ -154,7 +189,10 @@ async fn completions_and_streams_come_back_normalized() {
     let f = Fixture::new().await;
     for id in FORMATS {
         let t = f.target(id);
-        let resp = f.chat(&t, &hello(), quick()).await.unwrap();
+        let resp = f
+            .chat(&t, &hello(), quick())
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
         assert_eq!(resp.provider.as_deref(), Some(id));
         let msg = &resp.choices[0].message;
         assert!(
@@ -564,7 +602,11 @@ async fn tool_calls_round_trip_in_both_formats() {
 #[tokio::test]
 async fn invalid_tool_arguments_arrive_as_sent() {
     let f = Fixture::new().await;
-    for id in FORMATS {
+    // Gemini carries arguments as an object, so they cannot arrive as broken JSON text.
+    for id in FORMATS
+        .into_iter()
+        .filter(|id| !["gem", "vtx"].contains(id))
+    {
         f.faults(id, json!({"invalid_tool_call_rate": 1.0})).await;
         let t = f.target(id);
         let (chunks, end) = f.stream(&t, &weather_request(true), quick()).await;
@@ -578,4 +620,197 @@ async fn invalid_tool_arguments_arrive_as_sent() {
             "{id}: {args}"
         );
     }
+}
+
+#[tokio::test]
+async fn structured_output_comes_back_as_json_in_every_format() {
+    let f = Fixture::new().await;
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}, "temp": {"type": "number"}}, "required": ["city", "temp"], "additionalProperties": false});
+    for id in FORMATS {
+        let t = f.target(id);
+        let mut req = hello();
+        req.response_format = Some(switchyard_core::ResponseFormat::JsonSchema {
+            json_schema: switchyard_core::chat::JsonSchemaSpec {
+                name: "weather".into(),
+                description: None,
+                schema: schema.clone(),
+                strict: Some(true),
+            },
+        });
+        let resp = f
+            .chat(&t, &req, quick())
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let v: Value = serde_json::from_str(&resp.choices[0].message.text_content())
+            .unwrap_or_else(|e| panic!("{id}: {e}: {resp:?}"));
+        assert!(v["city"].is_string() && v["temp"].is_number(), "{id}: {v}");
+        assert_eq!(
+            resp.choices[0].finish_reason,
+            Some(FinishReason::Stop),
+            "{id}"
+        );
+        assert!(resp.choices[0].message.tool_calls.is_empty(), "{id}");
+
+        req.stream = true;
+        let (chunks, end) = f.stream(&t, &req, quick()).await;
+        assert!(end.is_none(), "{id}: {end:?}");
+        let v: Value = serde_json::from_str(&text_of(&chunks)).unwrap();
+        assert!(v["city"].is_string(), "{id}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn cloud_error_envelopes_map_to_classes_with_their_retry_delays() {
+    let f = Fixture::new().await;
+    let cases: [(&str, u16, ErrorClass, Option<u16>); 10] = [
+        ("gem", 429, ErrorClass::RateLimited, Some(429)),
+        ("gem", 500, ErrorClass::Unavailable, Some(500)),
+        ("gem", 503, ErrorClass::Unavailable, Some(503)),
+        ("gem", 504, ErrorClass::Timeout, Some(504)),
+        ("vtx", 429, ErrorClass::RateLimited, Some(429)),
+        ("brk", 429, ErrorClass::RateLimited, Some(429)),
+        ("brk", 503, ErrorClass::Unavailable, Some(503)),
+        ("brk", 529, ErrorClass::Unavailable, Some(429)),
+        ("brk", 504, ErrorClass::Timeout, Some(408)),
+        ("azr", 429, ErrorClass::RateLimited, Some(429)),
+    ];
+    for (id, status, class, answered) in cases {
+        f.faults(
+            id,
+            json!({"errors": [{"status": status, "rate": 1.0}], "retry_after_s": 3}),
+        )
+        .await;
+        let t = f.target(id);
+        for stream in [false, true] {
+            let e = if stream {
+                upstream(f.stream(&t, &hello(), quick()).await.1)
+            } else {
+                upstream(f.chat(&t, &hello(), quick()).await.err())
+            };
+            assert_eq!(e.class, class, "{id} {status} stream={stream}: {e}");
+            assert_eq!(e.status, answered, "{id} {status}");
+            if class == ErrorClass::RateLimited {
+                assert_eq!(e.retry_after, Some(Duration::from_secs(3)), "{id}: {e:?}");
+            }
+        }
+    }
+    // Bedrock names the exception it answered with.
+    f.faults("brk", json!({"errors": [{"status": 429, "rate": 1.0}]}))
+        .await;
+    let e = upstream(f.chat(&f.target("brk"), &hello(), quick()).await.err());
+    assert_eq!(e.provider_code.as_deref(), Some("ThrottlingException"));
+}
+
+#[tokio::test]
+async fn vertex_exchanges_the_service_account_once_for_many_requests() {
+    let f = Fixture::new().await;
+    for _ in 0..3 {
+        for id in ["vtx", "vant"] {
+            f.chat(&f.target(id), &hello(), quick())
+                .await
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+        }
+    }
+    let exchanges = f.stats("vtx").await["token_exchanges"].as_u64().unwrap()
+        + f.stats("vant").await["token_exchanges"].as_u64().unwrap();
+    assert_eq!(exchanges, 1, "one token for the account, cached");
+    // The token endpoint refuses an account it does not know, and that is an auth failure.
+    let sa = service_account(&format!("{}/token", f.sim.base_url("vtx").unwrap()))
+        .replace("switchyard-test@", "intruder@");
+    let mut t = f.target("vtx");
+    t.key = Some(SecretString::from(sa));
+    let e = upstream(f.chat(&t, &hello(), quick()).await.err());
+    assert_eq!(e.class, ErrorClass::UpstreamAuth, "{e}");
+    assert!(!e.message.contains("PRIVATE KEY"), "{e}");
+}
+
+#[tokio::test]
+async fn bedrock_accepts_our_sigv4_signature_for_its_region_only() {
+    let f = Fixture::new().await;
+    let creds = aws_credential_types::Credentials::new(
+        "ABSK-test-0004",
+        "sim-secret",
+        Some("session-token".into()),
+        None,
+        "test",
+    );
+    let mut t = f.target("brk");
+    t.key = None;
+    let send = |req: http::Request<http_body_util::Full<bytes::Bytes>>| async move {
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        let client = reqwest::Client::new();
+        let mut r = client.request(parts.method, parts.uri.to_string());
+        for (k, v) in &parts.headers {
+            r = r.header(k, v);
+        }
+        r.body(body).send().await.unwrap()
+    };
+    let req = switchyard_providers::bedrock::signed_request(
+        &t,
+        &hello(),
+        false,
+        &creds,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let auth = req.headers()["authorization"].to_str().unwrap().to_string();
+    assert!(auth.contains("/eu-west-1/bedrock/aws4_request"), "{auth}");
+    assert!(auth.contains("x-amz-content-sha256") && auth.contains("x-amz-security-token"));
+    let resp = send(req).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["output"]["message"]["content"][0]["text"].is_string());
+
+    let mut elsewhere = t.clone();
+    elsewhere.options = std::sync::Arc::new(ProviderOptions {
+        aws_region: Some("us-east-1".into()),
+        ..(*t.options).clone()
+    });
+    let req = switchyard_providers::bedrock::signed_request(
+        &elsewhere,
+        &hello(),
+        false,
+        &creds,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let resp = send(req).await;
+    assert_eq!(resp.status(), 403);
+    assert!(
+        resp.headers()["x-amzn-errortype"]
+            .to_str()
+            .unwrap()
+            .starts_with("UnrecognizedClientException")
+    );
+}
+
+#[tokio::test]
+async fn azure_speaks_the_v1_path_and_names_the_filtered_categories() {
+    let f = Fixture::new().await;
+    let mut t = f.target("azr");
+    t.options = std::sync::Arc::new(ProviderOptions::default());
+    let resp = f.chat(&t, &hello(), quick()).await.unwrap();
+    assert!(
+        resp.choices[0]
+            .message
+            .text_content()
+            .starts_with("Hello from azr")
+    );
+    let recent = &f.stats("azr").await["recent"];
+    assert_eq!(recent[0]["model"], "gpt-deployment");
+
+    f.faults("azr", json!({"refuse_on": "forbidden"})).await;
+    let e = upstream(
+        f.chat(
+            &f.target("azr"),
+            &ChatRequest::user("x", "something forbidden"),
+            quick(),
+        )
+        .await
+        .err(),
+    );
+    assert_eq!(e.class, ErrorClass::ContentPolicy, "{e}");
+    assert!(e.message.contains("violence (medium)"), "{e}");
 }

@@ -126,8 +126,14 @@ pub fn parse(route: &Route, body: &[u8], tokenizer: PromptTokenizer) -> Result<P
         }
     };
     let choice = &v["toolConfig"]["toolChoice"];
+    // With the choice left to the model, a conversation ending in a tool's result is answered.
+    let answered = messages
+        .last()
+        .and_then(|m| m["content"].as_array())
+        .is_some_and(|c| c.iter().any(|b| b.get("toolResult").is_some()));
     let tool = match choice["tool"]["name"].as_str() {
         Some(name) => tools.iter().find(|t| t["name"] == name).copied(),
+        None if answered && choice.get("any").is_none() => None,
         None => tools.first().copied(),
     }
     .map(|t| {

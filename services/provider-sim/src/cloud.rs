@@ -28,24 +28,28 @@ use crate::wire::json_response;
 /// How long issued tokens are said to last.
 pub const TOKEN_LIFETIME_S: u64 = 3600;
 
-/// Tokens issued by one simulated Vertex provider.
+/// Tokens issued by the simulated token endpoints. Like Google's, a token issued at one
+/// endpoint is good at every Vertex provider: a service account's token is not per model.
 #[derive(Debug, Default)]
-pub struct IssuedTokens {
-    tokens: Mutex<HashSet<String>>,
+pub struct IssuedTokens;
+
+fn issued() -> &'static Mutex<HashSet<String>> {
+    static ISSUED: std::sync::OnceLock<Mutex<HashSet<String>>> = std::sync::OnceLock::new();
+    ISSUED.get_or_init(Default::default)
 }
 
 impl IssuedTokens {
-    /// Whether `token` was issued here.
+    /// Whether `token` was issued by a simulated token endpoint.
     pub fn valid(&self, token: &str) -> bool {
-        self.tokens
+        issued()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(token)
     }
 
     fn issue(&self, n: u64) -> String {
-        let token = format!("ya29.sim-{n}");
-        self.tokens
+        let token = format!("ya29.sim-{n}-{:016x}", rand::random::<u64>());
+        issued()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(token.clone());
