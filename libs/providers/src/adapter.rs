@@ -118,6 +118,18 @@ pub fn adapter_for(format: WireFormat) -> &'static dyn WireAdapter {
     }
 }
 
+/// What a URL path segment keeps unencoded: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `s` percent-encoded as one URL path segment (model ids may hold `:` and `/`).
+pub(crate) fn segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
 /// Encodes a request body.
 pub(crate) fn encode(body: &impl serde::Serialize) -> Result<Vec<u8>, UpstreamError> {
     serde_json::to_vec(body).map_err(|e| {

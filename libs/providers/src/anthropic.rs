@@ -75,9 +75,7 @@ impl Anthropic {
 
 /// A Vertex AI publisher-model URL: `{base}/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:{action}`.
 pub(crate) fn vertex_url(target: &Target, publisher: &str, action: &str) -> String {
-    let enc = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
+    let enc = |s: &str| crate::adapter::segment(s);
     let opt = |o: &Option<String>| enc(o.as_deref().unwrap_or(""));
     format!(
         "{}/v1/projects/{}/locations/{}/publishers/{publisher}/models/{}:{action}",

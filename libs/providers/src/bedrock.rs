@@ -237,10 +237,7 @@ fn unsigned_request(
     stream: bool,
 ) -> Result<(http::Request<Full<Bytes>>, Vec<u8>), UpstreamError> {
     let body = encode(&wire_request(target, req)?)?;
-    let model = percent_encoding::utf8_percent_encode(
-        &target.upstream_model,
-        percent_encoding::NON_ALPHANUMERIC,
-    );
+    let model = crate::adapter::segment(&target.upstream_model);
     let action = if stream {
         "converse-stream"
     } else {

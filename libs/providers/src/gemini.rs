@@ -85,7 +85,7 @@ impl Gemini {
         format!(
             "{}/v1beta/models/{}:{action}",
             target.base_url,
-            percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC)
+            crate::adapter::segment(model)
         )
     }
 

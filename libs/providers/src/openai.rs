@@ -52,10 +52,7 @@ impl OpenAi {
         match &target.options.api_version {
             Some(v) => format!(
                 "{base}/openai/deployments/{}/{path}?api-version={v}",
-                percent_encoding::utf8_percent_encode(
-                    &target.upstream_model,
-                    percent_encoding::NON_ALPHANUMERIC
-                )
+                crate::adapter::segment(&target.upstream_model)
             ),
             None => format!("{base}/openai/v1/{path}"),
         }
