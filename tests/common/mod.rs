@@ -85,6 +85,10 @@ const POLICY: &str = "orgs:
       - id: embed
         models: [e]
         retry: { max_retries: 1, base_backoff_ms: 20, max_backoff_ms: 200 }
+      - id: clouds
+        models: [c]
+        provider: { order: [gem, brk, fast] }
+        retry: { max_retries: 0 }
       - id: retrying
         models: [m]
         provider: { order: [fast], allow_fallbacks: false }
@@ -124,7 +128,23 @@ pub struct Spec {
     pub extra_models: Vec<String>,
     /// Endpoints added to the catalog (YAML list items, one per line).
     pub extra_endpoints: Vec<String>,
+    /// The cloud formats too: simulated `gem` (Gemini, key checked) and `brk` (Bedrock, SigV4
+    /// checked for `us-east-1` and the access key id) serve the model `c` beside `fast`, with
+    /// the keys and AWS credentials in every service's environment.
+    pub clouds: bool,
 }
+
+/// The cloud providers' simulator entries.
+const CLOUD_SIM: &str = "  - { id: gem, format: gemini, api_key: gm-e2e-key, models: [gemini-e2e] }
+  - { id: brk, format: bedrock, api_key: AKIDE2EEXAMPLE, aws_region: us-east-1, models: [\"anthropic.e2e-v1:0\"] }
+";
+
+/// The environment the cloud providers' credentials come from.
+pub const CLOUD_ENV: [(&str, &str); 3] = [
+    ("SY_E2E_GEMINI_KEY", "gm-e2e-key"),
+    ("AWS_ACCESS_KEY_ID", "AKIDE2EEXAMPLE"),
+    ("AWS_SECRET_ACCESS_KEY", "e2e-secret-access-key"),
+];
 
 /// The Redis deployment of a cluster.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -160,6 +180,7 @@ impl Default for Spec {
             sim_provider: None,
             extra_models: Vec::new(),
             extra_endpoints: Vec::new(),
+            clouds: false,
         }
     }
 }
@@ -189,7 +210,12 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-fn catalog(sim: &SimProcess, extra_models: &[String], extra_endpoints: &[String]) -> String {
+fn catalog(
+    sim: &SimProcess,
+    extra_models: &[String],
+    extra_endpoints: &[String],
+    clouds: bool,
+) -> String {
     let provider = |id: &str, format: &str, policy: &str| {
         format!(
             "  - {{ id: {id}, format: {format}, base_url: \"{}\", data_policy: {policy} }}\n",
@@ -206,12 +232,25 @@ fn catalog(sim: &SimProcess, extra_models: &[String], extra_endpoints: &[String]
     );
     c += &provider("premium", "openai", private);
     c += &provider("claude", "anthropic", private);
+    if clouds {
+        c += &format!(
+            "  - {{ id: gem, format: gemini, base_url: \"{}\", key: env:SY_E2E_GEMINI_KEY, data_policy: {private} }}\n",
+            sim.base_url("gem").unwrap()
+        );
+        c += &format!(
+            "  - {{ id: brk, format: bedrock, base_url: \"{}\", aws_region: us-east-1, data_policy: {private} }}\n",
+            sim.base_url("brk").unwrap()
+        );
+    }
     c += "models:
   - { id: m, context_length: 8000, max_output: 500 }
   - { id: big, context_length: 100000, max_output: 1000 }
 ";
     for m in extra_models {
         c += &format!("  - {m}\n");
+    }
+    if clouds {
+        c += "  - { id: c, context_length: 8000, max_output: 500 }\n";
     }
     c += "endpoints:
   - { model: m, provider: fast, upstream_model: m-fast, supports: [tools, tool_choice, response_format, json_schema, max_tokens], price: { prompt: 1, completion: 2 } }
@@ -221,6 +260,18 @@ fn catalog(sim: &SimProcess, extra_models: &[String], extra_endpoints: &[String]
 ";
     for e in extra_endpoints {
         c += &format!("  - {e}\n");
+    }
+    if clouds {
+        let supports = "supports: [tools, tool_choice, response_format, json_schema, max_tokens]";
+        c += &format!(
+            "  - {{ model: c, provider: gem, upstream_model: gemini-e2e, {supports}, price: {{ prompt: 1, completion: 2 }} }}\n"
+        );
+        c += &format!(
+            "  - {{ model: c, provider: brk, upstream_model: \"anthropic.e2e-v1:0\", {supports}, price: {{ prompt: 1, completion: 2 }} }}\n"
+        );
+        c += &format!(
+            "  - {{ model: c, provider: fast, upstream_model: c-fast, {supports}, price: {{ prompt: 1, completion: 2 }} }}\n"
+        );
     }
     c
 }
@@ -257,23 +308,32 @@ async fn service_at(
 
 impl Cluster {
     /// Starts everything in `spec` and waits until every router has loaded the policy.
-    pub async fn start(spec: Spec) -> Cluster {
+    pub async fn start(mut spec: Spec) -> Cluster {
+        if spec.clouds {
+            spec.env
+                .extend(CLOUD_ENV.map(|(k, v)| (k.to_string(), v.to_string())));
+        }
         let redis = RedisServer::start_with(switchyard_testkit::RedisOptions {
             aof: spec.aof,
             ..Default::default()
         })
         .await
         .unwrap();
+        let base = if spec.clouds {
+            format!("{SIM}{CLOUD_SIM}")
+        } else {
+            SIM.to_string()
+        };
         let sim_yaml = match &spec.sim_provider {
-            Some(extra) => SIM.replace(" }\n", &format!(", {extra} }}\n")),
-            None => SIM.to_string(),
+            Some(extra) => base.replace(" }\n", &format!(", {extra} }}\n")),
+            None => base,
         };
         let sim = SimProcess::spawn(&sim_yaml, &[]).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let catalog_file = dir.path().join("catalog.yaml");
         std::fs::write(
             &catalog_file,
-            catalog(&sim, &spec.extra_models, &spec.extra_endpoints),
+            catalog(&sim, &spec.extra_models, &spec.extra_endpoints, spec.clouds),
         )
         .unwrap();
         let policy_file = dir.path().join("policy.yaml");
