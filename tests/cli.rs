@@ -65,16 +65,30 @@ fn check_catalog_reports_every_error_and_honours_env_overrides() {
     assert!(stderr.contains("1 error:"), "{stderr}");
     assert!(stderr.contains("unknown provider `ghost`"), "{stderr}");
 
+    // The shipped catalogs are valid: the example and the reference catalog of real providers.
+    for shipped in ["catalog.example.yaml", "catalog.providers.yaml"] {
+        let out = Command::new(&bin)
+            .arg("check-catalog")
+            .arg(
+                switchyard_testkit::workspace_root()
+                    .join("deploy/config")
+                    .join(shipped),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{shipped}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = Command::new(&bin)
         .arg("check-catalog")
-        .arg(switchyard_testkit::workspace_root().join("deploy/config/catalog.example.yaml"))
+        .arg(switchyard_testkit::workspace_root().join("deploy/config/catalog.providers.yaml"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("17 providers"), "{printed}");
 }
 
 #[tokio::test]

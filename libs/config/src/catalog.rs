@@ -481,6 +481,11 @@ fn valid_id(id: &str) -> bool {
 impl Validate for Catalog {
     fn validate(&self, v: &mut Validator) {
         let mut provider_ids = HashSet::new();
+        let formats: HashMap<&str, WireFormat> = self
+            .providers
+            .iter()
+            .map(|p| (p.id.as_str(), p.format))
+            .collect();
         v.each("providers", &self.providers, |v, _, p| {
             if !valid_id(p.id.as_str()) {
                 v.error_at("id", "must be 1-128 of a-z, 0-9, `-`, `_`, `.`, `/`, `:`");
@@ -541,6 +546,18 @@ impl Validate for Catalog {
                 None => v.error_at("model", format!("unknown model `{}`", e.model)),
                 Some(m) => {
                     served.insert(m.id.as_str());
+                    if m.kind == ModelKind::Embedding
+                        && let Some(format) = formats.get(e.provider.as_str())
+                        && !format.embeds()
+                    {
+                        v.error_at(
+                            "provider",
+                            format!(
+                                "`{}` speaks a format without an embeddings API here (openai, azure and gemini have one)",
+                                e.provider
+                            ),
+                        );
+                    }
                     if let Some(ctx) = e.context_length {
                         v.check(
                             ctx > 0 && ctx <= m.context_length,

@@ -426,6 +426,22 @@ mod tests {
     }
 
     #[test]
+    fn embedding_models_need_a_format_that_embeds() {
+        let err = Catalog::from_yaml(
+            "c.yaml",
+            &format!(
+                "providers:\n  - {{ id: b, format: bedrock, base_url: 'https://bedrock-runtime.us-east-1.amazonaws.com', data_policy: {OPEN} }}\nmodels:\n  - {{ id: e, kind: embedding, context_length: 100 }}\nendpoints:\n  - {{ model: e, provider: b, upstream_model: u, price: {{ prompt: 1, completion: 0 }} }}\n"
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("endpoints[0].provider: `b` speaks a format without an embeddings API"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bedrock_reads_its_region_off_the_base_url() {
         let c = catalog(&format!(
             "  - {{ id: p, format: bedrock, base_url: 'https://bedrock-runtime.eu-west-1.amazonaws.com', data_policy: {OPEN} }}"

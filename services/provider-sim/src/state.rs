@@ -104,7 +104,7 @@ impl ProviderState {
             rng: Mutex::new(SmallRng::seed_from_u64(seed)),
             window: Mutex::new((Instant::now(), 0)),
             ids: AtomicU64::new(1),
-            tokens: crate::cloud::IssuedTokens::default(),
+            tokens: crate::cloud::IssuedTokens,
         }
     }
 
