@@ -196,6 +196,75 @@ pub(crate) fn secret_header(value: &str) -> Result<http::HeaderValue, UpstreamEr
     Ok(v)
 }
 
+/// How a format presents its key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum KeyHeader {
+    /// `Authorization: Bearer KEY`.
+    Bearer,
+    /// `NAME: KEY` (`x-api-key`, `x-goog-api-key`, `api-key`).
+    Named(&'static str),
+}
+
+/// `builder` with the target's key, if it has one, presented as `how` (marked sensitive).
+pub(crate) fn with_key(
+    builder: http::request::Builder,
+    target: &Target,
+    how: KeyHeader,
+) -> Result<http::request::Builder, UpstreamError> {
+    use secrecy::ExposeSecret;
+    let Some(key) = &target.key else {
+        return Ok(builder);
+    };
+    Ok(match how {
+        KeyHeader::Bearer => builder.header(
+            http::header::AUTHORIZATION,
+            secret_header(&format!("Bearer {}", key.expose_secret()))?,
+        ),
+        KeyHeader::Named(name) => builder.header(name, secret_header(key.expose_secret())?),
+    })
+}
+
+/// The turns of a conversation for formats that want each role's consecutive content in one
+/// turn (Anthropic, Gemini, Bedrock): content pushed under the role of the turn before it joins
+/// that turn.
+#[derive(Debug, Default)]
+pub(crate) struct Turns {
+    turns: Vec<(&'static str, Vec<serde_json::Value>)>,
+}
+
+impl Turns {
+    /// Adds `blocks` as `role`'s (nothing when empty).
+    pub(crate) fn push(&mut self, role: &'static str, blocks: Vec<serde_json::Value>) {
+        if blocks.is_empty() {
+            return;
+        }
+        match self.turns.last_mut() {
+            Some((last, existing)) if *last == role => existing.extend(blocks),
+            _ => self.turns.push((role, blocks)),
+        }
+    }
+
+    /// Whether no turn has content.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
+
+    /// `[{"role": ROLE, CONTENT_KEY: [blocks]}]`.
+    pub(crate) fn into_json(self, content_key: &str) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.turns
+                .into_iter()
+                .map(|(role, blocks)| {
+                    let mut turn = serde_json::Map::new();
+                    turn.insert("role".into(), role.into());
+                    turn.insert(content_key.into(), serde_json::Value::Array(blocks));
+                    serde_json::Value::Object(turn)
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Finishes a request with its body.
 pub(crate) fn with_body(
     builder: http::request::Builder,

@@ -32,18 +32,16 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use switchyard_core::response::FunctionDelta;
 use switchyard_core::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta,
-    ErrorClass, FinishReason, Message, ResponseFormat, Role, ToolCall, ToolCallDelta, ToolChoice,
-    Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, ErrorClass,
+    FinishReason, Message, ResponseFormat, Role, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 
 use crate::adapter::{
-    Flow, StreamDecoder, WireAdapter, now_unix, post_json, secret_header, with_body,
+    Flow, KeyHeader, StreamDecoder, Turns, WireAdapter, now_unix, post_json, with_body, with_key,
 };
 use crate::error::{Phase, UpstreamError, classify_stream_error};
 use crate::sse::SseEvent;
@@ -145,20 +143,11 @@ pub fn wire_request(
     stream: bool,
 ) -> Result<Value, UpstreamError> {
     let mut system: Vec<String> = Vec::new();
-    let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    let mut push = |role: &'static str, blocks: Vec<Value>| {
-        if blocks.is_empty() {
-            return;
-        }
-        match messages.last_mut() {
-            Some((last, existing)) if *last == role => existing.extend(blocks),
-            _ => messages.push((role, blocks)),
-        }
-    };
+    let mut messages = Turns::default();
     for (i, m) in req.messages.iter().enumerate() {
         match m.role {
             Role::System | Role::Developer => system.push(m.text_content()),
-            Role::User => push("user", content_blocks(&m.content)),
+            Role::User => messages.push("user", content_blocks(&m.content)),
             Role::Assistant => {
                 // Earlier reasoning goes back as the thinking block it came as; reasoning without
                 // Anthropic's signature (from another provider) cannot, and stays out.
@@ -178,7 +167,7 @@ pub fn wire_request(
                     }
                     blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}));
                 }
-                push("assistant", blocks);
+                messages.push("assistant", blocks);
             }
             Role::Tool => {
                 let Some(id) = &m.tool_call_id else {
@@ -186,7 +175,7 @@ pub fn wire_request(
                         "messages[{i}]: a tool message needs tool_call_id"
                     )));
                 };
-                push(
+                messages.push(
                     "user",
                     vec![
                         json!({"type": "tool_result", "tool_use_id": id, "content": m.text_content()}),
@@ -218,15 +207,7 @@ pub fn wire_request(
     } else if !system.is_empty() {
         body.insert("system".into(), json!(system.join("\n\n")));
     }
-    body.insert(
-        "messages".into(),
-        Value::Array(
-            messages
-                .into_iter()
-                .map(|(role, content)| json!({"role": role, "content": content}))
-                .collect(),
-        ),
-    );
+    body.insert("messages".into(), messages.into_json("content"));
     if stream {
         body.insert("stream".into(), json!(true));
     }
@@ -383,17 +364,15 @@ impl WireAdapter for Anthropic {
         if structured {
             builder = builder.header("anthropic-beta", STRUCTURED_OUTPUTS_BETA);
         }
-        if let Some(key) = &target.key {
-            builder = if self.vertex {
-                builder.header(
-                    http::header::AUTHORIZATION,
-                    secret_header(&format!("Bearer {}", key.expose_secret()))?,
-                )
-            } else {
-                builder.header("x-api-key", secret_header(key.expose_secret())?)
-            };
-        }
-        with_body(builder, crate::adapter::encode(&body)?)
+        let how = if self.vertex {
+            KeyHeader::Bearer
+        } else {
+            KeyHeader::Named("x-api-key")
+        };
+        with_body(
+            with_key(builder, target, how)?,
+            crate::adapter::encode(&body)?,
+        )
     }
 
     fn parse_response(&self, target: &Target, body: &[u8]) -> Result<ChatResponse, UpstreamError> {
@@ -453,10 +432,7 @@ impl WireAdapter for Anthropic {
 
     fn decoder(&self, target: &Target) -> Box<dyn StreamDecoder> {
         Box::new(Decoder {
-            provider: target.provider.to_string(),
-            id: String::new(),
-            model: target.upstream_model.clone(),
-            created: now_unix(),
+            chunks: crate::adapter::Chunks::new(target),
             usage: Usage::default(),
             finish: None,
             refusal: false,
@@ -466,40 +442,12 @@ impl WireAdapter for Anthropic {
 }
 
 struct Decoder {
-    provider: String,
-    id: String,
-    model: String,
-    created: i64,
+    chunks: crate::adapter::Chunks,
     usage: Usage,
     finish: Option<FinishReason>,
     refusal: bool,
     /// Content-block index → tool-call index.
     tool_index: HashMap<u64, u32>,
-}
-
-impl Decoder {
-    fn chunk(
-        &self,
-        delta: Delta,
-        finish_reason: Option<FinishReason>,
-        usage: Option<Usage>,
-    ) -> ChatChunk {
-        ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: self.model.clone(),
-            provider: Some(self.provider.clone()),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason,
-                extra: Map::new(),
-            }],
-            usage,
-            extra: Map::new(),
-        }
-    }
 }
 
 impl StreamDecoder for Decoder {
@@ -510,14 +458,14 @@ impl StreamDecoder for Decoder {
         match kind {
             "message_start" => {
                 let m = &v["message"];
-                self.id = m["id"].as_str().unwrap_or("").to_string();
+                self.chunks.id = m["id"].as_str().unwrap_or("").to_string();
                 if let Some(model) = m["model"].as_str() {
-                    self.model = model.to_string();
+                    self.chunks.model = model.to_string();
                 }
                 if let Ok(u) = serde_json::from_value::<WireUsage>(m["usage"].clone()) {
                     self.usage = u.normalized();
                 }
-                out.push(self.chunk(
+                out.push(self.chunks.chunk(
                     Delta {
                         role: Some(Role::Assistant),
                         ..Delta::default()
@@ -542,7 +490,7 @@ impl StreamDecoder for Decoder {
                                 arguments: Some(String::new()),
                             },
                         };
-                        out.push(self.chunk(
+                        out.push(self.chunks.chunk(
                             Delta {
                                 tool_calls: vec![delta],
                                 ..Delta::default()
@@ -553,7 +501,7 @@ impl StreamDecoder for Decoder {
                     }
                     Some("text") => {
                         if let Some(t) = block["text"].as_str().filter(|t| !t.is_empty()) {
-                            out.push(self.chunk(
+                            out.push(self.chunks.chunk(
                                 Delta {
                                     content: Some(t.to_string()),
                                     ..Delta::default()
@@ -569,7 +517,7 @@ impl StreamDecoder for Decoder {
             "content_block_delta" => {
                 let d = &v["delta"];
                 match d["type"].as_str() {
-                    Some("text_delta") => out.push(self.chunk(
+                    Some("text_delta") => out.push(self.chunks.chunk(
                         Delta {
                             content: Some(d["text"].as_str().unwrap_or("").to_string()),
                             ..Delta::default()
@@ -585,7 +533,7 @@ impl StreamDecoder for Decoder {
                                 "input_json_delta for a block that is not a tool_use",
                             ));
                         };
-                        out.push(self.chunk(
+                        out.push(self.chunks.chunk(
                             Delta {
                                 tool_calls: vec![ToolCallDelta {
                                     index,
@@ -604,7 +552,7 @@ impl StreamDecoder for Decoder {
                             None,
                         ));
                     }
-                    Some("thinking_delta") => out.push(self.chunk(
+                    Some("thinking_delta") => out.push(self.chunks.chunk(
                         Delta {
                             reasoning: Some(d["thinking"].as_str().unwrap_or("").to_string()),
                             ..Delta::default()
@@ -612,7 +560,7 @@ impl StreamDecoder for Decoder {
                         None,
                         None,
                     )),
-                    Some("signature_delta") => out.push(self.chunk(
+                    Some("signature_delta") => out.push(self.chunks.chunk(
                         Delta {
                             reasoning_signature: Some(
                                 d["signature"].as_str().unwrap_or("").to_string(),
@@ -639,7 +587,10 @@ impl StreamDecoder for Decoder {
                 if self.refusal {
                     return Err(refused(Phase::Stream, "stop_reason refusal"));
                 }
-                out.push(self.chunk(Delta::default(), self.finish, Some(self.usage)));
+                out.push(
+                    self.chunks
+                        .chunk(Delta::default(), self.finish, Some(self.usage)),
+                );
                 return Ok(Flow::Done);
             }
             "error" => return Err(classify_stream_error(event.data.as_bytes())),

@@ -42,7 +42,6 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 use switchyard_core::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, ErrorClass,
@@ -50,8 +49,8 @@ use switchyard_core::{
 };
 
 use crate::adapter::{
-    Chunks, Flow, Framing, StreamDecoder, WireAdapter, data_url, encode, invalid, post_json,
-    secret_header, with_body,
+    Chunks, Flow, Framing, KeyHeader, StreamDecoder, Turns, WireAdapter, data_url, encode, invalid,
+    post_json, with_body, with_key,
 };
 use crate::error::{Phase, UpstreamError, retry_after};
 use crate::sse::SseEvent;
@@ -109,21 +108,12 @@ fn structured(req: &ChatRequest) -> Option<Value> {
 /// The Converse body for `req`.
 pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, UpstreamError> {
     let mut system = Vec::new();
-    let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut messages = Turns::default();
     let mut tool_blocks = false;
-    let mut push = |role: &'static str, blocks: Vec<Value>| {
-        if blocks.is_empty() {
-            return;
-        }
-        match messages.last_mut() {
-            Some((last, existing)) if *last == role => existing.extend(blocks),
-            _ => messages.push((role, blocks)),
-        }
-    };
     for (i, m) in req.messages.iter().enumerate() {
         match m.role {
             Role::System | Role::Developer => system.extend(blocks_of(&m.content)?),
-            Role::User => push("user", blocks_of(&m.content)?),
+            Role::User => messages.push("user", blocks_of(&m.content)?),
             Role::Assistant => {
                 let mut blocks = blocks_of(&m.content)?;
                 for (j, call) in m.tool_calls.iter().enumerate() {
@@ -136,7 +126,7 @@ pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, Upstrea
                     tool_blocks = true;
                     blocks.push(json!({"toolUse": {"toolUseId": call.id, "name": call.name, "input": input}}));
                 }
-                push("assistant", blocks);
+                messages.push("assistant", blocks);
             }
             Role::Tool => {
                 let Some(id) = &m.tool_call_id else {
@@ -150,7 +140,7 @@ pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, Upstrea
                     Ok(v @ Value::Object(_)) => json!([{ "json": v }]),
                     _ => json!([{ "text": text }]),
                 };
-                push(
+                messages.push(
                     "user",
                     vec![json!({"toolResult": {"toolUseId": id, "content": content}})],
                 );
@@ -163,15 +153,7 @@ pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, Upstrea
         ));
     }
     let mut body = Map::new();
-    body.insert(
-        "messages".into(),
-        Value::Array(
-            messages
-                .into_iter()
-                .map(|(role, content)| json!({"role": role, "content": content}))
-                .collect(),
-        ),
-    );
+    body.insert("messages".into(), messages.into_json("content"));
     if !system.is_empty() {
         body.insert("system".into(), Value::Array(system));
     }
@@ -248,12 +230,7 @@ fn unsigned_request(
     if stream {
         builder = builder.header(http::header::ACCEPT, "application/vnd.amazon.eventstream");
     }
-    if let Some(key) = &target.key {
-        builder = builder.header(
-            http::header::AUTHORIZATION,
-            secret_header(&format!("Bearer {}", key.expose_secret()))?,
-        );
-    }
+    let builder = with_key(builder, target, KeyHeader::Bearer)?;
     Ok((with_body(builder, body.clone())?, body))
 }
 

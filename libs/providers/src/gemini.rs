@@ -43,7 +43,6 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 use switchyard_core::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, EmbeddingInput,
@@ -52,8 +51,8 @@ use switchyard_core::{
 };
 
 use crate::adapter::{
-    Chunks, Flow, StreamDecoder, WireAdapter, data_url, encode, invalid, new_call_id, now_unix,
-    openapi_schema, post_json, secret_header, with_body,
+    Chunks, Flow, KeyHeader, StreamDecoder, Turns, WireAdapter, data_url, encode, invalid,
+    new_call_id, now_unix, openapi_schema, post_json, with_body, with_key,
 };
 use crate::error::{Phase, UpstreamError, parse_go_duration, retry_after};
 use crate::sse::SseEvent;
@@ -89,22 +88,12 @@ impl Gemini {
         )
     }
 
-    fn authorize(
-        &self,
-        target: &Target,
-        builder: http::request::Builder,
-    ) -> Result<http::request::Builder, UpstreamError> {
-        let Some(key) = &target.key else {
-            return Ok(builder);
-        };
-        Ok(if self.vertex {
-            builder.header(
-                http::header::AUTHORIZATION,
-                secret_header(&format!("Bearer {}", key.expose_secret()))?,
-            )
+    fn key_header(&self) -> KeyHeader {
+        if self.vertex {
+            KeyHeader::Bearer
         } else {
-            builder.header("x-goog-api-key", secret_header(key.expose_secret())?)
-        })
+            KeyHeader::Named("x-goog-api-key")
+        }
     }
 }
 
@@ -147,21 +136,12 @@ fn guess_mime(url: &str) -> &'static str {
 /// The `generateContent` body for `req`.
 pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, UpstreamError> {
     let mut system: Vec<Value> = Vec::new();
-    let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut contents = Turns::default();
     let mut names: HashMap<&str, &str> = HashMap::new();
-    let mut push = |role: &'static str, parts: Vec<Value>| {
-        if parts.is_empty() {
-            return;
-        }
-        match contents.last_mut() {
-            Some((last, existing)) if *last == role => existing.extend(parts),
-            _ => contents.push((role, parts)),
-        }
-    };
     for (i, m) in req.messages.iter().enumerate() {
         match m.role {
             Role::System | Role::Developer => system.extend(parts_of(&m.content)),
-            Role::User => push("user", parts_of(&m.content)),
+            Role::User => contents.push("user", parts_of(&m.content)),
             Role::Assistant => {
                 let mut parts = parts_of(&m.content);
                 for (j, call) in m.tool_calls.iter().enumerate() {
@@ -174,7 +154,7 @@ pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, Upstrea
                     names.insert(call.id.as_str(), call.name.as_str());
                     parts.push(json!({"functionCall": {"name": call.name, "args": args}}));
                 }
-                push("model", parts);
+                contents.push("model", parts);
             }
             Role::Tool => {
                 let id = m.tool_call_id.as_deref().unwrap_or("");
@@ -189,7 +169,7 @@ pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, Upstrea
                     Ok(v) => json!({"result": v}),
                     Err(_) => json!({"result": text}),
                 };
-                push(
+                contents.push(
                     "user",
                     vec![json!({"functionResponse": {"name": name, "response": response}})],
                 );
@@ -202,15 +182,7 @@ pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, Upstrea
         ));
     }
     let mut body = Map::new();
-    body.insert(
-        "contents".into(),
-        Value::Array(
-            contents
-                .into_iter()
-                .map(|(role, parts)| json!({"role": role, "parts": parts}))
-                .collect(),
-        ),
-    );
+    body.insert("contents".into(), contents.into_json("parts"));
     if !system.is_empty() {
         body.insert("systemInstruction".into(), json!({"parts": system}));
     }
@@ -343,7 +315,7 @@ impl WireAdapter for Gemini {
             "generateContent"
         };
         let builder = post_json(&self.url(target, action), stream)?;
-        with_body(self.authorize(target, builder)?, body)
+        with_body(with_key(builder, target, self.key_header())?, body)
     }
 
     fn parse_response(&self, target: &Target, body: &[u8]) -> Result<ChatResponse, UpstreamError> {
@@ -460,7 +432,7 @@ impl WireAdapter for Gemini {
             .collect();
         let builder = post_json(&self.url(target, "batchEmbedContents"), false)?;
         with_body(
-            self.authorize(target, builder)?,
+            with_key(builder, target, self.key_header())?,
             encode(&json!({ "requests": requests }))?,
         )
     }

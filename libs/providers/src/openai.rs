@@ -20,14 +20,13 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use switchyard_core::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, EmbeddingRequest,
     EmbeddingResponse, ErrorClass, FinishReason, StreamOptions, Usage,
 };
 
-use crate::adapter::{Flow, StreamDecoder, WireAdapter, post_json, secret_header, with_body};
+use crate::adapter::{Flow, KeyHeader, StreamDecoder, WireAdapter, post_json, with_body, with_key};
 use crate::error::{Phase, UpstreamError, classify_stream_error};
 use crate::sse::SseEvent;
 use crate::target::Target;
@@ -44,6 +43,14 @@ impl OpenAi {
     /// Azure OpenAI.
     pub const AZURE: OpenAi = OpenAi { azure: true };
 
+    fn key_header(&self) -> KeyHeader {
+        if self.azure {
+            KeyHeader::Named("api-key")
+        } else {
+            KeyHeader::Bearer
+        }
+    }
+
     fn url(&self, target: &Target, path: &str) -> String {
         if !self.azure {
             return format!("{}/{path}", target.base_url);
@@ -56,24 +63,6 @@ impl OpenAi {
             ),
             None => format!("{base}/openai/v1/{path}"),
         }
-    }
-
-    fn authorize(
-        &self,
-        target: &Target,
-        builder: http::request::Builder,
-    ) -> Result<http::request::Builder, UpstreamError> {
-        let Some(key) = &target.key else {
-            return Ok(builder);
-        };
-        Ok(if self.azure {
-            builder.header("api-key", secret_header(key.expose_secret())?)
-        } else {
-            builder.header(
-                http::header::AUTHORIZATION,
-                secret_header(&format!("Bearer {}", key.expose_secret()))?,
-            )
-        })
     }
 }
 
@@ -188,7 +177,7 @@ impl WireAdapter for OpenAi {
     ) -> Result<http::Request<Full<Bytes>>, UpstreamError> {
         let body = wire_body(target, req, stream)?;
         let builder = post_json(&self.url(target, "chat/completions"), stream)?;
-        with_body(self.authorize(target, builder)?, body)
+        with_body(with_key(builder, target, self.key_header())?, body)
     }
 
     fn parse_response(&self, target: &Target, body: &[u8]) -> Result<ChatResponse, UpstreamError> {
@@ -247,7 +236,7 @@ impl WireAdapter for OpenAi {
         }
         let builder = post_json(&self.url(target, "embeddings"), false)?;
         with_body(
-            self.authorize(target, builder)?,
+            with_key(builder, target, self.key_header())?,
             body.to_string().into_bytes(),
         )
     }

@@ -4,10 +4,12 @@
 //! answers are; and the requests each adapter builds, checked against the documented bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{fixture, text, tool_args};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Value, json};
 use switchyard_config::catalog::WireFormat;
@@ -15,15 +17,6 @@ use switchyard_core::{ChatChunk, ChatRequest, ErrorClass, FinishReason};
 use switchyard_providers::eventstream::{EventStreamParser, encode};
 use switchyard_providers::sse::{SseEvent, SseParser};
 use switchyard_providers::{Flow, ProviderOptions, Target, UpstreamError, adapter_for};
-
-fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(path),
-    )
-    .unwrap()
-}
 
 fn json_fixture(path: &str) -> Value {
     serde_json::from_slice(&fixture(path)).unwrap()
@@ -92,30 +85,6 @@ fn decode(format: WireFormat, path: &str) -> (Vec<ChatChunk>, bool, Option<Upstr
     }
     let complete = decoder.ended(&mut chunks);
     (chunks, complete, None)
-}
-
-fn text(chunks: &[ChatChunk]) -> String {
-    chunks
-        .iter()
-        .flat_map(|c| &c.choices)
-        .filter_map(|c| c.delta.content.as_deref())
-        .collect()
-}
-
-fn tool_args(chunks: &[ChatChunk]) -> (String, String) {
-    let mut name = String::new();
-    let mut args = String::new();
-    for d in chunks
-        .iter()
-        .flat_map(|c| &c.choices)
-        .flat_map(|c| &c.delta.tool_calls)
-    {
-        if let Some(n) = &d.function.name {
-            name = n.clone();
-        }
-        args.push_str(d.function.arguments.as_deref().unwrap_or(""));
-    }
-    (name, args)
 }
 
 fn finish(chunks: &[ChatChunk]) -> Option<FinishReason> {

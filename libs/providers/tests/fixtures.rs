@@ -2,8 +2,9 @@
 //! classified the way live answers are.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+mod common;
 
+use common::{fixture, text, tool_args};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use switchyard_config::catalog::WireFormat;
@@ -11,15 +12,6 @@ use switchyard_core::{ChatChunk, ErrorClass, FinishReason};
 use switchyard_providers::error::classify_status;
 use switchyard_providers::sse::SseParser;
 use switchyard_providers::{Flow, Target, UpstreamError, adapter_for};
-
-fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(path),
-    )
-    .unwrap()
-}
 
 fn target(format: WireFormat) -> Target {
     Target {
@@ -51,30 +43,6 @@ fn decode(format: WireFormat, path: &str) -> (Vec<ChatChunk>, bool, Option<Upstr
         }
     }
     (chunks, false, None)
-}
-
-fn text(chunks: &[ChatChunk]) -> String {
-    chunks
-        .iter()
-        .flat_map(|c| &c.choices)
-        .filter_map(|c| c.delta.content.as_deref())
-        .collect()
-}
-
-fn tool_args(chunks: &[ChatChunk]) -> (String, String) {
-    let mut name = String::new();
-    let mut args = String::new();
-    for d in chunks
-        .iter()
-        .flat_map(|c| &c.choices)
-        .flat_map(|c| &c.delta.tool_calls)
-    {
-        if let Some(n) = &d.function.name {
-            name = n.clone();
-        }
-        args.push_str(d.function.arguments.as_deref().unwrap_or(""));
-    }
-    (name, args)
 }
 
 #[test]
