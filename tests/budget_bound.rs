@@ -78,6 +78,7 @@ async fn racing_routers_overspend_at_most_one_request_s_maximum_cost() {
     // later bursts reuse what earlier ones settled below their holds.
     let mut served = HashSet::new();
     let mut denied = 0;
+    let mut first_denial = Value::Null;
     for burst in 0..12 {
         let start = Arc::new(tokio::sync::Barrier::new(4 * PER_ROUTER));
         let mut tasks = JoinSet::new();
@@ -105,7 +106,12 @@ async fn racing_routers_overspend_at_most_one_request_s_maximum_cost() {
                     served_now += 1;
                     served.insert(v["routing"]["request_id"].as_str().unwrap().to_string());
                 }
-                402 => denied += 1,
+                402 => {
+                    denied += 1;
+                    if first_denial.is_null() {
+                        first_denial = v;
+                    }
+                }
                 other => panic!("unexpected {other}: {v}"),
             }
         }
@@ -119,7 +125,7 @@ async fn racing_routers_overspend_at_most_one_request_s_maximum_cost() {
     }
     assert!(
         !served.is_empty() && denied > 0,
-        "the race reaches the limit"
+        "the race reaches the limit (first refusal: {first_denial})"
     );
 
     let ledger = c
