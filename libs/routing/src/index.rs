@@ -48,6 +48,8 @@ impl Candidate {
 pub struct RoutingCatalog {
     by_model: HashMap<ModelId, Vec<Candidate>>,
     kinds: HashMap<ModelId, ModelKind>,
+    /// Model ids in catalog order.
+    order: Vec<ModelId>,
 }
 
 impl RoutingCatalog {
@@ -85,7 +87,12 @@ impl RoutingCatalog {
             .iter()
             .map(|m| (m.id.clone(), m.kind))
             .collect();
-        RoutingCatalog { by_model, kinds }
+        let order = catalog.models.iter().map(|m| m.id.clone()).collect();
+        RoutingCatalog {
+            by_model,
+            kinds,
+            order,
+        }
     }
 
     /// What kind of model `model` is; `None` for an unknown model.
@@ -96,6 +103,11 @@ impl RoutingCatalog {
     /// The endpoints of `model` in catalog order; `None` for an unknown model.
     pub fn candidates(&self, model: &str) -> Option<&[Candidate]> {
         self.by_model.get(model).map(Vec::as_slice)
+    }
+
+    /// Every model id, in catalog order.
+    pub fn models(&self) -> &[ModelId] {
+        &self.order
     }
 
     /// Whether `model` exists.

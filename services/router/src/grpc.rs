@@ -219,23 +219,21 @@ impl pb::router_server::Router for RouterGrpc {
         &self,
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        authenticate(&self.router, &request)?;
-        let models = self
-            .router
-            .models()
+        let (caller, _) = authenticate(&self.router, &request)?;
+        let workflow = request.get_ref().workflow.clone();
+        let listed = crate::models::listing(
+            self.router.routing(),
+            &caller,
+            (!workflow.is_empty()).then_some(workflow.as_str()),
+        )
+        .map_err(|e| e.to_status())?;
+        let models = listed
             .iter()
-            .map(|(id, ctx, out)| pb::ModelInfo {
-                id: id.clone(),
-                context_length: *ctx,
-                max_output: *out,
-                providers: self
-                    .router
-                    .routing()
-                    .candidates(id)
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|c| c.provider.to_string())
-                    .collect(),
+            .map(|m| pb::ModelInfo {
+                id: m.id.to_string(),
+                context_length: m.context_length(),
+                max_output: m.max_output(),
+                providers: m.providers(),
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))

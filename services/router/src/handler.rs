@@ -42,7 +42,6 @@ pub struct Router {
     idempotency: Option<Arc<dyn IdempotencyStore>>,
     responses: Option<(Arc<dyn ResponseStore>, Duration)>,
     abort: CancellationToken,
-    models: Vec<(String, u32, u32)>,
 }
 
 impl std::fmt::Debug for Router {
@@ -98,12 +97,6 @@ impl RouterParts {
             idempotency: self.idempotency,
             responses: self.responses,
             abort: self.abort,
-            models: self
-                .catalog
-                .models
-                .iter()
-                .map(|m| (m.id.to_string(), m.context_length, m.max_output))
-                .collect(),
         }
     }
 }
@@ -149,11 +142,6 @@ impl Router {
                 "stored responses are not enabled on this router: send `store: false` and no `previous_response_id`",
             )
         })
-    }
-
-    /// Models as listed by `/v1/models`: id, context window, output cap.
-    pub fn models(&self) -> &[(String, u32, u32)] {
-        &self.models
     }
 
     /// The planner's view of the catalog.

@@ -182,12 +182,27 @@ pub(crate) fn parse_as<T: serde::de::DeserializeOwned>(
     })
 }
 
-async fn models(State(r): State<Arc<Router>>, headers: HeaderMap) -> Response {
-    if let Err(e) = r.authenticate(&incoming(Api::Chat, &headers)) {
-        return refused(&e);
+/// `GET /v1/models[?workflow=ID]`: what the caller's org (that workflow, when named; the
+/// `x-switchyard-workflow` header works too) may use (see [`crate::models`]).
+async fn models(
+    State(r): State<Arc<Router>>,
+    headers: HeaderMap,
+    query: axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let caller = match r.authenticate(&incoming(Api::Chat, &headers)) {
+        Ok(c) => c,
+        Err(e) => return refused(&e),
+    };
+    let workflow = query.get("workflow").cloned().or_else(|| {
+        headers
+            .get("x-switchyard-workflow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    match crate::models::listing(r.routing(), &caller, workflow.as_deref()) {
+        Ok(listed) => axum::Json(crate::models::json(&listed)).into_response(),
+        Err(e) => error_response(&e),
     }
-    let data: Vec<Value> = r.models().iter().map(|(id, ctx, out)| json!({"id": id, "object": "model", "owned_by": "switchyard", "context_length": ctx, "max_output": out})).collect();
-    axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
 /// `POST /v1/routing/explain`: a chat request's route without running it (see

@@ -35,6 +35,7 @@ pub mod http_guard;
 pub mod idempotency;
 pub mod listener;
 pub mod messages;
+pub mod models;
 pub mod observe;
 pub mod outcomes;
 pub mod policy_view;

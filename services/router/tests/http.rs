@@ -655,7 +655,7 @@ async fn the_grpc_api_serves_chat_streams_and_models() {
     assert_eq!(sim_requests(&e).await, calls);
 
     let models = client
-        .list_models(grpc_request(pb::ListModelsRequest {}, Some(KEY)))
+        .list_models(grpc_request(pb::ListModelsRequest::default(), Some(KEY)))
         .await
         .unwrap()
         .into_inner();

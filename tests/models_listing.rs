@@ -1,0 +1,142 @@
+//! `GET /v1/models` (and gRPC `ListModels`) per caller: two orgs with different workflows see
+//! different models; naming a workflow narrows the list to what it may use, with the providers
+//! that would serve each model and OpenRouter's fields (context length, per-token prices,
+//! supported parameters).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+mod common;
+
+use common::{BETA_KEY, Cluster, KEY, Spec};
+use serde_json::Value;
+use switchyard_proto::v1 as pb;
+
+async fn models(c: &Cluster, key: &str, query: &str) -> (u16, Value) {
+    let resp = c
+        .http
+        .get(format!("{}/v1/models{query}", c.routers[0].url("http")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn entry<'a>(v: &'a Value, id: &str) -> &'a Value {
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {v}"))
+}
+
+#[tokio::test]
+async fn each_caller_sees_what_its_org_and_workflow_may_use() {
+    let c = Cluster::start(Spec {
+        clouds: true,
+        extra_models: vec!["{ id: e, kind: embedding, context_length: 8000 }".into()],
+        extra_endpoints: vec![
+            "{ model: e, provider: fast, upstream_model: e-fast, price: { prompt: 1, completion: 0 } }".into(),
+        ],
+        ..Spec::default()
+    })
+    .await;
+
+    // acme's workflows use m, big, e and c; beta's only m and big.
+    let (status, acme) = models(&c, KEY, "").await;
+    assert_eq!(status, 200, "{acme}");
+    assert_eq!(ids(&acme), ["m", "big", "e", "c"], "{acme}");
+    let (_, beta) = models(&c, BETA_KEY, "").await;
+    assert_eq!(ids(&beta), ["m", "big"], "{beta}");
+
+    // OpenRouter's fields, from the catalog: m's cheapest endpoint costs 1 / 2 USD per 1M.
+    let m = entry(&acme, "m");
+    assert_eq!(m["context_length"], 8000);
+    assert_eq!(m["pricing"]["prompt"], "0.000001");
+    assert_eq!(m["pricing"]["completion"], "0.000002");
+    assert_eq!(m["top_provider"]["max_completion_tokens"], 500);
+    assert_eq!(
+        m["providers"],
+        serde_json::json!(["fast", "open", "premium"])
+    );
+    assert!(
+        m["supported_parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "tools")
+    );
+    assert_eq!(entry(&acme, "e")["kind"], "embedding");
+    assert_eq!(
+        entry(&acme, "c")["providers"],
+        serde_json::json!(["gem", "brk", "fast"])
+    );
+
+    // A workflow narrows it: `strict` allows m on `fast` only, without fallbacks.
+    let (_, strict) = models(&c, KEY, "?workflow=strict").await;
+    assert_eq!(ids(&strict), ["m"], "{strict}");
+    assert_eq!(
+        entry(&strict, "m")["providers"],
+        serde_json::json!(["fast"])
+    );
+    let (status, unknown) = models(&c, KEY, "?workflow=nope").await;
+    assert_eq!(status, 403, "{unknown}");
+
+    // An operator disabling a provider takes it out of the listing.
+    let mut policy = pb::policy_client::PolicyClient::connect(c.policy.url("grpc"))
+        .await
+        .unwrap();
+    policy
+        .put_override(pb::PutOverrideRequest {
+            r#override: Some(pb::Override {
+                kind: pb::OverrideKind::DisableProvider as i32,
+                target: "premium".into(),
+                reason: "listing test".into(),
+                actor: "e2e".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, now) = models(&c, KEY, "").await;
+        if entry(&now, "m")["providers"] == serde_json::json!(["fast", "open"]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{now}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // gRPC lists the same, per caller.
+    let mut router = pb::router_client::RouterClient::connect(c.routers[0].url("grpc"))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(pb::ListModelsRequest {
+        workflow: "strict".into(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+    let listed = router.list_models(req).await.unwrap().into_inner();
+    let got: Vec<(String, Vec<String>)> = listed
+        .models
+        .into_iter()
+        .map(|m| (m.id, m.providers))
+        .collect();
+    assert_eq!(got, [("m".to_string(), vec!["fast".to_string()])]);
+}
