@@ -278,6 +278,14 @@ pub trait BudgetStore: Send + Sync + 'static {
         period: Period,
         def: &BudgetDef,
     ) -> Result<(), StateError>;
+    /// Removes a budget's definition (its spend stays counted, for a budget set again);
+    /// `false` when there was none.
+    async fn remove_budget(
+        &self,
+        org: &str,
+        scope: &Scope,
+        period: Period,
+    ) -> Result<bool, StateError>;
     /// Every budget of an org, with its current period's standing.
     async fn budgets(&self, org: &str, now_ms: u64) -> Result<Vec<BudgetView>, StateError>;
     /// Reserves `amount` in every scope and period at once, or nothing.

@@ -76,6 +76,15 @@ impl BudgetStore for MemoryBudgetStore {
         Ok(())
     }
 
+    async fn remove_budget(
+        &self,
+        org: &str,
+        scope: &Scope,
+        period: Period,
+    ) -> Result<bool, StateError> {
+        Ok(self.with(org, |o| o.defs.remove(&(scope.clone(), period)).is_some()))
+    }
+
     async fn budgets(&self, org: &str, now_ms: u64) -> Result<Vec<BudgetView>, StateError> {
         Ok(self.with(org, |o| {
             o.defs

@@ -232,6 +232,21 @@ impl BudgetStore for RedisBudgetStore {
         Ok(())
     }
 
+    async fn remove_budget(
+        &self,
+        org: &str,
+        scope: &Scope,
+        period: Period,
+    ) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = redis::cmd("HDEL")
+            .arg(k(org, "bdef"))
+            .arg(format!("{}|{}", scope.as_str(), period.as_str()))
+            .query_async(&mut conn)
+            .await?;
+        Ok(removed == 1)
+    }
+
     async fn budgets(&self, org: &str, now_ms: u64) -> Result<Vec<BudgetView>, StateError> {
         let mut conn = self.conn.clone();
         let defs: Vec<(String, String)> = redis::cmd("HGETALL")

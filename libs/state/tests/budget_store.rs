@@ -214,6 +214,43 @@ async fn contract(s: &dyn BudgetStore) {
     big.scopes.push(Scope::workflow("batch"));
     assert_eq!(s.hold(&big).await.unwrap(), HoldOutcome::Held);
 
+    // A removed definition no longer limits; set again, it finds its period's spend still
+    // counted (a change of limit never resets what was spent).
+    let spent_before = s.budgets("acme", now() + DAY).await.unwrap();
+    let batch = |views: &[switchyard_state::BudgetView]| {
+        views
+            .iter()
+            .find(|b| b.scope == Scope::workflow("batch"))
+            .map(|b| b.spent)
+    };
+    assert!(
+        s.remove_budget("acme", &Scope::workflow("batch"), Period::Day)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.remove_budget("acme", &Scope::workflow("batch"), Period::Day)
+            .await
+            .unwrap()
+    );
+    assert_eq!(batch(&s.budgets("acme", now() + DAY).await.unwrap()), None);
+    s.set_budget(
+        "acme",
+        &Scope::workflow("batch"),
+        Period::Day,
+        &BudgetDef {
+            limit: usd(2),
+            hard: false,
+            thresholds: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        batch(&s.budgets("acme", now() + DAY).await.unwrap()),
+        batch(&spent_before)
+    );
+
     // A hold nobody settles shows up as expired after its TTL.
     let mut lost = hold("lost", 1, now() + DAY);
     lost.ttl_ms = 10;
