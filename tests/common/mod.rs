@@ -132,6 +132,8 @@ pub struct Spec {
     /// checked for `us-east-1` and the access key id) serve the model `c` beside `fast`, with
     /// the keys and AWS credentials in every service's environment.
     pub clouds: bool,
+    /// Budgets declared in the policy file for org `acme` (a YAML flow list).
+    pub acme_budgets: Option<String>,
 }
 
 /// The cloud providers' simulator entries.
@@ -181,6 +183,7 @@ impl Default for Spec {
             extra_models: Vec::new(),
             extra_endpoints: Vec::new(),
             clouds: false,
+            acme_budgets: None,
         }
     }
 }
@@ -339,9 +342,16 @@ impl Cluster {
         let policy_file = dir.path().join("policy.yaml");
         std::fs::write(
             &policy_file,
-            POLICY
-                .replace("BETA_KEY_SHA256", BETA_KEY_SHA256)
-                .replace("KEY_SHA256", KEY_SHA256),
+            match &spec.acme_budgets {
+                Some(b) => POLICY.replacen(
+                    "    workflows:\n",
+                    &format!("    budgets: {b}\n    workflows:\n"),
+                    1,
+                ),
+                None => POLICY.to_string(),
+            }
+            .replace("BETA_KEY_SHA256", BETA_KEY_SHA256)
+            .replace("KEY_SHA256", KEY_SHA256),
         )
         .unwrap();
         let ha = match spec.redis {

@@ -5,6 +5,7 @@
 //! Shared by every service that reads the policy, so none of them links the policy service. It
 //! does no I/O and compiles nothing: turning a file into a snapshot is the policy service's job.
 
+pub mod budgets;
 pub mod config;
 pub mod crypto;
 pub mod keys;

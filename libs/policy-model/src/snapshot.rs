@@ -24,6 +24,9 @@ pub struct CompiledPolicy {
     pub byok: Vec<SealedByok>,
     /// Operator overrides in force, by id.
     pub overrides: Vec<Override>,
+    /// Budgets in force (the file's, with the operator's changes), by scope and period.
+    #[serde(default)]
+    pub budgets: Vec<crate::budgets::DeclaredBudget>,
     /// Key hash → index into `keys`, built on first use.
     #[serde(skip)]
     key_index: OnceLock<HashMap<String, usize>>,
@@ -168,8 +171,15 @@ impl CompiledPolicy {
             keys,
             byok,
             overrides,
+            budgets: Vec::new(),
             key_index: OnceLock::new(),
         }
+    }
+
+    /// The same policy with `budgets` in force.
+    pub fn with_budgets(mut self, budgets: Vec<crate::budgets::DeclaredBudget>) -> Self {
+        self.budgets = budgets;
+        self
     }
 
     /// An org.

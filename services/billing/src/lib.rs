@@ -5,6 +5,7 @@
 //!
 //! It never routes requests.
 
+pub mod declared;
 pub mod run;
 pub mod service;
 pub mod wire;

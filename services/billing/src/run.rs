@@ -35,6 +35,9 @@ pub struct Args {
     /// How often expired holds are looked for, ms.
     #[arg(long, default_value_t = 5_000, env = "SWITCHYARD_BILLING_RECONCILE_MS")]
     pub reconcile_ms: u64,
+    /// How often the published policy is checked for new declared budgets, ms (with Redis).
+    #[arg(long, default_value_t = 500, env = "SWITCHYARD_BILLING_POLICY_POLL_MS")]
+    pub policy_poll_ms: u64,
 }
 
 /// A running billing service.
@@ -50,6 +53,22 @@ pub struct BillingHandle {
 }
 
 impl BillingHandle {
+    /// Applies the budgets the published policy declares, checking for a new version every
+    /// `every` (see [`crate::declared`]).
+    pub fn follow_policy(
+        &self,
+        policy: Arc<dyn switchyard_state::PolicyStore>,
+        store: Arc<dyn BudgetStore>,
+        every: Duration,
+    ) {
+        self.tracker.spawn(crate::declared::follow(
+            policy,
+            store,
+            every,
+            self.shutdown.clone(),
+        ));
+    }
+
     /// Drains (not ready first, for the shutdown delay), stops accepting, lets the calls in
     /// flight finish, and waits.
     pub async fn shutdown(self) {
@@ -109,21 +128,38 @@ pub async fn run(args: Args) -> Result<(), String> {
         ),
         None => Arc::new(MemoryBudgetStore::default()),
     };
+    let stop = CancellationToken::new();
+    let policy: Option<Arc<dyn switchyard_state::PolicyStore>> = match &args.redis {
+        Some(url) => Some(Arc::new(
+            switchyard_state::RedisPolicyStore::open(url, stop.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))
     };
     let handle = start(
-        store,
+        store.clone(),
         Duration::from_millis(args.reconcile_ms.max(100)),
         bind(args.grpc).await?,
         bind(args.http).await?,
     )
     .await?;
+    if let Some(policy) = policy {
+        handle.follow_policy(
+            policy,
+            store,
+            Duration::from_millis(args.policy_poll_ms.max(50)),
+        );
+    }
     let ready = serde_json::json!({"grpc": handle.grpc_addr, "http": handle.http_addr});
     switchyard_runtime::print_stdout(&format!("{ready}\n")).map_err(|e| e.to_string())?;
     switchyard_runtime::shutdown_signal().await;
     handle.shutdown().await;
+    stop.cancel();
     Ok(())
 }

@@ -23,6 +23,8 @@ pub struct Dynamic {
     pub revoked: BTreeSet<String>,
     /// Overrides in force.
     pub overrides: Vec<Override>,
+    /// Operators' budget changes.
+    pub budgets: Vec<switchyard_policy_model::budgets::BudgetDoc>,
 }
 
 fn min_price(a: Option<MaxPrice>, b: Option<MaxPrice>) -> Option<MaxPrice> {
@@ -174,7 +176,13 @@ pub fn compile(
     }
     keys.sort_by(|a, b| a.id.cmp(&b.id));
     if errors.is_empty() {
-        Ok(CompiledPolicy::new(orgs, keys, byok, overrides))
+        let file: Vec<_> = cfg
+            .orgs
+            .iter()
+            .map(|o| (o.id.clone(), o.budgets.clone()))
+            .collect();
+        let budgets = switchyard_policy_model::budgets::in_force(&file, &dynamic.budgets);
+        Ok(CompiledPolicy::new(orgs, keys, byok, overrides).with_budgets(budgets))
     } else {
         Err(errors)
     }
@@ -411,6 +419,34 @@ mod shipped {
                 compiled.authenticate("sk-switchyard-demo").is_some(),
                 "{file}: the demo key"
             );
+        }
+    }
+
+    #[test]
+    fn declared_budgets_are_checked_with_their_paths_and_compiled() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+        let text = std::fs::read_to_string(root.join("policy.example.yaml")).unwrap();
+        let cfg: crate::config::PolicyConfig =
+            switchyard_config::parse_str("p.yaml", &text).unwrap();
+        let compiled = compile(&cfg, &Default::default(), None).unwrap();
+        let ids: Vec<String> = compiled.budgets.iter().map(|b| b.id()).collect();
+        assert_eq!(ids, ["acme/key:acme-demo/day", "acme/org/month"]);
+
+        let bad = text.replacen(
+            "      - { period: month, limit: \"500\", alerts: [50, 80, 100] }",
+            "      - { period: month, limit: \"-1\", alerts: [0] }\n      - { key: ghost, workflow: support, period: month, limit: \"1\" }\n      - { period: month, limit: \"2\" }",
+            1,
+        );
+        let err = switchyard_config::parse_str::<crate::config::PolicyConfig>("p.yaml", &bad)
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "orgs[0].budgets[0]: the limit must not be negative",
+            "orgs[0].budgets[1]: a budget is for the org, one key or one workflow",
+            "orgs[0].budgets[1].key: unknown key id `ghost`",
+            "orgs[0].budgets[2]: two budgets for the same scope and period `month`",
+        ] {
+            assert!(err.contains(expected), "missing `{expected}` in {err}");
         }
     }
 }

@@ -13,6 +13,7 @@ use switchyard_core::{ApiKeyId, OrgId};
 use switchyard_state::{AuditRecord, PolicyStore, StateError};
 use tokio::sync::watch;
 
+use crate::budgets::BudgetDoc;
 use crate::compile::{Dynamic, compile};
 use crate::config::{ENV_PREFIX, PolicyConfig};
 use crate::crypto::{MasterKey, open};
@@ -22,6 +23,7 @@ use crate::snapshot::{CompiledPolicy, KeyOrigin, KeyRecord, Override, OverrideKi
 const KEYS: &str = "keys";
 const REVOKED: &str = "revoked";
 const OVERRIDES: &str = "overrides";
+const BUDGETS: &str = "budgets";
 
 /// A snapshot as this replica serves it.
 pub struct Served {
@@ -146,6 +148,13 @@ impl PolicyCore {
             .into_iter()
             .map(|d| decode(OVERRIDES, d))
             .collect::<Result<Vec<Override>, _>>()?;
+        let budgets = self
+            .store
+            .list_docs(BUDGETS)
+            .await?
+            .into_iter()
+            .map(|d| decode(BUDGETS, d))
+            .collect::<Result<Vec<BudgetDoc>, _>>()?;
         let revoked = self
             .store
             .list_docs(REVOKED)
@@ -157,6 +166,7 @@ impl PolicyCore {
             issued,
             revoked,
             overrides,
+            budgets,
         })
     }
 
@@ -379,6 +389,71 @@ impl PolicyCore {
             return Err(CoreError::NotFound(format!("override `{id}`")));
         }
         self.audit(actor, "remove_override", id, reason).await?;
+        self.publish().await
+    }
+
+    /// Sets a budget (`doc.set`) or removes one (`doc.set` empty) for an org, one of its keys or
+    /// one of its workflows, over the policy file's; audited.
+    pub async fn change_budget(&self, doc: BudgetDoc) -> Result<u64, CoreError> {
+        if doc.reason.trim().is_empty() {
+            return Err(CoreError::Invalid(
+                "a budget change needs a reason (it is recorded in the audit)".into(),
+            ));
+        }
+        if doc.key.is_some() && doc.workflow.is_some() {
+            return Err(CoreError::Invalid(
+                "a budget is for the org, one key or one workflow: not both".into(),
+            ));
+        }
+        let current = self
+            .current()
+            .ok_or_else(|| CoreError::Invalid("no policy loaded".into()))?;
+        let compiled = &current.compiled;
+        let Some(org) = compiled.org(doc.org.as_str()) else {
+            return Err(CoreError::NotFound(format!("org `{}`", doc.org)));
+        };
+        if let Some(w) = &doc.workflow
+            && !org.workflows.iter().any(|x| x.id.as_str() == w)
+        {
+            return Err(CoreError::NotFound(format!(
+                "workflow `{w}` of org `{}`",
+                doc.org
+            )));
+        }
+        if let Some(k) = &doc.key
+            && !compiled
+                .keys
+                .iter()
+                .any(|x| x.id.as_str() == k && x.org == doc.org)
+        {
+            return Err(CoreError::NotFound(format!(
+                "key `{k}` of org `{}`",
+                doc.org
+            )));
+        }
+        let id = doc.id();
+        let (action, detail) = match &doc.set {
+            Some(s) => {
+                crate::budgets::check_setting(s.limit, &s.alerts).map_err(CoreError::Invalid)?;
+                (
+                    "set_budget",
+                    format!(
+                        "{id} {} USD {}",
+                        s.limit,
+                        if s.hard { "hard" } else { "soft" }
+                    ),
+                )
+            }
+            None => {
+                if !compiled.budgets.iter().any(|b| b.id() == id) {
+                    return Err(CoreError::NotFound(format!("budget `{id}`")));
+                }
+                ("remove_budget", id.clone())
+            }
+        };
+        let json = serde_json::to_string(&doc).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        self.store.put_doc(BUDGETS, &id, &json).await?;
+        self.audit(&doc.actor, action, &detail, &doc.reason).await?;
         self.publish().await
     }
 }

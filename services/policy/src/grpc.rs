@@ -315,6 +315,79 @@ impl pb::policy_server::Policy for PolicyGrpc {
             .collect();
         Ok(Response::new(pb::ListAuditResponse { records }))
     }
+
+    async fn put_budget(
+        &self,
+        request: Request<pb::PutBudgetRequest>,
+    ) -> Result<Response<pb::ChangeBudgetResponse>, Status> {
+        let r = request.into_inner();
+        let mut doc = budget_doc(r.scope, r.period, r.actor, r.reason)?;
+        doc.set = Some(crate::budgets::BudgetSetting {
+            limit: switchyard_core::Money::from_nanos(r.limit_nano_usd),
+            hard: r.hard,
+            alerts: r.alert_thresholds_percent,
+        });
+        let version = self.core.change_budget(doc).await.map_err(status)?;
+        Ok(Response::new(pb::ChangeBudgetResponse { version }))
+    }
+
+    async fn remove_budget(
+        &self,
+        request: Request<pb::RemoveBudgetRequest>,
+    ) -> Result<Response<pb::ChangeBudgetResponse>, Status> {
+        let r = request.into_inner();
+        let doc = budget_doc(r.scope, r.period, r.actor, r.reason)?;
+        let version = self.core.change_budget(doc).await.map_err(status)?;
+        Ok(Response::new(pb::ChangeBudgetResponse { version }))
+    }
+}
+
+/// A budget change's scope and period, checked, with nothing set yet.
+fn budget_doc(
+    scope: Option<pb::Scope>,
+    period: i32,
+    actor: String,
+    reason: String,
+) -> Result<crate::budgets::BudgetDoc, Status> {
+    use crate::budgets::BudgetPeriod;
+    let scope = scope.ok_or_else(|| Status::invalid_argument("scope is required"))?;
+    if scope.org_id.is_empty() {
+        return Err(Status::invalid_argument("scope.org_id is required"));
+    }
+    let id = (!scope.id.is_empty()).then(|| scope.id.clone());
+    let (key, workflow) = match pb::ScopeKind::try_from(scope.kind) {
+        Ok(pb::ScopeKind::Org) => (None, None),
+        Ok(pb::ScopeKind::ApiKey) if id.is_some() => (id, None),
+        Ok(pb::ScopeKind::Workflow) if id.is_some() => (None, id),
+        _ => {
+            return Err(Status::invalid_argument(
+                "scope.kind must be ORG, API_KEY or WORKFLOW (the last two with an id)",
+            ));
+        }
+    };
+    let period = match pb::Period::try_from(period) {
+        Ok(pb::Period::Day) => BudgetPeriod::Day,
+        Ok(pb::Period::Month) => BudgetPeriod::Month,
+        Ok(pb::Period::Total) => BudgetPeriod::Total,
+        _ => {
+            return Err(Status::invalid_argument(
+                "period must be DAY, MONTH or TOTAL",
+            ));
+        }
+    };
+    Ok(crate::budgets::BudgetDoc {
+        org: scope.org_id.as_str().into(),
+        key,
+        workflow,
+        period,
+        set: None,
+        actor: if actor.is_empty() {
+            "unknown".into()
+        } else {
+            actor
+        },
+        reason,
+    })
 }
 
 struct WatcherGuard;

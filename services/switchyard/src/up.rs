@@ -144,6 +144,11 @@ pub async fn run(args: Args) -> Result<(), String> {
         bind(e, "127.0.0.1:8083").await?,
     )
     .await?;
+    billing.follow_policy(
+        policy_store.clone(),
+        budgets.clone(),
+        Duration::from_millis(500),
+    );
     let client = ProviderClient::new(ClientOptions::default()).map_err(|e| e.to_string())?;
     let prober = Prober::new(
         &catalog,

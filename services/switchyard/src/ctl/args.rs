@@ -92,11 +92,15 @@ pub(super) enum Cmd {
         /// Endpoint id.
         endpoint: String,
     },
-    /// Budgets per org, key and workflow: limit, spent, held, remaining.
+    /// Budgets per org, key and workflow: limit, spent, held, remaining; `set` and `remove`
+    /// change them (audited, over the policy file's).
     Budgets {
         /// Only this org (default: every org of the policy).
         #[arg(long)]
         org: Option<String>,
+        /// Set or remove one.
+        #[command(subcommand)]
+        change: Option<BudgetCmd>,
     },
     /// Usage: requests, tokens and cost, grouped.
     Usage {
@@ -140,6 +144,48 @@ pub(super) enum Cmd {
         /// Route seed: the same seed gives the plan a request sent with it follows.
         #[arg(long)]
         seed: Option<u64>,
+    },
+}
+
+/// Which budget: the org's, one key's or one workflow's, for a period.
+#[derive(clap::Args)]
+pub(super) struct BudgetScope {
+    /// The org.
+    pub org: String,
+    /// One API key of the org (its id).
+    #[arg(long, conflicts_with = "workflow")]
+    pub key: Option<String>,
+    /// One workflow of the org.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// day, month or total.
+    #[arg(long)]
+    pub period: String,
+    /// Why (recorded in the audit).
+    #[arg(long)]
+    pub reason: String,
+}
+
+#[derive(clap::Subcommand)]
+pub(super) enum BudgetCmd {
+    /// Sets a budget (the period's spend is kept).
+    Set {
+        #[command(flatten)]
+        scope: BudgetScope,
+        /// The limit, USD.
+        #[arg(long)]
+        limit: String,
+        /// Alert only, never refuse.
+        #[arg(long)]
+        soft: bool,
+        /// Alert thresholds, percent of the limit (e.g. 50,80,100).
+        #[arg(long, value_delimiter = ',')]
+        alerts: Vec<u32>,
+    },
+    /// Removes a budget (the policy file's too, until set again).
+    Remove {
+        #[command(flatten)]
+        scope: BudgetScope,
     },
 }
 

@@ -30,6 +30,87 @@ pub(super) fn period_name(p: i32) -> &'static str {
     }
 }
 
+/// `budgets set|remove`: a change through the policy service, which audits it and publishes a
+/// version billing applies.
+pub(super) async fn change_budget(ctx: &Ctx, cmd: BudgetCmd) -> Result<Out, String> {
+    let target = |s: &BudgetScope| -> Result<(pb::Scope, i32), String> {
+        let period = match s.period.as_str() {
+            "day" => pb::Period::Day,
+            "month" => pb::Period::Month,
+            "total" => pb::Period::Total,
+            other => {
+                return Err(format!(
+                    "--period must be day, month or total, not `{other}`"
+                ));
+            }
+        };
+        let (kind, id) = match (&s.key, &s.workflow) {
+            (Some(k), _) => (pb::ScopeKind::ApiKey, k.clone()),
+            (None, Some(w)) => (pb::ScopeKind::Workflow, w.clone()),
+            (None, None) => (pb::ScopeKind::Org, String::new()),
+        };
+        let scope = pb::Scope {
+            kind: kind as i32,
+            org_id: s.org.clone(),
+            id,
+        };
+        Ok((scope, period as i32))
+    };
+    let mut client = ctx.policy()?;
+    let (what, scope, result) = match cmd {
+        BudgetCmd::Set {
+            scope,
+            limit,
+            soft,
+            alerts,
+        } => {
+            let usd = switchyard_core::Money::parse_usd(&limit)
+                .map_err(|e| format!("--limit `{limit}`: {e}"))?;
+            let (s, period) = target(&scope)?;
+            let r = client
+                .put_budget(pb::PutBudgetRequest {
+                    scope: Some(s),
+                    period,
+                    limit_nano_usd: usd.nanos(),
+                    hard: !soft,
+                    alert_thresholds_percent: alerts,
+                    actor: ctx.actor.clone(),
+                    reason: scope.reason.clone(),
+                })
+                .await;
+            ("set", scope, r)
+        }
+        BudgetCmd::Remove { scope } => {
+            let (s, period) = target(&scope)?;
+            let r = client
+                .remove_budget(pb::RemoveBudgetRequest {
+                    scope: Some(s),
+                    period,
+                    actor: ctx.actor.clone(),
+                    reason: scope.reason.clone(),
+                })
+                .await;
+            ("removed", scope, r)
+        }
+    };
+    let version = result
+        .map_err(|s| ctx.policy.fail("changing the budget", &s))?
+        .into_inner()
+        .version;
+    let name = match (&scope.key, &scope.workflow) {
+        (Some(k), _) => format!("key {k} of {}", scope.org),
+        (None, Some(w)) => format!("workflow {w} of {}", scope.org),
+        (None, None) => format!("org {}", scope.org),
+    };
+    Ok(Out {
+        json: json!({"budget": what, "org": scope.org, "key": scope.key, "workflow": scope.workflow, "period": scope.period, "policy_version": version}),
+        text: format!(
+            "{} budget of {name} {what} (policy version {version}; billing applies it within a second)\n",
+            scope.period
+        ),
+    })
+}
+
 pub(super) async fn budgets(ctx: &Ctx, org: Option<String>) -> Result<Out, String> {
     let mut client = ctx.billing()?;
     let mut list = Vec::new();

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 pub use args::Args;
 use args::{Cmd, PolicyCmd};
-use billing::{budgets, usage};
+use billing::{budgets, change_budget, usage};
 use client::{Ctx, Service};
 use policy::{audit, keys, overrides, policy_version};
 use prober::{eject, health, probe, restore};
@@ -75,7 +75,11 @@ pub async fn run(args: Args) -> Result<(), String> {
         } => eject(&ctx, endpoint, seconds, reason).await?,
         Cmd::Restore { endpoint, reason } => restore(&ctx, endpoint, reason).await?,
         Cmd::Probe { endpoint } => probe(&ctx, endpoint).await?,
-        Cmd::Budgets { org } => budgets(&ctx, org).await?,
+        Cmd::Budgets { org, change: None } => budgets(&ctx, org).await?,
+        Cmd::Budgets {
+            change: Some(change),
+            ..
+        } => change_budget(&ctx, change).await?,
         Cmd::Usage { org, by, from, to } => usage(&ctx, org, by, from, to).await?,
         Cmd::Overrides(cmd) => overrides(&ctx, cmd).await?,
         Cmd::Keys(cmd) => keys(&ctx, cmd).await?,
