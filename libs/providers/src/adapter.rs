@@ -150,6 +150,50 @@ pub(crate) fn invalid(message: impl Into<String>) -> UpstreamError {
     )
 }
 
+/// A tool call's arguments as the JSON object formats that carry objects need (Anthropic,
+/// Gemini, Bedrock); `messages[i].tool_calls[j]` names it when they are not one.
+pub(crate) fn object_arguments(
+    call: &switchyard_core::ToolCall,
+    i: usize,
+    j: usize,
+) -> Result<serde_json::Value, UpstreamError> {
+    let v: serde_json::Value =
+        serde_json::from_str(&call.arguments).unwrap_or(serde_json::Value::Null);
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(invalid(format!(
+            "messages[{i}].tool_calls[{j}].arguments must be a JSON object for this provider"
+        )))
+    }
+}
+
+/// A one-choice completion of an assistant message, for formats that build their own.
+pub(crate) fn completion(
+    id: String,
+    model: String,
+    target: &Target,
+    message: switchyard_core::Message,
+    finish_reason: Option<switchyard_core::FinishReason>,
+    usage: switchyard_core::Usage,
+) -> ChatResponse {
+    ChatResponse {
+        id,
+        object: "chat.completion".into(),
+        created: now_unix(),
+        model,
+        provider: Some(target.provider.to_string()),
+        choices: vec![switchyard_core::Choice {
+            index: 0,
+            message,
+            finish_reason,
+            extra: serde_json::Map::new(),
+        }],
+        usage: Some(usage),
+        extra: serde_json::Map::new(),
+    }
+}
+
 /// `data:MEDIA;base64,DATA` split into media type and data.
 pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;

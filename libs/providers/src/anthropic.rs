@@ -36,12 +36,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use switchyard_core::response::FunctionDelta;
 use switchyard_core::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, ErrorClass,
-    FinishReason, Message, ResponseFormat, Role, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Delta, ErrorClass, FinishReason,
+    Message, ResponseFormat, Role, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 
 use crate::adapter::{
-    Flow, KeyHeader, StreamDecoder, Turns, WireAdapter, now_unix, post_json, with_body, with_key,
+    Flow, KeyHeader, StreamDecoder, Turns, WireAdapter, post_json, with_body, with_key,
 };
 use crate::error::{Phase, UpstreamError, classify_stream_error};
 use crate::sse::SseEvent;
@@ -159,12 +159,7 @@ pub fn wire_request(
                 };
                 blocks.extend(content_blocks(&m.content));
                 for (j, call) in m.tool_calls.iter().enumerate() {
-                    let input: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
-                    if !input.is_object() {
-                        return Err(invalid(format!(
-                            "messages[{i}].tool_calls[{j}].arguments must be a JSON object for this provider"
-                        )));
-                    }
+                    let input = crate::adapter::object_arguments(call, i, j)?;
                     blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input}));
                 }
                 messages.push("assistant", blocks);
@@ -406,28 +401,21 @@ impl WireAdapter for Anthropic {
                 _ => {}
             }
         }
-        Ok(ChatResponse {
-            id: m.id,
-            object: "chat.completion".into(),
-            created: now_unix(),
-            model: m.model,
-            provider: Some(target.provider.to_string()),
-            choices: vec![Choice {
-                index: 0,
-                message: Message {
-                    content: (!text.is_empty() || tool_calls.is_empty())
-                        .then_some(Content::Text(text)),
-                    tool_calls,
-                    reasoning,
-                    reasoning_signature: signature,
-                    ..Message::text(Role::Assistant, "")
-                },
-                finish_reason,
-                extra: Map::new(),
-            }],
-            usage: Some(m.usage.normalized()),
-            extra: Map::new(),
-        })
+        let message = Message {
+            content: (!text.is_empty() || tool_calls.is_empty()).then_some(Content::Text(text)),
+            tool_calls,
+            reasoning,
+            reasoning_signature: signature,
+            ..Message::text(Role::Assistant, "")
+        };
+        Ok(crate::adapter::completion(
+            m.id,
+            m.model,
+            target,
+            message,
+            finish_reason,
+            m.usage.normalized(),
+        ))
     }
 
     fn decoder(&self, target: &Target) -> Box<dyn StreamDecoder> {

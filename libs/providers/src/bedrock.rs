@@ -44,8 +44,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::{Map, Value, json};
 use switchyard_core::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, ErrorClass,
-    FinishReason, Message, ResponseFormat, Role, ToolCall, ToolChoice, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Delta, ErrorClass, FinishReason,
+    Message, ResponseFormat, Role, ToolCall, ToolChoice, Usage,
 };
 
 use crate::adapter::{
@@ -117,12 +117,7 @@ pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, Upstrea
             Role::Assistant => {
                 let mut blocks = blocks_of(&m.content)?;
                 for (j, call) in m.tool_calls.iter().enumerate() {
-                    let input: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
-                    if !input.is_object() {
-                        return Err(invalid(format!(
-                            "messages[{i}].tool_calls[{j}].arguments must be a JSON object for this provider"
-                        )));
-                    }
+                    let input = crate::adapter::object_arguments(call, i, j)?;
                     tool_blocks = true;
                     blocks.push(json!({"toolUse": {"toolUseId": call.id, "name": call.name, "input": input}}));
                 }
@@ -347,28 +342,21 @@ impl WireAdapter for Bedrock {
             text = tool_calls.remove(pos).arguments;
             reason = FinishReason::Stop;
         }
-        Ok(ChatResponse {
-            id: String::new(),
-            object: "chat.completion".into(),
-            created: crate::adapter::now_unix(),
-            model: target.upstream_model.clone(),
-            provider: Some(target.provider.to_string()),
-            choices: vec![Choice {
-                index: 0,
-                message: Message {
-                    content: (!text.is_empty() || tool_calls.is_empty())
-                        .then_some(Content::Text(text)),
-                    tool_calls,
-                    reasoning,
-                    reasoning_signature: signature,
-                    ..Message::text(Role::Assistant, "")
-                },
-                finish_reason: Some(reason),
-                extra: Map::new(),
-            }],
-            usage: Some(usage(&v["usage"])),
-            extra: Map::new(),
-        })
+        let message = Message {
+            content: (!text.is_empty() || tool_calls.is_empty()).then_some(Content::Text(text)),
+            tool_calls,
+            reasoning,
+            reasoning_signature: signature,
+            ..Message::text(Role::Assistant, "")
+        };
+        Ok(crate::adapter::completion(
+            String::new(),
+            target.upstream_model.clone(),
+            target,
+            message,
+            Some(reason),
+            usage(&v["usage"]),
+        ))
     }
 
     fn decoder(&self, target: &Target) -> Box<dyn StreamDecoder> {

@@ -145,12 +145,7 @@ pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, Upstrea
             Role::Assistant => {
                 let mut parts = parts_of(&m.content);
                 for (j, call) in m.tool_calls.iter().enumerate() {
-                    let args: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
-                    if !args.is_object() {
-                        return Err(invalid(format!(
-                            "messages[{i}].tool_calls[{j}].arguments must be a JSON object for this provider"
-                        )));
-                    }
+                    let args = crate::adapter::object_arguments(call, i, j)?;
                     names.insert(call.id.as_str(), call.name.as_str());
                     parts.push(json!({"functionCall": {"name": call.name, "args": args}}));
                 }
