@@ -393,28 +393,35 @@ impl Catalog {
         };
         let raw: Raw = deserialize_at(value, "").map_err(|e| invalid(vec![e]))?;
         let mut errors = Vec::new();
-        let providers = items(
+        let (providers, provider_at) = items(
             crate::presets::expand(raw.providers, &mut errors),
             "providers",
             &mut errors,
         );
-        let models = items(raw.models, "models", &mut errors);
-        let endpoints = items(raw.endpoints, "endpoints", &mut errors);
+        let (models, model_at) = items(raw.models, "models", &mut errors);
+        let (endpoints, endpoint_at) = items(raw.endpoints, "endpoints", &mut errors);
         let catalog = Catalog {
             providers,
             models,
             endpoints,
         };
         let mut v = Validator::new();
-        v.extend(errors);
         catalog.validate(&mut v);
-        if v.is_ok() {
-            Ok(catalog)
-        } else {
-            let mut errors = v.into_errors();
-            errors.sort_by(|a, b| natural_path_order(&a.path, &b.path));
-            Err(invalid(errors))
+        if v.is_ok() && errors.is_empty() {
+            return Ok(catalog);
         }
+        // Semantic errors index the items that deserialized; report them at the file's indices.
+        let at = [
+            ("providers", provider_at),
+            ("models", model_at),
+            ("endpoints", endpoint_at),
+        ];
+        errors.extend(v.into_errors().into_iter().map(|mut e| {
+            e.path = file_index(&e.path, &at);
+            e
+        }));
+        errors.sort_by(|a, b| natural_path_order(&a.path, &b.path));
+        Err(invalid(errors))
     }
 
     /// The provider with `id`.
@@ -435,22 +442,41 @@ impl Catalog {
     }
 }
 
+/// The items of a list that deserialize, each error recorded at its path, and the file index of
+/// each item kept.
 fn items<T: serde::de::DeserializeOwned>(
     values: Vec<Value>,
     key: &str,
     errors: &mut Vec<FieldError>,
-) -> Vec<T> {
-    values
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, v)| match deserialize_at(v, &format!("{key}[{i}]")) {
-            Ok(item) => Some(item),
-            Err(e) => {
-                errors.push(e);
-                None
+) -> (Vec<T>, Vec<usize>) {
+    let mut kept = Vec::new();
+    let mut at = Vec::new();
+    for (i, v) in values.into_iter().enumerate() {
+        match deserialize_at(v, &format!("{key}[{i}]")) {
+            Ok(item) => {
+                kept.push(item);
+                at.push(i);
             }
-        })
-        .collect()
+            Err(e) => errors.push(e),
+        }
+    }
+    (kept, at)
+}
+
+/// `list[k]…` with `k` an index among the kept items rewritten to the item's index in the file.
+fn file_index(path: &str, at: &[(&str, Vec<usize>)]) -> String {
+    for (list, indices) in at {
+        let Some(rest) = path.strip_prefix(list).and_then(|r| r.strip_prefix('[')) else {
+            continue;
+        };
+        let Some((k, tail)) = rest.split_once(']') else {
+            continue;
+        };
+        if let Some(i) = k.parse::<usize>().ok().and_then(|k| indices.get(k)) {
+            return format!("{list}[{i}]{tail}");
+        }
+    }
+    path.to_string()
 }
 
 /// Orders `endpoints[10]` after `endpoints[9]` (plain string order would not).
@@ -711,6 +737,33 @@ endpoints:
         assert_eq!(found.len(), expect.len(), "{found:#?}");
         // The pasted key is never echoed.
         assert!(!err.to_string().contains("sk-live"), "{err}");
+    }
+
+    #[test]
+    fn errors_after_a_broken_item_keep_the_file_s_indices() {
+        let text = r#"
+providers:
+  - { id: a, format: grpc, base_url: "http://x", data_policy: { retains_prompts: false, trains_on_data: false, zero_retention: false } }
+  - { id: b, format: openai, base_url: "not a url", data_policy: { retains_prompts: false, trains_on_data: false, zero_retention: false } }
+models:
+  - { id: m, context_length: 10, max_output: 5 }
+endpoints:
+  - { model: m, provider: b, upstream_model: u, price: { prompt: 1, completion: 1 }, quantization: fp3 }
+  - { model: m, provider: b, upstream_model: "", price: { prompt: 1, completion: 1 } }
+"#;
+        let err = Catalog::from_yaml("c.yaml", text).unwrap_err();
+        let found: Vec<String> = err.field_errors().iter().map(|e| e.to_string()).collect();
+        for expect in [
+            "providers[0].format: unknown variant `grpc`",
+            "providers[1].base_url: not a URL",
+            "endpoints[0].quantization",
+            "endpoints[1].upstream_model: must not be empty",
+        ] {
+            assert!(
+                found.iter().any(|f| f.starts_with(expect)),
+                "missing `{expect}` in {found:#?}"
+            );
+        }
     }
 
     #[test]
