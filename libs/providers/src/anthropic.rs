@@ -152,7 +152,7 @@ pub fn wire_request(
                 // Earlier reasoning goes back as the thinking block it came as; reasoning without
                 // Anthropic's signature (from another provider) cannot, and stays out.
                 let mut blocks = match (&m.reasoning, &m.reasoning_signature) {
-                    (Some(r), Some(sig)) => {
+                    (Some(r), Some(sig)) if !sig.starts_with(crate::gemini::SIGNATURE_PREFIX) => {
                         vec![json!({"type": "thinking", "thinking": r, "signature": sig})]
                     }
                     _ => Vec::new(),

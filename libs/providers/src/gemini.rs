@@ -15,7 +15,9 @@
 //! | `reasoning` | `thinkingConfig {thinkingBudget, includeThoughts}` (budget 0 when disabled) |
 //!
 //! Back: `text` parts → content (`thought: true` parts → reasoning), `functionCall` → tool calls
-//! (ids made up, Gemini has none), `finishReason` STOP → stop (tool_calls when calls were made),
+//! (ids made up, Gemini has none), the first `thoughtSignature` → `reasoning_signature` (as
+//! `gemini:SIG`; it goes back on the assistant turn's first function call, or its first part, as
+//! Gemini 3 requires for multi-turn tool use), `finishReason` STOP → stop (tool_calls when calls were made),
 //! MAX_TOKENS → length; `usageMetadata` promptTokenCount (cached included) /
 //! candidatesTokenCount + thoughtsTokenCount / cachedContentTokenCount / thoughtsTokenCount. A
 //! stream has no terminal event: it is complete when its body ends after a chunk with a
@@ -57,6 +59,10 @@ use crate::adapter::{
 use crate::error::{Phase, UpstreamError, parse_go_duration, retry_after};
 use crate::sse::SseEvent;
 use crate::target::Target;
+
+/// How a Gemini thought signature is kept in `reasoning_signature`: prefixed, so that it goes
+/// back only to Gemini (and never to Anthropic as a thinking signature).
+pub const SIGNATURE_PREFIX: &str = "gemini:";
 
 /// The smallest thinking budget asked for when reasoning is on.
 pub const MIN_THINKING_BUDGET: u32 = 128;
@@ -148,6 +154,19 @@ pub fn wire_request(target: &Target, req: &ChatRequest) -> Result<Value, Upstrea
                     let args = crate::adapter::object_arguments(call, i, j)?;
                     names.insert(call.id.as_str(), call.name.as_str());
                     parts.push(json!({"functionCall": {"name": call.name, "args": args}}));
+                }
+                if let Some(sig) = m
+                    .reasoning_signature
+                    .as_deref()
+                    .and_then(|s| s.strip_prefix(SIGNATURE_PREFIX))
+                {
+                    let at = parts
+                        .iter()
+                        .position(|p| p.get("functionCall").is_some())
+                        .unwrap_or(0);
+                    if let Some(Value::Object(part)) = parts.get_mut(at) {
+                        part.insert("thoughtSignature".into(), json!(sig));
+                    }
                 }
                 contents.push("model", parts);
             }
@@ -327,7 +346,13 @@ impl WireAdapter for Gemini {
             let mut text = String::new();
             let mut reasoning: Option<String> = None;
             let mut tool_calls = Vec::new();
+            let mut signature: Option<String> = None;
             for part in c["content"]["parts"].as_array().into_iter().flatten() {
+                if signature.is_none()
+                    && let Some(sig) = part["thoughtSignature"].as_str()
+                {
+                    signature = Some(format!("{SIGNATURE_PREFIX}{sig}"));
+                }
                 if let Some(call) = part.get("functionCall") {
                     tool_calls.push(ToolCall {
                         id: call["id"].as_str().map_or_else(new_call_id, str::to_string),
@@ -358,6 +383,7 @@ impl WireAdapter for Gemini {
                         .then_some(Content::Text(text)),
                     tool_calls,
                     reasoning,
+                    reasoning_signature: signature,
                     ..Message::text(Role::Assistant, "")
                 },
                 finish_reason: reason,
@@ -383,6 +409,7 @@ impl WireAdapter for Gemini {
         Box::new(Decoder {
             chunks: Chunks::new(target),
             started: false,
+            signed: false,
             finish: None,
             tools: 0,
             usage: Usage::default(),
@@ -548,6 +575,8 @@ pub fn classify(
 struct Decoder {
     chunks: Chunks,
     started: bool,
+    /// The turn's thought signature was passed on.
+    signed: bool,
     finish: Option<FinishReason>,
     tools: u32,
     usage: Usage,
@@ -585,6 +614,19 @@ impl StreamDecoder for Decoder {
             return Ok(Flow::Continue);
         };
         for part in c["content"]["parts"].as_array().into_iter().flatten() {
+            if let Some(sig) = part["thoughtSignature"].as_str()
+                && !self.signed
+            {
+                self.signed = true;
+                out.push(self.chunks.chunk(
+                    Delta {
+                        reasoning_signature: Some(format!("{SIGNATURE_PREFIX}{sig}")),
+                        ..Delta::default()
+                    },
+                    None,
+                    None,
+                ));
+            }
             if let Some(call) = part.get("functionCall") {
                 let id = call["id"].as_str().map_or_else(new_call_id, str::to_string);
                 let name = call["name"].as_str().unwrap_or("");

@@ -135,6 +135,10 @@ fn gemini_replies() {
         assert!(call.id.starts_with("call_"));
         let args: Value = serde_json::from_str(&call.arguments).unwrap();
         assert_eq!(args["order_id"], "A-1001");
+        assert_eq!(
+            r.choices[0].message.reasoning_signature.as_deref(),
+            Some("gemini:CiQB0e2Kb8fixture")
+        );
 
         for refused in [
             "gemini/generate_content_safety.json",
@@ -161,6 +165,12 @@ fn gemini_streams_end_after_their_finish_reason() {
 
     let (chunks, complete, _) = decode(WireFormat::Gemini, "gemini/stream_function_call.sse");
     assert!(complete);
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.choices[0].delta.reasoning_signature.as_deref()
+                == Some("gemini:CiQB0e2Kb8stream"))
+    );
     let (name, args) = tool_args(&chunks);
     assert_eq!(name, "get_weather");
     assert_eq!(
@@ -594,4 +604,39 @@ async fn azure_deployment_urls_and_quirks() {
     assert!(body.get("max_tokens").is_none());
     assert_eq!(body["random_seed"], 7);
     assert!(body.get("seed").is_none());
+}
+
+#[tokio::test]
+async fn gemini_thought_signatures_go_back_to_gemini_only() {
+    let mut req = request();
+    req.messages[2].reasoning_signature = Some("gemini:CiQsig".into());
+    req.messages[2].reasoning = Some("thinking".into());
+    let t = target(WireFormat::Gemini);
+    let (_, body) = body_of(
+        adapter_for(WireFormat::Gemini)
+            .request(&t, &req, false)
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        body["contents"][1]["parts"][0]["thoughtSignature"],
+        "CiQsig"
+    );
+    // Anthropic never gets another provider's signature as a thinking block.
+    let t = target(WireFormat::Anthropic);
+    let (_, body) = body_of(
+        adapter_for(WireFormat::Anthropic)
+            .request(&t, &req, false)
+            .unwrap(),
+    )
+    .await;
+    let assistant = &body["messages"][1]["content"];
+    assert!(
+        assistant
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["type"] != "thinking"),
+        "{assistant}"
+    );
 }
