@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Cluster, Spec};
+use common::{Cluster, Spec, sse_events as events};
 use serde_json::{Value, json};
 
 fn spec() -> Spec {
@@ -41,25 +41,6 @@ fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
     expected
         .iter()
         .map(|(p, o)| (p.to_string(), o.to_string()))
-        .collect()
-}
-
-/// The SSE events of a body: (event name, data), `[DONE]` as `Value::Null`.
-fn events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in e.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = v.to_string();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push_str(v);
-                }
-            }
-            (name, serde_json::from_str(&data).unwrap_or(Value::Null))
-        })
         .collect()
 }
 

@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::up::sdk_against_up;
-use common::{Cluster, KEY, Spec};
+use common::{Cluster, KEY, Spec, sse_events as events};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -25,25 +25,6 @@ async fn the_official_anthropic_sdk_runs_unchanged() {
     .await;
     assert!(seen["create"]["id"].as_str().unwrap().starts_with("msg_"));
     assert_eq!(seen["errors"], "ok");
-}
-
-/// The SSE events of a response body: (event name, data).
-fn events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in e.lines() {
-                if let Some(v) = line.strip_prefix("event: ") {
-                    name = v.to_string();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data.push_str(v);
-                }
-            }
-            (name, serde_json::from_str(&data).unwrap())
-        })
-        .collect()
 }
 
 /// Checks the documented order: message_start, ping, then blocks (start, deltas of the block's

@@ -1006,3 +1006,23 @@ pub async fn set_day_budget(c: &Cluster, org: &str, nano_usd: i64) {
         .await
         .unwrap();
 }
+
+/// The SSE events of a response body: (event name, data as JSON; `[DONE]` and other non-JSON
+/// data as `Value::Null`).
+pub fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in e.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            (name, serde_json::from_str(&data).unwrap_or(Value::Null))
+        })
+        .collect()
+}
