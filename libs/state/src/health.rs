@@ -250,6 +250,16 @@ pub trait HealthStore: Send + Sync + 'static {
         endpoint: &EndpointId,
         record: &HealthRecord,
     ) -> Result<u64, StateError>;
+    /// Writes one record as [`HealthStore::put_record`] does, but only if the stored record is
+    /// still the one the writer read (its `updated_ms` is `read_updated_ms`; 0 for none): a
+    /// writer that decided from a record another writer has since replaced (an operator's
+    /// ejection during an evaluation round) gets `None` and nothing is written.
+    async fn replace_record(
+        &self,
+        endpoint: &EndpointId,
+        read_updated_ms: u64,
+        record: &HealthRecord,
+    ) -> Result<Option<u64>, StateError>;
     /// Announcements of new versions.
     fn subscribe(&self) -> broadcast::Receiver<u64>;
     /// Adds outcome counters (one pipelined round trip for the whole batch).

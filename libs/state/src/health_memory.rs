@@ -69,6 +69,26 @@ impl HealthStore for MemoryHealthStore {
         Ok(v)
     }
 
+    async fn replace_record(
+        &self,
+        endpoint: &EndpointId,
+        read_updated_ms: u64,
+        record: &HealthRecord,
+    ) -> Result<Option<u64>, StateError> {
+        let v = {
+            let mut inner = self.lock();
+            let current = inner.records.get(endpoint).map_or(0, |r| r.updated_ms);
+            if current != read_updated_ms {
+                return Ok(None);
+            }
+            inner.records.insert(endpoint.clone(), record.clone());
+            inner.version += 1;
+            inner.version
+        };
+        let _ = self.changes.send(v);
+        Ok(Some(v))
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<u64> {
         self.changes.subscribe()
     }

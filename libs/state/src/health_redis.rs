@@ -44,6 +44,22 @@ redis.call('PUBLISH', ARGV[3], v)
 return v
 ";
 
+/// PUT, only while the stored record's `updated_ms` is the one the writer read (0: none).
+const REPLACE: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local seen = 0
+if cur then
+  seen = tonumber(cjson.decode(cur).updated_ms) or 0
+end
+if seen ~= tonumber(ARGV[4]) then
+  return -1
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], v)
+return v
+";
+
 /// Delete-if-owner: only the holder gives a lease back.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -71,6 +87,7 @@ pub struct RedisHealthStore {
     conn: crate::redis_conn::RedisConn,
     changes: broadcast::Sender<u64>,
     put: redis::Script,
+    replace: redis::Script,
     lease: redis::Script,
     release: redis::Script,
     cooldown: redis::Script,
@@ -101,6 +118,7 @@ impl RedisHealthStore {
             conn,
             changes,
             put: redis::Script::new(PUT),
+            replace: redis::Script::new(REPLACE),
             lease: redis::Script::new(LEASE),
             release: redis::Script::new(RELEASE),
             cooldown: redis::Script::new(COOLDOWN),
@@ -148,6 +166,30 @@ impl HealthStore for RedisHealthStore {
             .invoke_async(&mut conn)
             .await?;
         Ok(v)
+    }
+
+    async fn replace_record(
+        &self,
+        endpoint: &EndpointId,
+        read_updated_ms: u64,
+        record: &HealthRecord,
+    ) -> Result<Option<u64>, StateError> {
+        let json = serde_json::to_string(record).map_err(|e| StateError::Corrupt {
+            key: endpoint.to_string(),
+            detail: e.to_string(),
+        })?;
+        let mut conn = self.conn.clone();
+        let v: i64 = self
+            .replace
+            .key(RECORDS)
+            .key(VERSION)
+            .arg(endpoint.as_str())
+            .arg(json)
+            .arg(health_channel())
+            .arg(read_updated_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(u64::try_from(v).ok())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<u64> {

@@ -37,6 +37,21 @@ async fn contract(a: &dyn HealthStore, b: &dyn HealthStore) {
         .unwrap();
     assert_eq!(v2, v + 1);
 
+    // A conditional write lands only on the record its writer read.
+    let stale = HealthRecord {
+        reason: "decided from an older record".into(),
+        updated_ms: 9,
+        ..Default::default()
+    };
+    assert_eq!(b.replace_record(&ep, 4, &stale).await.unwrap(), None);
+    assert_eq!(b.records().await.unwrap().1.get("m@p"), Some(&rec));
+    let v3 = b.replace_record(&ep, 5, &stale).await.unwrap();
+    assert_eq!(v3, Some(v2 + 1));
+    assert_eq!(a.records().await.unwrap().1.get("m@p"), Some(&stale));
+    let fresh = EndpointId::from("m@new");
+    assert_eq!(b.replace_record(&fresh, 7, &stale).await.unwrap(), None);
+    assert!(b.replace_record(&fresh, 0, &stale).await.unwrap().is_some());
+
     let mut o = Outcomes {
         ok: 3,
         failed: 1,

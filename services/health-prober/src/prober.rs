@@ -259,10 +259,10 @@ impl Prober {
                     now,
                 )
                 .await?;
-            if changed(&prev, &next)
-                || now.saturating_sub(prev.updated_ms) > self.cfg.record_ttl_ms / 3
-            {
-                self.write(ep, &prev, &next).await?;
+            let due = changed(&prev, &next)
+                || now.saturating_sub(prev.updated_ms) > self.cfg.record_ttl_ms / 3;
+            if due && self.write(ep, &prev, &next).await?.is_none() {
+                continue;
             }
             records.insert(ep.clone(), next);
         }
@@ -319,7 +319,30 @@ impl Prober {
         ep: &EndpointId,
         prev: &HealthRecord,
         next: &HealthRecord,
-    ) -> Result<u64, StateError> {
+    ) -> Result<Option<u64>, StateError> {
+        // A record is told from the one it replaces by its write time, so that moves forward.
+        let bumped;
+        let next = if next.updated_ms > prev.updated_ms {
+            next
+        } else {
+            bumped = HealthRecord {
+                updated_ms: prev.updated_ms + 1,
+                ..next.clone()
+            };
+            &bumped
+        };
+        let written = self
+            .store
+            .replace_record(ep, prev.updated_ms, next)
+            .await
+            .map_err(|e| context("writing a health record", e))?;
+        if written.is_none() {
+            // Someone wrote it since we read it (an operator, or another replica's round):
+            // what we decided from the older record is dropped; the next read decides again.
+            metrics::counter!("switchyard_health_write_conflicts_total").increment(1);
+            tracing::debug!(endpoint = %ep, "health record changed while evaluated; not written");
+            return Ok(None);
+        }
         if prev.state != next.state {
             tracing::info!(endpoint = %ep, from = prev.state.as_str(), to = next.state.as_str(), reason = %next.reason, "endpoint state changed");
             if next.state == EndpointState::Ejected {
@@ -331,10 +354,7 @@ impl Prober {
             let v = if s == next.state { 1.0 } else { 0.0 };
             metrics::gauge!("switchyard_endpoint_state", "endpoint" => ep.to_string(), "state" => s.as_str()).set(v);
         }
-        self.store
-            .put_record(ep, next)
-            .await
-            .map_err(|e| context("writing a health record", e))
+        Ok(written)
     }
 
     fn target(&self, endpoint: &str) -> Option<&ProbeTarget> {
@@ -349,14 +369,22 @@ impl Prober {
             return Ok(None);
         };
         let probe = self.probe(t).await;
-        let (_, records) = self.store.records().await?;
-        let prev = records.get(&t.target.endpoint).cloned().unwrap_or_default();
         let disabled = self.disabled().await.contains(&t.target.endpoint);
-        let next = self
-            .evaluate_one(t, &prev, Some(probe), disabled, &records, now_ms())
-            .await?;
-        self.write(&t.target.endpoint, &prev, &next).await?;
-        Ok(Some(next))
+        for _ in 0..WRITE_ATTEMPTS {
+            let (_, records) = self.store.records().await?;
+            let prev = records.get(&t.target.endpoint).cloned().unwrap_or_default();
+            let next = self
+                .evaluate_one(t, &prev, Some(probe), disabled, &records, now_ms())
+                .await?;
+            if self
+                .write(&t.target.endpoint, &prev, &next)
+                .await?
+                .is_some()
+            {
+                return Ok(Some(next));
+            }
+        }
+        Err(busy(endpoint))
     }
 
     /// Hands back every lease this replica holds (at shutdown), so the other replicas take its
@@ -405,29 +433,47 @@ impl Prober {
         let Some(t) = self.target(endpoint) else {
             return Ok(None);
         };
-        let (_, records) = self.store.records().await?;
-        let prev = records.get(&t.target.endpoint).cloned().unwrap_or_default();
-        let now = now_ms();
-        let mut next = prev.clone();
-        next.updated_ms = now;
-        match duration {
-            Some(d) => {
-                next.state = EndpointState::Ejected;
-                next.ejected_until_ms = now + d.as_millis() as u64;
-                next.reason = format!("ejected by an operator: {why}");
+        for _ in 0..WRITE_ATTEMPTS {
+            let (_, records) = self.store.records().await?;
+            let prev = records.get(&t.target.endpoint).cloned().unwrap_or_default();
+            let now = now_ms();
+            let mut next = prev.clone();
+            next.updated_ms = now;
+            match duration {
+                Some(d) => {
+                    next.state = EndpointState::Ejected;
+                    next.ejected_until_ms = now + d.as_millis() as u64;
+                    next.reason = format!("ejected by an operator: {why}");
+                }
+                None => {
+                    next.state = EndpointState::Healthy;
+                    next.ejected_until_ms = 0;
+                    next.consecutive_failures = 0;
+                    next.healthy_since_ms = now;
+                    next.recovered_ms = now;
+                    next.reason = format!("restored by an operator: {why}");
+                }
             }
-            None => {
-                next.state = EndpointState::Healthy;
-                next.ejected_until_ms = 0;
-                next.consecutive_failures = 0;
-                next.healthy_since_ms = now;
-                next.recovered_ms = now;
-                next.reason = format!("restored by an operator: {why}");
+            if self
+                .write(&t.target.endpoint, &prev, &next)
+                .await?
+                .is_some()
+            {
+                return Ok(Some(next));
             }
         }
-        self.write(&t.target.endpoint, &prev, &next).await?;
-        Ok(Some(next))
+        Err(busy(endpoint))
     }
+}
+
+/// Reads and writes of one record before a manual action gives up on a record that keeps
+/// changing under it.
+const WRITE_ATTEMPTS: usize = 5;
+
+fn busy(endpoint: &str) -> StateError {
+    StateError::Unavailable(format!(
+        "the health record of `{endpoint}` kept changing while it was written; try again"
+    ))
 }
 
 fn context(what: &str, e: StateError) -> StateError {

@@ -55,6 +55,7 @@ fn config() -> ProberConfig {
 struct Fixture {
     sim: SimHandle,
     store: Arc<MemoryHealthStore>,
+    prober: Arc<Prober>,
     stop: CancellationToken,
 }
 
@@ -75,8 +76,13 @@ impl Fixture {
             "p1".into(),
         ));
         let stop = CancellationToken::new();
-        tokio::spawn(prober.run(stop.clone()));
-        Fixture { sim, store, stop }
+        tokio::spawn(prober.clone().run(stop.clone()));
+        Fixture {
+            sim,
+            store,
+            prober,
+            stop,
+        }
     }
 
     async fn faults(&self, id: &str, faults: Value) {
@@ -169,6 +175,42 @@ async fn a_latency_rise_shows_as_degraded() {
     let r = f.record("m@a").await;
     assert!(r.reason.starts_with("latency"), "{}", r.reason);
     assert!(r.latency_ms.unwrap() > 100.0);
+    f.stop.cancel();
+}
+
+#[tokio::test]
+async fn an_ejection_during_a_probe_round_is_not_written_over() {
+    let mut cfg = config();
+    cfg.probe.timeout_ms = 2_000;
+    cfg.thresholds.degraded_latency_ms = 5_000.0;
+    let f = Fixture::new(cfg).await;
+    f.until("m@a", EndpointState::Healthy, Duration::from_secs(2))
+        .await;
+    // Every probe now takes 300 ms: each round reads the records, waits for its probes, then
+    // writes what it decided from what it read.
+    f.faults("a", json!({"latency": {"ttft_ms": 300}})).await;
+    for round in 0..6u64 {
+        tokio::time::sleep(Duration::from_millis(70 * round)).await;
+        let set = f
+            .prober
+            .set_manual("m@a", Some(Duration::from_secs(60 + round)), "operator")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(set.state, EndpointState::Ejected);
+        // Past the round that was in flight: still this ejection, not the one before.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let r = f.record("m@a").await;
+        assert_eq!(
+            (r.state, r.ejected_until_ms),
+            (EndpointState::Ejected, set.ejected_until_ms),
+            "{r:?}"
+        );
+        let back = f.prober.set_manual("m@a", None, "operator").await.unwrap();
+        assert_eq!(back.unwrap().state, EndpointState::Healthy);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(f.record("m@a").await.state, EndpointState::Healthy);
+    }
     f.stop.cancel();
 }
 
