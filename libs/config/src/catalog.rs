@@ -365,6 +365,18 @@ impl Catalog {
         Catalog::from_value(&source.name, source.value)
     }
 
+    /// Loads a catalog file as [`Catalog::load`] does, and returns with it its canonical text:
+    /// the file's content with the environment's overrides applied, as YAML, which
+    /// [`Catalog::from_yaml`] reads back into the same catalog. This is what gets published.
+    pub fn read(path: &Path) -> Result<(Catalog, String), ConfigError> {
+        let source = read_value(path, ENV_PREFIX)?;
+        let text = serde_norway::to_string(&source.value).map_err(|e| ConfigError::Syntax {
+            source_name: source.name.clone(),
+            message: e.to_string(),
+        })?;
+        Ok((Catalog::from_value(&source.name, source.value)?, text))
+    }
+
     /// Parses catalog YAML text (no environment overrides).
     pub fn from_yaml(name: &str, text: &str) -> Result<Catalog, ConfigError> {
         let value = serde_norway::from_str(text).map_err(|e| ConfigError::Syntax {

@@ -6,6 +6,7 @@
 //! does no I/O and compiles nothing: turning a file into a snapshot is the policy service's job.
 
 pub mod budgets;
+pub mod catalog;
 pub mod config;
 pub mod crypto;
 pub mod keys;

@@ -27,6 +27,10 @@ pub struct CompiledPolicy {
     /// Budgets in force (the file's, with the operator's changes), by scope and period.
     #[serde(default)]
     pub budgets: Vec<crate::budgets::DeclaredBudget>,
+    /// The catalog every process routes, probes and prices with, when the policy service
+    /// publishes one (otherwise each process keeps its local catalog file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<crate::catalog::PublishedCatalog>,
     /// Key hash → index into `keys`, built on first use.
     #[serde(skip)]
     key_index: OnceLock<HashMap<String, usize>>,
@@ -172,6 +176,7 @@ impl CompiledPolicy {
             byok,
             overrides,
             budgets: Vec::new(),
+            catalog: None,
             key_index: OnceLock::new(),
         }
     }
