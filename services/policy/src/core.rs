@@ -14,6 +14,7 @@ use switchyard_state::{AuditRecord, PolicyStore, StateError};
 use tokio::sync::watch;
 
 use crate::budgets::BudgetDoc;
+use crate::catalog::PublishedCatalog;
 use crate::compile::{Dynamic, compile};
 use crate::config::{ENV_PREFIX, PolicyConfig};
 use crate::crypto::{MasterKey, open};
@@ -70,6 +71,10 @@ pub struct PolicyCore {
     file: PathBuf,
     config: RwLock<Option<Arc<PolicyConfig>>>,
     last_text: Mutex<Option<String>>,
+    catalog_file: Option<PathBuf>,
+    catalog: RwLock<Option<PublishedCatalog>>,
+    last_catalog_text: Mutex<Option<String>>,
+    catalog_error: Mutex<Option<String>>,
     master: Option<MasterKey>,
     served: watch::Sender<Option<Arc<Served>>>,
     rebuild: tokio::sync::Mutex<()>,
@@ -96,11 +101,26 @@ fn list(errors: &[FieldError]) -> String {
 impl PolicyCore {
     /// A replica reading `file`, publishing to `store`.
     pub fn new(store: Arc<dyn PolicyStore>, file: PathBuf, master: Option<MasterKey>) -> Arc<Self> {
+        Self::with_catalog(store, file, None, master)
+    }
+
+    /// A replica that also loads the catalog from `catalog_file` and publishes it in every
+    /// snapshot.
+    pub fn with_catalog(
+        store: Arc<dyn PolicyStore>,
+        file: PathBuf,
+        catalog_file: Option<PathBuf>,
+        master: Option<MasterKey>,
+    ) -> Arc<Self> {
         Arc::new(PolicyCore {
             store,
             file,
             config: RwLock::new(None),
             last_text: Mutex::new(None),
+            catalog_file,
+            catalog: RwLock::new(None),
+            last_catalog_text: Mutex::new(None),
+            catalog_error: Mutex::new(None),
             master,
             served: watch::channel(None).0,
             rebuild: tokio::sync::Mutex::new(()),
@@ -202,6 +222,73 @@ impl PolicyCore {
         result.map(|()| true)
     }
 
+    /// The catalog this replica publishes, if it loads one.
+    pub fn catalog(&self) -> Option<PublishedCatalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Why the last change of the catalog file was rejected (every error with its path), while
+    /// the previous version keeps serving; `None` once a valid file is loaded.
+    pub fn catalog_error(&self) -> Option<String> {
+        self.catalog_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the catalog file (when this replica has one). `Ok(false)` when unchanged;
+    /// `Ok(true)` when a new valid version was published; an invalid file is rejected with
+    /// every error, reported by [`PolicyCore::catalog_error`], and the old version keeps
+    /// serving.
+    pub async fn reload_catalog(&self) -> Result<bool, ConfigError> {
+        let Some(path) = &self.catalog_file else {
+            return Ok(false);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        {
+            let mut last = self
+                .last_catalog_text
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.as_deref() == Some(text.as_str()) {
+                return Ok(false);
+            }
+            *last = Some(text);
+        }
+        let name = path.display().to_string();
+        let result = switchyard_config::Catalog::read(path);
+        let outcome = if result.is_ok() { "ok" } else { "invalid" };
+        metrics::counter!("switchyard_catalog_reloads_total", "result" => outcome).increment(1);
+        let (catalog, yaml) = match result {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                let serving = self.catalog().map(|c| c.version);
+                tracing::error!(file = %name, serving = serving.as_deref().unwrap_or("none"), "catalog file rejected, the previous version keeps serving: {e}");
+                *self.catalog_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        *self.catalog_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let next = PublishedCatalog::new(&name, yaml, &catalog);
+        if self.catalog().is_some_and(|c| c.sha256 == next.sha256) {
+            return Ok(false);
+        }
+        tracing::info!(file = %name, version = %next.version, "catalog loaded");
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Some(next);
+        if self.config().is_some()
+            && let Err(e) = self.publish().await
+        {
+            tracing::warn!(error = %e, "catalog loaded but not published yet; will retry");
+        }
+        Ok(true)
+    }
+
     async fn apply_text(&self, text: &str) -> Result<(), ConfigError> {
         let name = self.file.display().to_string();
         let source = switchyard_config::read_text(&name, text, ENV_PREFIX)?;
@@ -226,8 +313,9 @@ impl PolicyCore {
             return Err(CoreError::Invalid("no valid policy file loaded".into()));
         };
         let dynamic = self.dynamic().await?;
-        let compiled = compile(&cfg, &dynamic, self.master.as_ref())
+        let mut compiled = compile(&cfg, &dynamic, self.master.as_ref())
             .map_err(|e| CoreError::Invalid(list(&e)))?;
+        compiled.catalog = self.catalog();
         let body = serde_json::to_vec(&compiled).map_err(|e| CoreError::Invalid(e.to_string()))?;
         let sha = keys::hex(&<sha2::Sha256 as sha2::Digest>::digest(&body));
         let version = self.store.publish_snapshot(&sha, Bytes::from(body)).await?;

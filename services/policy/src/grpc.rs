@@ -288,6 +288,12 @@ impl pb::policy_server::Policy for PolicyGrpc {
             api_keys: count(c.keys.len()),
             revoked_api_keys: count(c.keys.iter().filter(|k| k.revoked).count()),
             overrides: count(c.overrides.len()),
+            catalog_version: c
+                .catalog
+                .as_ref()
+                .map(|c| c.version.clone())
+                .unwrap_or_default(),
+            catalog_error: self.core.catalog_error().unwrap_or_default(),
         }))
     }
 

@@ -14,4 +14,4 @@ pub mod run;
 pub mod server;
 
 // The policy's types live in a library that every reader of the policy shares.
-pub use switchyard_policy_model::{budgets, config, crypto, keys, snapshot};
+pub use switchyard_policy_model::{budgets, catalog, config, crypto, keys, snapshot};

@@ -15,6 +15,12 @@ pub struct Args {
     /// Policy file (YAML); overrides: SWITCHYARD_POLICY__SECTION__KEY=value.
     #[arg(long, env = "SWITCHYARD_POLICY_CONFIG")]
     pub config: PathBuf,
+    /// Catalog file (YAML) to publish in every snapshot, so every router, prober and billing
+    /// replica uses the same version (reloaded on change; an invalid change keeps the previous
+    /// one); overrides: SWITCHYARD_CATALOG__SECTION__KEY=value. Without it each process uses
+    /// its own catalog file.
+    #[arg(long, env = "SWITCHYARD_POLICY_CATALOG")]
+    pub catalog: Option<PathBuf>,
     /// gRPC listen address.
     #[arg(
         long,
@@ -54,6 +60,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     let (grpc, http) = (bind(args.grpc).await?, bind(args.http).await?);
     let handle = crate::server::start(
         args.config,
+        args.catalog,
         store,
         master,
         grpc,

@@ -16,7 +16,7 @@ use crate::core::PolicyCore;
 use crate::crypto::MasterKey;
 use crate::grpc::PolicyGrpc;
 
-/// How often the policy file is checked for changes.
+/// How often the policy and catalog files are checked for changes.
 pub const FILE_POLL: Duration = Duration::from_millis(250);
 /// How often the store is re-read even without an announcement.
 pub const STORE_POLL: Duration = Duration::from_secs(2);
@@ -61,13 +61,15 @@ pub enum StartError {
 /// to loopback peers unless `allow_plaintext_secrets`.
 pub async fn start(
     file: PathBuf,
+    catalog: Option<PathBuf>,
     store: Arc<dyn PolicyStore>,
     master: Option<MasterKey>,
     grpc: TcpListener,
     http: TcpListener,
     allow_plaintext_secrets: bool,
 ) -> Result<PolicyHandle, StartError> {
-    let core = PolicyCore::new(store.clone(), file, master);
+    let core = PolicyCore::with_catalog(store.clone(), file, catalog, master);
+    core.reload_catalog().await?;
     core.reload().await?;
     if let Err(e) = core.refresh().await {
         tracing::warn!(error = %e, "state store unreachable at start; serving once it answers");
@@ -76,7 +78,8 @@ pub async fn start(
     let tracker = TaskTracker::new();
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
 
-    // The policy file: poll, reload on change (an invalid file is logged and counted).
+    // The policy and catalog files: poll, reload on change (an invalid file is logged and
+    // counted, and the version before it keeps serving).
     let (c, stop) = (core.clone(), shutdown.clone());
     tracker.spawn(async move {
         let mut tick = tokio::time::interval(FILE_POLL);
@@ -85,6 +88,7 @@ pub async fn start(
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            let _ = c.reload_catalog().await;
             let _ = c.reload().await;
         }
     });
@@ -126,12 +130,21 @@ pub async fn start(
     tracker.spawn(grpc_server);
 
     let c = core.clone();
-    let ready = drain.readiness(Arc::new(move || match c.current() {
-        Some(s) => (true, serde_json::json!({"policy_version": s.version})),
-        None => (
-            false,
-            serde_json::json!({"policy_version": null, "reason": "no snapshot published yet"}),
-        ),
+    let ready = drain.readiness(Arc::new(move || {
+        let catalog = serde_json::json!({
+            "catalog_version": c.catalog().map(|c| c.version),
+            "catalog_error": c.catalog_error(),
+        });
+        match c.current() {
+            Some(s) => (
+                true,
+                serde_json::json!({"policy_version": s.version, "catalog": catalog}),
+            ),
+            None => (
+                false,
+                serde_json::json!({"policy_version": null, "catalog": catalog, "reason": "no snapshot published yet"}),
+            ),
+        }
     }));
     tracker.spawn(switchyard_runtime::ops::serve_ops(
         http,

@@ -54,9 +54,17 @@ async fn replica(file: &Path, redis: &RedisServer, stop: &CancellationToken) -> 
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let master = MasterKey::from_base64(MASTER).unwrap();
-    let handle = start(file.to_path_buf(), store, Some(master), grpc, http, false)
-        .await
-        .unwrap();
+    let handle = start(
+        file.to_path_buf(),
+        None,
+        store,
+        Some(master),
+        grpc,
+        http,
+        false,
+    )
+    .await
+    .unwrap();
     let client = PolicyClient::connect(format!("http://{}", handle.grpc_addr))
         .await
         .unwrap();

@@ -69,6 +69,7 @@ async fn env() -> Env {
     let listen = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
     let policy = switchyard_policy::server::start(
         file,
+        None,
         Arc::new(MemoryPolicyStore::default()),
         None,
         listen().await,

@@ -32,6 +32,7 @@ async fn start_policy(
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     switchyard_policy::server::start(
         file.to_path_buf(),
+        None,
         store,
         Some(MasterKey::from_base64(MASTER).unwrap()),
         grpc,

@@ -129,6 +129,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     let master = switchyard_policy::crypto::MasterKey::from_env().map_err(|e| e.to_string())?;
     let policy = switchyard_policy::server::start(
         policy_file,
+        None,
         policy_store.clone(),
         master,
         bind(e, "127.0.0.1:50052").await?,

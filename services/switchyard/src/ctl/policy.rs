@@ -199,16 +199,28 @@ pub(super) async fn policy_version(ctx: &Ctx) -> Result<Out, String> {
             "version": s.version, "sha256": s.sha256, "created_unix_ms": s.created_unix_ms,
             "orgs": s.org_ids, "api_keys": s.api_keys, "revoked_api_keys": s.revoked_api_keys,
             "overrides": s.overrides,
+            "catalog_version": (!s.catalog_version.is_empty()).then_some(&s.catalog_version),
+            "catalog_error": (!s.catalog_error.is_empty()).then_some(&s.catalog_error),
         }),
         text: format!(
-            "policy version {} (sha256 {}, published {})\n  orgs {}; {} api keys ({} revoked); {} overrides\n",
+            "policy version {} (sha256 {}, published {})\n  orgs {}; {} api keys ({} revoked); {} overrides\n  catalog {}\n{}",
             s.version,
             s.sha256.get(..12).unwrap_or(&s.sha256),
             ago(s.created_unix_ms),
             s.org_ids.join(", "),
             s.api_keys,
             s.revoked_api_keys,
-            s.overrides
+            s.overrides,
+            if s.catalog_version.is_empty() {
+                "not published (each process uses its own file)"
+            } else {
+                &s.catalog_version
+            },
+            if s.catalog_error.is_empty() {
+                String::new()
+            } else {
+                format!("  catalog change rejected: {}\n", s.catalog_error)
+            }
         ),
     })
 }
