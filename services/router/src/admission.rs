@@ -4,19 +4,17 @@
 //! no budgets, no upstream client. Explain stops after [`Admission::route`]; a request goes on to
 //! the budget gate with an [`Admitted`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use switchyard_config::Catalog;
 use switchyard_core::{ChatRequest, EndpointId, Error, ErrorClass, ModelId, Money};
 use switchyard_policy_model::snapshot::{CompiledWorkflow, KeyRecord};
-use switchyard_pricing::PriceBook;
-use switchyard_providers::{Target, Timeouts, resolve_key};
-use switchyard_routing::{Exclusion, KeySource, PlanInput, RoutingCatalog, plan};
+use switchyard_providers::Timeouts;
+use switchyard_routing::{Exclusion, KeySource, PlanInput, plan};
 use tokio::time::Instant;
 
+use crate::catalog_view::{CatalogState, CatalogView};
 use crate::edge::{AdmitOptions, Caller, InFlight};
 use crate::engine::{EngineSettings, PlannedAttempt};
 use crate::health_view::HealthView;
@@ -52,6 +50,9 @@ pub struct Admitted {
     pub policy_version: u64,
     /// Health version, for the trace.
     pub health_version: u64,
+    /// The catalog version it was planned and held with; it is settled at these prices too,
+    /// whatever version is in force by then.
+    pub catalog: Arc<CatalogState>,
     /// Estimated prompt tokens (what a cancelled stream is billed for at least).
     pub prompt_tokens: u32,
     /// The output cap asked for (`max_completion_tokens` or `max_tokens`), if any.
@@ -86,23 +87,22 @@ pub struct Routed {
     pub panic: bool,
     /// The health version planned under.
     pub health_version: u64,
+    /// The catalog version planned with.
+    pub catalog: Arc<CatalogState>,
     /// What the budget hold reserves: the most the request can cost on any planned endpoint.
     pub max_cost: Money,
 }
 
 /// The admission stage.
 pub struct Admission {
-    routing: RoutingCatalog,
-    prices: Arc<PriceBook>,
-    /// Call targets with the shared keys, and context windows, by endpoint.
-    targets: HashMap<EndpointId, (Target, u32)>,
+    catalog: Arc<CatalogView>,
     health: Arc<HealthView>,
 }
 
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admission")
-            .field("endpoints", &self.targets.len())
+            .field("catalog", &self.catalog)
             .finish_non_exhaustive()
     }
 }
@@ -117,40 +117,14 @@ pub fn new_id() -> String {
 }
 
 impl Admission {
-    /// The static parts from the catalog; shared provider keys are resolved now.
-    pub fn new(catalog: &Catalog, prices: Arc<PriceBook>, health: Arc<HealthView>) -> Self {
-        let mut targets = HashMap::new();
-        for e in &catalog.endpoints {
-            let key = match catalog
-                .provider(e.provider.as_str())
-                .map(|p| resolve_key(&p.key))
-            {
-                Some(Ok(k)) => k,
-                Some(Err(msg)) => {
-                    tracing::warn!(endpoint = %e.id(), "shared provider key unavailable: {msg}");
-                    None
-                }
-                None => None,
-            };
-            let context = e
-                .context_length
-                .or_else(|| catalog.model(e.model.as_str()).map(|m| m.context_length))
-                .unwrap_or(0);
-            if let Some(t) = Target::from_catalog(catalog, e, key) {
-                targets.insert(e.id(), (t, context));
-            }
-        }
-        Admission {
-            routing: RoutingCatalog::new(catalog),
-            prices,
-            targets,
-            health,
-        }
+    /// Plans with the catalog version in force in `catalog` and the health in `health`.
+    pub fn new(catalog: Arc<CatalogView>, health: Arc<HealthView>) -> Self {
+        Admission { catalog, health }
     }
 
-    /// The planner's view of the catalog.
-    pub fn routing(&self) -> &RoutingCatalog {
-        &self.routing
+    /// The catalog version in force.
+    pub fn catalog(&self) -> Arc<CatalogState> {
+        self.catalog.current()
     }
 
     /// Checks, plans and prices `req` for `caller`; the budget gate comes next.
@@ -169,6 +143,7 @@ impl Admission {
             attempts,
             excluded,
             health_version,
+            catalog,
             max_cost,
             ..
         } = self.route(&caller.policy, &caller.key, req, seed)?;
@@ -205,6 +180,7 @@ impl Admission {
             held: false,
             policy_version: caller.policy.version,
             health_version,
+            catalog,
             prompt_tokens: req.estimated_prompt_tokens(),
             max_output_tokens: req.max_output_tokens(),
             seed,
@@ -252,8 +228,9 @@ impl Admission {
             .map(|(_, p)| p.as_str().into())
             .collect();
         let health = self.health.snapshot();
+        let catalog = self.catalog.current();
         let planned = plan(&PlanInput {
-            catalog: &self.routing,
+            catalog: &catalog.routing,
             policy: &workflow.routing,
             request: req,
             health: &health,
@@ -263,7 +240,7 @@ impl Admission {
         .map_err(|e| e.to_error())?;
         let mut attempts = Vec::new();
         for a in planned.attempts {
-            let Some((target, context)) = self.targets.get(&a.endpoint) else {
+            let Some((target, context)) = catalog.targets.get(&a.endpoint) else {
                 continue;
             };
             let mut target = target.clone();
@@ -285,7 +262,7 @@ impl Admission {
             .collect();
         // An upper bound of what any of them can cost: the prompt at the bound of what a
         // provider's tokenizer counts, the output at the cap asked for or the endpoint's.
-        let max_cost = self.prices.max_cost(
+        let max_cost = catalog.prices.max_cost(
             &endpoints,
             req.prompt_token_bound(),
             req.max_output_tokens(),
@@ -297,6 +274,7 @@ impl Admission {
             models: planned.models,
             panic: planned.panic,
             health_version: health.version,
+            catalog,
             max_cost,
         })
     }

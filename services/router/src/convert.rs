@@ -313,6 +313,7 @@ pub fn trace(attempts: &[AttemptTrace], a: &crate::admission::Admitted) -> pb::R
             .map(|p| p.attempt.endpoint.to_string())
             .collect(),
         excluded: a.excluded.iter().map(excluded).collect(),
+        catalog_version: a.catalog.version.clone(),
     }
 }
 

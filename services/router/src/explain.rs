@@ -1,12 +1,10 @@
 //! Explain (dry run): the route a request would take — the plan, every candidate left out with
-//! its reason, the prices and policy it was judged under, the health and policy versions — from
+//! its reason, the prices and policy it was judged under, the health, policy and catalog versions — from
 //! the same code admission uses, without calling upstream or holding budget.
 
 use serde_json::{Value, json};
 use switchyard_core::{ChatRequest, Error};
 use switchyard_proto::v1 as pb;
-
-use switchyard_pricing::PriceBook;
 
 use crate::admission::{Admission, Routed};
 use crate::edge::{AdmitOptions, Caller};
@@ -64,8 +62,9 @@ impl Explanation {
     }
 
     /// The gRPC API's form (the HTTP API and `ctl --json` render it with [`json`]).
-    pub fn to_proto(&self, prices: &PriceBook) -> pb::ExplainResponse {
+    pub fn to_proto(&self) -> pb::ExplainResponse {
         let r = &self.routed;
+        let prices = &r.catalog.prices;
         pb::ExplainResponse {
             seed: self.seed,
             policy_version: self.policy_version,
@@ -99,6 +98,7 @@ impl Explanation {
             estimated_prompt_tokens: self.prompt_tokens,
             prompt_token_bound: self.prompt_token_bound,
             policy_json: self.policy().to_string(),
+            catalog_version: r.catalog.version.clone(),
         }
     }
 }
@@ -141,6 +141,7 @@ pub fn json(x: &pb::ExplainResponse) -> Value {
         "workflow": x.workflow,
         "policy_version": x.policy_version,
         "health_version": x.health_version,
+        "catalog_version": x.catalog_version,
         "models": x.models,
         "panic": x.panic,
         "plan": plan,

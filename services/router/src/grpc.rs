@@ -212,7 +212,7 @@ impl pb::router_server::Router for RouterGrpc {
         let x = r
             .explain(&caller, &incoming, &req)
             .map_err(|e| e.to_status())?;
-        Ok(Response::new(x.to_proto(r.prices())))
+        Ok(Response::new(x.to_proto()))
     }
 
     async fn list_models(
@@ -222,7 +222,7 @@ impl pb::router_server::Router for RouterGrpc {
         let (caller, _) = authenticate(&self.router, &request)?;
         let workflow = request.get_ref().workflow.clone();
         let listed = crate::models::listing(
-            self.router.routing(),
+            &self.router.catalog().routing,
             &caller,
             (!workflow.is_empty()).then_some(workflow.as_str()),
         )

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use switchyard_config::Catalog;
 use switchyard_core::{ChatRequest, EmbeddingRequest, Error, Money, Usage};
-use switchyard_pricing::PriceBook;
+use switchyard_policy_model::catalog::PublishedCatalog;
 use switchyard_providers::ProviderClient;
-use switchyard_routing::RoutingCatalog;
 use switchyard_state::{BudgetStore, IdempotencyStore, ResponseStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Admitted};
 use crate::budget_gate::BudgetGate;
+use crate::catalog_view::{CatalogState, CatalogView};
 use crate::edge::{Caller, InFlight, Incoming};
 use crate::explain::Explanation;
 use crate::health_view::HealthView;
@@ -34,7 +34,6 @@ pub use crate::reply::{Embedded, Failure, Reply, Served};
 pub struct Router {
     policy: Arc<PolicyWatcher>,
     admission: Admission,
-    prices: Arc<PriceBook>,
     gate: Arc<BudgetGate>,
     client: ProviderClient,
     retry_budget: RetryBudget,
@@ -77,10 +76,10 @@ pub struct RouterParts {
 impl RouterParts {
     /// Builds the stages. Shared provider keys are resolved now.
     pub fn build(self) -> Router {
-        let prices = Arc::new(PriceBook::from_catalog(&self.catalog));
+        let catalog = CatalogView::new(&self.catalog, PublishedCatalog::version_of(&self.catalog));
+        catalog.follow(&self.policy, self.abort.clone());
         let gate = Arc::new(BudgetGate::new(self.budgets, self.hold_grace));
         let settlement = Arc::new(Settlement::new(
-            prices.clone(),
             self.reporter,
             self.outcomes,
             self.health.clone(),
@@ -88,8 +87,7 @@ impl RouterParts {
         ));
         Router {
             policy: self.policy,
-            admission: Admission::new(&self.catalog, prices.clone(), self.health),
-            prices,
+            admission: Admission::new(catalog, self.health),
             gate,
             client: self.client,
             retry_budget: RetryBudget::default(),
@@ -144,14 +142,9 @@ impl Router {
         })
     }
 
-    /// The planner's view of the catalog.
-    pub fn routing(&self) -> &RoutingCatalog {
-        self.admission.routing()
-    }
-
-    /// The prices.
-    pub fn prices(&self) -> &PriceBook {
-        &self.prices
+    /// The catalog version in force: the planner's view, prices and targets.
+    pub fn catalog(&self) -> Arc<CatalogState> {
+        self.admission.catalog()
     }
 
     /// The route `req` would take, without running it or holding budget.

@@ -133,7 +133,7 @@ pub(crate) fn stored(text: String, replayed: bool) -> Response {
 pub(crate) fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
     let plan: Vec<&str> = a.plan.iter().map(|p| p.attempt.endpoint.as_str()).collect();
     // The seed as text: JSON numbers lose u64 precision in most clients.
-    let mut j = json!({"request_id": a.id, "workflow": a.workflow.id, "attempts": trace, "plan": plan, "seed": a.seed.to_string(), "policy_version": a.policy_version, "health_version": a.health_version});
+    let mut j = json!({"request_id": a.id, "workflow": a.workflow.id, "attempts": trace, "plan": plan, "seed": a.seed.to_string(), "policy_version": a.policy_version, "health_version": a.health_version, "catalog_version": a.catalog.version});
     if let Some(v) = crate::engine::served_validity(trace) {
         j["validation"] = serde_json::to_value(v).unwrap_or_default();
     }
@@ -199,7 +199,7 @@ async fn models(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     });
-    match crate::models::listing(r.routing(), &caller, workflow.as_deref()) {
+    match crate::models::listing(&r.catalog().routing, &caller, workflow.as_deref()) {
         Ok(listed) => axum::Json(crate::models::json(&listed)).into_response(),
         Err(e) => error_response(&e),
     }
@@ -214,7 +214,7 @@ async fn explain(State(r): State<Arc<Router>>, headers: HeaderMap, body: Bytes) 
         r.explain(&caller, &incoming, &req)
     });
     match result {
-        Ok(x) => axum::Json(crate::explain::json(&x.to_proto(r.prices()))).into_response(),
+        Ok(x) => axum::Json(crate::explain::json(&x.to_proto())).into_response(),
         Err(e) => error_response(&e),
     }
 }

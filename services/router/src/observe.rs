@@ -101,6 +101,7 @@ pub fn request(a: &Admitted, e: &Ending<'_>) {
         cost_usd = %cost,
         policy_version = a.policy_version,
         health_version = a.health_version,
+        catalog_version = %a.catalog.version,
         route_seed = a.seed,
         outcome = %outcome,
         "request"

@@ -22,7 +22,8 @@ use crate::reporter::Reporter;
 /// Command-line arguments of a router.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The catalog.
+    /// The catalog, used until the policy service publishes one (and whenever it publishes
+    /// none).
     #[arg(long, env = "SWITCHYARD_CATALOG")]
     pub catalog: PathBuf,
     /// HTTP listen address (OpenAI-compatible API, /metrics, /healthz, /readyz).
@@ -301,10 +302,14 @@ pub async fn start(
     router.responses = Some((stores.responses, settings.responses_ttl));
     router.abort = abort.clone();
     let router = Arc::new(router.build());
+    let r = router.clone();
     let ready = drain.readiness(Arc::new(move || {
         let p = watcher.current();
+        let catalog = r.catalog();
         let detail = serde_json::json!({
             "policy_version": p.as_ref().map(|p| p.version),
+            "catalog_version": catalog.version,
+            "catalog_published": catalog.published,
             "policy_stale": watcher.is_stale(),
             "health_stale": health.is_stale(),
         });
@@ -344,6 +349,7 @@ pub async fn start(
 
 /// Runs a router until Ctrl-C or SIGTERM. Prints one JSON line with its address.
 pub async fn run(args: Args) -> Result<(), String> {
+    // The local file until the policy publishes a catalog (then it is only a bootstrap).
     let catalog = Catalog::load(&args.catalog).map_err(|e| e.to_string())?;
     let stop = CancellationToken::new();
     let stores = Stores::redis(&args.redis, &stop).await?;

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use switchyard_core::clock::now_ms;
 use switchyard_core::{AttemptOutcome, EndpointId, Money, Usage};
-use switchyard_pricing::PriceBook;
 use switchyard_proto::v1 as pb;
 
 use crate::admission::Admitted;
@@ -22,7 +21,6 @@ use crate::reporter::Reporter;
 
 /// The settlement stage.
 pub struct Settlement {
-    prices: Arc<PriceBook>,
     reporter: Reporter,
     outcomes: Option<Arc<OutcomeWriter>>,
     health: Arc<HealthView>,
@@ -40,14 +38,12 @@ impl std::fmt::Debug for Settlement {
 impl Settlement {
     /// Settles through `reporter` and `gate`, feeding `health` and `outcomes`.
     pub fn new(
-        prices: Arc<PriceBook>,
         reporter: Reporter,
         outcomes: Option<Arc<OutcomeWriter>>,
         health: Arc<HealthView>,
         gate: Arc<BudgetGate>,
     ) -> Self {
         Settlement {
-            prices,
             reporter,
             outcomes,
             health,
@@ -60,9 +56,9 @@ impl Settlement {
         self.outcomes.as_deref()
     }
 
-    /// What `usage` costs at `endpoint`.
-    pub fn cost(&self, endpoint: &EndpointId, usage: &Usage) -> Option<Money> {
-        self.prices.cost(endpoint.as_str(), usage)
+    /// What `usage` costs at `endpoint`, at the prices `a` was held with.
+    pub fn cost(a: &Admitted, endpoint: &EndpointId, usage: &Usage) -> Option<Money> {
+        a.catalog.prices.cost(endpoint.as_str(), usage)
     }
 
     /// Records the end of a request: usage to billing (settling the hold), or the hold
@@ -104,7 +100,7 @@ impl Settlement {
         attempts: usize,
         outcome: &str,
     ) -> Money {
-        let cost = self.cost(endpoint, &usage).unwrap_or(Money::ZERO);
+        let cost = Self::cost(a, endpoint, &usage).unwrap_or(Money::ZERO);
         let p = a.plan.iter().find(|p| &p.attempt.endpoint == endpoint);
         // The hold was the most this request could cost; a reply above it breaks the bound the
         // budgets rely on. Charged as reported all the same, and made visible.

@@ -218,7 +218,7 @@ impl StreamSession {
                 chunk.model = attempt.model.to_string();
                 chunk.provider = Some(attempt.provider.to_string());
                 if let Some(u) = chunk.usage.as_mut() {
-                    u.cost = self.settlement.cost(&self.endpoint, u);
+                    u.cost = Settlement::cost(&self.admitted, &self.endpoint, u);
                 }
                 Some(StreamEvent::Chunk(chunk))
             }
