@@ -59,8 +59,9 @@ pub fn to_proto(endpoint: &EndpointId, r: &HealthRecord) -> pb::EndpointHealth {
 
 async fn list(prober: &Prober) -> Result<pb::ListEndpointsResponse, StateError> {
     let (version, records) = prober.store().records().await?;
-    let endpoints = prober
-        .targets()
+    let targets = prober.targets();
+    let endpoints = targets
+        .list
         .iter()
         .map(|t| {
             to_proto(
@@ -69,7 +70,11 @@ async fn list(prober: &Prober) -> Result<pb::ListEndpointsResponse, StateError> 
             )
         })
         .collect();
-    Ok(pb::ListEndpointsResponse { version, endpoints })
+    Ok(pb::ListEndpointsResponse {
+        version,
+        endpoints,
+        catalog_version: targets.version.clone(),
+    })
 }
 
 fn found(r: Option<HealthRecord>, endpoint: &str) -> Result<Response<pb::EndpointHealth>, Status> {

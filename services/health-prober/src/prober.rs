@@ -3,11 +3,12 @@
 //! machine and write records that changed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use switchyard_config::Catalog;
 use switchyard_core::{EndpointId, EndpointState, ModelId, Money};
+use switchyard_policy_model::catalog::PublishedCatalog;
 use switchyard_policy_model::snapshot::{CompiledPolicy, OverrideKind};
 use switchyard_providers::{ProviderClient, Target, resolve_key};
 use switchyard_state::{HealthRecord, HealthStore, PolicyStore, StateError, bucket_of};
@@ -21,42 +22,22 @@ const PROBE_PROMPT_TOKENS: u64 = 12;
 
 pub use crate::probe::ProbeTarget;
 
-/// One prober replica.
-pub struct Prober {
-    store: Arc<dyn HealthStore>,
-    policy: Option<Arc<dyn PolicyStore>>,
-    targets: Vec<ProbeTarget>,
+/// The endpoints of one catalog version, as probe targets.
+#[derive(Debug, Default)]
+pub struct Targets {
+    /// The catalog version they come from.
+    pub version: String,
+    /// One per endpoint.
+    pub list: Vec<ProbeTarget>,
+    /// Endpoints per model (the ejection cap keeps one of each).
     model_sizes: HashMap<ModelId, usize>,
-    client: ProviderClient,
-    cfg: ProberConfig,
-    owner: String,
-    spend: Mutex<VecDeque<(Instant, i64)>>,
-    disabled: Mutex<(u64, BTreeSet<EndpointId>)>,
 }
 
-impl std::fmt::Debug for Prober {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prober")
-            .field("owner", &self.owner)
-            .field("endpoints", &self.targets.len())
-            .finish()
-    }
-}
-
-use switchyard_core::clock::now_ms;
-
-impl Prober {
-    /// A prober for every endpoint of `catalog`. Keys are resolved now; an endpoint whose key
-    /// is missing is still watched (its probes fail as upstream_auth).
-    pub fn new(
-        catalog: &Catalog,
-        store: Arc<dyn HealthStore>,
-        policy: Option<Arc<dyn PolicyStore>>,
-        client: ProviderClient,
-        cfg: ProberConfig,
-        owner: String,
-    ) -> Self {
-        let mut targets = Vec::new();
+impl Targets {
+    /// Every endpoint of `catalog`. Keys are resolved now; an endpoint whose key is missing is
+    /// still watched (its probes fail as upstream_auth).
+    pub fn from_catalog(catalog: &Catalog, version: String) -> Self {
+        let mut list = Vec::new();
         let mut model_sizes: HashMap<ModelId, usize> = HashMap::new();
         for e in &catalog.endpoints {
             let key = catalog
@@ -84,18 +65,66 @@ impl Prober {
                 .model(e.model.as_str())
                 .map(|m| m.kind)
                 .unwrap_or_default();
-            targets.push(ProbeTarget {
+            list.push(ProbeTarget {
                 kind,
                 target,
                 model: e.model.clone(),
                 cost,
             });
         }
+        Targets {
+            version,
+            list,
+            model_sizes,
+        }
+    }
+
+    fn get(&self, endpoint: &str) -> Option<&ProbeTarget> {
+        self.list
+            .iter()
+            .find(|t| t.target.endpoint.as_str() == endpoint)
+    }
+}
+
+/// One prober replica.
+pub struct Prober {
+    store: Arc<dyn HealthStore>,
+    policy: Option<Arc<dyn PolicyStore>>,
+    targets: RwLock<Arc<Targets>>,
+    client: ProviderClient,
+    cfg: ProberConfig,
+    owner: String,
+    spend: Mutex<VecDeque<(Instant, i64)>>,
+    disabled: Mutex<(u64, BTreeSet<EndpointId>)>,
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober")
+            .field("owner", &self.owner)
+            .field("endpoints", &self.targets().list.len())
+            .finish()
+    }
+}
+
+use switchyard_core::clock::now_ms;
+
+impl Prober {
+    /// A prober for every endpoint of `catalog` (until the policy publishes another catalog
+    /// version: then its endpoints).
+    pub fn new(
+        catalog: &Catalog,
+        store: Arc<dyn HealthStore>,
+        policy: Option<Arc<dyn PolicyStore>>,
+        client: ProviderClient,
+        cfg: ProberConfig,
+        owner: String,
+    ) -> Self {
+        let version = PublishedCatalog::version_of(catalog);
         Prober {
             store,
             policy,
-            targets,
-            model_sizes,
+            targets: RwLock::new(Arc::new(Targets::from_catalog(catalog, version))),
             client,
             cfg,
             owner,
@@ -109,9 +138,29 @@ impl Prober {
         &self.store
     }
 
-    /// The watched endpoints.
-    pub fn targets(&self) -> &[ProbeTarget] {
-        &self.targets
+    /// The watched endpoints, of the catalog version in force.
+    pub fn targets(&self) -> Arc<Targets> {
+        self.targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Watches the endpoints of `published` from now on, if it is another version.
+    fn take_catalog(&self, published: &PublishedCatalog) {
+        if self.targets().version == published.version {
+            return;
+        }
+        match published.parse() {
+            Ok(catalog) => {
+                let next = Targets::from_catalog(&catalog, published.version.clone());
+                tracing::info!(version = %next.version, endpoints = next.list.len(), "catalog version in force");
+                *self.targets.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+            }
+            Err(e) => {
+                tracing::error!(version = %published.version, "published catalog rejected, keeping the endpoints of version {}: {e}", self.targets().version);
+            }
+        }
     }
 
     /// Runs ticks every `evaluate_ms` until `shutdown`.
@@ -171,9 +220,14 @@ impl Prober {
         let Ok(compiled) = serde_json::from_slice::<CompiledPolicy>(&snap.body) else {
             return BTreeSet::new();
         };
+        // The catalog rides in the same snapshot.
+        if let Some(c) = &compiled.catalog {
+            self.take_catalog(c);
+        }
+        let targets = self.targets();
         let mut set = BTreeSet::new();
         for o in compiled.overrides.iter().filter(|o| o.org.is_none()) {
-            for t in &self.targets {
+            for t in &targets.list {
                 let hit = match o.kind {
                     OverrideKind::DisableProvider => t.target.provider.as_str() == o.target,
                     OverrideKind::DisableEndpoint => t.target.endpoint.as_str() == o.target,
@@ -203,9 +257,10 @@ impl Prober {
             .await
             .map_err(|e| context("reading health records", e))?;
         let disabled = self.disabled().await;
+        let targets = self.targets();
         let lease_ttl = Duration::from_millis(self.cfg.lease_ttl_ms);
         let mut owned = Vec::new();
-        for t in &self.targets {
+        for t in &targets.list {
             if self
                 .store
                 .lease(t.target.endpoint.as_str(), &self.owner, lease_ttl)
@@ -251,6 +306,7 @@ impl Prober {
             let prev = records.get(ep).cloned().unwrap_or_default();
             let next = self
                 .evaluate_one(
+                    &targets,
                     t,
                     &prev,
                     probes.get(ep).copied(),
@@ -269,8 +325,10 @@ impl Prober {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn evaluate_one(
         &self,
+        targets: &Targets,
         t: &ProbeTarget,
         prev: &HealthRecord,
         probe: Option<ProbeResult>,
@@ -293,8 +351,8 @@ impl Prober {
             .outcomes(&t.target.endpoint, from, bucket_of(now))
             .await
             .map_err(|e| context("reading passive outcomes", e))?;
-        let others = self
-            .targets
+        let others = targets
+            .list
             .iter()
             .filter(|o| o.model == t.model && o.target.endpoint != t.target.endpoint)
             .filter(|o| {
@@ -308,7 +366,7 @@ impl Prober {
             probe,
             window: &window,
             disabled,
-            model_endpoints: self.model_sizes.get(&t.model).copied().unwrap_or(1),
+            model_endpoints: targets.model_sizes.get(&t.model).copied().unwrap_or(1),
             model_ejected_others: others,
         };
         Ok(evaluate(prev, &inputs, th))
@@ -357,15 +415,10 @@ impl Prober {
         Ok(written)
     }
 
-    fn target(&self, endpoint: &str) -> Option<&ProbeTarget> {
-        self.targets
-            .iter()
-            .find(|t| t.target.endpoint.as_str() == endpoint)
-    }
-
     /// Probes `endpoint` now (whoever holds its lease) and records the result.
     pub async fn probe_now(&self, endpoint: &str) -> Result<Option<HealthRecord>, StateError> {
-        let Some(t) = self.target(endpoint) else {
+        let targets = self.targets();
+        let Some(t) = targets.get(endpoint) else {
             return Ok(None);
         };
         let probe = self.probe(t).await;
@@ -374,7 +427,15 @@ impl Prober {
             let (_, records) = self.store.records().await?;
             let prev = records.get(&t.target.endpoint).cloned().unwrap_or_default();
             let next = self
-                .evaluate_one(t, &prev, Some(probe), disabled, &records, now_ms())
+                .evaluate_one(
+                    &targets,
+                    t,
+                    &prev,
+                    Some(probe),
+                    disabled,
+                    &records,
+                    now_ms(),
+                )
                 .await?;
             if self
                 .write(&t.target.endpoint, &prev, &next)
@@ -390,7 +451,7 @@ impl Prober {
     /// Hands back every lease this replica holds (at shutdown), so the other replicas take its
     /// endpoints at their next tick instead of after the lease TTL.
     pub async fn release_leases(&self) {
-        for t in &self.targets {
+        for t in &self.targets().list {
             if let Err(e) = self
                 .store
                 .release(t.target.endpoint.as_str(), &self.owner)
@@ -430,7 +491,8 @@ impl Prober {
         duration: Option<Duration>,
         why: &str,
     ) -> Result<Option<HealthRecord>, StateError> {
-        let Some(t) = self.target(endpoint) else {
+        let targets = self.targets();
+        let Some(t) = targets.get(endpoint) else {
             return Ok(None);
         };
         for _ in 0..WRITE_ATTEMPTS {

@@ -112,6 +112,7 @@ pub async fn start(
 
 /// Runs a prober until Ctrl-C or SIGTERM. Prints one JSON line with the bound addresses.
 pub async fn run(args: Args) -> Result<(), String> {
+    // The local file until the policy publishes a catalog in its snapshot.
     let catalog = Catalog::load(&args.catalog).map_err(|e| e.to_string())?;
     let cfg: ProberConfig = match &args.config {
         Some(p) => switchyard_config::load_file(p, ENV_PREFIX).map_err(|e| e.to_string())?,

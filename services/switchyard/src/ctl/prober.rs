@@ -81,7 +81,12 @@ pub(super) async fn health(ctx: &Ctx) -> Result<Out, String> {
         .await
         .map_err(|s| ctx.prober.fail("listing endpoints", &s))?
         .into_inner();
-    Ok(endpoints_out(Some(r.version), &r.endpoints))
+    let mut out = endpoints_out(Some(r.version), &r.endpoints);
+    if !r.catalog_version.is_empty() {
+        out.json["catalog_version"] = json!(r.catalog_version);
+        out.text = format!("catalog version {}, {}", r.catalog_version, out.text);
+    }
+    Ok(out)
 }
 
 pub(super) async fn eject(
