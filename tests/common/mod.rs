@@ -89,6 +89,11 @@ const POLICY: &str = "orgs:
         models: [c]
         provider: { order: [gem, brk, fast] }
         retry: { max_retries: 0 }
+      - id: capped
+        models: [m]
+        provider: { order: [fast, open] }
+        max_price: { prompt: 3, completion: 5 }
+        retry: { max_retries: 0 }
       - id: retrying
         models: [m]
         provider: { order: [fast], allow_fallbacks: false }
@@ -369,10 +374,19 @@ impl Cluster {
             Some(Ha::Sentinel(s)) => s.url(),
         };
         let path = |p: &PathBuf| p.to_str().unwrap().to_string();
+        // The policy service publishes the catalog (as in production); the other services'
+        // own copy of the file is their bootstrap.
         let policy = service(
             "policy",
             "policy",
-            &["--config", &path(&policy_file), "--redis", &url],
+            &[
+                "--config",
+                &path(&policy_file),
+                "--catalog",
+                &path(&catalog_file),
+                "--redis",
+                &url,
+            ],
             &spec.env,
         )
         .await;
@@ -500,16 +514,29 @@ impl Cluster {
             self.policy.addr("http").unwrap().to_string(),
         );
         let file = self.dir.path().join("policy.yaml");
+        let catalog = self.catalog_file();
         let url = self.redis_url();
         self.policy = service_at(
             "policy",
             "policy",
-            &["--config", file.to_str().unwrap(), "--redis", &url],
+            &[
+                "--config",
+                file.to_str().unwrap(),
+                "--catalog",
+                catalog.to_str().unwrap(),
+                "--redis",
+                &url,
+            ],
             &grpc,
             &http,
             &self.spec.env,
         )
         .await;
+    }
+
+    /// The catalog file the policy service publishes (and the others start from).
+    pub fn catalog_file(&self) -> PathBuf {
+        self.dir.path().join("catalog.yaml")
     }
 
     /// Router `n`'s `/readyz` detail.
