@@ -11,6 +11,7 @@ use switchyard_core::{AttemptOutcome, EndpointHealth, EndpointId, EndpointState,
 use tokio::sync::broadcast;
 
 use crate::StateError;
+use crate::health_stats::{Tier, bin_of};
 
 /// Seconds per passive-outcome bucket.
 pub const BUCKET_SECS: u64 = 10;
@@ -132,6 +133,15 @@ pub struct Outcomes {
     /// Replies that cost more than their budget hold.
     #[serde(default)]
     pub over_hold: u64,
+    /// Latencies of answered attempts, ms, by [`crate::health_stats::bin_of`] bin.
+    #[serde(default)]
+    pub latency_hist: BTreeMap<u16, u64>,
+    /// Times to first token, ms, by bin.
+    #[serde(default)]
+    pub ttft_hist: BTreeMap<u16, u64>,
+    /// Output tokens per second of generating attempts, by bin.
+    #[serde(default)]
+    pub tps_hist: BTreeMap<u16, u64>,
 }
 
 impl Outcomes {
@@ -158,11 +168,20 @@ impl Outcomes {
             self.tokens_out += tokens_out;
             if tokens_out > 0 {
                 self.generation_ms += latency_ms;
+                // Tokens over the time spent generating them (after the first, when known).
+                let generating = latency_ms.saturating_sub(ttft_ms.unwrap_or(0)).max(1);
+                let tps = tokens_out as f64 * 1000.0 / generating as f64;
+                *self.tps_hist.entry(bin_of(tps)).or_default() += 1;
             }
             if let Some(ttft) = ttft_ms {
                 self.ttft_ms_sum += ttft;
                 self.ttft_count += 1;
+                *self.ttft_hist.entry(bin_of(ttft as f64)).or_default() += 1;
             }
+            *self
+                .latency_hist
+                .entry(bin_of(latency_ms as f64))
+                .or_default() += 1;
         } else {
             self.failed += 1;
         }
@@ -184,6 +203,15 @@ impl Outcomes {
         self.tool_calls_valid += o.tool_calls_valid;
         self.tool_calls_invalid += o.tool_calls_invalid;
         self.over_hold += o.over_hold;
+        for (mine, theirs) in [
+            (&mut self.latency_hist, &o.latency_hist),
+            (&mut self.ttft_hist, &o.ttft_hist),
+            (&mut self.tps_hist, &o.tps_hist),
+        ] {
+            for (b, n) in theirs {
+                *mine.entry(*b).or_default() += n;
+            }
+        }
     }
 
     /// Attempts counted.
@@ -205,6 +233,13 @@ impl Outcomes {
             ("oh".to_string(), self.over_hold),
         ];
         f.extend(self.by_class.iter().map(|(k, v)| (format!("c:{k}"), *v)));
+        for (prefix, hist) in [
+            ("hl:", &self.latency_hist),
+            ("ht:", &self.ttft_hist),
+            ("hp:", &self.tps_hist),
+        ] {
+            f.extend(hist.iter().map(|(b, n)| (format!("{prefix}{b}"), *n)));
+        }
         f.retain(|(_, v)| *v > 0);
         f
     }
@@ -226,6 +261,15 @@ impl Outcomes {
                 other => {
                     if let Some(class) = other.strip_prefix("c:") {
                         *o.by_class.entry(class.to_string()).or_default() += v;
+                    }
+                    for (prefix, hist) in [
+                        ("hl:", &mut o.latency_hist),
+                        ("ht:", &mut o.ttft_hist),
+                        ("hp:", &mut o.tps_hist),
+                    ] {
+                        if let Some(b) = other.strip_prefix(prefix).and_then(|b| b.parse().ok()) {
+                            *hist.entry(b).or_default() += v;
+                        }
                     }
                 }
             }
@@ -262,8 +306,18 @@ pub trait HealthStore: Send + Sync + 'static {
     ) -> Result<Option<u64>, StateError>;
     /// Announcements of new versions.
     fn subscribe(&self) -> broadcast::Receiver<u64>;
-    /// Adds outcome counters (one pipelined round trip for the whole batch).
+    /// Adds outcome counters to their short buckets and to the minute and hour history (one
+    /// pipelined round trip for the whole batch).
     async fn add_outcomes(&self, batch: &[(EndpointId, u64, Outcomes)]) -> Result<(), StateError>;
+    /// `endpoint`'s counters in each `tier` bucket `from..=to` (written by
+    /// [`HealthStore::add_outcomes`] beside the short buckets), oldest first; one round trip.
+    async fn tier_outcomes(
+        &self,
+        endpoint: &EndpointId,
+        tier: Tier,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Outcomes>, StateError>;
     /// The sum of `endpoint`'s counters over buckets `from..=to`.
     async fn outcomes(
         &self,

@@ -9,13 +9,15 @@ use switchyard_core::EndpointId;
 use tokio::sync::broadcast;
 
 use crate::StateError;
-use crate::health::{HealthRecord, HealthStore, Outcomes};
+use crate::health::{BUCKET_SECS, HealthRecord, HealthStore, Outcomes};
+use crate::health_stats::Tier;
 
 #[derive(Default)]
 struct Inner {
     version: u64,
     records: BTreeMap<EndpointId, HealthRecord>,
     outcomes: HashMap<(EndpointId, u64), Outcomes>,
+    tiers: HashMap<(EndpointId, Tier, u64), Outcomes>,
     leases: HashMap<String, (String, Instant)>,
     cooldowns: BTreeMap<EndpointId, u64>,
 }
@@ -95,14 +97,49 @@ impl HealthStore for MemoryHealthStore {
 
     async fn add_outcomes(&self, batch: &[(EndpointId, u64, Outcomes)]) -> Result<(), StateError> {
         let mut inner = self.lock();
+        let mut newest = 0;
         for (ep, bucket, o) in batch {
             inner
                 .outcomes
                 .entry((ep.clone(), *bucket))
                 .or_default()
                 .add(o);
+            for tier in [Tier::Minute, Tier::Hour] {
+                inner
+                    .tiers
+                    .entry((ep.clone(), tier, tier.of_bucket(*bucket)))
+                    .or_default()
+                    .add(&tier.kept(o));
+            }
+            newest = newest.max(*bucket);
         }
+        // Kept as long as their Redis counterparts.
+        let oldest = newest.saturating_sub(30);
+        inner.outcomes.retain(|(_, b), _| *b >= oldest);
+        let now_s = newest * BUCKET_SECS;
+        inner
+            .tiers
+            .retain(|(_, tier, b), _| (b + 1) * tier.secs() + tier.ttl_secs() > now_s);
         Ok(())
+    }
+
+    async fn tier_outcomes(
+        &self,
+        endpoint: &EndpointId,
+        tier: Tier,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Outcomes>, StateError> {
+        let inner = self.lock();
+        Ok((from..=to)
+            .map(|b| {
+                inner
+                    .tiers
+                    .get(&(endpoint.clone(), tier, b))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect())
     }
 
     async fn outcomes(

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::StateError;
 use crate::health::{BUCKET_SECS, HealthRecord, HealthStore, Outcomes, health_channel};
+use crate::health_stats::Tier;
 use crate::redis_store::{connect, subscriber};
 
 const RECORDS: &str = "sy:{health}:records";
@@ -101,6 +102,14 @@ impl std::fmt::Debug for RedisHealthStore {
 
 fn bucket_key(endpoint: &str, bucket: u64) -> String {
     format!("sy:{{health}}:out:{endpoint}:{bucket}")
+}
+
+fn tier_key(endpoint: &str, tier: Tier, bucket: u64) -> String {
+    let t = match tier {
+        Tier::Minute => "min",
+        Tier::Hour => "hour",
+    };
+    format!("sy:{{health}}:{t}:{endpoint}:{bucket}")
 }
 
 impl RedisHealthStore {
@@ -207,10 +216,36 @@ impl HealthStore for RedisHealthStore {
                 pipe.hincr(&key, field, n).ignore();
             }
             pipe.expire(&key, OUTCOME_TTL_SECS as i64).ignore();
+            for tier in [Tier::Minute, Tier::Hour] {
+                let key = tier_key(ep.as_str(), tier, tier.of_bucket(*bucket));
+                for (field, n) in tier.kept(o).fields() {
+                    pipe.hincr(&key, field, n).ignore();
+                }
+                pipe.expire(&key, tier.ttl_secs() as i64).ignore();
+            }
         }
         let mut conn = self.conn.clone();
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
+    }
+
+    async fn tier_outcomes(
+        &self,
+        endpoint: &EndpointId,
+        tier: Tier,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Outcomes>, StateError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for b in from..=to {
+            pipe.hgetall(tier_key(endpoint.as_str(), tier, b));
+        }
+        let mut conn = self.conn.clone();
+        let buckets: Vec<Vec<(String, u64)>> = pipe.query_async(&mut conn).await?;
+        Ok(buckets.into_iter().map(Outcomes::from_fields).collect())
     }
 
     async fn outcomes(

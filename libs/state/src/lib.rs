@@ -12,6 +12,7 @@ mod error;
 mod health;
 mod health_memory;
 mod health_redis;
+pub mod health_stats;
 mod idempotency;
 mod memory;
 mod policy;
@@ -31,6 +32,7 @@ pub use health::{
 };
 pub use health_memory::MemoryHealthStore;
 pub use health_redis::RedisHealthStore;
+pub use health_stats::{EndpointStats, Percentiles, Tier, endpoint_stats};
 pub use idempotency::{Begin, IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore};
 pub use memory::MemoryPolicyStore;
 pub use policy::{AuditRecord, PolicyStore, StoredSnapshot, snapshot_channel};

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use switchyard_core::{EndpointId, EndpointState};
-use switchyard_state::{HealthRecord, HealthStore, MemoryHealthStore, Outcomes, RedisHealthStore};
+use switchyard_core::{AttemptOutcome, EndpointId, EndpointState, ErrorClass};
+use switchyard_state::{
+    HealthRecord, HealthStore, MemoryHealthStore, Outcomes, RedisHealthStore, Tier,
+};
 use switchyard_testkit::{RedisCluster, RedisSentinels, RedisServer};
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +87,25 @@ async fn contract(a: &dyn HealthStore, b: &dyn HealthStore) {
         Outcomes::default(),
         "an empty range is empty, not an error"
     );
+
+    // The same counters in the history: buckets 100 and 101 (10 s each) are both in minute
+    // 16 and hour 0; the hour keeps only what uptime needs; the histograms survive the store.
+    let mut timed = Outcomes::default();
+    timed.count(AttemptOutcome::Ok, 400, 100, Some(150));
+    timed.count(AttemptOutcome::Failed(ErrorClass::Timeout), 2000, 0, None);
+    a.add_outcomes(&[(ep.clone(), 100, timed.clone())])
+        .await
+        .unwrap();
+    let minutes = b.tier_outcomes(&ep, Tier::Minute, 15, 17).await.unwrap();
+    assert_eq!(minutes.len(), 3);
+    assert_eq!((minutes[0].ok, minutes[2].ok), (0, 0));
+    assert_eq!((minutes[1].ok, minutes[1].failed), (6 + 1, 2 + 1));
+    assert_eq!(minutes[1].latency_hist, timed.latency_hist);
+    assert_eq!(minutes[1].ttft_hist, timed.ttft_hist);
+    assert_eq!(minutes[1].tps_hist, timed.tps_hist);
+    let hours = b.tier_outcomes(&ep, Tier::Hour, 0, 0).await.unwrap();
+    assert_eq!((hours[0].ok, hours[0].failed), (7, 3));
+    assert!(hours[0].latency_hist.is_empty());
 
     let ttl = Duration::from_millis(300);
     assert!(a.lease("m@p", "prober-1", ttl).await.unwrap());
