@@ -54,22 +54,41 @@ pub fn to_proto(endpoint: &EndpointId, r: &HealthRecord) -> pb::EndpointHealth {
         ejections: r.ejections,
         tool_validity: r.tool_validity,
         over_holds: r.over_holds,
+        ..Default::default()
     }
+}
+
+fn percentiles(p: Option<switchyard_state::Percentiles>) -> Option<pb::Percentiles> {
+    p.map(|p| pb::Percentiles {
+        p50: p.p50,
+        p75: p.p75,
+        p90: p.p90,
+        p99: p.p99,
+    })
+}
+
+/// `e` with the live statistics of its endpoint.
+fn with_stats(mut e: pb::EndpointHealth, s: switchyard_state::EndpointStats) -> pb::EndpointHealth {
+    e.uptime_last_5m = s.uptime_5m;
+    e.uptime_last_30m = s.uptime_30m;
+    e.uptime_last_1d = s.uptime_1d;
+    e.latency_last_30m = percentiles(s.latency_30m);
+    e.ttft_last_30m = percentiles(s.ttft_30m);
+    e.throughput_last_30m = percentiles(s.throughput_30m);
+    e
 }
 
 async fn list(prober: &Prober) -> Result<pb::ListEndpointsResponse, StateError> {
     let (version, records) = prober.store().records().await?;
     let targets = prober.targets();
-    let endpoints = targets
-        .list
-        .iter()
-        .map(|t| {
-            to_proto(
-                &t.target.endpoint,
-                &records.get(&t.target.endpoint).cloned().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let now = switchyard_core::clock::now_ms();
+    let mut endpoints = Vec::with_capacity(targets.list.len());
+    for t in &targets.list {
+        let ep = &t.target.endpoint;
+        let e = to_proto(ep, &records.get(ep).cloned().unwrap_or_default());
+        let stats = switchyard_state::endpoint_stats(prober.store().as_ref(), ep, now).await?;
+        endpoints.push(with_stats(e, stats));
+    }
     Ok(pb::ListEndpointsResponse {
         version,
         endpoints,

@@ -7,8 +7,26 @@ use super::Out;
 use super::client::Ctx;
 use super::render::*;
 
+fn percentiles_json(p: Option<&pb::Percentiles>) -> Value {
+    p.map_or(
+        Value::Null,
+        |p| json!({"p50": p.p50, "p75": p.p75, "p90": p.p90, "p99": p.p99}),
+    )
+}
+
+/// Percent, or `-` without attempts.
+fn pct(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.1}"))
+}
+
 pub(super) fn endpoint_json(e: &pb::EndpointHealth) -> Value {
     json!({
+        "uptime_last_5m": e.uptime_last_5m,
+        "uptime_last_30m": e.uptime_last_30m,
+        "uptime_last_1d": e.uptime_last_1d,
+        "latency_last_30m": percentiles_json(e.latency_last_30m.as_ref()),
+        "ttft_last_30m": percentiles_json(e.ttft_last_30m.as_ref()),
+        "throughput_last_30m": percentiles_json(e.throughput_last_30m.as_ref()),
         "endpoint": e.endpoint,
         "state": state_name(e.state),
         "reason": e.reason,
@@ -43,6 +61,15 @@ pub(super) fn endpoints_out(version: Option<u64>, list: &[pb::EndpointHealth]) -
                 } else {
                     "0".into()
                 },
+                format!(
+                    "{}/{}/{}",
+                    pct(e.uptime_last_5m),
+                    pct(e.uptime_last_30m),
+                    pct(e.uptime_last_1d)
+                ),
+                e.latency_last_30m.as_ref().map_or("-".into(), |p| {
+                    format!("{:.0}/{:.0}", p.p50 * 1e3, p.p99 * 1e3)
+                }),
                 ago(e.updated_unix_ms),
                 e.reason.clone(),
             ]
@@ -58,6 +85,8 @@ pub(super) fn endpoints_out(version: Option<u64>, list: &[pb::EndpointHealth]) -
             "TOOLS",
             "EJECTIONS",
             "OVER_HOLD",
+            "UP_5M/30M/1D",
+            "P50/P99_MS",
             "UPDATED",
             "REASON",
         ],
