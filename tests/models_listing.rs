@@ -140,3 +140,115 @@ async fn each_caller_sees_what_its_org_and_workflow_may_use() {
         .collect();
     assert_eq!(got, [("m".to_string(), vec!["fast".to_string()])]);
 }
+
+async fn endpoints(c: &Cluster, n: usize, key: &str, model: &str) -> (u16, Value) {
+    let resp = c
+        .http
+        .get(format!(
+            "{}/v1/models/{model}/endpoints",
+            c.routers[n].url("http")
+        ))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+fn endpoint<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["data"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+}
+
+#[tokio::test]
+async fn endpoint_stats_come_from_every_routers_outcomes() {
+    let c = Cluster::start(Spec {
+        routers: 2,
+        prober: Some(common::QUIET_PROBER.into()),
+        ..Spec::default()
+    })
+    .await;
+    // Through both routers: fast answers (some streamed, for time to first token); open fails
+    // and its requests fall back to fast.
+    let fast = common::hi(serde_json::json!({"provider": {"order": ["fast"]}}));
+    for i in 0..12 {
+        if i % 3 == 0 {
+            let (status, _) = c.stream(i % 2, &fast).await;
+            assert_eq!(status, 200);
+        } else {
+            let (status, v) = c.chat(i % 2, &fast).await;
+            assert_eq!(status, 200, "{v}");
+        }
+    }
+    c.break_provider("open", 500).await;
+    let open = common::hi(serde_json::json!({"provider": {"order": ["open", "fast"]}}));
+    for i in 0..6 {
+        let (status, v) = c.chat(i % 2, &open).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    // Outcomes reach the shared buckets within a second or so; either router reads them all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let v = loop {
+        let (status, v) = endpoints(&c, 1, KEY, "m").await;
+        assert_eq!(status, 200, "{v}");
+        let done = endpoint(&v, "m@fast")["attempts_last_30m"].as_u64() >= Some(18)
+            && endpoint(&v, "m@open")["attempts_last_30m"].as_u64() >= Some(6);
+        if done {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    eprintln!("{v:#}");
+    let f = endpoint(&v, "m@fast");
+    for w in ["uptime_last_5m", "uptime_last_30m", "uptime_last_1d"] {
+        assert_eq!(f[w], 100.0, "{f}");
+        assert_eq!(endpoint(&v, "m@open")[w], 0.0, "{v}");
+        assert!(
+            endpoint(&v, "m@premium")[w].is_null(),
+            "no traffic, no uptime: {v}"
+        );
+    }
+    for stat in ["latency_last_30m", "ttft_last_30m", "throughput_last_30m"] {
+        let p = &f[stat];
+        let (p50, p99) = (p["p50"].as_f64().unwrap(), p["p99"].as_f64().unwrap());
+        assert!(p50 > 0.0, "{stat}: {p}");
+        if stat == "throughput_last_30m" {
+            assert!(p99 <= p50, "{stat}: {p}");
+        } else {
+            assert!(p99 >= p50, "{stat}: {p}");
+        }
+    }
+    assert_eq!(f["provider_name"], "fast");
+    assert_eq!(f["pricing"]["prompt"], "0.000001");
+    assert!(f["state"].is_string(), "{f}");
+
+    // The prober's listing shows the same.
+    let h = c.ctl(&["health"]).await.ok();
+    let fast_h = h["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "m@fast")
+        .unwrap();
+    assert_eq!(fast_h["uptime_last_30m"], 100.0, "{fast_h}");
+    assert_eq!(
+        fast_h["latency_last_30m"], f["latency_last_30m"],
+        "{fast_h}"
+    );
+
+    // Unknown models and paths are 404s in the OpenAI envelope.
+    let (status, v) = endpoints(&c, 0, KEY, "nope").await;
+    assert_eq!(status, 404, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("nope"),
+        "{v}"
+    );
+    let (status, _) = endpoints(&c, 0, "sk-wrong", "m").await;
+    assert_eq!(status, 401);
+}

@@ -33,6 +33,7 @@ pub use crate::reply::{Embedded, Failure, Reply, Served};
 /// A router's stages, composed.
 pub struct Router {
     policy: Arc<PolicyWatcher>,
+    health: Arc<HealthView>,
     admission: Admission,
     gate: Arc<BudgetGate>,
     client: ProviderClient,
@@ -87,6 +88,7 @@ impl RouterParts {
         ));
         Router {
             policy: self.policy,
+            health: self.health.clone(),
             admission: Admission::new(catalog, self.health),
             gate,
             client: self.client,
@@ -140,6 +142,11 @@ impl Router {
                 "stored responses are not enabled on this router: send `store: false` and no `previous_response_id`",
             )
         })
+    }
+
+    /// Health as this router sees it.
+    pub fn health(&self) -> &Arc<HealthView> {
+        &self.health
     }
 
     /// The catalog version in force: the planner's view, prices and targets.

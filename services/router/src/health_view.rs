@@ -117,6 +117,11 @@ impl HealthView {
         view
     }
 
+    /// The shared store the records come from.
+    pub fn store(&self) -> &Arc<dyn HealthStore> {
+        &self.store
+    }
+
     /// Whether the last read failed (the snapshot is the last one known).
     pub fn is_stale(&self) -> bool {
         self.stale.load(Ordering::Relaxed)

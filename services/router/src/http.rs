@@ -27,6 +27,7 @@ pub fn routes(router: Arc<Router>, limits: HttpLimits) -> Axum {
     Axum::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*path}", get(crate::model_endpoints::get))
         .route("/v1/routing/explain", post(explain))
         .route("/v1/messages", post(crate::messages::create))
         .route(
@@ -63,7 +64,7 @@ pub(crate) fn refused_in(
     render(e)
 }
 
-fn refused(e: &Error) -> Response {
+pub(crate) fn refused(e: &Error) -> Response {
     refused_in(Api::Chat, e, None, error_response)
 }
 

@@ -36,6 +36,7 @@ pub mod http_guard;
 pub mod idempotency;
 pub mod listener;
 pub mod messages;
+pub mod model_endpoints;
 pub mod models;
 pub mod observe;
 pub mod outcomes;
