@@ -1,7 +1,8 @@
 //! `GET /v1/models` (and gRPC `ListModels`) per caller: two orgs with different workflows see
 //! different models; naming a workflow narrows the list to what it may use, with the providers
 //! that would serve each model and OpenRouter's fields (context length, per-token prices,
-//! supported parameters).
+//! supported parameters); `GET /v1/models/{id}/endpoints` shows each endpoint's state and live
+//! statistics, an outage within two probe intervals.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -169,7 +170,7 @@ fn endpoint<'a>(v: &'a Value, name: &str) -> &'a Value {
 async fn endpoint_stats_come_from_every_routers_outcomes() {
     let c = Cluster::start(Spec {
         routers: 2,
-        prober: Some(common::QUIET_PROBER.into()),
+        prober: Some("probe: { interval_ms: 1000 }\nevaluate_ms: 200\n".into()),
         ..Spec::default()
     })
     .await;
@@ -186,6 +187,7 @@ async fn endpoint_stats_come_from_every_routers_outcomes() {
         }
     }
     c.break_provider("open", 500).await;
+    let broken = std::time::Instant::now();
     let open = common::hi(serde_json::json!({"provider": {"order": ["open", "fast"]}}));
     for i in 0..6 {
         let (status, v) = c.chat(i % 2, &open).await;
@@ -197,14 +199,18 @@ async fn endpoint_stats_come_from_every_routers_outcomes() {
         let (status, v) = endpoints(&c, 1, KEY, "m").await;
         assert_eq!(status, 200, "{v}");
         let done = endpoint(&v, "m@fast")["attempts_last_30m"].as_u64() >= Some(18)
-            && endpoint(&v, "m@open")["attempts_last_30m"].as_u64() >= Some(6);
+            && endpoint(&v, "m@open")["attempts_last_30m"].as_u64() >= Some(6)
+            && endpoint(&v, "m@open")["state"] == "ejected";
         if done {
             break v;
         }
         assert!(std::time::Instant::now() < deadline, "{v}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
-    eprintln!("{v:#}");
+    // Two probe intervals (1 s each), and the time the requests above took.
+    let took = broken.elapsed();
+    eprintln!("outage shown (uptime, ejected) {took:?} after it began\n{v:#}");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     let f = endpoint(&v, "m@fast");
     for w in ["uptime_last_5m", "uptime_last_30m", "uptime_last_1d"] {
         assert_eq!(f[w], 100.0, "{f}");
