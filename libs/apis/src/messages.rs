@@ -656,6 +656,7 @@ pub fn error_type(class: ErrorClass) -> &'static str {
         ErrorClass::InvalidRequest | ErrorClass::ContextLengthExceeded => "invalid_request_error",
         ErrorClass::Unauthenticated => "authentication_error",
         ErrorClass::BudgetExceeded => "billing_error",
+        ErrorClass::LimitExceeded => "rate_limit_error",
         ErrorClass::ForbiddenByPolicy | ErrorClass::ContentPolicy => "permission_error",
         ErrorClass::RateLimited => "rate_limit_error",
         ErrorClass::Timeout => "timeout_error",

@@ -18,6 +18,9 @@ pub enum ErrorClass {
     Unauthenticated,
     /// A budget scope would go over its limit.
     BudgetExceeded,
+    /// A client limit of the org, key or workflow (requests or tokens per minute, requests in
+    /// flight) is reached: ours, not an upstream's.
+    LimitExceeded,
     /// The org's policy forbids what was asked.
     ForbiddenByPolicy,
     /// Every candidate endpoint was excluded (the reasons are listed).
@@ -53,10 +56,11 @@ pub enum Fallback {
 
 impl ErrorClass {
     /// Every class, in declaration order.
-    pub const ALL: [ErrorClass; 12] = [
+    pub const ALL: [ErrorClass; 13] = [
         ErrorClass::InvalidRequest,
         ErrorClass::Unauthenticated,
         ErrorClass::BudgetExceeded,
+        ErrorClass::LimitExceeded,
         ErrorClass::ForbiddenByPolicy,
         ErrorClass::NoEligibleRoute,
         ErrorClass::RateLimited,
@@ -74,6 +78,7 @@ impl ErrorClass {
             ErrorClass::InvalidRequest => "invalid_request",
             ErrorClass::Unauthenticated => "unauthenticated",
             ErrorClass::BudgetExceeded => "budget_exceeded",
+            ErrorClass::LimitExceeded => "limit_exceeded",
             ErrorClass::ForbiddenByPolicy => "forbidden_by_policy",
             ErrorClass::NoEligibleRoute => "no_eligible_route",
             ErrorClass::RateLimited => "rate_limited",
@@ -94,6 +99,7 @@ impl ErrorClass {
             }
             ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorClass::BudgetExceeded => StatusCode::PAYMENT_REQUIRED,
+            ErrorClass::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorClass::ForbiddenByPolicy | ErrorClass::ContentPolicy => StatusCode::FORBIDDEN,
             ErrorClass::NoEligibleRoute => StatusCode::SERVICE_UNAVAILABLE,
             ErrorClass::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -105,14 +111,17 @@ impl ErrorClass {
 
     /// The gRPC status code when this class is the request's final outcome. An upstream rate
     /// limit maps to UNAVAILABLE (retryable by standard gRPC retry policies); RESOURCE_EXHAUSTED
-    /// is kept for our own budgets, so a client can tell the two apart by code alone.
+    /// is kept for our own budgets and client limits, so a client can tell the two apart by code
+    /// alone.
     pub const fn grpc_code(self) -> tonic::Code {
         match self {
             ErrorClass::InvalidRequest | ErrorClass::ContextLengthExceeded => {
                 tonic::Code::InvalidArgument
             }
             ErrorClass::Unauthenticated => tonic::Code::Unauthenticated,
-            ErrorClass::BudgetExceeded => tonic::Code::ResourceExhausted,
+            ErrorClass::BudgetExceeded | ErrorClass::LimitExceeded => {
+                tonic::Code::ResourceExhausted
+            }
             ErrorClass::ForbiddenByPolicy | ErrorClass::ContentPolicy => {
                 tonic::Code::PermissionDenied
             }
@@ -134,7 +143,7 @@ impl ErrorClass {
             ErrorClass::Unauthenticated => "authentication_error",
             ErrorClass::BudgetExceeded => "insufficient_quota",
             ErrorClass::ForbiddenByPolicy | ErrorClass::ContentPolicy => "permission_error",
-            ErrorClass::RateLimited => "rate_limit_error",
+            ErrorClass::RateLimited | ErrorClass::LimitExceeded => "rate_limit_error",
             ErrorClass::Timeout => "timeout_error",
             ErrorClass::NoEligibleRoute | ErrorClass::Unavailable | ErrorClass::UpstreamAuth => {
                 "upstream_error"
@@ -163,6 +172,7 @@ impl ErrorClass {
             ErrorClass::InvalidRequest
             | ErrorClass::Unauthenticated
             | ErrorClass::BudgetExceeded
+            | ErrorClass::LimitExceeded
             | ErrorClass::ForbiddenByPolicy
             | ErrorClass::NoEligibleRoute
             | ErrorClass::Internal => Fallback::No,
@@ -303,7 +313,7 @@ mod tests {
     #[test]
     fn mapping_matches_the_design_table() {
         use ErrorClass::*;
-        let table: [(ErrorClass, u16, tonic::Code, bool, Fallback); 12] = [
+        let table: [(ErrorClass, u16, tonic::Code, bool, Fallback); 13] = [
             (
                 InvalidRequest,
                 400,
@@ -321,6 +331,13 @@ mod tests {
             (
                 BudgetExceeded,
                 402,
+                tonic::Code::ResourceExhausted,
+                false,
+                Fallback::No,
+            ),
+            (
+                LimitExceeded,
+                429,
                 tonic::Code::ResourceExhausted,
                 false,
                 Fallback::No,
