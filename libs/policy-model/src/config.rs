@@ -90,6 +90,10 @@ pub struct OrgConfig {
     /// Budgets of the org, its keys and its workflows (see [`crate::budgets`]).
     #[serde(default)]
     pub budgets: Vec<crate::budgets::BudgetConfig>,
+    /// Request, token and concurrency limits of the org, its keys and its workflows (see
+    /// [`crate::limits`]).
+    #[serde(default)]
+    pub limits: Vec<crate::limits::LimitConfig>,
 }
 
 /// Org-wide provider allow and deny lists.
@@ -295,6 +299,7 @@ impl Validate for PolicyConfig {
             let key_list: Vec<&str> = o.api_keys.iter().map(|k| k.id.as_str()).collect();
             let workflow_list: Vec<&str> = o.workflows.iter().map(|w| w.id.as_str()).collect();
             crate::budgets::validate(&o.budgets, &key_list, &workflow_list, v);
+            crate::limits::validate(&o.limits, &key_list, &workflow_list, v);
             let mut workflows = HashSet::new();
             v.each("workflows", &o.workflows, |v, _, w| {
                 if w.id.as_str().is_empty() || !workflows.insert(w.id.as_str()) {

@@ -10,4 +10,5 @@ pub mod catalog;
 pub mod config;
 pub mod crypto;
 pub mod keys;
+pub mod limits;
 pub mod snapshot;

@@ -27,6 +27,9 @@ pub struct CompiledPolicy {
     /// Budgets in force (the file's, with the operator's changes), by scope and period.
     #[serde(default)]
     pub budgets: Vec<crate::budgets::DeclaredBudget>,
+    /// Client limits in force (the file's, with the operator's changes), by scope.
+    #[serde(default)]
+    pub limits: Vec<crate::limits::DeclaredLimit>,
     /// The catalog every process routes, probes and prices with, when the policy service
     /// publishes one (otherwise each process keeps its local catalog file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +179,7 @@ impl CompiledPolicy {
             byok,
             overrides,
             budgets: Vec::new(),
+            limits: Vec::new(),
             catalog: None,
             key_index: OnceLock::new(),
         }
@@ -185,6 +189,26 @@ impl CompiledPolicy {
     pub fn with_budgets(mut self, budgets: Vec<crate::budgets::DeclaredBudget>) -> Self {
         self.budgets = budgets;
         self
+    }
+
+    /// The same policy with `limits` in force.
+    pub fn with_limits(mut self, limits: Vec<crate::limits::DeclaredLimit>) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits that apply to a request of `org` with key `key` through `workflow`.
+    pub fn limits_for<'a>(
+        &'a self,
+        org: &'a str,
+        key: &'a str,
+        workflow: &'a str,
+    ) -> impl Iterator<Item = &'a crate::limits::DeclaredLimit> + 'a {
+        self.limits.iter().filter(move |l| {
+            l.org.as_str() == org
+                && l.key.as_deref().is_none_or(|k| k == key)
+                && l.workflow.as_deref().is_none_or(|w| w == workflow)
+        })
     }
 
     /// An org.

@@ -25,6 +25,8 @@ pub struct Dynamic {
     pub overrides: Vec<Override>,
     /// Operators' budget changes.
     pub budgets: Vec<switchyard_policy_model::budgets::BudgetDoc>,
+    /// Operators' limit changes.
+    pub limits: Vec<switchyard_policy_model::limits::LimitDoc>,
 }
 
 fn min_price(a: Option<MaxPrice>, b: Option<MaxPrice>) -> Option<MaxPrice> {
@@ -182,7 +184,15 @@ pub fn compile(
             .map(|o| (o.id.clone(), o.budgets.clone()))
             .collect();
         let budgets = switchyard_policy_model::budgets::in_force(&file, &dynamic.budgets);
-        Ok(CompiledPolicy::new(orgs, keys, byok, overrides).with_budgets(budgets))
+        let limit_file: Vec<_> = cfg
+            .orgs
+            .iter()
+            .map(|o| (o.id.clone(), o.limits.clone()))
+            .collect();
+        let limits = switchyard_policy_model::limits::in_force(&limit_file, &dynamic.limits);
+        Ok(CompiledPolicy::new(orgs, keys, byok, overrides)
+            .with_budgets(budgets)
+            .with_limits(limits))
     } else {
         Err(errors)
     }
@@ -445,6 +455,41 @@ mod shipped {
             "orgs[0].budgets[1]: a budget is for the org, one key or one workflow",
             "orgs[0].budgets[1].key: unknown key id `ghost`",
             "orgs[0].budgets[2]: two budgets for the same scope and period `month`",
+        ] {
+            assert!(err.contains(expected), "missing `{expected}` in {err}");
+        }
+    }
+
+    #[test]
+    fn declared_limits_are_checked_with_their_paths_and_compiled() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+        let text = std::fs::read_to_string(root.join("policy.example.yaml")).unwrap();
+        let cfg: crate::config::PolicyConfig =
+            switchyard_config::parse_str("p.yaml", &text).unwrap();
+        let compiled = compile(&cfg, &Default::default(), None).unwrap();
+        let ids: Vec<String> = compiled.limits.iter().map(|l| l.id()).collect();
+        assert_eq!(ids, ["acme/key:acme-demo", "acme/org"]);
+        let applying: Vec<String> = compiled
+            .limits_for("acme", "acme-demo", "support")
+            .map(|l| l.id())
+            .collect();
+        assert_eq!(applying.len(), 2);
+        assert_eq!(compiled.limits_for("acme", "other", "support").count(), 1);
+
+        let bad = text.replacen(
+            "      - { rpm: 600, tpm: 2000000 }",
+            "      - { rpm: 0 }\n      - { key: ghost, workflow: support, rpm: 1 }\n      - { tpm: 5 }\n      - { workflow: support }",
+            1,
+        );
+        let err = switchyard_config::parse_str::<crate::config::PolicyConfig>("p.yaml", &bad)
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "orgs[0].limits[0]: a limit of 0 refuses everything",
+            "orgs[0].limits[1]: limits are for the org, one key or one workflow",
+            "orgs[0].limits[1].key: unknown key id `ghost`",
+            "orgs[0].limits[2]: two limits for the same scope",
+            "orgs[0].limits[3]: set at least one of rpm, tpm, concurrent",
         ] {
             assert!(err.contains(expected), "missing `{expected}` in {err}");
         }

@@ -24,7 +24,8 @@ use crate::snapshot::{CompiledPolicy, KeyOrigin, KeyRecord, Override, OverrideKi
 const KEYS: &str = "keys";
 const REVOKED: &str = "revoked";
 const OVERRIDES: &str = "overrides";
-const BUDGETS: &str = "budgets";
+pub(crate) const BUDGETS: &str = "budgets";
+pub(crate) const LIMITS: &str = "limits";
 
 /// A snapshot as this replica serves it.
 pub struct Served {
@@ -67,7 +68,7 @@ pub enum CoreError {
 
 /// One replica's policy state.
 pub struct PolicyCore {
-    store: Arc<dyn PolicyStore>,
+    pub(crate) store: Arc<dyn PolicyStore>,
     file: PathBuf,
     config: RwLock<Option<Arc<PolicyConfig>>>,
     last_text: Mutex<Option<String>>,
@@ -175,6 +176,13 @@ impl PolicyCore {
             .into_iter()
             .map(|d| decode(BUDGETS, d))
             .collect::<Result<Vec<BudgetDoc>, _>>()?;
+        let limits = self
+            .store
+            .list_docs(LIMITS)
+            .await?
+            .into_iter()
+            .map(|d| decode(LIMITS, d))
+            .collect::<Result<Vec<crate::limits::LimitDoc>, _>>()?;
         let revoked = self
             .store
             .list_docs(REVOKED)
@@ -187,6 +195,7 @@ impl PolicyCore {
             revoked,
             overrides,
             budgets,
+            limits,
         })
     }
 
@@ -363,7 +372,7 @@ impl PolicyCore {
         Ok(())
     }
 
-    async fn audit(
+    pub(crate) async fn audit(
         &self,
         actor: &str,
         action: &str,
@@ -477,71 +486,6 @@ impl PolicyCore {
             return Err(CoreError::NotFound(format!("override `{id}`")));
         }
         self.audit(actor, "remove_override", id, reason).await?;
-        self.publish().await
-    }
-
-    /// Sets a budget (`doc.set`) or removes one (`doc.set` empty) for an org, one of its keys or
-    /// one of its workflows, over the policy file's; audited.
-    pub async fn change_budget(&self, doc: BudgetDoc) -> Result<u64, CoreError> {
-        if doc.reason.trim().is_empty() {
-            return Err(CoreError::Invalid(
-                "a budget change needs a reason (it is recorded in the audit)".into(),
-            ));
-        }
-        if doc.key.is_some() && doc.workflow.is_some() {
-            return Err(CoreError::Invalid(
-                "a budget is for the org, one key or one workflow: not both".into(),
-            ));
-        }
-        let current = self
-            .current()
-            .ok_or_else(|| CoreError::Invalid("no policy loaded".into()))?;
-        let compiled = &current.compiled;
-        let Some(org) = compiled.org(doc.org.as_str()) else {
-            return Err(CoreError::NotFound(format!("org `{}`", doc.org)));
-        };
-        if let Some(w) = &doc.workflow
-            && !org.workflows.iter().any(|x| x.id.as_str() == w)
-        {
-            return Err(CoreError::NotFound(format!(
-                "workflow `{w}` of org `{}`",
-                doc.org
-            )));
-        }
-        if let Some(k) = &doc.key
-            && !compiled
-                .keys
-                .iter()
-                .any(|x| x.id.as_str() == k && x.org == doc.org)
-        {
-            return Err(CoreError::NotFound(format!(
-                "key `{k}` of org `{}`",
-                doc.org
-            )));
-        }
-        let id = doc.id();
-        let (action, detail) = match &doc.set {
-            Some(s) => {
-                crate::budgets::check_setting(s.limit, &s.alerts).map_err(CoreError::Invalid)?;
-                (
-                    "set_budget",
-                    format!(
-                        "{id} {} USD {}",
-                        s.limit,
-                        if s.hard { "hard" } else { "soft" }
-                    ),
-                )
-            }
-            None => {
-                if !compiled.budgets.iter().any(|b| b.id() == id) {
-                    return Err(CoreError::NotFound(format!("budget `{id}`")));
-                }
-                ("remove_budget", id.clone())
-            }
-        };
-        let json = serde_json::to_string(&doc).map_err(|e| CoreError::Invalid(e.to_string()))?;
-        self.store.put_doc(BUDGETS, &id, &json).await?;
-        self.audit(&doc.actor, action, &detail, &doc.reason).await?;
         self.publish().await
     }
 }

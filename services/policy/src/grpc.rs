@@ -294,6 +294,7 @@ impl pb::policy_server::Policy for PolicyGrpc {
                 .map(|c| c.version.clone())
                 .unwrap_or_default(),
             catalog_error: self.core.catalog_error().unwrap_or_default(),
+            limits_json: serde_json::to_string(&c.limits).unwrap_or_default(),
         }))
     }
 
@@ -346,16 +347,37 @@ impl pb::policy_server::Policy for PolicyGrpc {
         let version = self.core.change_budget(doc).await.map_err(status)?;
         Ok(Response::new(pb::ChangeBudgetResponse { version }))
     }
+
+    async fn put_limits(
+        &self,
+        request: Request<pb::PutLimitsRequest>,
+    ) -> Result<Response<pb::ChangeBudgetResponse>, Status> {
+        let r = request.into_inner();
+        let mut doc = limit_doc(r.scope, r.actor, r.reason)?;
+        doc.set = Some(crate::limits::LimitSetting {
+            rpm: r.requests_per_minute,
+            tpm: r.tokens_per_minute,
+            concurrent: r.concurrent_requests,
+        });
+        let version = self.core.change_limits(doc).await.map_err(status)?;
+        Ok(Response::new(pb::ChangeBudgetResponse { version }))
+    }
+
+    async fn remove_limits(
+        &self,
+        request: Request<pb::RemoveLimitsRequest>,
+    ) -> Result<Response<pb::ChangeBudgetResponse>, Status> {
+        let r = request.into_inner();
+        let doc = limit_doc(r.scope, r.actor, r.reason)?;
+        let version = self.core.change_limits(doc).await.map_err(status)?;
+        Ok(Response::new(pb::ChangeBudgetResponse { version }))
+    }
 }
 
-/// A budget change's scope and period, checked, with nothing set yet.
-fn budget_doc(
-    scope: Option<pb::Scope>,
-    period: i32,
-    actor: String,
-    reason: String,
-) -> Result<crate::budgets::BudgetDoc, Status> {
-    use crate::budgets::BudgetPeriod;
+/// A scope on the wire, checked: the org, and the key or workflow (`(key, workflow)`).
+type ScopeIds = (switchyard_core::OrgId, Option<String>, Option<String>);
+
+fn scope_ids(scope: Option<pb::Scope>) -> Result<ScopeIds, Status> {
     let scope = scope.ok_or_else(|| Status::invalid_argument("scope is required"))?;
     if scope.org_id.is_empty() {
         return Err(Status::invalid_argument("scope.org_id is required"));
@@ -371,6 +393,43 @@ fn budget_doc(
             ));
         }
     };
+    Ok((scope.org_id.as_str().into(), key, workflow))
+}
+
+fn actor_or_unknown(actor: String) -> String {
+    if actor.is_empty() {
+        "unknown".into()
+    } else {
+        actor
+    }
+}
+
+/// A limits change's scope, checked, with nothing set yet.
+fn limit_doc(
+    scope: Option<pb::Scope>,
+    actor: String,
+    reason: String,
+) -> Result<crate::limits::LimitDoc, Status> {
+    let (org, key, workflow) = scope_ids(scope)?;
+    Ok(crate::limits::LimitDoc {
+        org,
+        key,
+        workflow,
+        set: None,
+        actor: actor_or_unknown(actor),
+        reason,
+    })
+}
+
+/// A budget change's scope and period, checked, with nothing set yet.
+fn budget_doc(
+    scope: Option<pb::Scope>,
+    period: i32,
+    actor: String,
+    reason: String,
+) -> Result<crate::budgets::BudgetDoc, Status> {
+    use crate::budgets::BudgetPeriod;
+    let (org, key, workflow) = scope_ids(scope)?;
     let period = match pb::Period::try_from(period) {
         Ok(pb::Period::Day) => BudgetPeriod::Day,
         Ok(pb::Period::Month) => BudgetPeriod::Month,
@@ -382,16 +441,12 @@ fn budget_doc(
         }
     };
     Ok(crate::budgets::BudgetDoc {
-        org: scope.org_id.as_str().into(),
+        org,
         key,
         workflow,
         period,
         set: None,
-        actor: if actor.is_empty() {
-            "unknown".into()
-        } else {
-            actor
-        },
+        actor: actor_or_unknown(actor),
         reason,
     })
 }

@@ -11,7 +11,8 @@ pub mod compile;
 pub mod core;
 pub mod grpc;
 pub mod run;
+mod scopes;
 pub mod server;
 
 // The policy's types live in a library that every reader of the policy shares.
-pub use switchyard_policy_model::{budgets, catalog, config, crypto, keys, snapshot};
+pub use switchyard_policy_model::{budgets, catalog, config, crypto, keys, limits, snapshot};
