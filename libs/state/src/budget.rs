@@ -135,6 +135,57 @@ pub struct BudgetView {
     pub held: Money,
 }
 
+/// A scope's client limits, checked and counted in the same step as the hold: requests and
+/// tokens per UTC minute, and requests in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitCheck {
+    /// The scope.
+    pub scope: Scope,
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+    /// Requests in flight.
+    pub concurrent: Option<u64>,
+}
+
+/// Which client limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Requests per minute.
+    Requests,
+    /// Tokens per minute.
+    Tokens,
+    /// Requests in flight.
+    Concurrent,
+}
+
+impl LimitKind {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "requests_per_minute",
+            LimitKind::Tokens => "tokens_per_minute",
+            LimitKind::Concurrent => "concurrent_requests",
+        }
+    }
+
+    /// From its wire name.
+    pub fn parse(s: &str) -> Option<LimitKind> {
+        match s {
+            "requests_per_minute" => Some(LimitKind::Requests),
+            "tokens_per_minute" => Some(LimitKind::Tokens),
+            "concurrent_requests" => Some(LimitKind::Concurrent),
+            _ => None,
+        }
+    }
+}
+
+/// The UTC minute of a Unix-ms time, the window of per-minute limits.
+pub fn minute_of(now_ms: u64) -> u64 {
+    now_ms / 60_000
+}
+
 /// A request to reserve budget before a request runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldRequest {
@@ -150,6 +201,11 @@ pub struct HoldRequest {
     pub now_ms: u64,
     /// Unsettled after this long, the reconciler settles it at the held amount.
     pub ttl_ms: u64,
+    /// The tokens the request reserves against tokens-per-minute limits (its prompt bound and
+    /// maximum output), reconciled to what it used when settled.
+    pub tokens: u64,
+    /// The client limits of its scopes.
+    pub limits: Vec<LimitCheck>,
 }
 
 /// The answer to a hold.
@@ -171,6 +227,19 @@ pub enum HoldOutcome {
         spent: Money,
         /// Held so far.
         held: Money,
+    },
+    /// A client limit would be exceeded.
+    Limited {
+        /// Which scope.
+        scope: Scope,
+        /// Which limit.
+        kind: LimitKind,
+        /// Its value.
+        limit: u64,
+        /// Used in the current window (requests, tokens, or requests in flight).
+        used: u64,
+        /// When the window ends, Unix ms (per-minute limits; 0 for concurrency).
+        reset_ms: u64,
     },
 }
 

@@ -17,6 +17,12 @@ struct Hold {
     counters: Vec<String>,
     expires_ms: u64,
     state: &'static str,
+    /// Reserved tokens, the minute they count in, and the scopes counted there.
+    tokens: i64,
+    minute: u64,
+    rate_scopes: Vec<String>,
+    /// Scopes whose requests in flight it counts in.
+    concurrent_scopes: Vec<String>,
 }
 
 #[derive(Default)]
@@ -27,6 +33,10 @@ struct Org {
     reported: HashSet<String>,
     ledger: Vec<(String, LedgerEntry)>,
     usage: HashMap<String, DayUsage>,
+    /// (minute, scope) → (requests, tokens).
+    rate: HashMap<(u64, String), (u64, i64)>,
+    /// scope → requests in flight.
+    in_flight: HashMap<String, u64>,
 }
 
 /// The in-memory [`BudgetStore`].
@@ -61,6 +71,26 @@ fn record(o: &mut Org, id: String, entry: &LedgerEntry, day: &str) {
         *usage.entry(f).or_default() += v;
     }
     o.ledger.push((id, entry.clone()));
+}
+
+/// A hold ends: its requests in flight end, and its reserved tokens become the `used` ones
+/// (while their minute is still counted).
+fn finish_limits(o: &mut Org, hold_id: &str, used: i64) {
+    let Some(h) = o.holds.get(hold_id) else {
+        return;
+    };
+    let (minute, delta) = (h.minute, used - h.tokens);
+    let (rate, flying) = (h.rate_scopes.clone(), h.concurrent_scopes.clone());
+    for s in rate {
+        if let Some(e) = o.rate.get_mut(&(minute, s)) {
+            e.1 += delta;
+        }
+    }
+    for s in flying {
+        if let Some(n) = o.in_flight.get_mut(&s) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 #[async_trait]
@@ -146,8 +176,59 @@ impl BudgetStore for MemoryBudgetStore {
                     bases.push(base);
                 }
             }
+            let minute = crate::budget::minute_of(req.now_ms);
+            o.rate.retain(|(m, _), _| *m + 1 >= minute);
+            let tokens = req.tokens as i64;
+            for l in &req.limits {
+                let s = l.scope.as_str().to_string();
+                let (reqs, toks) = o.rate.get(&(minute, s.clone())).copied().unwrap_or((0, 0));
+                let reset_ms = (minute + 1) * 60_000;
+                let refuse = |kind, limit, used| HoldOutcome::Limited {
+                    scope: l.scope.clone(),
+                    kind,
+                    limit,
+                    used,
+                    reset_ms,
+                };
+                if let Some(rpm) = l.rpm
+                    && reqs + 1 > rpm
+                {
+                    return refuse(crate::budget::LimitKind::Requests, rpm, reqs);
+                }
+                if let Some(tpm) = l.tpm
+                    && toks.max(0) as u64 + req.tokens > tpm
+                {
+                    return refuse(crate::budget::LimitKind::Tokens, tpm, toks.max(0) as u64);
+                }
+                let flying = o.in_flight.get(&s).copied().unwrap_or(0);
+                if let Some(c) = l.concurrent
+                    && flying + 1 > c
+                {
+                    return HoldOutcome::Limited {
+                        scope: l.scope.clone(),
+                        kind: crate::budget::LimitKind::Concurrent,
+                        limit: c,
+                        used: flying,
+                        reset_ms: 0,
+                    };
+                }
+            }
             for b in &bases {
                 *o.counters.entry(format!("{b}|held")).or_default() += amount;
+            }
+            let (mut rate_scopes, mut concurrent_scopes) = (Vec::new(), Vec::new());
+            for l in &req.limits {
+                let s = l.scope.as_str().to_string();
+                if l.rpm.is_some() || l.tpm.is_some() {
+                    let e = o.rate.entry((minute, s.clone())).or_default();
+                    e.0 += 1;
+                    e.1 += tokens;
+                    rate_scopes.push(s.clone());
+                }
+                if l.concurrent.is_some() {
+                    *o.in_flight.entry(s.clone()).or_default() += 1;
+                    concurrent_scopes.push(s);
+                }
             }
             o.holds.insert(
                 req.hold_id.clone(),
@@ -156,6 +237,10 @@ impl BudgetStore for MemoryBudgetStore {
                     counters: bases,
                     expires_ms: req.now_ms + req.ttl_ms,
                     state: "held",
+                    tokens,
+                    minute,
+                    rate_scopes,
+                    concurrent_scopes,
                 },
             );
             HoldOutcome::Held
@@ -182,7 +267,13 @@ impl BudgetStore for MemoryBudgetStore {
                 return SettleOutcome::Duplicate(h.state.to_string());
             }
             h.state = "settled";
+            let used = if entry.unreconciled {
+                h.tokens
+            } else {
+                (entry.prompt_tokens + entry.completion_tokens) as i64
+            };
             let (amount, counters) = (h.amount, h.counters.clone());
+            finish_limits(o, hold_id, used);
             let actual = entry.cost.nanos().max(0);
             for b in counters {
                 *o.counters.entry(format!("{b}|held")).or_default() -= amount;
@@ -203,6 +294,7 @@ impl BudgetStore for MemoryBudgetStore {
             }
             h.state = "released";
             let (amount, counters) = (h.amount, h.counters.clone());
+            finish_limits(o, hold_id, 0);
             for b in counters {
                 *o.counters.entry(format!("{b}|held")).or_default() -= amount;
             }

@@ -1,6 +1,8 @@
 //! Redis budgets. Per org (all tagged `{org:ID}`): `bdef` hash (scope|period → definition),
 //! `ctr` hash (scope|period_key|spent and |held counters), `hold:<id>` hashes, `holds` sorted
-//! set by expiry, `rep:<request>` idempotency markers, `ledger` stream, `usage:<day>` hashes.
+//! set by expiry, `rep:<request>` idempotency markers, `ledger` stream, `usage:<day>` hashes,
+//! `rate:0` / `rate:1` the per-minute request and token counters of even and odd minutes (each
+//! reset when its minute comes round again), `flying` requests in flight per scope.
 //! `sy:billing:orgs` lists orgs with holds, for the reconciler.
 
 use async_trait::async_trait;
@@ -40,20 +42,59 @@ for i = 0, n - 1 do
     end
   end
 end
+local at = 6 + n * 3
+local tokens = tonumber(ARGV[at])
+local minute = ARGV[at + 1]
+local m = tonumber(ARGV[at + 2])
+if m > 0 and redis.call('HGET', KEYS[5], 'minute') ~= minute then
+  redis.call('DEL', KEYS[5])
+  redis.call('HSET', KEYS[5], 'minute', minute)
+  redis.call('PEXPIRE', KEYS[5], 180000)
+end
+for j = 0, m - 1 do
+  local s = ARGV[at + 3 + j * 4]
+  local rpm, tpm, conc = tonumber(ARGV[at + 4 + j * 4]), tonumber(ARGV[at + 5 + j * 4]), tonumber(ARGV[at + 6 + j * 4])
+  if rpm >= 0 then
+    local used = tonumber(redis.call('HGET', KEYS[5], s .. '|req') or '0')
+    if used + 1 > rpm then return {3, s, 'requests_per_minute', tostring(rpm), tostring(used)} end
+  end
+  if tpm >= 0 then
+    local used = math.max(0, tonumber(redis.call('HGET', KEYS[5], s .. '|tok') or '0'))
+    if used + tokens > tpm then return {3, s, 'tokens_per_minute', tostring(tpm), tostring(used)} end
+  end
+  if conc >= 0 then
+    local used = tonumber(redis.call('HGET', KEYS[6], s) or '0')
+    if used + 1 > conc then return {3, s, 'concurrent_requests', tostring(conc), tostring(used)} end
+  end
+end
 local bases = {}
 for i = 0, n - 1 do
   local base = ARGV[5 + i * 3] .. '|' .. ARGV[7 + i * 3]
   redis.call('HINCRBY', KEYS[2], base .. '|held', amount)
   table.insert(bases, base)
 end
-redis.call('HSET', KEYS[3], 'amount', amount, 'state', 'held', 'counters', table.concat(bases, '\n'), 'expires_ms', ARGV[3])
+local rated, flying = {}, {}
+for j = 0, m - 1 do
+  local s = ARGV[at + 3 + j * 4]
+  if tonumber(ARGV[at + 4 + j * 4]) >= 0 or tonumber(ARGV[at + 5 + j * 4]) >= 0 then
+    redis.call('HINCRBY', KEYS[5], s .. '|req', 1)
+    redis.call('HINCRBY', KEYS[5], s .. '|tok', tokens)
+    table.insert(rated, s)
+  end
+  if tonumber(ARGV[at + 6 + j * 4]) >= 0 then
+    redis.call('HINCRBY', KEYS[6], s, 1)
+    table.insert(flying, s)
+  end
+end
+redis.call('HSET', KEYS[3], 'amount', amount, 'state', 'held', 'counters', table.concat(bases, '\n'), 'expires_ms', ARGV[3], 'minute', minute, 'tokens', tokens, 'rated', table.concat(rated, '\n'), 'flying', table.concat(flying, '\n'))
 redis.call('PEXPIREAT', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[5 + n * 3]))
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return {1}
 ";
 
-/// KEYS: ctr, hold, holds, ledger, usage. ARGV: hold id, actual (-1 = release), entry, maxlen,
-/// n usage fields, then field/amount pairs.
+/// KEYS: ctr, hold, holds, ledger, usage, rate window of even minutes, of odd minutes, in
+/// flight. ARGV: hold id, actual (-1 = release), entry, maxlen, n usage fields, then
+/// field/amount pairs, then the tokens used (-1 = as reserved).
 const SETTLE: &str = r"
 local st = redis.call('HGET', KEYS[2], 'state')
 if not st then return {0} end
@@ -65,6 +106,22 @@ for base in string.gmatch(redis.call('HGET', KEYS[2], 'counters'), '[^\n]+') do
   redis.call('HINCRBY', KEYS[1], base .. '|held', -amount)
   if not release then
     redis.call('HINCRBY', KEYS[1], base .. '|spent', actual)
+  end
+end
+local minute = redis.call('HGET', KEYS[2], 'minute')
+if minute then
+  local reserved = tonumber(redis.call('HGET', KEYS[2], 'tokens') or '0')
+  local used = tonumber(ARGV[6 + tonumber(ARGV[5]) * 2] or '-1')
+  if release then used = 0 elseif used < 0 then used = reserved end
+  local window = KEYS[6]
+  if tonumber(minute) % 2 == 1 then window = KEYS[7] end
+  if used ~= reserved and redis.call('HGET', window, 'minute') == minute then
+    for s in string.gmatch(redis.call('HGET', KEYS[2], 'rated') or '', '[^\n]+') do
+      redis.call('HINCRBY', window, s .. '|tok', used - reserved)
+    end
+  end
+  for s in string.gmatch(redis.call('HGET', KEYS[2], 'flying') or '', '[^\n]+') do
+    redis.call('HINCRBY', KEYS[8], s, -1)
   end
 end
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -144,6 +201,7 @@ impl RedisBudgetStore {
         org: &str,
         hold_id: &str,
         actual: i64,
+        tokens: i64,
         entry: &LedgerEntry,
     ) -> Result<SettleOutcome, StateError> {
         let entry_json = serde_json::to_string(entry).map_err(|e| corrupt("ledger entry", e))?;
@@ -162,7 +220,10 @@ impl RedisBudgetStore {
             .key(k(org, &format!("hold:{hold_id}")))
             .key(k(org, "holds"))
             .key(k(org, "ledger"))
-            .key(k(org, &format!("usage:{day}")));
+            .key(k(org, &format!("usage:{day}")))
+            .key(k(org, "rate:0"))
+            .key(k(org, "rate:1"))
+            .key(k(org, "flying"));
         inv.arg(hold_id)
             .arg(actual)
             .arg(entry_json)
@@ -171,6 +232,7 @@ impl RedisBudgetStore {
         for (f, v) in &fields {
             inv.arg(f).arg(*v);
         }
+        inv.arg(tokens);
         // Settled spend is acknowledged only once a replica has it (under Sentinel), so a
         // failover cannot lose it: an unacknowledged report is retried, and the retry finds
         // the settlement (duplicate) or makes it again.
@@ -302,11 +364,14 @@ impl BudgetStore for RedisBudgetStore {
     async fn hold(&self, req: &HoldRequest) -> Result<HoldOutcome, StateError> {
         let org = req.org.as_str();
         let expires = req.now_ms + req.ttl_ms;
+        let minute = crate::budget::minute_of(req.now_ms);
         let mut inv = self.hold.prepare_invoke();
         inv.key(k(org, "bdef"))
             .key(k(org, "ctr"))
             .key(k(org, &format!("hold:{}", req.hold_id)))
-            .key(k(org, "holds"));
+            .key(k(org, "holds"))
+            .key(k(org, &format!("rate:{}", minute % 2)))
+            .key(k(org, "flying"));
         let pairs: Vec<(&Scope, Period)> = req
             .scopes
             .iter()
@@ -319,7 +384,17 @@ impl BudgetStore for RedisBudgetStore {
         for (s, p) in &pairs {
             inv.arg(s.as_str()).arg(p.as_str()).arg(p.key(req.now_ms));
         }
-        inv.arg(HOLD_RETENTION_MS);
+        inv.arg(HOLD_RETENTION_MS)
+            .arg(req.tokens)
+            .arg(minute.to_string())
+            .arg(req.limits.len());
+        let or_none = |v: Option<u64>| v.map_or(-1, |v| v.min(i64::MAX as u64) as i64);
+        for l in &req.limits {
+            inv.arg(l.scope.as_str())
+                .arg(or_none(l.rpm))
+                .arg(or_none(l.tpm))
+                .arg(or_none(l.concurrent));
+        }
         let mut conn = self.conn.clone();
         let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
         match code(&reply) {
@@ -349,6 +424,23 @@ impl BudgetStore for RedisBudgetStore {
                     held: money(text(&reply, 5)),
                 })
             }
+            3 => Ok(HoldOutcome::Limited {
+                scope: text(&reply, 1)
+                    .and_then(|s| Scope::parse(&s))
+                    .unwrap_or_else(Scope::org),
+                kind: text(&reply, 2)
+                    .and_then(|k| crate::budget::LimitKind::parse(&k))
+                    .unwrap_or(crate::budget::LimitKind::Requests),
+                limit: text(&reply, 3).and_then(|v| v.parse().ok()).unwrap_or(0),
+                used: text(&reply, 4)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .map_or(0, |v| v.max(0.0) as u64),
+                reset_ms: if text(&reply, 2).as_deref() == Some("concurrent_requests") {
+                    0
+                } else {
+                    (minute + 1) * 60_000
+                },
+            }),
             _ => Err(corrupt("hold script", "unexpected reply")),
         }
     }
@@ -359,12 +451,19 @@ impl BudgetStore for RedisBudgetStore {
         hold_id: &str,
         entry: &LedgerEntry,
     ) -> Result<SettleOutcome, StateError> {
-        self.run_settle(org, hold_id, entry.cost.nanos().max(0), entry)
+        // What a request used counts against tokens per minute instead of what it reserved;
+        // the reconciler's entries (the router never reported) keep the reservation.
+        let tokens = if entry.unreconciled {
+            -1
+        } else {
+            (entry.prompt_tokens + entry.completion_tokens) as i64
+        };
+        self.run_settle(org, hold_id, entry.cost.nanos().max(0), tokens, entry)
             .await
     }
 
     async fn release(&self, org: &str, hold_id: &str) -> Result<SettleOutcome, StateError> {
-        self.run_settle(org, hold_id, -1, &LedgerEntry::default())
+        self.run_settle(org, hold_id, -1, 0, &LedgerEntry::default())
             .await
     }
 

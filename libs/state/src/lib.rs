@@ -21,8 +21,8 @@ mod redis_store;
 mod responses;
 
 pub use budget::{
-    BudgetDef, BudgetStore, BudgetView, DayUsage, HoldOutcome, HoldRequest, LedgerEntry, Period,
-    Scope, SettleOutcome, day_of,
+    BudgetDef, BudgetStore, BudgetView, DayUsage, HoldOutcome, HoldRequest, LedgerEntry,
+    LimitCheck, LimitKind, Period, Scope, SettleOutcome, day_of, minute_of,
 };
 pub use budget_memory::MemoryBudgetStore;
 pub use budget_redis::RedisBudgetStore;

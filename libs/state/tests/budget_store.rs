@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use switchyard_core::Money;
 use switchyard_state::{
-    BudgetDef, BudgetStore, HoldOutcome, HoldRequest, LedgerEntry, MemoryBudgetStore, Period,
-    RedisBudgetStore, Scope, SettleOutcome,
+    BudgetDef, BudgetStore, HoldOutcome, HoldRequest, LedgerEntry, LimitCheck, LimitKind,
+    MemoryBudgetStore, Period, RedisBudgetStore, Scope, SettleOutcome,
 };
 use switchyard_testkit::{RedisCluster, RedisOptions, RedisSentinels, RedisServer};
 
@@ -44,6 +44,8 @@ fn hold(id: &str, cents: i64, now: u64) -> HoldRequest {
         scopes: vec![Scope::org(), Scope::key("k1")],
         now_ms: now,
         ttl_ms: 60_000,
+        tokens: 0,
+        limits: Vec::new(),
     }
 }
 
@@ -262,6 +264,236 @@ async fn contract(s: &dyn BudgetStore) {
     );
 }
 
+fn limited_hold(org: &str, id: &str, now: u64, tokens: u64, limit: LimitCheck) -> HoldRequest {
+    HoldRequest {
+        org: org.into(),
+        hold_id: id.into(),
+        amount: usd(1),
+        scopes: vec![Scope::org(), Scope::key("k1")],
+        now_ms: now,
+        ttl_ms: 60_000,
+        tokens,
+        limits: vec![limit],
+    }
+}
+
+fn used(tokens: u64) -> LedgerEntry {
+    LedgerEntry {
+        prompt_tokens: tokens / 2,
+        completion_tokens: tokens - tokens / 2,
+        ..entry("x", 1)
+    }
+}
+
+/// Client limits, counted in the hold's atomic step: requests and tokens per minute (tokens
+/// reconciled to what was used at settlement, given back on release), requests in flight.
+async fn limits_contract(s: &dyn BudgetStore, tag: &str) {
+    // Mid-minute, so the window does not turn during the test.
+    let now = switchyard_state::minute_of(now()) * 60_000 + 10_000;
+    let reset = (switchyard_state::minute_of(now) + 1) * 60_000;
+    let key = |rpm, tpm, concurrent| LimitCheck {
+        scope: Scope::key("k1"),
+        rpm,
+        tpm,
+        concurrent,
+    };
+    let org = format!("rpm-{tag}");
+    for i in 0..3 {
+        let h = limited_hold(&org, &format!("r{i}"), now, 10, key(Some(3), None, None));
+        assert_eq!(s.hold(&h).await.unwrap(), HoldOutcome::Held);
+    }
+    let h = limited_hold(&org, "r3", now, 10, key(Some(3), None, None));
+    assert_eq!(
+        s.hold(&h).await.unwrap(),
+        HoldOutcome::Limited {
+            scope: Scope::key("k1"),
+            kind: LimitKind::Requests,
+            limit: 3,
+            used: 3,
+            reset_ms: reset,
+        }
+    );
+    // The next minute is a new window.
+    let h = limited_hold(&org, "r4", now + 60_000, 10, key(Some(3), None, None));
+    assert_eq!(s.hold(&h).await.unwrap(), HoldOutcome::Held);
+
+    let org = format!("tpm-{tag}");
+    let tpm = || key(None, Some(250), None);
+    assert_eq!(
+        s.hold(&limited_hold(&org, "t0", now, 100, tpm()))
+            .await
+            .unwrap(),
+        HoldOutcome::Held
+    );
+    assert_eq!(
+        s.hold(&limited_hold(&org, "t1", now, 100, tpm()))
+            .await
+            .unwrap(),
+        HoldOutcome::Held
+    );
+    let third = s
+        .hold(&limited_hold(&org, "t2", now, 100, tpm()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            third,
+            HoldOutcome::Limited {
+                kind: LimitKind::Tokens,
+                used: 200,
+                ..
+            }
+        ),
+        "{third:?}"
+    );
+    // t0 used 20 of its 100: 120 counted, and another 100 fits.
+    s.settle(&org, "t0", &used(20)).await.unwrap();
+    assert_eq!(
+        s.hold(&limited_hold(&org, "t3", now, 100, tpm()))
+            .await
+            .unwrap(),
+        HoldOutcome::Held
+    );
+    // A released hold gives its reservation back.
+    s.release(&org, "t1").await.unwrap();
+    assert_eq!(
+        s.hold(&limited_hold(&org, "t4", now, 100, tpm()))
+            .await
+            .unwrap(),
+        HoldOutcome::Held
+    );
+    // A request larger than the limit on its own never fits.
+    let big = s
+        .hold(&limited_hold(&org, "t5", now, 300, tpm()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            big,
+            HoldOutcome::Limited {
+                kind: LimitKind::Tokens,
+                ..
+            }
+        ),
+        "{big:?}"
+    );
+
+    let org = format!("conc-{tag}");
+    let conc = || key(None, None, Some(2));
+    for id in ["c0", "c1"] {
+        assert_eq!(
+            s.hold(&limited_hold(&org, id, now, 1, conc()))
+                .await
+                .unwrap(),
+            HoldOutcome::Held
+        );
+    }
+    let third = s
+        .hold(&limited_hold(&org, "c2", now, 1, conc()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            third,
+            HoldOutcome::Limited {
+                kind: LimitKind::Concurrent,
+                used: 2,
+                reset_ms: 0,
+                ..
+            }
+        ),
+        "{third:?}"
+    );
+    s.settle(&org, "c0", &used(2)).await.unwrap();
+    assert_eq!(
+        s.hold(&limited_hold(&org, "c3", now, 1, conc()))
+            .await
+            .unwrap(),
+        HoldOutcome::Held
+    );
+    s.release(&org, "c1").await.unwrap();
+    assert_eq!(
+        s.hold(&limited_hold(&org, "c4", now, 1, conc()))
+            .await
+            .unwrap(),
+        HoldOutcome::Held
+    );
+    // A budget refusal counts nothing against the limits.
+    let org = format!("both-{tag}");
+    s.set_budget(
+        &org,
+        &Scope::org(),
+        Period::Day,
+        &BudgetDef {
+            limit: usd(1),
+            hard: true,
+            thresholds: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let mut h = limited_hold(&org, "b0", now, 1, key(Some(1), None, Some(1)));
+    h.amount = usd(2);
+    assert!(matches!(
+        s.hold(&h).await.unwrap(),
+        HoldOutcome::Denied { .. }
+    ));
+    let h = limited_hold(&org, "b1", now, 1, key(Some(1), None, Some(1)));
+    assert_eq!(s.hold(&h).await.unwrap(), HoldOutcome::Held);
+}
+
+#[tokio::test]
+async fn memory_budget_store_keeps_the_limits_contract() {
+    limits_contract(&MemoryBudgetStore::default(), "memory").await;
+}
+
+#[tokio::test]
+async fn redis_budget_store_keeps_the_limits_contract() {
+    let redis = RedisServer::start().await.unwrap();
+    let store = RedisBudgetStore::open(&redis.url()).await.unwrap();
+    limits_contract(&store, "redis").await;
+}
+
+/// 4 routers × 256 concurrent requests against 100 requests per minute: exactly 100 admitted.
+#[tokio::test]
+async fn four_routers_admit_no_more_than_the_rpm() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut routers = Vec::new();
+    for _ in 0..4 {
+        routers.push(std::sync::Arc::new(
+            RedisBudgetStore::open(&redis.url()).await.unwrap(),
+        ));
+    }
+    let now = switchyard_state::minute_of(now()) * 60_000 + 10_000;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1024 {
+        let store = routers[i % 4].clone();
+        tasks.spawn(async move {
+            let limit = LimitCheck {
+                scope: Scope::key("k1"),
+                rpm: Some(100),
+                tpm: None,
+                concurrent: None,
+            };
+            let h = limited_hold("race", &format!("q{i}"), now, 10, limit);
+            store.hold(&h).await.unwrap()
+        });
+    }
+    let (mut held, mut limited) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            HoldOutcome::Held => held += 1,
+            HoldOutcome::Limited {
+                kind: LimitKind::Requests,
+                limit: 100,
+                ..
+            } => limited += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((held, limited), (100, 924));
+}
+
 #[tokio::test]
 async fn memory_budget_store_keeps_the_contract() {
     contract(&MemoryBudgetStore::default()).await;
@@ -340,6 +572,8 @@ async fn four_routers(url: &str) {
                         scopes: vec![Scope::org()],
                         now_ms: now(),
                         ttl_ms: 60_000,
+                        tokens: 0,
+                        limits: Vec::new(),
                     })
                     .await
                     .unwrap()
@@ -355,6 +589,7 @@ async fn four_routers(url: &str) {
                     }
                     HoldOutcome::Denied { .. } => 0,
                     HoldOutcome::Duplicate(_) => panic!("unique ids"),
+                    HoldOutcome::Limited { .. } => panic!("no limits"),
                 }
             });
         }
