@@ -161,6 +161,8 @@ async fn budgets_reports_alerts_reconciler_usage_and_ledger() {
         scopes: vec![Scope::org()],
         now_ms: now_ms(),
         ttl_ms: 60_000,
+        tokens: 0,
+        limits: Vec::new(),
     };
     assert_eq!(router.hold(&hold).await.unwrap(), HoldOutcome::Held);
     assert_eq!(budget(&mut client).await.held_nano_usd, usd_cents(40));
@@ -201,6 +203,8 @@ async fn budgets_reports_alerts_reconciler_usage_and_ledger() {
         hold_id: "req-3".into(),
         amount: Money::from_nanos(usd_cents(30)),
         ttl_ms: 200,
+        tokens: 0,
+        limits: Vec::new(),
         now_ms: now_ms(),
         ..hold.clone()
     };

@@ -55,6 +55,9 @@ pub struct Admitted {
     pub catalog: Arc<CatalogState>,
     /// Estimated prompt tokens (what a cancelled stream is billed for at least).
     pub prompt_tokens: u32,
+    /// What the request reserves against tokens-per-minute limits: its prompt bound and its
+    /// maximum output on the planned endpoints.
+    pub token_reservation: u64,
     /// The output cap asked for (`max_completion_tokens` or `max_tokens`), if any.
     pub max_output_tokens: Option<u32>,
     /// The seed the plan was drawn with.
@@ -147,6 +150,7 @@ impl Admission {
             max_cost,
             ..
         } = self.route(&caller.policy, &caller.key, req, seed)?;
+        let token_reservation = token_reservation(req, &catalog, &attempts);
         let id = new_id();
         let span = tracing::Span::current();
         span.record("request_id", id.as_str());
@@ -182,6 +186,7 @@ impl Admission {
             health_version,
             catalog,
             prompt_tokens: req.estimated_prompt_tokens(),
+            token_reservation,
             max_output_tokens: req.max_output_tokens(),
             seed,
             received,
@@ -278,6 +283,28 @@ impl Admission {
             max_cost,
         })
     }
+}
+
+/// What a request reserves against tokens-per-minute limits: its prompt at the bound any
+/// tokenizer stays under, plus the output it asked for or, without a cap, the largest output
+/// any planned endpoint allows.
+fn token_reservation(req: &ChatRequest, catalog: &CatalogState, plan: &[PlannedAttempt]) -> u64 {
+    let output = match req.max_output_tokens() {
+        Some(n) => n,
+        None => plan
+            .iter()
+            .filter_map(|p| {
+                catalog
+                    .routing
+                    .candidates(p.attempt.model.as_str())?
+                    .iter()
+                    .find(|c| c.endpoint == p.attempt.endpoint)
+                    .map(|c| c.max_output)
+            })
+            .max()
+            .unwrap_or(0),
+    };
+    u64::from(req.prompt_token_bound()) + u64::from(output)
 }
 
 /// The request checks that need no policy: sizes and parameter ranges.

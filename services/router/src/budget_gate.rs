@@ -3,7 +3,9 @@
 //! and figures) when a scope would go over its limit, and, while the store is down or slow, lets
 //! an org that fails open through within its allowance on this router. A request that ends with
 //! nothing served has its hold released here; anything served is settled by billing from the
-//! usage report.
+//! usage report. The same atomic step checks and counts the client limits of the request's
+//! scopes (requests and tokens per minute, requests in flight), so one round trip carries both,
+//! and a request over a limit is refused with a 429 and Retry-After.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,9 @@ use std::time::Duration;
 use switchyard_core::clock::now_ms;
 use switchyard_core::{Error, ErrorClass, Money};
 use switchyard_policy_model::config::FailMode;
-use switchyard_state::{BudgetStore, HoldOutcome, HoldRequest, Scope, StateError};
+use switchyard_state::{
+    BudgetStore, HoldOutcome, HoldRequest, LimitCheck, LimitKind, Scope, StateError,
+};
 
 use crate::admission::Admitted;
 use crate::policy_view::PolicyView;
@@ -35,6 +39,74 @@ impl std::fmt::Debug for BudgetGate {
             .field("hold_grace", &self.hold_grace)
             .finish_non_exhaustive()
     }
+}
+
+/// The client limits of the request's scopes (org, key, workflow) in the policy in force.
+fn limit_checks(policy: &PolicyView, a: &Admitted) -> Vec<LimitCheck> {
+    policy
+        .compiled
+        .limits_for(
+            a.key.org.as_str(),
+            a.key.id.as_str(),
+            a.workflow.id.as_str(),
+        )
+        .map(|l| LimitCheck {
+            scope: match (&l.key, &l.workflow) {
+                (Some(k), _) => Scope::key(k),
+                (None, Some(w)) => Scope::workflow(w),
+                (None, None) => Scope::org(),
+            },
+            rpm: l.set.rpm,
+            tpm: l.set.tpm,
+            concurrent: l.set.concurrent,
+        })
+        .collect()
+}
+
+/// The refusal of a request over a client limit: a 429 (gRPC RESOURCE_EXHAUSTED) with
+/// Retry-After and what was exceeded, told from an upstream's by its code `limit_exceeded` and
+/// `reason: client_limit`.
+fn limited(
+    scope: &Scope,
+    kind: LimitKind,
+    limit: u64,
+    used: u64,
+    reset_ms: u64,
+    tokens: u64,
+) -> Error {
+    let now = now_ms();
+    let wait = if reset_ms > now {
+        Duration::from_millis(reset_ms - now)
+    } else {
+        // Requests in flight: one is likely to end soon.
+        Duration::from_secs(1)
+    };
+    let message = match kind {
+        LimitKind::Tokens if tokens > limit => format!(
+            "this request reserves {tokens} tokens (its prompt and maximum output), more than the {} limit of {} ({limit})",
+            kind.as_str(),
+            scope.as_str()
+        ),
+        _ => format!(
+            "the {} limit of {} ({limit}) is reached",
+            kind.as_str(),
+            scope.as_str()
+        ),
+    };
+    metrics::counter!("switchyard_client_limited_total", "limit" => kind.as_str()).increment(1);
+    let mut e = Error::new(ErrorClass::LimitExceeded, message)
+        .with_retry_after(Duration::from_secs(
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        ))
+        .with_metadata("reason", "client_limit".into())
+        .with_metadata("scope", scope.as_str().into())
+        .with_metadata("limit", kind.as_str().into())
+        .with_metadata("limit_value", limit.into())
+        .with_metadata("used", used.into());
+    if reset_ms > 0 {
+        e = e.with_metadata("reset_unix_ms", reset_ms.into());
+    }
+    e
 }
 
 impl BudgetGate {
@@ -65,6 +137,8 @@ impl BudgetGate {
             // The request's deadline plus time to deliver its usage report; after that the
             // reconciler settles the hold at its amount (a router that died mid-request).
             ttl_ms: a.workflow.timeouts.total_ms + self.hold_grace.as_millis() as u64,
+            tokens: a.token_reservation,
+            limits: limit_checks(policy, a),
         };
         let outcome = match tokio::time::timeout(self.hold_timeout, self.budgets.hold(&req)).await {
             Ok(outcome) => outcome,
@@ -97,6 +171,20 @@ impl BudgetGate {
             .with_metadata("limit_usd", limit.to_string().into())
             .with_metadata("spent_usd", spent.to_string().into())
             .with_metadata("held_usd", held.to_string().into())),
+            Ok(HoldOutcome::Limited {
+                scope,
+                kind,
+                limit,
+                used,
+                reset_ms,
+            }) => Err(limited(
+                &scope,
+                kind,
+                limit,
+                used,
+                reset_ms,
+                a.token_reservation,
+            )),
             Err(e) => self.fail_open(policy, org, a.max_cost, &e),
         }
     }

@@ -25,6 +25,8 @@ pub struct Explanation {
     pub routed: Routed,
     /// The request's own provider preferences, as sent.
     pub request_provider: Value,
+    /// The client limits of its scopes.
+    pub limits: Value,
 }
 
 impl Explanation {
@@ -46,6 +48,18 @@ impl Explanation {
             policy_version: caller.policy.version,
             prompt_tokens: req.estimated_prompt_tokens(),
             prompt_token_bound: req.prompt_token_bound(),
+            limits: serde_json::to_value(
+                caller
+                    .policy
+                    .compiled
+                    .limits_for(
+                        caller.key.org.as_str(),
+                        caller.key.id.as_str(),
+                        routed.workflow.id.as_str(),
+                    )
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or(Value::Null),
             routed,
             request_provider: serde_json::to_value(&req.provider).unwrap_or(Value::Null),
         })
@@ -58,6 +72,7 @@ impl Explanation {
         json!({
             "workflow": serde_json::to_value(&self.routed.workflow.routing).unwrap_or(Value::Null),
             "request_provider": self.request_provider,
+            "limits": self.limits,
         })
     }
 

@@ -102,6 +102,16 @@ pub(super) enum Cmd {
         #[command(subcommand)]
         change: Option<BudgetCmd>,
     },
+    /// Client limits in force per org, key and workflow (requests and tokens per minute,
+    /// requests in flight); `set` and `remove` change them (audited, over the policy file's).
+    Limits {
+        /// Only this org (default: every org).
+        #[arg(long)]
+        org: Option<String>,
+        /// Set or remove a scope's limits.
+        #[command(subcommand)]
+        change: Option<LimitCmd>,
+    },
     /// Usage: requests, tokens and cost, grouped.
     Usage {
         /// Only this org (default: every org of the policy).
@@ -186,6 +196,46 @@ pub(super) enum BudgetCmd {
     Remove {
         #[command(flatten)]
         scope: BudgetScope,
+    },
+}
+
+/// Whose limits: the org's, one key's or one workflow's.
+#[derive(clap::Args)]
+pub(super) struct LimitScope {
+    /// The org.
+    pub org: String,
+    /// One API key of the org (its id).
+    #[arg(long, conflicts_with = "workflow")]
+    pub key: Option<String>,
+    /// One workflow of the org.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Why (recorded in the audit).
+    #[arg(long)]
+    pub reason: String,
+}
+
+#[derive(clap::Subcommand)]
+pub(super) enum LimitCmd {
+    /// Sets a scope's limits (those not given are none).
+    Set {
+        #[command(flatten)]
+        scope: LimitScope,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// Tokens per minute (each request's prompt bound and maximum output, reconciled to
+        /// what it used).
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Requests in flight at once.
+        #[arg(long)]
+        concurrent: Option<u64>,
+    },
+    /// Removes a scope's limits (the policy file's too, until set again).
+    Remove {
+        #[command(flatten)]
+        scope: LimitScope,
     },
 }
 

@@ -6,6 +6,7 @@
 mod args;
 mod billing;
 mod client;
+mod limits;
 mod policy;
 mod prober;
 mod render;
@@ -80,6 +81,11 @@ pub async fn run(args: Args) -> Result<(), String> {
             change: Some(change),
             ..
         } => change_budget(&ctx, change).await?,
+        Cmd::Limits { org, change: None } => limits::list(&ctx, org).await?,
+        Cmd::Limits {
+            change: Some(change),
+            ..
+        } => limits::change(&ctx, change).await?,
         Cmd::Usage { org, by, from, to } => usage(&ctx, org, by, from, to).await?,
         Cmd::Overrides(cmd) => overrides(&ctx, cmd).await?,
         Cmd::Keys(cmd) => keys(&ctx, cmd).await?,
