@@ -1,7 +1,8 @@
 //! Client limits across routers: a key's requests-per-minute limit set with `ctl limits set`
 //! holds across 4 router processes under 1,024 concurrent requests (the rest are 429s with a
 //! Retry-After to the end of the minute, told from an upstream's by `reason: client_limit`);
-//! a tokens-per-minute limit counts what requests used, not what they reserved.
+//! gRPC refuses with RESOURCE_EXHAUSTED; a tokens-per-minute limit counts what requests used,
+//! not what they reserved.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Cluster, Spec, hi};
 use serde_json::{Value, json};
+use switchyard_proto::v1 as pb;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -102,6 +104,37 @@ async fn limits_hold_across_routers_and_tokens_reconcile_to_what_was_used() {
             other => panic!("{other}: {body}"),
         }
     }
+    // gRPC tells it the same way: RESOURCE_EXHAUSTED (an upstream's rate limit is UNAVAILABLE),
+    // the class and a Retry-After in the metadata.
+    let mut grpc = pb::router_client::RouterClient::connect(c.routers[3].url("grpc"))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(pb::ChatRequest {
+        model: "m".into(),
+        messages: vec![pb::Message {
+            role: pb::Role::User as i32,
+            content: vec![pb::ContentPart {
+                part: Some(pb::content_part::Part::Text("hi".into())),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", common::KEY).parse().unwrap(),
+    );
+    let status = grpc.chat(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let meta = status.metadata();
+    assert_eq!(
+        meta.get("switchyard-error-class")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "limit_exceeded"
+    );
+    assert!(meta.get("retry-after").is_some(), "{meta:?}");
     eprintln!("4 routers × 256 concurrent, rpm 100: {ok} admitted, {limited} refused");
     assert!(ok <= 101, "{ok} admitted");
     assert!(ok >= 95, "only {ok} admitted");
