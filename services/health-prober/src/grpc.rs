@@ -82,13 +82,26 @@ async fn list(prober: &Prober) -> Result<pb::ListEndpointsResponse, StateError> 
     let (version, records) = prober.store().records().await?;
     let targets = prober.targets();
     let now = switchyard_core::clock::now_ms();
-    let mut endpoints = Vec::with_capacity(targets.list.len());
-    for t in &targets.list {
-        let ep = &t.target.endpoint;
-        let e = to_proto(ep, &records.get(ep).cloned().unwrap_or_default());
-        let stats = switchyard_state::endpoint_stats(prober.store().as_ref(), ep, now).await?;
-        endpoints.push(with_stats(e, stats));
-    }
+    let store = prober.store().as_ref();
+    let stats = futures::future::try_join_all(
+        targets
+            .list
+            .iter()
+            .map(|t| switchyard_state::endpoint_stats(store, &t.target.endpoint, now)),
+    )
+    .await?;
+    let endpoints = targets
+        .list
+        .iter()
+        .zip(stats)
+        .map(|(t, s)| {
+            let ep = &t.target.endpoint;
+            with_stats(
+                to_proto(ep, &records.get(ep).cloned().unwrap_or_default()),
+                s,
+            )
+        })
+        .collect();
     Ok(pb::ListEndpointsResponse {
         version,
         endpoints,

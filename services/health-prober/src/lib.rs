@@ -12,3 +12,4 @@ pub mod machine;
 pub mod probe;
 pub mod prober;
 pub mod run;
+pub mod targets;

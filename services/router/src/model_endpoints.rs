@@ -119,21 +119,21 @@ pub async fn get(
     };
     let now = now_ms();
     let store = r.health().store();
-    let mut stats = Vec::with_capacity(model.endpoints.len());
-    for c in &model.endpoints {
-        match endpoint_stats(store.as_ref(), &c.endpoint, now).await {
-            Ok(s) => stats.push(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "endpoint statistics unreadable");
-                return crate::http_guard::refuse(
-                    Api::Chat,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "endpoint statistics are unreachable right now (the shared health store did not answer)".into(),
-                    false,
-                );
-            }
+    let read = model
+        .endpoints
+        .iter()
+        .map(|c| endpoint_stats(store.as_ref(), &c.endpoint, now));
+    match futures::future::try_join_all(read).await {
+        Ok(stats) => axum::Json(document(&r, model, stats)).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "endpoint statistics unreadable");
+            crate::http_guard::refuse(
+                Api::Chat,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "endpoint statistics are unreachable right now (the shared health store did not answer)".into(),
+                false,
+            )
         }
     }
-    axum::Json(document(&r, model, stats)).into_response()
 }
