@@ -37,13 +37,17 @@ fn ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn entry<'a>(v: &'a Value, id: &str) -> &'a Value {
-    v["data"]
-        .as_array()
+/// The item of `list` whose `field` is `value`.
+fn find<'a>(list: &'a Value, field: &str, value: &str) -> &'a Value {
+    list.as_array()
         .unwrap()
         .iter()
-        .find(|m| m["id"] == id)
-        .unwrap_or_else(|| panic!("no {id} in {v}"))
+        .find(|m| m[field] == value)
+        .unwrap_or_else(|| panic!("no {value} in {list}"))
+}
+
+fn entry<'a>(v: &'a Value, id: &str) -> &'a Value {
+    find(&v["data"], "id", id)
 }
 
 #[tokio::test]
@@ -158,12 +162,7 @@ async fn endpoints(c: &Cluster, n: usize, key: &str, model: &str) -> (u16, Value
 }
 
 fn endpoint<'a>(v: &'a Value, name: &str) -> &'a Value {
-    v["data"]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {v}"))
+    find(&v["data"]["endpoints"], "name", name)
 }
 
 #[tokio::test]
@@ -236,12 +235,7 @@ async fn endpoint_stats_come_from_every_routers_outcomes() {
 
     // The prober's listing shows the same.
     let h = c.ctl(&["health"]).await.ok();
-    let fast_h = h["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["endpoint"] == "m@fast")
-        .unwrap();
+    let fast_h = find(&h["endpoints"], "endpoint", "m@fast");
     assert_eq!(fast_h["uptime_last_30m"], 100.0, "{fast_h}");
     assert_eq!(
         fast_h["latency_last_30m"], f["latency_last_30m"],

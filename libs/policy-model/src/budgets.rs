@@ -130,12 +130,16 @@ pub fn doc_id(
     workflow: Option<&str>,
     period: BudgetPeriod,
 ) -> String {
-    let scope = match (key, workflow) {
+    format!("{org}/{}/{}", scope_label(key, workflow), period.as_str())
+}
+
+/// A scope of an org as text: `org`, `key:<id>` or `wf:<id>` (a key wins over a workflow).
+pub fn scope_label(key: Option<&str>, workflow: Option<&str>) -> String {
+    match (key, workflow) {
         (Some(k), _) => format!("key:{k}"),
         (None, Some(w)) => format!("wf:{w}"),
         (None, None) => "org".to_string(),
-    };
-    format!("{org}/{scope}/{}", period.as_str())
+    }
 }
 
 /// An operator's change, as stored: a budget set, or a budget removed (`set: None`), which also

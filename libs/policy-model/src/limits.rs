@@ -104,12 +104,7 @@ pub struct DeclaredLimit {
 
 /// The id of a scope (`acme/org`, `acme/key:k1`, `acme/wf:batch`).
 pub fn doc_id(org: &str, key: Option<&str>, workflow: Option<&str>) -> String {
-    let scope = match (key, workflow) {
-        (Some(k), _) => format!("key:{k}"),
-        (None, Some(w)) => format!("wf:{w}"),
-        (None, None) => "org".to_string(),
-    };
-    format!("{org}/{scope}")
+    format!("{org}/{}", crate::budgets::scope_label(key, workflow))
 }
 
 impl DeclaredLimit {

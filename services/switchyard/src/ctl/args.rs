@@ -157,9 +157,9 @@ pub(super) enum Cmd {
     },
 }
 
-/// Which budget: the org's, one key's or one workflow's, for a period.
+/// Whose budget or limits: the org's, one key's or one workflow's, and why it changes.
 #[derive(clap::Args)]
-pub(super) struct BudgetScope {
+pub(super) struct ScopeArgs {
     /// The org.
     pub org: String,
     /// One API key of the org (its id).
@@ -168,12 +168,45 @@ pub(super) struct BudgetScope {
     /// One workflow of the org.
     #[arg(long)]
     pub workflow: Option<String>,
-    /// day, month or total.
-    #[arg(long)]
-    pub period: String,
     /// Why (recorded in the audit).
     #[arg(long)]
     pub reason: String,
+}
+
+impl ScopeArgs {
+    /// On the wire.
+    pub fn to_proto(&self) -> switchyard_proto::v1::Scope {
+        use switchyard_proto::v1::ScopeKind;
+        let (kind, id) = match (&self.key, &self.workflow) {
+            (Some(k), _) => (ScopeKind::ApiKey, k.clone()),
+            (None, Some(w)) => (ScopeKind::Workflow, w.clone()),
+            (None, None) => (ScopeKind::Org, String::new()),
+        };
+        switchyard_proto::v1::Scope {
+            kind: kind as i32,
+            org_id: self.org.clone(),
+            id,
+        }
+    }
+
+    /// For people: `org acme`, `key k1 of acme`, `workflow batch of acme`.
+    pub fn name(&self) -> String {
+        match (&self.key, &self.workflow) {
+            (Some(k), _) => format!("key {k} of {}", self.org),
+            (None, Some(w)) => format!("workflow {w} of {}", self.org),
+            (None, None) => format!("org {}", self.org),
+        }
+    }
+}
+
+/// Which budget: a scope and a period.
+#[derive(clap::Args)]
+pub(super) struct BudgetScope {
+    #[command(flatten)]
+    pub who: ScopeArgs,
+    /// day, month or total.
+    #[arg(long)]
+    pub period: String,
 }
 
 #[derive(clap::Subcommand)]
@@ -199,28 +232,12 @@ pub(super) enum BudgetCmd {
     },
 }
 
-/// Whose limits: the org's, one key's or one workflow's.
-#[derive(clap::Args)]
-pub(super) struct LimitScope {
-    /// The org.
-    pub org: String,
-    /// One API key of the org (its id).
-    #[arg(long, conflicts_with = "workflow")]
-    pub key: Option<String>,
-    /// One workflow of the org.
-    #[arg(long)]
-    pub workflow: Option<String>,
-    /// Why (recorded in the audit).
-    #[arg(long)]
-    pub reason: String,
-}
-
 #[derive(clap::Subcommand)]
 pub(super) enum LimitCmd {
     /// Sets a scope's limits (those not given are none).
     Set {
         #[command(flatten)]
-        scope: LimitScope,
+        scope: ScopeArgs,
         /// Requests per minute.
         #[arg(long)]
         rpm: Option<u64>,
@@ -235,7 +252,7 @@ pub(super) enum LimitCmd {
     /// Removes a scope's limits (the policy file's too, until set again).
     Remove {
         #[command(flatten)]
-        scope: LimitScope,
+        scope: ScopeArgs,
     },
 }
 

@@ -44,17 +44,7 @@ pub(super) async fn change_budget(ctx: &Ctx, cmd: BudgetCmd) -> Result<Out, Stri
                 ));
             }
         };
-        let (kind, id) = match (&s.key, &s.workflow) {
-            (Some(k), _) => (pb::ScopeKind::ApiKey, k.clone()),
-            (None, Some(w)) => (pb::ScopeKind::Workflow, w.clone()),
-            (None, None) => (pb::ScopeKind::Org, String::new()),
-        };
-        let scope = pb::Scope {
-            kind: kind as i32,
-            org_id: s.org.clone(),
-            id,
-        };
-        Ok((scope, period as i32))
+        Ok((s.who.to_proto(), period as i32))
     };
     let mut client = ctx.policy()?;
     let (what, scope, result) = match cmd {
@@ -75,7 +65,7 @@ pub(super) async fn change_budget(ctx: &Ctx, cmd: BudgetCmd) -> Result<Out, Stri
                     hard: !soft,
                     alert_thresholds_percent: alerts,
                     actor: ctx.actor.clone(),
-                    reason: scope.reason.clone(),
+                    reason: scope.who.reason.clone(),
                 })
                 .await;
             ("set", scope, r)
@@ -87,7 +77,7 @@ pub(super) async fn change_budget(ctx: &Ctx, cmd: BudgetCmd) -> Result<Out, Stri
                     scope: Some(s),
                     period,
                     actor: ctx.actor.clone(),
-                    reason: scope.reason.clone(),
+                    reason: scope.who.reason.clone(),
                 })
                 .await;
             ("removed", scope, r)
@@ -97,13 +87,9 @@ pub(super) async fn change_budget(ctx: &Ctx, cmd: BudgetCmd) -> Result<Out, Stri
         .map_err(|s| ctx.policy.fail("changing the budget", &s))?
         .into_inner()
         .version;
-    let name = match (&scope.key, &scope.workflow) {
-        (Some(k), _) => format!("key {k} of {}", scope.org),
-        (None, Some(w)) => format!("workflow {w} of {}", scope.org),
-        (None, None) => format!("org {}", scope.org),
-    };
+    let (who, name) = (&scope.who, scope.who.name());
     Ok(Out {
-        json: json!({"budget": what, "org": scope.org, "key": scope.key, "workflow": scope.workflow, "period": scope.period, "policy_version": version}),
+        json: json!({"budget": what, "org": who.org, "key": who.key, "workflow": who.workflow, "period": scope.period, "policy_version": version}),
         text: format!(
             "{} budget of {name} {what} (policy version {version}; billing applies it within a second)\n",
             scope.period

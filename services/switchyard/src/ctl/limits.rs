@@ -5,22 +5,9 @@ use serde_json::{Value, json};
 use switchyard_proto::v1 as pb;
 
 use super::Out;
-use super::args::{LimitCmd, LimitScope};
+use super::args::LimitCmd;
 use super::client::Ctx;
 use super::render::table;
-
-fn scope(s: &LimitScope) -> pb::Scope {
-    let (kind, id) = match (&s.key, &s.workflow) {
-        (Some(k), _) => (pb::ScopeKind::ApiKey, k.clone()),
-        (None, Some(w)) => (pb::ScopeKind::Workflow, w.clone()),
-        (None, None) => (pb::ScopeKind::Org, String::new()),
-    };
-    pb::Scope {
-        kind: kind as i32,
-        org_id: s.org.clone(),
-        id,
-    }
-}
 
 pub(super) async fn change(ctx: &Ctx, cmd: LimitCmd) -> Result<Out, String> {
     let mut client = ctx.policy()?;
@@ -33,7 +20,7 @@ pub(super) async fn change(ctx: &Ctx, cmd: LimitCmd) -> Result<Out, String> {
         } => {
             let r = client
                 .put_limits(pb::PutLimitsRequest {
-                    scope: Some(scope(&s)),
+                    scope: Some(s.to_proto()),
                     requests_per_minute: rpm,
                     tokens_per_minute: tpm,
                     concurrent_requests: concurrent,
@@ -46,7 +33,7 @@ pub(super) async fn change(ctx: &Ctx, cmd: LimitCmd) -> Result<Out, String> {
         LimitCmd::Remove { scope: s } => {
             let r = client
                 .remove_limits(pb::RemoveLimitsRequest {
-                    scope: Some(scope(&s)),
+                    scope: Some(s.to_proto()),
                     actor: ctx.actor.clone(),
                     reason: s.reason.clone(),
                 })
@@ -58,11 +45,7 @@ pub(super) async fn change(ctx: &Ctx, cmd: LimitCmd) -> Result<Out, String> {
         .map_err(|st| ctx.policy.fail("changing the limits", &st))?
         .into_inner()
         .version;
-    let name = match (&s.key, &s.workflow) {
-        (Some(k), _) => format!("key {k} of {}", s.org),
-        (None, Some(w)) => format!("workflow {w} of {}", s.org),
-        (None, None) => format!("org {}", s.org),
-    };
+    let name = s.name();
     Ok(Out {
         json: json!({"limits": what, "org": s.org, "key": s.key, "workflow": s.workflow, "policy_version": version}),
         text: format!(
