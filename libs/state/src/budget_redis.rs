@@ -86,7 +86,10 @@ for j = 0, m - 1 do
     table.insert(flying, s)
   end
 end
-redis.call('HSET', KEYS[3], 'amount', amount, 'state', 'held', 'counters', table.concat(bases, '\n'), 'expires_ms', ARGV[3], 'minute', minute, 'tokens', tokens, 'rated', table.concat(rated, '\n'), 'flying', table.concat(flying, '\n'))
+redis.call('HSET', KEYS[3], 'amount', amount, 'state', 'held', 'counters', table.concat(bases, '\n'), 'expires_ms', ARGV[3])
+if m > 0 then
+  redis.call('HSET', KEYS[3], 'minute', minute, 'tokens', tokens, 'rated', table.concat(rated, '\n'), 'flying', table.concat(flying, '\n'))
+end
 redis.call('PEXPIREAT', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[5 + n * 3]))
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return {1}

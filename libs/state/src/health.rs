@@ -214,6 +214,17 @@ impl Outcomes {
         }
     }
 
+    /// The same counters without the histograms (what the short buckets keep: the prober's
+    /// evaluation needs sums, the live statistics read the minute buckets).
+    pub fn without_histograms(&self) -> Outcomes {
+        Outcomes {
+            latency_hist: BTreeMap::new(),
+            ttft_hist: BTreeMap::new(),
+            tps_hist: BTreeMap::new(),
+            ..self.clone()
+        }
+    }
+
     /// Attempts counted.
     pub fn total(&self) -> u64 {
         self.ok + self.failed

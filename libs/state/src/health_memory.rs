@@ -103,7 +103,7 @@ impl HealthStore for MemoryHealthStore {
                 .outcomes
                 .entry((ep.clone(), *bucket))
                 .or_default()
-                .add(o);
+                .add(&o.without_histograms());
             for tier in [Tier::Minute, Tier::Hour] {
                 inner
                     .tiers

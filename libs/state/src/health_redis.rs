@@ -212,7 +212,7 @@ impl HealthStore for RedisHealthStore {
         let mut pipe = redis::pipe();
         for (ep, bucket, o) in batch {
             let key = bucket_key(ep.as_str(), *bucket);
-            for (field, n) in o.fields() {
+            for (field, n) in o.without_histograms().fields() {
                 pipe.hincr(&key, field, n).ignore();
             }
             pipe.expire(&key, OUTCOME_TTL_SECS as i64).ignore();

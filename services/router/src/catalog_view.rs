@@ -102,15 +102,18 @@ impl CatalogView {
         self.current.borrow().clone()
     }
 
-    /// Takes `published` if it is another version; a catalog that does not parse (it was
-    /// validated where it was published, so only a newer router could tell) keeps the current.
+    /// Whether `published` is a version this router does not have, or the one it bootstrapped
+    /// from the local file (then only its origin changes).
+    fn is_new(&self, published: &PublishedCatalog) -> bool {
+        let current = self.current.borrow();
+        current.version != published.version || !current.published
+    }
+
+    /// Takes `published` if it is new; a catalog that does not parse (it was validated where
+    /// it was published, so only a newer router could tell) keeps the current.
     pub fn apply(&self, published: &PublishedCatalog) -> bool {
-        {
-            let current = self.current.borrow();
-            // The bootstrap file's content is the published one: only its origin changes.
-            if current.version == published.version && current.published {
-                return false;
-            }
+        if !self.is_new(published) {
+            return false;
         }
         match published.parse() {
             Ok(catalog) => {
@@ -133,10 +136,13 @@ impl CatalogView {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
+                // Cloned only when it is a version (or an origin) this router does not have.
                 let published = changes
                     .borrow_and_update()
                     .as_ref()
-                    .and_then(|p| p.compiled.catalog.clone());
+                    .and_then(|p| p.compiled.catalog.as_ref())
+                    .filter(|c| me.is_new(c))
+                    .cloned();
                 if let Some(c) = published {
                     me.apply(&c);
                 }
