@@ -342,6 +342,36 @@ pub struct Endpoint {
     /// A smaller output cap than the model's, if the provider limits it.
     #[serde(default)]
     pub max_output: Option<u32>,
+    /// The capacity of the shared key on this endpoint, as the provider grants it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
+}
+
+/// Requests and tokens per minute a provider grants a key (counted across every router).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    /// Requests per minute.
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    /// Tokens per minute (a request counts its prompt estimate plus the output it may produce,
+    /// as providers count it).
+    #[serde(default)]
+    pub tpm: Option<u64>,
+}
+
+impl Capacity {
+    /// Checks that each limit set is positive and that one is set.
+    pub fn check(&self, v: &mut Validator) {
+        if self.rpm.is_none() && self.tpm.is_none() {
+            v.error("sets neither rpm nor tpm");
+        }
+        for (name, n) in [("rpm", self.rpm), ("tpm", self.tpm)] {
+            if n == Some(0) {
+                v.error_at(name, "must be positive");
+            }
+        }
+    }
 }
 
 impl Endpoint {
@@ -635,6 +665,9 @@ impl Validate for Catalog {
                 if !seen.insert(*p) {
                     v.error_at("supports", format!("`{p}` listed twice"));
                 }
+            }
+            if let Some(c) = &e.capacity {
+                v.field("capacity", |v| c.check(v));
             }
         });
 

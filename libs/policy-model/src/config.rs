@@ -131,6 +131,10 @@ pub struct ByokConfig {
     pub provider: ProviderId,
     /// The key, sealed for this org and provider.
     pub sealed: SealedSecret,
+    /// The requests and tokens per minute the provider grants this key (on each of its
+    /// endpoints, as providers count per model), counted across routers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<switchyard_config::catalog::Capacity>,
 }
 
 /// Per-attempt and overall time limits of a workflow.
@@ -294,6 +298,9 @@ impl Validate for PolicyConfig {
                         "provider",
                         format!("two keys for provider `{}`", b.provider),
                     );
+                }
+                if let Some(c) = &b.capacity {
+                    v.field("capacity", |v| c.check(v));
                 }
             });
             let key_list: Vec<&str> = o.api_keys.iter().map(|k| k.id.as_str()).collect();

@@ -114,6 +114,9 @@ pub struct SealedByok {
     pub provider: ProviderId,
     /// Sealed key.
     pub sealed: SealedSecret,
+    /// What the provider grants the key, when declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<switchyard_config::catalog::Capacity>,
 }
 
 /// What an override does.

@@ -22,6 +22,7 @@ use crate::adapter::{Flow, StreamDecoder, adapter_for};
 use crate::auth::TokenCache;
 use crate::error::{CallError, Phase, UpstreamError};
 use crate::eventstream::Framer;
+use crate::ratelimit::{CapacityObserver, RateLimits, SHARE_WAIT};
 use crate::sse::SseEvent;
 use crate::target::{Call, EmbedCall, Target, Timeouts};
 use switchyard_config::catalog::WireFormat;
@@ -110,6 +111,8 @@ pub struct ProviderClient {
     http: Client<TimedConnector<Https>, Full<Bytes>>,
     /// Vertex AI access tokens.
     tokens: Arc<TokenCache>,
+    /// Told about every call and the capacity its answer reported.
+    observer: Option<Arc<dyn CapacityObserver>>,
 }
 
 impl std::fmt::Debug for ProviderClient {
@@ -163,7 +166,33 @@ impl ProviderClient {
         Ok(ProviderClient {
             http,
             tokens: Arc::default(),
+            observer: None,
         })
+    }
+
+    /// The same client, telling `observer` about every call it makes and the rate-limit
+    /// headers of every answer.
+    pub fn with_observer(mut self, observer: Arc<dyn CapacityObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Tells the observer a call to `target` reserving `tokens` is about to go.
+    fn sending(&self, target: &Target, tokens: u64) {
+        if let Some(o) = &self.observer {
+            o.sending(target, tokens);
+        }
+    }
+
+    /// Hands the rate-limit headers of an answer from `target` to the observer, and waits
+    /// briefly for what it shares.
+    async fn answered(&self, target: &Target, headers: &http::HeaderMap) {
+        if let Some(o) = &self.observer
+            && let Some(limits) = RateLimits::from_headers(headers, std::time::SystemTime::now())
+            && let Some(sharing) = o.reported(target, &limits)
+        {
+            let _ = tokio::time::timeout(SHARE_WAIT, sharing).await;
+        }
     }
 
     /// `target` ready to be called: for Vertex AI, with its service-account key exchanged for
@@ -206,7 +235,17 @@ impl ProviderClient {
             .await?;
         let adapter = adapter_for(target.format);
         let req = adapter.request(&target, call.request, stream)?;
-        self.send_request(req, call.timeouts, deadline).await
+        let output = call
+            .request
+            .max_output_tokens()
+            .unwrap_or(target.max_output);
+        self.sending(
+            call.target,
+            u64::from(call.request.prompt_token_bound()) + u64::from(output),
+        );
+        let resp = self.send_request(req, call.timeouts, deadline).await?;
+        self.answered(call.target, resp.headers()).await;
+        Ok(resp)
     }
 
     async fn send_request(
@@ -237,7 +276,12 @@ impl ProviderClient {
                 .await?;
             let adapter = adapter_for(target.format);
             let req = adapter.embed_request(&target, call.request)?;
+            if self.observer.is_some() {
+                let tokens = call.request.to_planning().prompt_token_bound();
+                self.sending(call.target, u64::from(tokens));
+            }
             let resp = self.send_request(req, call.timeouts, deadline).await?;
+            self.answered(call.target, resp.headers()).await;
             let status = resp.status();
             let headers = resp.headers().clone();
             let body = read_body(resp.into_body(), deadline, call.timeouts).await?;

@@ -31,7 +31,9 @@
 //! | stream: ends or is cut before `[DONE]` / `message_stop` | `unavailable` | stream |
 //!
 //! Retry-After comes from `retry-after-ms`, `Retry-After` (seconds or HTTP date), or OpenAI's
-//! `x-ratelimit-reset-requests` / `-tokens` durations.
+//! `x-ratelimit-reset-requests` / `-tokens` durations. The capacity left that every answer
+//! reports (OpenAI's and Anthropic's rate-limit headers) goes to the client's
+//! [`CapacityObserver`], see [`ratelimit`].
 
 pub mod adapter;
 pub mod anthropic;
@@ -42,10 +44,12 @@ pub mod error;
 pub mod eventstream;
 pub mod gemini;
 pub mod openai;
+pub mod ratelimit;
 pub mod sse;
 mod target;
 
 pub use adapter::{Flow, Framing, StreamDecoder, WireAdapter, adapter_for};
 pub use client::{ChunkStream, ClientBuildError, ClientOptions, MAX_BODY, ProviderClient};
 pub use error::{CallError, Phase, UpstreamError};
+pub use ratelimit::{CapacityObserver, RateLimits, SHARE_WAIT, Sharing, Window};
 pub use target::{Call, EmbedCall, ProviderOptions, Target, Timeouts, resolve_key};

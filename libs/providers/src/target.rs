@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use switchyard_config::catalog::{Catalog, Endpoint, Provider, Quirks, WireFormat};
+use switchyard_config::catalog::{Capacity, Catalog, Endpoint, Provider, Quirks, WireFormat};
 use switchyard_core::{EndpointId, ProviderId};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +28,11 @@ pub struct Target {
     /// What the format needs beyond the base URL (Azure's API version, Vertex's project and
     /// location, Bedrock's signing region) and the provider's quirks.
     pub options: Arc<ProviderOptions>,
+    /// Whose key this is, for capacity tracking: `None` for the shared key, the org for its own
+    /// (a BYOK key has its own rate limits).
+    pub owner: Option<Arc<str>>,
+    /// The capacity the key is granted on this endpoint, when declared.
+    pub capacity: Option<Capacity>,
 }
 
 /// A provider's format-specific settings, from its catalog entry.
@@ -80,6 +85,8 @@ impl Target {
             key,
             max_output: endpoint.max_output.unwrap_or(model.max_output),
             options: Arc::new(ProviderOptions::of(provider)),
+            owner: None,
+            capacity: endpoint.capacity,
         })
     }
 }

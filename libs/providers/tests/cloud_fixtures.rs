@@ -38,6 +38,8 @@ fn target(format: WireFormat) -> Target {
             aws_region: Some("us-east-1".into()),
             ..ProviderOptions::default()
         }),
+        owner: None,
+        capacity: None,
     }
 }
 

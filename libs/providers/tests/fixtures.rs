@@ -23,6 +23,8 @@ fn target(format: WireFormat) -> Target {
         key: None,
         max_output: 1024,
         options: Default::default(),
+        owner: None,
+        capacity: None,
     }
 }
 

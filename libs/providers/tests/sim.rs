@@ -87,6 +87,8 @@ impl Fixture {
             key: Some(SecretString::from(key)),
             max_output: 256,
             options: std::sync::Arc::new(options),
+            owner: None,
+            capacity: None,
         }
     }
 
@@ -439,6 +441,92 @@ async fn the_rate_limit_carries_retry_after() {
         let e = limited.unwrap_or_else(|| panic!("{id}: never limited"));
         assert_eq!(e.class, ErrorClass::RateLimited, "{id}: {e}");
         assert_eq!(e.retry_after, Some(Duration::from_secs(1)));
+    }
+}
+
+/// What the client told its observer.
+#[derive(Default)]
+struct Seen {
+    sent: std::sync::Mutex<Vec<u64>>,
+    reported: std::sync::Mutex<Vec<switchyard_providers::RateLimits>>,
+}
+
+impl switchyard_providers::CapacityObserver for Seen {
+    fn sending(&self, _: &Target, tokens: u64) {
+        self.sent.lock().unwrap().push(tokens);
+    }
+    fn reported(
+        &self,
+        _: &Target,
+        limits: &switchyard_providers::RateLimits,
+    ) -> Option<switchyard_providers::Sharing> {
+        self.reported.lock().unwrap().push(*limits);
+        None
+    }
+}
+
+#[tokio::test]
+async fn every_answer_reports_the_capacity_left_in_its_formats_headers() {
+    let f = Fixture::new().await;
+    for id in ["oai", "azr", "ant", "vant"] {
+        let seen = std::sync::Arc::new(Seen::default());
+        let client = ProviderClient::new(ClientOptions::default())
+            .unwrap()
+            .with_observer(seen.clone());
+        f.faults(
+            id,
+            json!({"capacity": {"requests": 2, "tokens": 100000, "window_ms": 5000}}),
+        )
+        .await;
+        let t = f.target(id);
+        let cancel = CancellationToken::new();
+        let call = |stream: bool| {
+            let client = client.clone();
+            let (t, cancel) = (&t, &cancel);
+            async move {
+                let request = &hello();
+                let call = Call {
+                    target: t,
+                    request,
+                    timeouts: quick(),
+                    cancel,
+                };
+                if stream {
+                    client.chat_stream(call).await.map(|_| ())
+                } else {
+                    client.chat(call).await.map(|_| ())
+                }
+            }
+        };
+        call(false).await.unwrap();
+        call(true).await.unwrap();
+        let e = upstream(call(false).await.err());
+        assert_eq!(e.class, ErrorClass::RateLimited, "{id}: {e}");
+        let reported = seen.reported.lock().unwrap().clone();
+        assert_eq!(reported.len(), 3, "{id}: every answer, the 429 too");
+        let left: Vec<u64> = reported
+            .iter()
+            .map(|l| l.requests.unwrap().remaining)
+            .collect();
+        assert_eq!(left, [1, 0, 0], "{id}");
+        for l in &reported {
+            let r = l.requests.unwrap();
+            assert_eq!(r.limit, Some(2), "{id}");
+            let reset = r.reset_in.unwrap();
+            assert!(
+                reset <= Duration::from_secs(5) && reset > Duration::from_secs(3),
+                "{id}: {reset:?}"
+            );
+            let tokens = l.tokens.unwrap();
+            assert_eq!(tokens.limit, Some(100_000), "{id}");
+            assert!(tokens.remaining < 100_000, "{id}");
+        }
+        let sent = seen.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 3, "{id}");
+        assert!(
+            sent.iter().all(|t| *t > 256),
+            "{id}: prompt plus the output cap: {sent:?}"
+        );
     }
 }
 

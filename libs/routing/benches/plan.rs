@@ -74,6 +74,7 @@ fn main() {
                 request: &req,
                 health: &health,
                 byok: &byok,
+                capacity: &switchyard_routing::Unlimited,
                 seed,
             };
             attempts += black_box(plan(&input))

@@ -10,8 +10,11 @@
 //! lists → regions → data collection → zero retention → request `only` → `ignore` →
 //! `allow_fallbacks: false` outside `order` → quantization → `max_price` → parameters (tools,
 //! tool_choice, response_format and json_schema always; every used one with
-//! `require_parameters`) → context and output fit → BYOK mode → health (ejected). If every
-//! candidate is out only for health, the workflow's `panic` rule may admit them anyway.
+//! `require_parameters`) → context and output fit → BYOK mode → health (ejected) → capacity (the
+//! key has no request, or fewer tokens than the request reserves, left on the endpoint until its
+//! reset). If every candidate is out only for health, the workflow's `panic` rule may admit them
+//! anyway; if none is left and some are out of capacity, the answer is a 429 with the earliest
+//! reset as Retry-After.
 //!
 //! Order within a model: providers named in `order` first, in that order; then healthy and
 //! unknown endpoints, then degraded ones, each group sorted by `sort` (price, latency,
@@ -19,12 +22,14 @@
 //! The org's own key for an endpoint comes right before shared capacity on it. Models follow the
 //! request's `models` order (or the workflow's); the plan holds at most `attempt_cap` attempts.
 
+mod capacity;
 mod index;
 mod order;
 mod plan;
 mod policy;
 mod reason;
 
+pub use capacity::{CapacityLeft, CapacityTable, Left, Unlimited};
 pub use index::{Candidate, RoutingCatalog};
 pub use order::{ASSUMED_OUTPUT_TOKENS, SplitMix, estimated_cost, inverse_square};
 pub use plan::{Attempt, KeySource, Plan, PlanError, PlanInput, plan};

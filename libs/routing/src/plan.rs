@@ -8,6 +8,7 @@ use switchyard_core::{
     ModelId, ModelKind, ProviderId, ProviderPreferences, Quantization,
 };
 
+use crate::capacity::CapacityTable;
 use crate::index::{Candidate, RoutingCatalog};
 use crate::order::{ASSUMED_OUTPUT_TOKENS, SplitMix, order};
 use crate::policy::{ByokMode, Degradation, PanicMode, Policy, narrow};
@@ -69,6 +70,14 @@ pub enum PlanError {
         /// Every candidate and its reason.
         excluded: Vec<Exclusion>,
     },
+    /// Every candidate was excluded, some of them only until their capacity resets.
+    #[error("every eligible endpoint is out of capacity for now")]
+    NoCapacity {
+        /// Every candidate and its reason.
+        excluded: Vec<Exclusion>,
+        /// The earliest reset among them, ms from planning.
+        retry_after_ms: u64,
+    },
 }
 
 impl PlanError {
@@ -85,6 +94,25 @@ impl PlanError {
                     .collect();
                 Error::new(ErrorClass::NoEligibleRoute, self.to_string())
                     .with_metadata("excluded", list.into())
+            }
+            PlanError::NoCapacity {
+                excluded,
+                retry_after_ms,
+            } => {
+                let list: Vec<_> = excluded
+                    .iter()
+                    .map(|e| json!({"endpoint": e.endpoint, "key": e.key, "reason": e.reason.as_str(), "detail": e.reason.to_string()}))
+                    .collect();
+                Error::new(
+                    ErrorClass::RateLimited,
+                    format!(
+                        "{self}: the first is whole again in {:.1} s",
+                        *retry_after_ms as f64 / 1000.0
+                    ),
+                )
+                .with_retry_after(std::time::Duration::from_millis(*retry_after_ms))
+                .with_metadata("reason", "capacity_exhausted".into())
+                .with_metadata("excluded", list.into())
             }
         }
     }
@@ -103,6 +131,8 @@ pub struct PlanInput<'a> {
     pub health: &'a HealthSnapshot,
     /// Providers for which the org has its own key.
     pub byok: &'a [ProviderId],
+    /// What each key has left on each endpoint.
+    pub capacity: &'a dyn CapacityTable,
     /// Seed of the default weighting.
     pub seed: u64,
 }
@@ -113,6 +143,8 @@ struct Ctx<'a> {
     used: Vec<switchyard_core::Parameter>,
     needed: u32,
     max_tokens: Option<u32>,
+    /// The prompt at the bound any tokenizer stays under (what capacity reserves).
+    prompt_bound: u32,
     /// Acceptable quantizations: `None` for any; an empty list (disjoint workflow and request
     /// lists) for none.
     quantizations: Option<Vec<Quantization>>,
@@ -249,6 +281,17 @@ impl Ctx<'_> {
         if state == EndpointState::Ejected {
             return Err(ExclusionReason::Unhealthy);
         }
+        if let Some(left) = self.input.capacity.left(&c.endpoint, key) {
+            let output = self.max_tokens.unwrap_or(c.max_output);
+            let reserve = u64::from(self.prompt_bound) + u64::from(output);
+            if let Some((which, l)) = left.short_for(reserve) {
+                return Err(ExclusionReason::CapacityExhausted {
+                    which,
+                    remaining: l.remaining,
+                    reset_in_ms: l.reset_in_ms,
+                });
+            }
+        }
         Ok(state)
     }
 }
@@ -336,6 +379,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         used: request.used_parameters(),
         needed: prompt.saturating_add(max_tokens.unwrap_or(0)),
         max_tokens,
+        prompt_bound: request.prompt_token_bound(),
         no_fallback_orders: [Some(&input.policy.preferences), request.provider.as_ref()]
             .into_iter()
             .flatten()
@@ -442,7 +486,20 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         }
     }
     if attempts.is_empty() {
-        return Err(PlanError::NoEligibleRoute { excluded });
+        let reset = excluded
+            .iter()
+            .filter_map(|e| match e.reason {
+                ExclusionReason::CapacityExhausted { reset_in_ms, .. } => Some(reset_in_ms),
+                _ => None,
+            })
+            .min();
+        return Err(match reset {
+            Some(retry_after_ms) => PlanError::NoCapacity {
+                excluded,
+                retry_after_ms,
+            },
+            None => PlanError::NoEligibleRoute { excluded },
+        });
     }
     Ok(Plan {
         attempts,

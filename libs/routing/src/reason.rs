@@ -59,6 +59,16 @@ pub enum ExclusionReason {
     ByokDisabled,
     /// The endpoint is ejected by health checks.
     Unhealthy,
+    /// The key has no capacity left on the endpoint for this request until the limit resets
+    /// (the provider's rate-limit headers, or the declared limit counted across routers).
+    CapacityExhausted {
+        /// `requests` or `tokens`.
+        which: &'static str,
+        /// What is left of it.
+        remaining: u64,
+        /// When it is whole again, ms from planning.
+        reset_in_ms: u64,
+    },
     /// The request has tools and the endpoint's tool-call validity is below the minimum.
     LowToolValidity {
         /// Its measured share of valid tool calls, percent.
@@ -100,6 +110,7 @@ impl ExclusionReason {
             ExclusionReason::ByokRequired => "byok_required",
             ExclusionReason::ByokDisabled => "byok_disabled",
             ExclusionReason::Unhealthy => "unhealthy",
+            ExclusionReason::CapacityExhausted { .. } => "capacity_exhausted",
             ExclusionReason::LowToolValidity { .. } => "low_tool_validity",
             ExclusionReason::AttemptCap => "attempt_cap",
             ExclusionReason::UnknownModel => "unknown_model",
@@ -168,6 +179,15 @@ impl std::fmt::Display for ExclusionReason {
                 f.write_str("the workflow does not use the org's own keys")
             }
             ExclusionReason::Unhealthy => f.write_str("ejected by health checks"),
+            ExclusionReason::CapacityExhausted {
+                which,
+                remaining,
+                reset_in_ms,
+            } => write!(
+                f,
+                "the key has {remaining} {which} left here until the limit resets in {:.1} s",
+                *reset_in_ms as f64 / 1000.0
+            ),
             ExclusionReason::AttemptCap => f.write_str("the plan holds the most attempts allowed"),
         }
     }

@@ -512,3 +512,79 @@ fn tool_requests_skip_endpoints_with_low_tool_validity() {
             .all(|(_, r)| *r != "low_tool_validity")
     );
 }
+
+#[test]
+fn an_endpoint_out_of_capacity_is_planned_around_until_nothing_else_is_left() {
+    use switchyard_core::ErrorClass;
+    use switchyard_routing::{CapacityLeft, ExclusionReason, Left};
+    let left = |remaining, reset_in_ms| Left {
+        remaining,
+        limit: Some(100),
+        reset_in_ms,
+    };
+    let mut s = req(json!({"max_tokens": 100}));
+    // No request left on a's shared key; b has tokens, but fewer than the request reserves.
+    s.capacity.0.insert(
+        ("small@a".into(), KeySource::Shared),
+        CapacityLeft {
+            requests: Some(left(0, 4_000)),
+            tokens: None,
+        },
+    );
+    s.capacity.0.insert(
+        ("small@b".into(), KeySource::Shared),
+        CapacityLeft {
+            requests: Some(left(5, 1_000)),
+            tokens: Some(left(50, 2_500)),
+        },
+    );
+    // c has enough of both.
+    s.capacity.0.insert(
+        ("small@c".into(), KeySource::Shared),
+        CapacityLeft {
+            requests: Some(left(1, 1_000)),
+            tokens: Some(left(10_000, 1_000)),
+        },
+    );
+    assert_eq!(sorted(s.endpoints()), ["small@c", "small@d"]);
+    let plan = s.run().unwrap();
+    let reason = |ep: &str| {
+        plan.excluded
+            .iter()
+            .find(|e| e.endpoint.as_str() == ep)
+            .map(|e| e.reason.clone())
+    };
+    assert_eq!(
+        reason("small@a"),
+        Some(ExclusionReason::CapacityExhausted {
+            which: "requests",
+            remaining: 0,
+            reset_in_ms: 4_000
+        })
+    );
+    assert_eq!(
+        reason("small@b"),
+        Some(ExclusionReason::CapacityExhausted {
+            which: "tokens",
+            remaining: 50,
+            reset_in_ms: 2_500
+        })
+    );
+
+    // The org's own key on a is another key with its own capacity.
+    s.byok = vec!["a".into()];
+    assert!(s.endpoints().contains(&"small@a".to_string()));
+    s.byok.clear();
+
+    // With nothing else left, the answer is a rate limit with the earliest reset.
+    s.policy.providers_only = Some(vec!["a".into(), "b".into()]);
+    let err = s.run().unwrap_err();
+    let PlanError::NoCapacity { retry_after_ms, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*retry_after_ms, 2_500);
+    let e = err.to_error();
+    assert_eq!(e.class, ErrorClass::RateLimited);
+    assert_eq!(e.retry_after, Some(std::time::Duration::from_millis(2_500)));
+    assert_eq!(e.metadata["reason"], "capacity_exhausted");
+}

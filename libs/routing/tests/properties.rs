@@ -120,6 +120,7 @@ fn catalog() -> impl Strategy<Value = Catalog> {
                     quantization: QUANTS.get(quant).copied(),
                     context_length: None,
                     max_output: None,
+                    capacity: None,
                 },
             )
             .collect();
@@ -406,7 +407,7 @@ proptest! {
     ) {
         let index = RoutingCatalog::new(&cat);
         let byok: Vec<switchyard_core::ProviderId> = byok.into_iter().map(Into::into).collect();
-        let input = PlanInput { catalog: &index, policy: &policy, request: &req, health: &health, byok: &byok, seed };
+        let input = PlanInput { catalog: &index, policy: &policy, request: &req, health: &health, byok: &byok, capacity: &switchyard_routing::Unlimited, seed };
         let result = plan(&input);
         prop_assert_eq!(&result, &plan(&input), "same inputs and seed, same plan");
         let (planned, excluded, panic, models): (Vec<_>, Vec<_>, bool, Vec<_>) = match result {

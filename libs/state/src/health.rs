@@ -11,6 +11,7 @@ use switchyard_core::{AttemptOutcome, EndpointHealth, EndpointId, EndpointState,
 use tokio::sync::broadcast;
 
 use crate::StateError;
+use crate::capacity::{CapacityAnnouncement, CapacityRecord, CapacityUse};
 use crate::health_stats::{Tier, bin_of};
 
 /// Seconds per passive-outcome bucket.
@@ -346,4 +347,23 @@ pub trait HealthStore: Send + Sync + 'static {
     async fn put_cooldown(&self, endpoint: &EndpointId, until_ms: u64) -> Result<u64, StateError>;
     /// Cooldowns that end after `now_ms`.
     async fn cooldowns(&self, now_ms: u64) -> Result<BTreeMap<EndpointId, u64>, StateError>;
+    /// Shares what providers reported about capacity, by capacity scope: each record replaces
+    /// the stored one only if it was observed later. With `announce` the batch is also
+    /// published whole (a key just ran out: every router should know at once, without a read).
+    async fn put_capacity(
+        &self,
+        batch: &[(String, CapacityRecord)],
+        announce: bool,
+    ) -> Result<(), StateError>;
+    /// Announced capacity records.
+    fn subscribe_capacity(&self) -> broadcast::Receiver<CapacityAnnouncement>;
+    /// Every capacity record, by scope.
+    async fn capacity(&self) -> Result<BTreeMap<String, CapacityRecord>, StateError>;
+    /// Adds each scope's use in `minute` (Unix minutes) to the shared counters and returns the
+    /// totals, in the batch's order (an addition of zero reads a counter).
+    async fn count_capacity(
+        &self,
+        minute: u64,
+        batch: &[(String, CapacityUse)],
+    ) -> Result<Vec<CapacityUse>, StateError>;
 }

@@ -9,6 +9,7 @@ use switchyard_core::EndpointId;
 use tokio::sync::broadcast;
 
 use crate::StateError;
+use crate::capacity::{CapacityAnnouncement, CapacityRecord, CapacityUse};
 use crate::health::{BUCKET_SECS, HealthRecord, HealthStore, Outcomes};
 use crate::health_stats::Tier;
 
@@ -20,12 +21,15 @@ struct Inner {
     tiers: HashMap<(EndpointId, Tier, u64), Outcomes>,
     leases: HashMap<String, (String, Instant)>,
     cooldowns: BTreeMap<EndpointId, u64>,
+    capacity: BTreeMap<String, CapacityRecord>,
+    capacity_use: HashMap<(u64, String), CapacityUse>,
 }
 
 /// The in-memory [`HealthStore`].
 pub struct MemoryHealthStore {
     inner: Mutex<Inner>,
     changes: broadcast::Sender<u64>,
+    capacity_changes: broadcast::Sender<CapacityAnnouncement>,
 }
 
 impl std::fmt::Debug for MemoryHealthStore {
@@ -39,6 +43,7 @@ impl Default for MemoryHealthStore {
         MemoryHealthStore {
             inner: Mutex::new(Inner::default()),
             changes: broadcast::channel(256).0,
+            capacity_changes: broadcast::channel(256).0,
         }
     }
 }
@@ -174,6 +179,57 @@ impl HealthStore for MemoryHealthStore {
         let mut inner = self.lock();
         inner.cooldowns.retain(|_, until| *until > now_ms);
         Ok(inner.cooldowns.clone())
+    }
+
+    async fn put_capacity(
+        &self,
+        batch: &[(String, CapacityRecord)],
+        announce: bool,
+    ) -> Result<(), StateError> {
+        {
+            let mut inner = self.lock();
+            for (scope, r) in batch {
+                let cur = inner.capacity.entry(scope.clone()).or_default();
+                if r.observed_ms > cur.observed_ms {
+                    *cur = *r;
+                }
+            }
+        }
+        if announce {
+            let _ = self
+                .capacity_changes
+                .send(std::sync::Arc::new(batch.to_vec()));
+        }
+        Ok(())
+    }
+
+    fn subscribe_capacity(&self) -> broadcast::Receiver<CapacityAnnouncement> {
+        self.capacity_changes.subscribe()
+    }
+
+    async fn capacity(&self) -> Result<BTreeMap<String, CapacityRecord>, StateError> {
+        Ok(self.lock().capacity.clone())
+    }
+
+    async fn count_capacity(
+        &self,
+        minute: u64,
+        batch: &[(String, CapacityUse)],
+    ) -> Result<Vec<CapacityUse>, StateError> {
+        let mut inner = self.lock();
+        inner.capacity_use.retain(|(m, _), _| *m + 1 >= minute);
+        Ok(batch
+            .iter()
+            .map(|(scope, add)| {
+                let u = inner
+                    .capacity_use
+                    .entry((minute, scope.clone()))
+                    .or_default();
+                u.requests += add.requests;
+                u.tokens += add.tokens;
+                *u
+            })
+            .collect())
     }
 
     async fn release(&self, name: &str, owner: &str) -> Result<(), StateError> {

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::StateError;
+use crate::capacity::{CapacityAnnouncement, CapacityRecord, CapacityUse, capacity_channel};
 use crate::health::{BUCKET_SECS, HealthRecord, HealthStore, Outcomes, health_channel};
 use crate::health_stats::Tier;
 use crate::redis_store::{connect, subscriber};
@@ -17,6 +18,54 @@ use crate::redis_store::{connect, subscriber};
 const RECORDS: &str = "sy:{health}:records";
 const VERSION: &str = "sy:{health}:version";
 const COOLDOWNS: &str = "sy:{health}:cooldowns";
+const CAPACITY: &str = "sy:{health}:capacity";
+
+/// Capacity records, each written only over an older observation; the hash outlives the longest
+/// reset a provider reports by far, and is refreshed by every write. Announced records are
+/// published whole, so subscribers need no read.
+const PUT_CAPACITY: &str = r"
+for i = 1, #ARGV - 3, 3 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  local seen = 0
+  if cur then
+    seen = tonumber(cjson.decode(cur).observed_ms) or 0
+  end
+  if tonumber(ARGV[i + 1]) > seen then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], 3600000)
+if ARGV[#ARGV - 2] == '1' then
+  redis.call('PUBLISH', ARGV[#ARGV - 1], ARGV[#ARGV])
+end
+return 1
+";
+/// Forwards announced capacity records, decoded; an undecodable message is dropped (the next
+/// read of the hash has the records anyway).
+async fn decode_announcements(
+    mut raw: broadcast::Receiver<String>,
+    out: broadcast::Sender<CapacityAnnouncement>,
+) {
+    loop {
+        match raw.recv().await {
+            Ok(text) => match serde_json::from_str::<Vec<(String, CapacityRecord)>>(&text) {
+                Ok(records) => {
+                    let _ = out.send(std::sync::Arc::new(records));
+                }
+                Err(e) => tracing::debug!(error = %e, "undecodable capacity announcement"),
+            },
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Per-minute use counters of declared capacity outlive their minute by one.
+const CAPACITY_USE_TTL_SECS: i64 = 120;
+
+fn capacity_use_key(minute: u64) -> String {
+    format!("sy:{{health}}:capuse:{minute}")
+}
 
 /// Keep the later end, drop ended ones, bump the version and announce it.
 const COOLDOWN: &str = r"
@@ -87,11 +136,13 @@ return 0
 pub struct RedisHealthStore {
     conn: crate::redis_conn::RedisConn,
     changes: broadcast::Sender<u64>,
+    capacity_changes: broadcast::Sender<CapacityAnnouncement>,
     put: redis::Script,
     replace: redis::Script,
     lease: redis::Script,
     release: redis::Script,
     cooldown: redis::Script,
+    put_capacity: redis::Script,
 }
 
 impl std::fmt::Debug for RedisHealthStore {
@@ -118,19 +169,33 @@ impl RedisHealthStore {
         let (target, conn) = connect(url).await?;
         let changes = broadcast::channel(256).0;
         tokio::spawn(subscriber(
-            target,
+            target.clone(),
             health_channel(),
             changes.clone(),
+            shutdown.clone(),
+        ));
+        let capacity_changes = broadcast::channel(256).0;
+        let raw = broadcast::channel::<String>(256).0;
+        tokio::spawn(subscriber(
+            target,
+            capacity_channel(),
+            raw.clone(),
             shutdown,
+        ));
+        tokio::spawn(decode_announcements(
+            raw.subscribe(),
+            capacity_changes.clone(),
         ));
         Ok(RedisHealthStore {
             conn,
             changes,
+            capacity_changes,
             put: redis::Script::new(PUT),
             replace: redis::Script::new(REPLACE),
             lease: redis::Script::new(LEASE),
             release: redis::Script::new(RELEASE),
             cooldown: redis::Script::new(COOLDOWN),
+            put_capacity: redis::Script::new(PUT_CAPACITY),
         })
     }
 }
@@ -203,6 +268,10 @@ impl HealthStore for RedisHealthStore {
 
     fn subscribe(&self) -> broadcast::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    fn subscribe_capacity(&self) -> broadcast::Receiver<CapacityAnnouncement> {
+        self.capacity_changes.subscribe()
     }
 
     async fn add_outcomes(&self, batch: &[(EndpointId, u64, Outcomes)]) -> Result<(), StateError> {
@@ -295,6 +364,85 @@ impl HealthStore for RedisHealthStore {
             .into_iter()
             .filter(|(_, until)| *until > now_ms)
             .map(|(ep, until)| (EndpointId::from(ep), until))
+            .collect())
+    }
+
+    async fn put_capacity(
+        &self,
+        batch: &[(String, CapacityRecord)],
+        announce: bool,
+    ) -> Result<(), StateError> {
+        if batch.is_empty() && !announce {
+            return Ok(());
+        }
+        let mut invocation = self.put_capacity.key(CAPACITY);
+        for (scope, r) in batch {
+            let json = serde_json::to_string(r).map_err(|e| StateError::Corrupt {
+                key: scope.clone(),
+                detail: e.to_string(),
+            })?;
+            invocation.arg(scope).arg(r.observed_ms).arg(json);
+        }
+        let payload = if announce {
+            serde_json::to_string(batch).map_err(|e| StateError::Corrupt {
+                key: CAPACITY.into(),
+                detail: e.to_string(),
+            })?
+        } else {
+            String::new()
+        };
+        invocation
+            .arg(if announce { "1" } else { "0" })
+            .arg(capacity_channel())
+            .arg(payload);
+        let mut conn = self.conn.clone();
+        let _: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn capacity(&self) -> Result<BTreeMap<String, CapacityRecord>, StateError> {
+        let mut conn = self.conn.clone();
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(CAPACITY)
+            .query_async(&mut conn)
+            .await?;
+        let mut out = BTreeMap::new();
+        for (scope, json) in all {
+            let r = serde_json::from_str(&json).map_err(|e| StateError::Corrupt {
+                key: format!("{CAPACITY}/{scope}"),
+                detail: e.to_string(),
+            })?;
+            out.insert(scope, r);
+        }
+        Ok(out)
+    }
+
+    async fn count_capacity(
+        &self,
+        minute: u64,
+        batch: &[(String, CapacityUse)],
+    ) -> Result<Vec<CapacityUse>, StateError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = capacity_use_key(minute);
+        let mut pipe = redis::pipe();
+        for (scope, add) in batch {
+            pipe.hincr(&key, format!("{scope}|r"), add.requests).hincr(
+                &key,
+                format!("{scope}|t"),
+                add.tokens,
+            );
+        }
+        pipe.expire(&key, CAPACITY_USE_TTL_SECS).ignore();
+        let mut conn = self.conn.clone();
+        let totals: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(totals
+            .chunks(2)
+            .map(|c| CapacityUse {
+                requests: c[0],
+                tokens: c.get(1).copied().unwrap_or(0),
+            })
             .collect())
     }
 

@@ -8,6 +8,7 @@
 mod budget;
 mod budget_memory;
 mod budget_redis;
+mod capacity;
 mod error;
 mod health;
 mod health_memory;
@@ -26,6 +27,9 @@ pub use budget::{
 };
 pub use budget_memory::MemoryBudgetStore;
 pub use budget_redis::RedisBudgetStore;
+pub use capacity::{
+    CapacityAnnouncement, CapacityRecord, CapacityUse, CapacityWindow, capacity_channel,
+};
 pub use error::StateError;
 pub use health::{
     BUCKET_SECS, HealthRecord, HealthStore, Outcomes, bucket_of, health_channel, snapshot,

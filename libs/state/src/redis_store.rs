@@ -74,12 +74,12 @@ impl RedisPolicyStore {
     }
 }
 
-/// Keeps a pub/sub subscription to `channel` alive and forwards the versions announced on it;
-/// reconnects after any failure.
-pub(crate) async fn subscriber(
+/// Keeps a pub/sub subscription to `channel` alive and forwards what is announced on it (a
+/// version, or a payload that decodes as `T`); reconnects after any failure.
+pub(crate) async fn subscriber<T: redis::FromRedisValue + Send + 'static>(
     target: RedisTarget,
     channel: &'static str,
-    changes: broadcast::Sender<u64>,
+    changes: broadcast::Sender<T>,
     shutdown: CancellationToken,
 ) {
     use futures::StreamExt;
@@ -92,7 +92,7 @@ pub(crate) async fn subscriber(
             pubsub.subscribe(channel).await?;
             let mut messages = pubsub.on_message();
             while let Some(msg) = messages.next().await {
-                if let Ok(v) = msg.get_payload::<u64>() {
+                if let Ok(v) = msg.get_payload::<T>() {
                     let _ = changes.send(v);
                 }
             }
@@ -102,7 +102,7 @@ pub(crate) async fn subscriber(
             _ = shutdown.cancelled() => return,
             r = attempt => {
                 if let Err(e) = r {
-                    tracing::debug!(error = %e, "policy subscription lost; retrying");
+                    tracing::debug!(error = %e, channel, "subscription lost; retrying");
                 }
             }
         }

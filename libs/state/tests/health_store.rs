@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use switchyard_core::{AttemptOutcome, EndpointId, EndpointState, ErrorClass};
 use switchyard_state::{
-    HealthRecord, HealthStore, MemoryHealthStore, Outcomes, RedisHealthStore, Tier,
+    CapacityRecord, CapacityUse, CapacityWindow, HealthRecord, HealthStore, MemoryHealthStore,
+    Outcomes, RedisHealthStore, Tier,
 };
 use switchyard_testkit::{RedisCluster, RedisSentinels, RedisServer};
 use tokio_util::sync::CancellationToken;
@@ -142,6 +143,76 @@ async fn contract(a: &dyn HealthStore, b: &dyn HealthStore) {
         Some(&(now + 60_000))
     );
     assert!(b.cooldowns(now + 60_000).await.unwrap().is_empty());
+    // Capacity: the newest observation wins, whoever writes last; an exhaustion is announced.
+    let rec = |observed_ms, remaining| CapacityRecord {
+        requests: Some(CapacityWindow {
+            limit: Some(10),
+            remaining,
+            reset_ms: now + 5_000,
+        }),
+        tokens: None,
+        observed_ms,
+    };
+    let mut announced = b.subscribe_capacity();
+    a.put_capacity(&[("m@p".into(), rec(now, 0))], true)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(1), announced.recv())
+        .await
+        .expect("an exhaustion is announced")
+        .unwrap();
+    assert_eq!(
+        *got,
+        [("m@p".to_string(), rec(now, 0))],
+        "whole, without a read"
+    );
+    b.put_capacity(
+        &[
+            ("m@p".into(), rec(now - 1, 7)),
+            ("m@q@org".into(), rec(now, 3)),
+        ],
+        false,
+    )
+    .await
+    .unwrap();
+    let shared = a.capacity().await.unwrap();
+    assert_eq!(
+        shared.get("m@p"),
+        Some(&rec(now, 0)),
+        "an older observation loses"
+    );
+    assert_eq!(shared.get("m@q@org"), Some(&rec(now, 3)));
+    b.put_capacity(&[("m@p".into(), rec(now + 1, 9))], false)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.capacity().await.unwrap().get("m@p"),
+        Some(&rec(now + 1, 9))
+    );
+    // Declared capacity: every writer's use adds up per minute; adding zero reads.
+    let minute = now / 60_000;
+    let used = |requests, tokens| CapacityUse { requests, tokens };
+    let got = a
+        .count_capacity(
+            minute,
+            &[("m@p".into(), used(2, 300)), ("m@q".into(), used(1, 10))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, [used(2, 300), used(1, 10)]);
+    let got = b
+        .count_capacity(
+            minute,
+            &[("m@p".into(), used(1, 50)), ("m@q".into(), used(0, 0))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, [used(3, 350), used(1, 10)]);
+    let got = b
+        .count_capacity(minute + 1, &[("m@p".into(), used(0, 0))])
+        .await
+        .unwrap();
+    assert_eq!(got, [used(0, 0)], "a new minute starts from zero");
     // Only the holder can give it back; then another replica takes it at once.
     a.release("m@p", "prober-1").await.unwrap();
     assert!(

@@ -165,7 +165,7 @@ pub fn compile(
                     message: "a master key is needed to use BYOK keys (SWITCHYARD_MASTER_KEY or SWITCHYARD_MASTER_KEY_FILE)".into(),
                 }),
                 Some(m) => match open(m, org.id.as_str(), b.provider.as_str(), &b.sealed) {
-                    Ok(_) => byok.push(SealedByok { org: org.id.clone(), provider: b.provider.clone(), sealed: b.sealed.clone() }),
+                    Ok(_) => byok.push(SealedByok { org: org.id.clone(), provider: b.provider.clone(), sealed: b.sealed.clone(), capacity: b.capacity }),
                     Err(e) => errors.push(FieldError { path, message: e.to_string() }),
                 },
             }
@@ -363,6 +363,7 @@ orgs:
         cfg.orgs[0].byok.push(crate::config::ByokConfig {
             provider: "a".into(),
             sealed: seal(&master, "acme", "a", "sk-own").unwrap(),
+            capacity: None,
         });
         let p = compile(&cfg, &Dynamic::default(), Some(&master)).unwrap();
         assert_eq!(p.byok_providers("acme"), vec![ProviderId::from("a")]);

@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_core::tokens::{PER_MESSAGE_OVERHEAD, estimate_text};
 
+use crate::dialect::header_value;
 use crate::generate::{Finish, Parsed, Reply, split_pieces};
+use crate::state::CapacityReading;
 use crate::wire::{Ctx, Event, Failure, json_response, retry_after_for, sse, with_retry_after};
 
 /// The `x-api-key` presented (or a bearer token, which Anthropic also accepts for OAuth).
@@ -462,5 +464,32 @@ impl crate::dialect::Dialect for Anthropic {
             &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}).to_string(),
             true,
         )
+    }
+
+    fn rate_limit_headers(&self, left: &CapacityReading, h: &mut HeaderMap) {
+        // As Anthropic documents them; the resets are RFC 3339 times.
+        let reset = aws_smithy_types::DateTime::from(std::time::SystemTime::now() + left.reset_in)
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap_or_default();
+        let mut put = |name: &'static str, value: String| {
+            h.insert(name, header_value(value));
+        };
+        put(
+            "anthropic-ratelimit-requests-limit",
+            left.requests_limit.to_string(),
+        );
+        put(
+            "anthropic-ratelimit-requests-remaining",
+            left.requests_remaining.to_string(),
+        );
+        put("anthropic-ratelimit-requests-reset", reset.clone());
+        if let Some((limit, remaining)) = left.tokens {
+            put("anthropic-ratelimit-input-tokens-limit", limit.to_string());
+            put(
+                "anthropic-ratelimit-input-tokens-remaining",
+                remaining.to_string(),
+            );
+            put("anthropic-ratelimit-input-tokens-reset", reset);
+        }
     }
 }

@@ -96,6 +96,10 @@ pub struct Faults {
     pub huge_chunk_bytes: Option<u32>,
     /// Requests per second above which the provider answers 429.
     pub rate_limit_rps: Option<u32>,
+    /// The key's capacity per window, reported on every answer in the format's rate-limit
+    /// headers (OpenAI's `x-ratelimit-*`, Anthropic's `anthropic-ratelimit-*`); a request over
+    /// it gets a 429 with Retry-After until the window ends.
+    pub capacity: Option<SimCapacity>,
     /// Prompts estimated above this many tokens get a context-length error.
     pub context_limit: Option<u32>,
     /// Prompts containing this word (case-insensitive) are refused.
@@ -106,6 +110,19 @@ pub struct Faults {
     /// Generates its full `output_tokens` whatever `max_tokens` says (a provider that ignores
     /// the cap, so a reply can cost more than its budget hold).
     pub ignore_max_tokens: bool,
+}
+
+/// A simulated key's rate limits: a fixed window that starts with the first request in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimCapacity {
+    /// Requests per window.
+    pub requests: u32,
+    /// Prompt tokens per window, when limited.
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    /// The window, ms.
+    pub window_ms: u64,
 }
 
 /// Delays of a simulated provider.
@@ -178,6 +195,12 @@ impl Validate for Faults {
         }
         if let Some(rps) = self.rate_limit_rps {
             v.check(rps > 0, "rate_limit_rps", "must be positive");
+        }
+        if let Some(c) = &self.capacity {
+            v.field("capacity", |v| {
+                v.check(c.window_ms > 0, "window_ms", "must be positive");
+                v.check(c.tokens != Some(0), "tokens", "must be positive");
+            });
         }
         if let Some(word) = &self.refuse_on {
             v.check(!word.trim().is_empty(), "refuse_on", "must not be empty");

@@ -9,6 +9,7 @@ use switchyard_config::catalog::WireFormat;
 
 use crate::config::SimProvider;
 use crate::generate::{Parsed, Reply};
+use crate::state::CapacityReading;
 use crate::tokens::PromptTokenizer;
 use crate::wire::{Ctx, Event, Failure};
 
@@ -74,6 +75,16 @@ pub trait Dialect: Sync {
     fn stream_content_type(&self) -> &'static str {
         "text/event-stream"
     }
+
+    /// Writes what the key has left in the format's rate-limit headers (none by default:
+    /// Gemini and Bedrock send none).
+    fn rate_limit_headers(&self, _left: &CapacityReading, _headers: &mut HeaderMap) {}
+}
+
+/// A header value from text the simulator wrote itself.
+pub fn header_value(text: String) -> axum::http::HeaderValue {
+    axum::http::HeaderValue::from_str(&text)
+        .unwrap_or_else(|_| axum::http::HeaderValue::from_static("0"))
 }
 
 /// The key compared with the configured one, when one is configured.

@@ -131,6 +131,17 @@ pub async fn embed(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
+    let resp = answer(&app, reset, uri, headers, body).await;
+    crate::server::with_capacity(&app, resp)
+}
+
+async fn answer(
+    app: &App,
+    reset: Option<axum::Extension<ConnReset>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
     let state = &app.state;
     let _in_flight = state.begin();
     let faults = state.faults();
@@ -163,7 +174,7 @@ pub async fn embed(
         return fail(&mut recent, Failure::ModelNotFound(asked.model.clone()));
     }
     let tokens = asked.tokens;
-    let malformed = match meet_faults(&app, &faults, &mut recent, tokens, reset, &fail).await {
+    let malformed = match meet_faults(app, &faults, &mut recent, tokens, reset, &fail).await {
         Ok(malformed) => malformed,
         Err(resp) => return resp,
     };

@@ -7,7 +7,9 @@ use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 use switchyard_core::{ChatRequest, ResponseFormat, ToolChoice};
 
+use crate::dialect::header_value;
 use crate::generate::{Finish, Parsed, Reply};
+use crate::state::CapacityReading;
 use crate::tokens::PromptTokenizer;
 use crate::wire::{Ctx, Event, Failure, json_response, retry_after_for, sse, with_retry_after};
 
@@ -447,5 +449,36 @@ impl crate::dialect::Dialect for OpenAi {
             &json!({"id": "chatcmpl-huge", "object": "chat.completion.chunk", "created": 0, "model": "sim", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]}).to_string(),
             true,
         )
+    }
+
+    fn rate_limit_headers(&self, left: &CapacityReading, h: &mut HeaderMap) {
+        // As OpenAI documents them; the resets are durations (`1s`, `120ms`, `6m0s`).
+        let reset = go_duration(left.reset_in);
+        let mut put = |name: &'static str, value: String| {
+            h.insert(name, header_value(value));
+        };
+        put(
+            "x-ratelimit-limit-requests",
+            left.requests_limit.to_string(),
+        );
+        put(
+            "x-ratelimit-remaining-requests",
+            left.requests_remaining.to_string(),
+        );
+        put("x-ratelimit-reset-requests", reset.clone());
+        if let Some((limit, remaining)) = left.tokens {
+            put("x-ratelimit-limit-tokens", limit.to_string());
+            put("x-ratelimit-remaining-tokens", remaining.to_string());
+            put("x-ratelimit-reset-tokens", reset);
+        }
+    }
+}
+
+/// A duration as OpenAI writes its resets: `120ms` below a second, else seconds (`4.5s`).
+fn go_duration(d: std::time::Duration) -> String {
+    if d < std::time::Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_millis() as f64 / 1000.0)
     }
 }

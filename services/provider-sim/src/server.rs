@@ -133,8 +133,29 @@ async fn gemini_action(
     }
 }
 
+/// Every answer of a provider with a capacity reports what its key has left, in its format's
+/// headers (after the request is counted, or refused).
+pub(crate) fn with_capacity(app: &App, mut resp: Response<Body>) -> Response<Body> {
+    if let Some(cap) = &app.state.faults().capacity {
+        let left = app.state.capacity_reading(cap);
+        dialect_for(app.state.config.format).rate_limit_headers(&left, resp.headers_mut());
+    }
+    resp
+}
+
 async fn chat(
     State(app): State<App>,
+    reset: Option<axum::Extension<ConnReset>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let resp = answer_chat(&app, reset, uri, headers, body).await;
+    with_capacity(&app, resp)
+}
+
+async fn answer_chat(
+    app: &App,
     reset: Option<axum::Extension<ConnReset>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
@@ -169,7 +190,7 @@ async fn chat(
         return fail(&mut recent, Failure::ModelNotFound(parsed.model.clone()));
     }
     let malformed = match meet_faults(
-        &app,
+        app,
         &faults,
         &mut recent,
         parsed.prompt_tokens,
@@ -265,6 +286,11 @@ pub(crate) async fn meet_faults(
     fail: &(dyn Fn(&mut RecentRequest, Failure) -> Response<Body> + Sync),
 ) -> Result<bool, Response<Body>> {
     let state = &app.state;
+    if let Some(cap) = &faults.capacity
+        && let Err(wait) = state.take_capacity(cap, u64::from(prompt_tokens))
+    {
+        return Err(fail(recent, Failure::RateLimited(wait)));
+    }
     if let Some(rps) = faults.rate_limit_rps
         && let Some(wait) = state.over_rate_limit(rps)
     {

@@ -10,7 +10,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::config::{Faults, SimProvider};
+use crate::config::{Faults, SimCapacity, SimProvider};
 
 /// How many recent requests each provider remembers.
 pub const RECENT: usize = 64;
@@ -83,6 +83,7 @@ pub struct ProviderState {
     stats: Mutex<Stats>,
     rng: Mutex<SmallRng>,
     window: Mutex<(Instant, u32)>,
+    capacity: Mutex<CapacityWindow>,
     ids: AtomicU64,
     /// Access tokens issued by the token endpoint (Vertex formats).
     pub tokens: crate::cloud::IssuedTokens,
@@ -103,6 +104,7 @@ impl ProviderState {
             stats: Mutex::new(Stats::default()),
             rng: Mutex::new(SmallRng::seed_from_u64(seed)),
             window: Mutex::new((Instant::now(), 0)),
+            capacity: Mutex::new(CapacityWindow::default()),
             ids: AtomicU64::new(1),
             tokens: crate::cloud::IssuedTokens,
         }
@@ -166,6 +168,39 @@ impl ProviderState {
         (w.1 > rps).then(|| Duration::from_secs(1).saturating_sub(now.duration_since(w.0)))
     }
 
+    /// Counts a request reserving `tokens` against the key's capacity: `Err(wait)` when the
+    /// window has no room for it (nothing counted), until the window ends.
+    pub fn take_capacity(&self, cap: &SimCapacity, tokens: u64) -> Result<(), Duration> {
+        let mut w = lock(&self.capacity);
+        let now = Instant::now();
+        w.roll(cap, now);
+        let start = *w.start.get_or_insert(now);
+        let full =
+            w.requests >= cap.requests || cap.tokens.is_some_and(|limit| w.tokens + tokens > limit);
+        if full {
+            return Err(Duration::from_millis(cap.window_ms).saturating_sub(now - start));
+        }
+        w.requests += 1;
+        w.tokens += tokens;
+        Ok(())
+    }
+
+    /// What the key has left now, for the rate-limit headers.
+    pub fn capacity_reading(&self, cap: &SimCapacity) -> CapacityReading {
+        let mut w = lock(&self.capacity);
+        let now = Instant::now();
+        w.roll(cap, now);
+        let window = Duration::from_millis(cap.window_ms);
+        CapacityReading {
+            requests_limit: u64::from(cap.requests),
+            requests_remaining: u64::from(cap.requests.saturating_sub(w.requests)),
+            tokens: cap
+                .tokens
+                .map(|limit| (limit, limit.saturating_sub(w.tokens))),
+            reset_in: w.start.map_or(window, |s| window.saturating_sub(now - s)),
+        }
+    }
+
     /// Marks a request as started; the guard marks it finished when dropped.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         let mut s = lock(&self.stats);
@@ -209,6 +244,39 @@ impl ProviderState {
         }
         *s.by_outcome.entry(to.to_string()).or_default() += 1;
     }
+}
+
+/// The capacity window in progress.
+#[derive(Debug, Default)]
+struct CapacityWindow {
+    /// When it began (with its first request); `None` before any.
+    start: Option<Instant>,
+    requests: u32,
+    tokens: u64,
+}
+
+impl CapacityWindow {
+    fn roll(&mut self, cap: &SimCapacity, now: Instant) {
+        if self
+            .start
+            .is_some_and(|s| now - s >= Duration::from_millis(cap.window_ms))
+        {
+            *self = CapacityWindow::default();
+        }
+    }
+}
+
+/// What a simulated key has left, as its answers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapacityReading {
+    /// Requests per window.
+    pub requests_limit: u64,
+    /// Requests left in this one.
+    pub requests_remaining: u64,
+    /// Tokens per window and left, when limited.
+    pub tokens: Option<(u64, u64)>,
+    /// Until the window ends (a whole window before the first request).
+    pub reset_in: Duration,
 }
 
 /// Decrements the in-flight count when a request ends, however it ends.

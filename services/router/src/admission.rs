@@ -14,6 +14,7 @@ use switchyard_providers::Timeouts;
 use switchyard_routing::{Exclusion, KeySource, PlanInput, plan};
 use tokio::time::Instant;
 
+use crate::capacity::CapacityView;
 use crate::catalog_view::{CatalogState, CatalogView};
 use crate::edge::{AdmitOptions, Caller, InFlight};
 use crate::engine::{EngineSettings, PlannedAttempt};
@@ -100,6 +101,7 @@ pub struct Routed {
 pub struct Admission {
     catalog: Arc<CatalogView>,
     health: Arc<HealthView>,
+    capacity: Arc<CapacityView>,
 }
 
 impl std::fmt::Debug for Admission {
@@ -120,9 +122,23 @@ pub fn new_id() -> String {
 }
 
 impl Admission {
-    /// Plans with the catalog version in force in `catalog` and the health in `health`.
-    pub fn new(catalog: Arc<CatalogView>, health: Arc<HealthView>) -> Self {
-        Admission { catalog, health }
+    /// Plans with the catalog version in force in `catalog`, the health in `health` and the
+    /// provider capacity in `capacity`.
+    pub fn new(
+        catalog: Arc<CatalogView>,
+        health: Arc<HealthView>,
+        capacity: Arc<CapacityView>,
+    ) -> Self {
+        Admission {
+            catalog,
+            health,
+            capacity,
+        }
+    }
+
+    /// The provider capacity planned with.
+    pub fn capacity(&self) -> &Arc<CapacityView> {
+        &self.capacity
     }
 
     /// The catalog version in force.
@@ -240,6 +256,7 @@ impl Admission {
             request: req,
             health: &health,
             byok: &byok,
+            capacity: &self.capacity.for_org(&org),
             seed,
         })
         .map_err(|e| e.to_error())?;
@@ -254,6 +271,12 @@ impl Admission {
                     .byok
                     .get(&(org.clone(), a.provider.to_string()))
                     .map(|k| SecretString::from(k.expose_secret().to_string()));
+                // The org's own key: its own capacity, not the shared key's.
+                target.owner = Some(org.as_str().into());
+                target.capacity = policy
+                    .byok_capacity
+                    .get(&(org.clone(), a.provider.to_string()))
+                    .copied();
             }
             attempts.push(PlannedAttempt {
                 attempt: a,

@@ -1,5 +1,6 @@
-//! Explain (dry run): the route a request would take — the plan, every candidate left out with
-//! its reason, the prices and policy it was judged under, the health, policy and catalog versions — from
+//! Explain (dry run): the route a request would take — the plan with the capacity each planned
+//! key has left, every candidate left out with its reason, the prices and policy it was judged
+//! under, the health, policy and catalog versions — from
 //! the same code admission uses, without calling upstream or holding budget.
 
 use serde_json::{Value, json};
@@ -27,6 +28,8 @@ pub struct Explanation {
     pub request_provider: Value,
     /// The client limits of its scopes.
     pub limits: Value,
+    /// What each planned attempt's key has left on its endpoint, in plan order.
+    pub capacity: Vec<Option<switchyard_routing::CapacityLeft>>,
 }
 
 impl Explanation {
@@ -42,6 +45,17 @@ impl Explanation {
         let seed = options.seed.unwrap_or_else(rand::random);
         let routed = admission.route(&caller.policy, &caller.key, req, seed)?;
         metrics::counter!("switchyard_explain_total").increment(1);
+        let org = caller.key.org.as_str();
+        let capacity = routed
+            .attempts
+            .iter()
+            .map(|p| {
+                let owner = (p.attempt.key == switchyard_routing::KeySource::Byok).then_some(org);
+                admission
+                    .capacity()
+                    .left(p.attempt.endpoint.as_str(), owner)
+            })
+            .collect();
         Ok(Explanation {
             seed,
             org: caller.key.org.to_string(),
@@ -61,6 +75,7 @@ impl Explanation {
             )
             .unwrap_or(Value::Null),
             routed,
+            capacity,
             request_provider: serde_json::to_value(&req.provider).unwrap_or(Value::Null),
         })
     }
@@ -91,7 +106,8 @@ impl Explanation {
             plan: r
                 .attempts
                 .iter()
-                .map(|p| {
+                .zip(&self.capacity)
+                .map(|(p, capacity)| {
                     let a = &p.attempt;
                     let price = prices.price(a.endpoint.as_str());
                     pb::PlannedEndpoint {
@@ -105,6 +121,9 @@ impl Explanation {
                         request_nano_usd: price.map_or(0, |p| p.request.nanos()),
                         cached_prompt_nano_usd_per_mtok: price
                             .map_or(0, |p| p.cached_prompt.unwrap_or(p.prompt).nanos()),
+                        capacity_json: capacity
+                            .and_then(|c| serde_json::to_string(&c).ok())
+                            .unwrap_or_default(),
                     }
                 })
                 .collect(),
@@ -144,6 +163,7 @@ pub fn json(x: &pb::ExplainResponse) -> Value {
                     "completion": usd(p.completion_nano_usd_per_mtok),
                     "request": usd(p.request_nano_usd),
                 },
+                "capacity": serde_json::from_str::<Value>(&p.capacity_json).unwrap_or(Value::Null),
             })
         })
         .collect();

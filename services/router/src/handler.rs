@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Admitted};
 use crate::budget_gate::BudgetGate;
+use crate::capacity::CapacityView;
 use crate::catalog_view::{CatalogState, CatalogView};
 use crate::edge::{Caller, InFlight, Incoming};
 use crate::explain::Explanation;
@@ -80,6 +81,7 @@ impl RouterParts {
         let catalog = CatalogView::new(&self.catalog, PublishedCatalog::version_of(&self.catalog));
         catalog.follow(&self.policy, self.abort.clone());
         let gate = Arc::new(BudgetGate::new(self.budgets, self.hold_grace));
+        let capacity = CapacityView::spawn(self.health.store().clone());
         let settlement = Arc::new(Settlement::new(
             self.reporter,
             self.outcomes,
@@ -89,9 +91,9 @@ impl RouterParts {
         Router {
             policy: self.policy,
             health: self.health.clone(),
-            admission: Admission::new(catalog, self.health),
+            admission: Admission::new(catalog, self.health, capacity.clone()),
             gate,
-            client: self.client,
+            client: self.client.with_observer(capacity),
             retry_budget: RetryBudget::default(),
             settlement,
             idempotency: self.idempotency,

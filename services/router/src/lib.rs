@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod attempt;
 pub mod budget_gate;
+pub mod capacity;
 pub mod catalog_view;
 pub mod convert;
 pub mod edge;

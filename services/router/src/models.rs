@@ -102,6 +102,8 @@ pub fn listing(
                 request: &req,
                 health: &health,
                 byok: &byok,
+                // What a caller may use does not change while a key waits for its reset.
+                capacity: &switchyard_routing::Unlimited,
                 seed: 0,
             }) else {
                 continue;

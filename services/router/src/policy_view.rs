@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use secrecy::SecretString;
+use switchyard_config::catalog::Capacity;
 use switchyard_policy_model::snapshot::CompiledPolicy;
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::policy_client::PolicyClient;
@@ -25,6 +26,8 @@ pub struct PolicyView {
     pub compiled: CompiledPolicy,
     /// BYOK keys by (org, provider).
     pub byok: HashMap<(String, String), SecretString>,
+    /// The capacity declared for BYOK keys, by (org, provider).
+    pub byok_capacity: HashMap<(String, String), Capacity>,
     /// Loaded from the state store (no BYOK keys) rather than from the policy service.
     pub from_store: bool,
 }
@@ -54,6 +57,14 @@ impl std::fmt::Debug for PolicyWatcher {
     }
 }
 
+fn byok_capacity(compiled: &CompiledPolicy) -> HashMap<(String, String), Capacity> {
+    compiled
+        .byok
+        .iter()
+        .filter_map(|b| Some(((b.org.to_string(), b.provider.to_string()), b.capacity?)))
+        .collect()
+}
+
 fn decode(s: pb::PolicySnapshot) -> Result<PolicyView, String> {
     let compiled: CompiledPolicy = serde_json::from_slice(&s.compiled_json)
         .map_err(|e| format!("undecodable policy snapshot: {e}"))?;
@@ -64,6 +75,7 @@ fn decode(s: pb::PolicySnapshot) -> Result<PolicyView, String> {
         .collect();
     Ok(PolicyView {
         version: s.version,
+        byok_capacity: byok_capacity(&compiled),
         compiled,
         byok,
         from_store: false,
@@ -156,6 +168,7 @@ impl PolicyWatcher {
                     );
                     self.current.send_replace(Some(Arc::new(PolicyView {
                         version: s.version,
+                        byok_capacity: byok_capacity(&compiled),
                         compiled,
                         byok: HashMap::new(),
                         from_store: true,

@@ -55,6 +55,8 @@ impl Fixture {
                 key: None,
                 max_output: 64,
                 options: Default::default(),
+                owner: None,
+                capacity: None,
             },
             context_length,
         }

@@ -27,6 +27,8 @@ fn target() -> Target {
         key: None,
         max_output: 4096,
         options: Default::default(),
+        owner: None,
+        capacity: None,
     }
 }
 

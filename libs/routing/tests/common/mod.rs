@@ -1,9 +1,25 @@
 //! Shared builders for the planner tests.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use switchyard_config::Catalog;
 use switchyard_core::{ChatRequest, HealthSnapshot};
-use switchyard_routing::{Plan, PlanError, PlanInput, Policy, RoutingCatalog, plan};
+
+use switchyard_core::EndpointId;
+use switchyard_routing::{
+    CapacityLeft, CapacityTable, KeySource, Plan, PlanError, PlanInput, Policy, RoutingCatalog,
+    plan,
+};
+
+/// Capacity by endpoint and key; anything absent is unknown.
+#[derive(Debug, Default)]
+pub struct Capacity(pub HashMap<(String, KeySource), CapacityLeft>);
+
+impl CapacityTable for Capacity {
+    fn left(&self, endpoint: &EndpointId, key: KeySource) -> Option<CapacityLeft> {
+        self.0.get(&(endpoint.to_string(), key)).copied()
+    }
+}
 
 pub const CATALOG: &str = r#"
 providers:
@@ -39,6 +55,7 @@ pub struct Setup {
     pub request: ChatRequest,
     pub health: HealthSnapshot,
     pub byok: Vec<switchyard_core::ProviderId>,
+    pub capacity: Capacity,
     pub seed: u64,
 }
 
@@ -50,6 +67,7 @@ impl Setup {
             request: serde_json::from_value(request).unwrap(),
             health: HealthSnapshot::default(),
             byok: Vec::new(),
+            capacity: Capacity::default(),
             seed: 1,
         }
     }
@@ -67,6 +85,7 @@ impl Setup {
             request: &self.request,
             health: &self.health,
             byok: &self.byok,
+            capacity: &self.capacity,
             seed: self.seed,
         })
     }
@@ -84,7 +103,9 @@ impl Setup {
     pub fn reasons(&self) -> Vec<(String, &'static str)> {
         let excluded = match self.run() {
             Ok(p) => p.excluded,
-            Err(PlanError::NoEligibleRoute { excluded }) => excluded,
+            Err(
+                PlanError::NoEligibleRoute { excluded } | PlanError::NoCapacity { excluded, .. },
+            ) => excluded,
             Err(e) => panic!("{e}"),
         };
         excluded

@@ -67,11 +67,20 @@ pub(super) async fn explain(
                 p.state.clone(),
                 usd(p.prompt_nano_usd_per_mtok),
                 usd(p.completion_nano_usd_per_mtok),
+                capacity(&p.capacity_json),
             ]
         })
         .collect();
     text.push_str(&table(
-        &["#", "ENDPOINT", "KEY", "STATE", "PROMPT/M", "COMPLETION/M"],
+        &[
+            "#",
+            "ENDPOINT",
+            "KEY",
+            "STATE",
+            "PROMPT/M",
+            "COMPLETION/M",
+            "CAPACITY LEFT",
+        ],
         &rows,
     ));
     if !x.excluded.is_empty() {
@@ -84,4 +93,28 @@ pub(super) async fn explain(
         text.push_str(&table(&["ENDPOINT", "REASON", "DETAIL"], &rows));
     }
     Ok(Out { json, text })
+}
+
+/// A planned key's capacity left, as `12 req, 9000 tok (resets in 4.2 s)`; `-` when unknown.
+fn capacity(json: &str) -> String {
+    let Ok(c) = serde_json::from_str::<serde_json::Value>(json) else {
+        return "-".into();
+    };
+    let mut parts = Vec::new();
+    let mut reset: Option<u64> = None;
+    for (kind, unit) in [("requests", "req"), ("tokens", "tok")] {
+        if let Some(l) = c.get(kind) {
+            parts.push(format!("{} {unit}", l["remaining"]));
+            let r = l["reset_in_ms"].as_u64().unwrap_or(0);
+            reset = Some(reset.map_or(r, |x| x.min(r)));
+        }
+    }
+    match reset {
+        None => "-".into(),
+        Some(ms) => format!(
+            "{} (resets in {:.1} s)",
+            parts.join(", "),
+            ms as f64 / 1000.0
+        ),
+    }
 }

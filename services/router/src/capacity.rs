@@ -1,0 +1,579 @@
+//! What each provider key has left on each endpoint, as this router knows it and shares it.
+//!
+//! Two sources, the more restrictive wins:
+//! - **Reported**: every answer's rate-limit headers (`x-ratelimit-*`, `anthropic-ratelimit-*`)
+//!   give what the key has left and when it resets. This router subtracts what it sends after
+//!   that and shares its newest observation through the health store every [`FLUSH`]; when a key
+//!   runs out it shares at once, published whole so every router applies it without a read, and
+//!   the answer that said so waits for that (up to `SHARE_WAIT`) before it goes on.
+//! - **Declared**: an endpoint's `capacity` in the catalog (the shared key) or a BYOK key's in
+//!   the policy file (`rpm`, `tpm`), counted per UTC minute across routers: each adds what it
+//!   sent to shared counters every [`FLUSH`] and reads the totals back.
+//!
+//! The planner leaves out a key that has no request, or fewer tokens than the request reserves,
+//! left on an endpoint (`capacity_exhausted`) until the reset; then it is planned again, with
+//! no write needed. A scope is `endpoint` for the shared key and `byok:ORG:endpoint` for an
+//! org's own key.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use switchyard_config::catalog::Capacity;
+use switchyard_core::EndpointId;
+use switchyard_core::clock::now_ms;
+use switchyard_providers::{CapacityObserver, RateLimits, Sharing, Target, Window};
+use switchyard_routing::{CapacityLeft, CapacityTable, KeySource, Left};
+use switchyard_state::{CapacityRecord, CapacityUse, CapacityWindow, HealthStore, minute_of};
+
+/// How often observations and declared use are shared and the others' read.
+pub const FLUSH: Duration = Duration::from_millis(250);
+/// How often while a declared capacity is near its limit (a quarter or less left, or 8 or
+/// fewer).
+pub const NEAR_FLUSH: Duration = Duration::from_millis(25);
+/// How long a limit reported without a reset time is taken to last.
+pub const DEFAULT_RESET: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default)]
+struct ScopeState {
+    reported: Option<CapacityRecord>,
+    /// `reported` is this router's own and not yet shared.
+    dirty: bool,
+    declared: Option<Capacity>,
+    /// The minute `counted` and `pending` belong to.
+    minute: u64,
+    /// Every router's use in `minute`, as last read.
+    counted: CapacityUse,
+    /// Sent here in `minute` and being added to the shared counters now.
+    counting: CapacityUse,
+    /// Sent here in `minute` and not yet added.
+    pending: CapacityUse,
+}
+
+/// Whether a limit is near: a quarter or less left, or 8 or fewer.
+fn near(l: &Left) -> bool {
+    l.remaining <= (l.limit.unwrap_or(0) / 4).max(8)
+}
+
+fn plus(a: CapacityUse, b: CapacityUse) -> CapacityUse {
+    CapacityUse {
+        requests: a.requests + b.requests,
+        tokens: a.tokens + b.tokens,
+    }
+}
+
+fn minus(a: CapacityUse, b: CapacityUse) -> CapacityUse {
+    CapacityUse {
+        requests: a.requests.saturating_sub(b.requests),
+        tokens: a.tokens.saturating_sub(b.tokens),
+    }
+}
+
+/// A router's capacity view.
+pub struct CapacityView {
+    me: Weak<CapacityView>,
+    scopes: Mutex<HashMap<String, ScopeState>>,
+    /// Whether any scope is known (planning skips the lock until one is).
+    known: AtomicBool,
+    store: Arc<dyn HealthStore>,
+}
+
+impl std::fmt::Debug for CapacityView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CapacityView")
+    }
+}
+
+/// The scope of a key on an endpoint.
+pub fn scope(endpoint: &str, owner: Option<&str>) -> String {
+    match owner {
+        None => endpoint.to_string(),
+        Some(org) => format!("byok:{org}:{endpoint}"),
+    }
+}
+
+fn window(w: &Window, now: u64) -> CapacityWindow {
+    CapacityWindow {
+        limit: w.limit,
+        remaining: w.remaining,
+        reset_ms: now + w.reset_in.unwrap_or(DEFAULT_RESET).as_millis() as u64,
+    }
+}
+
+fn left_of(w: Option<CapacityWindow>, now: u64) -> Option<Left> {
+    let w = w.filter(|w| w.live(now))?;
+    Some(Left {
+        remaining: w.remaining,
+        limit: w.limit,
+        reset_in_ms: w.reset_ms - now,
+    })
+}
+
+/// The tighter of two limits.
+fn tighter(a: Option<Left>, b: Option<Left>) -> Option<Left> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.remaining < a.remaining { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+impl ScopeState {
+    fn roll(&mut self, minute: u64) {
+        if self.minute != minute {
+            self.minute = minute;
+            self.counted = CapacityUse::default();
+            self.counting = CapacityUse::default();
+            self.pending = CapacityUse::default();
+        }
+    }
+
+    /// What is to be added to the shared counters now (it stays counted here meanwhile).
+    fn take_pending(&mut self) -> CapacityUse {
+        let sent = std::mem::take(&mut self.pending);
+        self.counting = plus(self.counting, sent);
+        sent
+    }
+
+    /// `sent` was added; `total` is every router's use since (totals only grow in a minute,
+    /// so an answer overtaken by a later one changes nothing).
+    fn counted(&mut self, sent: CapacityUse, total: CapacityUse) {
+        self.counting = minus(self.counting, sent);
+        self.counted = CapacityUse {
+            requests: self.counted.requests.max(total.requests),
+            tokens: self.counted.tokens.max(total.tokens),
+        };
+    }
+
+    /// `sent` could not be added: it is added at the next flush.
+    fn not_counted(&mut self, sent: CapacityUse) {
+        self.counting = minus(self.counting, sent);
+        self.pending = plus(self.pending, sent);
+    }
+
+    fn left(&self, now: u64) -> CapacityLeft {
+        let reported = self.reported.unwrap_or_default();
+        let mut left = CapacityLeft {
+            requests: left_of(reported.requests, now),
+            tokens: left_of(reported.tokens, now),
+        };
+        if let Some(d) = self.declared {
+            let minute = minute_of(now);
+            let used = if self.minute == minute {
+                plus(plus(self.counted, self.counting), self.pending)
+            } else {
+                CapacityUse::default()
+            };
+            let reset_in_ms = (minute + 1) * 60_000 - now;
+            let declared = |limit: Option<u64>, used: u64| {
+                limit.map(|l| Left {
+                    remaining: l.saturating_sub(used),
+                    limit: Some(l),
+                    reset_in_ms,
+                })
+            };
+            left.requests = tighter(left.requests, declared(d.rpm, used.requests));
+            left.tokens = tighter(left.tokens, declared(d.tpm, used.tokens));
+        }
+        left
+    }
+}
+
+impl CapacityView {
+    /// A view sharing through `store`, until the view is dropped.
+    pub fn spawn(store: Arc<dyn HealthStore>) -> Arc<Self> {
+        let view = Arc::new_cyclic(|me| CapacityView {
+            me: me.clone(),
+            scopes: Mutex::new(HashMap::new()),
+            known: AtomicBool::new(false),
+            store: store.clone(),
+        });
+        tokio::spawn(follow(Arc::downgrade(&view), store));
+        view
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ScopeState>> {
+        self.scopes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the key of `owner` (`None`: the shared key) has left on `endpoint`.
+    pub fn left(&self, endpoint: &str, owner: Option<&str>) -> Option<CapacityLeft> {
+        if !self.known.load(Ordering::Relaxed) {
+            return None;
+        }
+        let scopes = self.lock();
+        let st = match owner {
+            None => scopes.get(endpoint),
+            Some(org) => scopes.get(&scope(endpoint, Some(org))),
+        }?;
+        let left = st.left(now_ms());
+        (left.requests.is_some() || left.tokens.is_some()).then_some(left)
+    }
+
+    /// The planner's table for `org`'s requests.
+    pub fn for_org<'a>(&'a self, org: &'a str) -> OrgCapacity<'a> {
+        OrgCapacity { view: self, org }
+    }
+
+    /// Whether a declared capacity is [`near`] its limit (its use is then shared and read
+    /// every [`NEAR_FLUSH`]).
+    fn near_a_limit(&self) -> bool {
+        let now = now_ms();
+        self.lock().values().any(|st| {
+            if st.declared.is_none() {
+                return false;
+            }
+            let left = st.left(now);
+            [left.requests, left.tokens].iter().flatten().any(near)
+        })
+    }
+
+    /// Shares what changed here and reads what the others shared.
+    async fn flush(&self, store: &dyn HealthStore) {
+        let now = now_ms();
+        let minute = minute_of(now);
+        let (records, announce, counts) = {
+            let mut scopes = self.lock();
+            let mut records = Vec::new();
+            let mut counts = Vec::new();
+            for (key, st) in scopes.iter_mut() {
+                if st.dirty
+                    && let Some(r) = st.reported
+                {
+                    st.dirty = false;
+                    records.push((key.clone(), r));
+                }
+                if st.declared.is_some() {
+                    st.roll(minute);
+                    counts.push((key.clone(), st.take_pending()));
+                }
+            }
+            let announce = records.iter().any(|(_, r)| r.exhausted(now));
+            (records, announce, counts)
+        };
+        if let Err(e) = store.put_capacity(&records, announce).await {
+            tracing::debug!(error = %e, "capacity not shared; retried at the next flush");
+            let mut scopes = self.lock();
+            for (key, r) in &records {
+                if let Some(st) = scopes.get_mut(key)
+                    && st.reported == Some(*r)
+                {
+                    st.dirty = true;
+                }
+            }
+        }
+        self.count(store, minute, counts).await;
+        self.read(store).await;
+    }
+
+    /// Adds what was sent here to the shared counters of declared capacity and takes the
+    /// totals back.
+    async fn count(
+        &self,
+        store: &dyn HealthStore,
+        minute: u64,
+        counts: Vec<(String, CapacityUse)>,
+    ) {
+        if counts.is_empty() {
+            return;
+        }
+        let totals = store.count_capacity(minute, &counts).await;
+        if let Err(e) = &totals {
+            tracing::debug!(error = %e, "declared capacity use not counted; retried at the next flush");
+        }
+        let mut scopes = self.lock();
+        for (i, (key, sent)) in counts.iter().enumerate() {
+            let Some(st) = scopes.get_mut(key).filter(|st| st.minute == minute) else {
+                continue;
+            };
+            match totals.as_ref().ok().and_then(|t| t.get(i)) {
+                Some(total) => st.counted(*sent, *total),
+                None => st.not_counted(*sent),
+            }
+        }
+    }
+
+    /// Takes every newer observation the others shared.
+    async fn read(&self, store: &dyn HealthStore) {
+        match store.capacity().await {
+            Ok(shared) => self.merge(shared),
+            Err(e) => tracing::debug!(error = %e, "shared capacity unreadable"),
+        }
+    }
+
+    /// Takes the records newer than what is known here.
+    fn merge(&self, shared: impl IntoIterator<Item = (String, CapacityRecord)>) {
+        let now = now_ms();
+        let mut scopes = self.lock();
+        for (key, r) in shared {
+            if !r.live(now) {
+                continue;
+            }
+            let st = scopes.entry(key).or_default();
+            if st
+                .reported
+                .is_none_or(|mine| mine.observed_ms < r.observed_ms)
+            {
+                st.reported = Some(r);
+                st.dirty = false;
+            }
+            self.known.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn follow(view: Weak<CapacityView>, store: Arc<dyn HealthStore>) {
+    let mut announced = store.subscribe_capacity();
+    let mut next = tokio::time::Instant::now() + FLUSH;
+    loop {
+        let Some(me) = view.upgrade() else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {
+                me.flush(store.as_ref()).await;
+                next = tokio::time::Instant::now() + if me.near_a_limit() { NEAR_FLUSH } else { FLUSH };
+            }
+            r = announced.recv() => match r {
+                // A key ran out at another router: applied now, as published.
+                Ok(records) => me.merge(records.iter().cloned()),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    me.read(store.as_ref()).await;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+impl CapacityObserver for CapacityView {
+    fn sending(&self, target: &Target, tokens: u64) {
+        let now = now_ms();
+        let key = scope_of(target);
+        let mut scopes = self.lock();
+        if !scopes.contains_key(&*key) {
+            if target.capacity.is_none() {
+                return; // nothing known, nothing declared: nothing to count
+            }
+            scopes.insert(key.clone().into_owned(), ScopeState::default());
+        }
+        let Some(st) = scopes.get_mut(&*key) else {
+            return;
+        };
+        if let Some(r) = &mut st.reported {
+            for (w, n) in [(&mut r.requests, 1), (&mut r.tokens, tokens)] {
+                if let Some(w) = w.as_mut().filter(|w| w.live(now)) {
+                    w.remaining = w.remaining.saturating_sub(n);
+                }
+            }
+        }
+        let mut eager = None;
+        if let Some(c) = target.capacity {
+            st.declared = Some(c);
+            let minute = minute_of(now);
+            st.roll(minute);
+            st.pending.requests += 1;
+            st.pending.tokens += tokens;
+            // Near the limit, every request is counted at once rather than at the next flush,
+            // and every router reads the totals every NEAR_FLUSH.
+            let left = st.left(now);
+            let near = |l: Option<Left>| l.is_some_and(|l| l.remaining <= l.limit.unwrap_or(0) / 4);
+            if near(left.requests) || near(left.tokens) {
+                eager = Some((minute, vec![(key.clone().into_owned(), st.take_pending())]));
+            }
+        }
+        drop(scopes);
+        self.known.store(true, Ordering::Relaxed);
+        if let Some((minute, counts)) = eager
+            && let Some(me) = self.me.upgrade()
+        {
+            tokio::spawn(async move {
+                let store = me.store.clone();
+                me.count(store.as_ref(), minute, counts).await;
+            });
+        }
+    }
+
+    fn reported(&self, target: &Target, limits: &RateLimits) -> Option<Sharing> {
+        let now = now_ms();
+        let record = CapacityRecord {
+            requests: limits.requests.as_ref().map(|w| window(w, now)),
+            tokens: limits.tokens.as_ref().map(|w| window(w, now)),
+            observed_ms: now,
+        };
+        let exhausted = record.exhausted(now);
+        let key = scope_of(target).into_owned();
+        {
+            let mut scopes = self.lock();
+            let st = scopes.entry(key.clone()).or_default();
+            if st.reported.is_none_or(|r| r.observed_ms <= now) {
+                st.reported = Some(record);
+                // Shared at the next flush, unless at once below.
+                st.dirty = !exhausted;
+            }
+            if target.capacity.is_some() {
+                st.declared = target.capacity;
+            }
+        }
+        self.known.store(true, Ordering::Relaxed);
+        if target.owner.is_none() {
+            let ep = target.endpoint.to_string();
+            for (kind, w) in [("requests", &record.requests), ("tokens", &record.tokens)] {
+                if let Some(w) = w {
+                    metrics::gauge!("switchyard_capacity_remaining", "endpoint" => ep.clone(), "kind" => kind).set(w.remaining as f64);
+                }
+            }
+        }
+        if !exhausted {
+            return None;
+        }
+        metrics::counter!("switchyard_capacity_exhausted_total", "endpoint" => target.endpoint.to_string()).increment(1);
+        tracing::info!(endpoint = %target.endpoint, byok = target.owner.is_some(), "provider reports the key out of capacity; planned around until its reset");
+        // Spawned, so it completes even if the answer stops waiting for it.
+        let store = self.store.clone();
+        let shared = tokio::spawn(async move {
+            if let Err(e) = store.put_capacity(&[(key, record)], true).await {
+                tracing::warn!(error = %e, "an exhausted key not shared with the other routers");
+            }
+        });
+        Some(Box::pin(async move {
+            let _ = shared.await;
+        }))
+    }
+}
+
+fn scope_of(target: &Target) -> std::borrow::Cow<'_, str> {
+    match &target.owner {
+        None => std::borrow::Cow::Borrowed(target.endpoint.as_str()),
+        Some(org) => std::borrow::Cow::Owned(scope(target.endpoint.as_str(), Some(org))),
+    }
+}
+
+/// [`CapacityView`] as the planner reads it for one org.
+#[derive(Debug, Clone, Copy)]
+pub struct OrgCapacity<'a> {
+    view: &'a CapacityView,
+    org: &'a str,
+}
+
+impl CapacityTable for OrgCapacity<'_> {
+    fn left(&self, endpoint: &EndpointId, key: KeySource) -> Option<CapacityLeft> {
+        let owner = (key == KeySource::Byok).then_some(self.org);
+        self.view.left(endpoint.as_str(), owner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use switchyard_providers::Window;
+    use switchyard_state::MemoryHealthStore;
+
+    use super::*;
+
+    fn target(endpoint: &str, owner: Option<&str>, capacity: Option<Capacity>) -> Target {
+        Target {
+            endpoint: endpoint.into(),
+            provider: "p".into(),
+            format: switchyard_config::catalog::WireFormat::Openai,
+            base_url: "http://p".into(),
+            upstream_model: "m".into(),
+            key: None,
+            max_output: 100,
+            options: Default::default(),
+            owner: owner.map(Into::into),
+            capacity,
+        }
+    }
+
+    fn limits(remaining: u64, reset_in: Duration) -> RateLimits {
+        RateLimits {
+            requests: Some(Window {
+                limit: Some(10),
+                remaining,
+                reset_in: Some(reset_in),
+            }),
+            tokens: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reported_exhaustion_reaches_another_router_and_ends_at_the_reset() {
+        let store: Arc<dyn HealthStore> = Arc::new(MemoryHealthStore::default());
+        let (a, b) = (
+            CapacityView::spawn(store.clone()),
+            CapacityView::spawn(store.clone()),
+        );
+        let t = target("m@p", None, None);
+        assert_eq!(b.left("m@p", None), None, "nothing known: never limited");
+        a.sending(&t, 10);
+        assert!(
+            a.reported(&t, &limits(2, Duration::from_millis(600)))
+                .is_none()
+        );
+        let left = a.left("m@p", None).unwrap().requests.unwrap();
+        assert_eq!((left.remaining, left.limit), (2, Some(10)));
+        // What this router sends after the observation counts down here.
+        a.sending(&t, 10);
+        assert_eq!(a.left("m@p", None).unwrap().requests.unwrap().remaining, 1);
+        let sharing = a.reported(&t, &limits(0, Duration::from_millis(600)));
+        // Shared at once: once the answer's wait is over, the other router knows.
+        sharing.expect("an exhaustion is shared at once").await;
+        tokio::task::yield_now().await;
+        let t0 = std::time::Instant::now();
+        while b
+            .left("m@p", None)
+            .is_none_or(|l| l.requests.unwrap().remaining != 0)
+        {
+            assert!(t0.elapsed() < FLUSH, "not announced");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Another org's own key is another scope.
+        assert_eq!(b.left("m@p", Some("acme")), None);
+        tokio::time::sleep(Duration::from_millis(650)).await;
+        assert_eq!(b.left("m@p", None), None, "whole again after the reset");
+    }
+
+    #[tokio::test]
+    async fn declared_capacity_is_counted_across_routers() {
+        let store: Arc<dyn HealthStore> = Arc::new(MemoryHealthStore::default());
+        let (a, b) = (
+            CapacityView::spawn(store.clone()),
+            CapacityView::spawn(store.clone()),
+        );
+        let declared = Some(Capacity {
+            rpm: Some(5),
+            tpm: Some(1_000),
+        });
+        let t = target("m@q", Some("acme"), declared);
+        for _ in 0..2 {
+            a.sending(&t, 100);
+        }
+        for _ in 0..2 {
+            b.sending(&t, 300);
+        }
+        let left = a.left("m@q", Some("acme")).unwrap();
+        assert_eq!(
+            left.requests.unwrap().remaining,
+            3,
+            "before a flush: its own"
+        );
+        tokio::time::sleep(FLUSH * 3).await;
+        for view in [&a, &b] {
+            let left = view.left("m@q", Some("acme")).unwrap();
+            assert_eq!(left.requests.unwrap().remaining, 1);
+            assert_eq!(left.tokens.unwrap().remaining, 200);
+            assert!(left.requests.unwrap().reset_in_ms <= 60_000);
+        }
+        assert_eq!(a.left("m@q", None), None, "the shared key is not the org's");
+        let table = a.for_org("acme");
+        assert!(
+            table
+                .left(&"m@q".into(), KeySource::Byok)
+                .unwrap()
+                .short_for(201)
+                .is_some()
+        );
+    }
+}
