@@ -42,6 +42,7 @@ evaluate_ms: 200
 const POLICY: &str = "orgs:
   - id: acme
     budget_fail_mode: fail_closed
+    weight: 3
     api_keys: [{ id: k1, sha256: \"KEY_SHA256\", prefix: sk-e2e }]
     default_workflow: main
     workflows:
@@ -98,6 +99,24 @@ const POLICY: &str = "orgs:
         models: [m]
         provider: { order: [fast], allow_fallbacks: false }
         retry: { max_retries: 3, base_backoff_ms: 1, max_backoff_ms: 4 }
+      - id: paced
+        models: [m]
+        provider: { order: [fast], allow_fallbacks: false }
+        retry: { max_retries: 0 }
+        timeouts: { first_byte_ms: 5000, total_ms: 20000 }
+      - id: paced_batch
+        models: [m]
+        provider: { order: [fast], allow_fallbacks: false }
+        retry: { max_retries: 0 }
+        timeouts: { first_byte_ms: 5000, total_ms: 20000 }
+        priority: batch
+      - id: patient_batch
+        models: [m]
+        provider: { order: [fast, open] }
+        retry: { max_retries: 0 }
+        timeouts: { first_byte_ms: 2000, total_ms: 40000 }
+        priority: batch
+        degradation: queue
   - id: beta
     budget_fail_mode: fail_open
     fail_open_allowance: \"0.002\"
@@ -107,6 +126,11 @@ const POLICY: &str = "orgs:
       - id: main
         models: [m, big]
         retry: { max_retries: 1, base_backoff_ms: 20, max_backoff_ms: 200 }
+      - id: paced
+        models: [m]
+        provider: { order: [fast], allow_fallbacks: false }
+        retry: { max_retries: 0 }
+        timeouts: { first_byte_ms: 5000, total_ms: 20000 }
 ";
 
 /// What to start.

@@ -94,6 +94,37 @@ pub struct OrgConfig {
     /// [`crate::limits`]).
     #[serde(default)]
     pub limits: Vec<crate::limits::LimitConfig>,
+    /// Its share, against other orgs' weights, of capacity a router's waiting requests are
+    /// given when there is not enough for all (weighted fair queuing); 1 to 1000.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Which waiting requests go first when capacity is short.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Someone is waiting for the answer: admitted before any batch request.
+    #[default]
+    Interactive,
+    /// Work that can wait (its deadline may be minutes).
+    Batch,
+}
+
+impl Priority {
+    /// The label (metrics, logs).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Priority::Interactive => "interactive",
+            Priority::Batch => "batch",
+        }
+    }
 }
 
 /// Org-wide provider allow and deny lists.
@@ -203,9 +234,14 @@ pub struct WorkflowConfig {
     /// Retries.
     #[serde(default)]
     pub retry: RetryPolicy,
-    /// `fallback` or `fail_safe` (same model only).
+    /// `fallback`, `fail_safe` (same model only) or `queue` (the preferred route only, waiting
+    /// for it; `batch` workflows).
     #[serde(default)]
     pub degradation: Degradation,
+    /// `interactive` (default) or `batch`: which waiting requests go first when capacity is
+    /// short.
+    #[serde(default)]
+    pub priority: Priority,
     /// A data class id.
     #[serde(default)]
     pub data_class: Option<String>,
@@ -349,7 +385,17 @@ impl Validate for PolicyConfig {
                     "min_tool_validity",
                     "must be between 0 and 1",
                 );
+                v.check(
+                    w.degradation != Degradation::Queue || w.priority == Priority::Batch,
+                    "degradation",
+                    "`queue` waits for the preferred route for as long as the deadline allows: it needs `priority: batch`",
+                );
             });
+            v.check(
+                (1..=1000).contains(&o.weight),
+                "weight",
+                "must be between 1 and 1000",
+            );
             if !workflows.contains(o.default_workflow.as_str()) {
                 v.error_at(
                     "default_workflow",

@@ -54,6 +54,13 @@ pub struct CompiledOrg {
     pub default_workflow: WorkflowId,
     /// Workflows.
     pub workflows: Vec<CompiledWorkflow>,
+    /// Its weight in a router's fair queue.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A workflow, compiled.
@@ -74,6 +81,9 @@ pub struct CompiledWorkflow {
     pub on_invalid_output: crate::config::OnInvalidOutput,
     /// Data class, for logs.
     pub data_class: Option<String>,
+    /// Which waiting requests go first when capacity is short.
+    #[serde(default)]
+    pub priority: crate::config::Priority,
 }
 
 /// Where a key came from.

@@ -170,18 +170,10 @@ impl ProviderClient {
         })
     }
 
-    /// The same client, telling `observer` about every call it makes and the rate-limit
-    /// headers of every answer.
+    /// The same client, handing `observer` the rate-limit headers of every answer.
     pub fn with_observer(mut self, observer: Arc<dyn CapacityObserver>) -> Self {
         self.observer = Some(observer);
         self
-    }
-
-    /// Tells the observer a call to `target` reserving `tokens` is about to go.
-    fn sending(&self, target: &Target, tokens: u64) {
-        if let Some(o) = &self.observer {
-            o.sending(target, tokens);
-        }
     }
 
     /// Hands the rate-limit headers of an answer from `target` to the observer, and waits
@@ -235,14 +227,6 @@ impl ProviderClient {
             .await?;
         let adapter = adapter_for(target.format);
         let req = adapter.request(&target, call.request, stream)?;
-        let output = call
-            .request
-            .max_output_tokens()
-            .unwrap_or(target.max_output);
-        self.sending(
-            call.target,
-            u64::from(call.request.prompt_token_bound()) + u64::from(output),
-        );
         let resp = self.send_request(req, call.timeouts, deadline).await?;
         self.answered(call.target, resp.headers()).await;
         Ok(resp)
@@ -276,10 +260,6 @@ impl ProviderClient {
                 .await?;
             let adapter = adapter_for(target.format);
             let req = adapter.embed_request(&target, call.request)?;
-            if self.observer.is_some() {
-                let tokens = call.request.to_planning().prompt_token_bound();
-                self.sending(call.target, u64::from(tokens));
-            }
             let resp = self.send_request(req, call.timeouts, deadline).await?;
             self.answered(call.target, resp.headers()).await;
             let status = resp.status();

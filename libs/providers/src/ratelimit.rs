@@ -84,12 +84,9 @@ pub type Sharing = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send
 /// out) before handing the answer on; the sharing itself goes on regardless.
 pub const SHARE_WAIT: Duration = Duration::from_millis(25);
 
-/// Told about every call the client makes for a router: before it is sent, and what its
-/// answer's head said about capacity. Both run on the request's task and must not block.
+/// Told what every answer's head said about capacity. It runs on the request's task and must
+/// not block.
 pub trait CapacityObserver: Send + Sync + 'static {
-    /// A call to `target` is about to be sent, reserving `tokens` (its prompt estimate plus the
-    /// output it may produce).
-    fn sending(&self, target: &Target, tokens: u64);
     /// An answer from `target` (any status) reported `limits`. What it returns (the key ran
     /// out, and the others are being told) is awaited up to [`SHARE_WAIT`] before the answer
     /// goes on, so the caller's next request, wherever it lands, finds the key planned around.

@@ -447,14 +447,10 @@ async fn the_rate_limit_carries_retry_after() {
 /// What the client told its observer.
 #[derive(Default)]
 struct Seen {
-    sent: std::sync::Mutex<Vec<u64>>,
     reported: std::sync::Mutex<Vec<switchyard_providers::RateLimits>>,
 }
 
 impl switchyard_providers::CapacityObserver for Seen {
-    fn sending(&self, _: &Target, tokens: u64) {
-        self.sent.lock().unwrap().push(tokens);
-    }
     fn reported(
         &self,
         _: &Target,
@@ -521,12 +517,6 @@ async fn every_answer_reports_the_capacity_left_in_its_formats_headers() {
             assert_eq!(tokens.limit, Some(100_000), "{id}");
             assert!(tokens.remaining < 100_000, "{id}");
         }
-        let sent = seen.sent.lock().unwrap().clone();
-        assert_eq!(sent.len(), 3, "{id}");
-        assert!(
-            sent.iter().all(|t| *t > 256),
-            "{id}: prompt plus the output cap: {sent:?}"
-        );
     }
 }
 

@@ -6,7 +6,8 @@
 //! same inputs make the same plan, and every decision can be replayed and property-tested.
 //!
 //! Rules, in the order a candidate is judged (the first that fails is its reason): operator
-//! disable → workflow model list → `fail_safe` (no model substitution) → org provider allow/deny
+//! disable → workflow model list → `fail_safe` (no model substitution) → `queue` (the preferred
+//! route only: the first model, on the first provider of the workflow's `order`) → org provider allow/deny
 //! lists → regions → data collection → zero retention → request `only` → `ignore` →
 //! `allow_fallbacks: false` outside `order` → quantization → `max_price` → parameters (tools,
 //! tool_choice, response_format and json_schema always; every used one with

@@ -184,6 +184,16 @@ impl Ctx<'_> {
         if policy.degradation == Degradation::FailSafe && index > 0 {
             return Err(ExclusionReason::NoSubstitution);
         }
+        if policy.degradation == Degradation::Queue
+            && (index > 0
+                || policy
+                    .preferences
+                    .order
+                    .first()
+                    .is_some_and(|first| first != provider))
+        {
+            return Err(ExclusionReason::NotPreferred);
+        }
         if policy
             .providers_only
             .as_ref()
@@ -421,8 +431,11 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         }
     }
 
-    let panic =
-        eligible.is_empty() && !ejected.is_empty() && input.policy.panic == PanicMode::TryAnyway;
+    // A queueing workflow waits for its route to recover rather than try it ejected.
+    let panic = eligible.is_empty()
+        && !ejected.is_empty()
+        && input.policy.panic == PanicMode::TryAnyway
+        && input.policy.degradation != Degradation::Queue;
     if panic {
         excluded.retain(|e| e.reason != ExclusionReason::Unhealthy);
         eligible.extend(

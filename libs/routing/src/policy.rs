@@ -28,6 +28,10 @@ pub enum Degradation {
     Fallback,
     /// Same model only: other providers of it, never a substitute model.
     FailSafe,
+    /// The preferred route only (the first model, on the first provider of the workflow's
+    /// `order` when it has one): while it is down or out of capacity the request waits for it,
+    /// up to its deadline, and is never served elsewhere. For `batch` workflows.
+    Queue,
 }
 
 /// What to do when every candidate is ejected.

@@ -30,6 +30,9 @@ pub enum ExclusionReason {
     ModelNotAllowed,
     /// `fail_safe` degradation: another model than the first is never substituted.
     NoSubstitution,
+    /// `queue` degradation: only the preferred route (the first model, on the first provider
+    /// of the workflow's `order`) serves; the request waits for it rather than fall back.
+    NotPreferred,
     /// The endpoint's quantization is not acceptable.
     Quantization,
     /// A price is above the ceiling.
@@ -103,6 +106,7 @@ impl ExclusionReason {
             ExclusionReason::FallbacksDisabled => "fallbacks_disabled",
             ExclusionReason::ModelNotAllowed => "model_not_allowed",
             ExclusionReason::NoSubstitution => "no_substitution",
+            ExclusionReason::NotPreferred => "not_preferred",
             ExclusionReason::Quantization => "quantization",
             ExclusionReason::OverMaxPrice { .. } => "over_max_price",
             ExclusionReason::MissingParameter { .. } => "missing_parameter",
@@ -171,6 +175,9 @@ impl std::fmt::Display for ExclusionReason {
             ExclusionReason::NoSubstitution => {
                 f.write_str("the workflow's fail_safe degradation never substitutes another model")
             }
+            ExclusionReason::NotPreferred => f.write_str(
+                "the workflow's queue degradation waits for its preferred route instead of falling back",
+            ),
             ExclusionReason::Quantization => f.write_str("quantization not accepted"),
             ExclusionReason::ByokRequired => {
                 f.write_str("the workflow requires the org's own key and this is shared capacity")

@@ -588,3 +588,26 @@ fn an_endpoint_out_of_capacity_is_planned_around_until_nothing_else_is_left() {
     assert_eq!(e.retry_after, Some(std::time::Duration::from_millis(2_500)));
     assert_eq!(e.metadata["reason"], "capacity_exhausted");
 }
+
+#[test]
+fn queue_degradation_plans_only_the_preferred_route_and_never_panics_onto_it() {
+    let mut s = Setup::small();
+    s.policy.degradation = Degradation::Queue;
+    s.policy.preferences.order = vec!["c".into(), "a".into()];
+    assert_eq!(s.endpoints(), ["small@c"]);
+    assert!(s.reasons().contains(&("small@a".into(), "not_preferred")));
+    // Ejected, it is not tried anyway: the request waits for it.
+    set_health(&mut s.health, "small@c", EndpointState::Ejected);
+    let err = s.run().unwrap_err();
+    let PlanError::NoEligibleRoute { excluded } = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        excluded
+            .iter()
+            .any(|e| e.endpoint.as_str() == "small@c" && e.reason.as_str() == "unhealthy")
+    );
+    // Without an order, the first model's endpoints are the preferred route.
+    s.policy.preferences.order.clear();
+    assert_eq!(sorted(s.endpoints()), ["small@a", "small@b", "small@d"]);
+}

@@ -24,6 +24,10 @@ pub struct CapacityWindow {
     pub remaining: u64,
     /// When it is whole again, Unix ms.
     pub reset_ms: u64,
+    /// How long it ran from the observation to its reset, ms: what the next one is taken to
+    /// last until an answer tells.
+    #[serde(default)]
+    pub window_ms: u64,
 }
 
 impl CapacityWindow {
@@ -84,6 +88,7 @@ mod tests {
             limit: Some(10),
             remaining,
             reset_ms,
+            window_ms: 5_000,
         };
         let r = CapacityRecord {
             requests: Some(w(0, 5_000)),

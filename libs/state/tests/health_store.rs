@@ -149,6 +149,7 @@ async fn contract(a: &dyn HealthStore, b: &dyn HealthStore) {
             limit: Some(10),
             remaining,
             reset_ms: now + 5_000,
+            window_ms: 5_000,
         }),
         tokens: None,
         observed_ms,

@@ -135,6 +135,7 @@ pub fn compile(
                     fallback_on_refusal: w.fallback_on_refusal,
                     on_invalid_output: w.on_invalid_output,
                     data_class: w.data_class.clone(),
+                    priority: w.priority,
                 }
             })
             .collect();
@@ -145,6 +146,7 @@ pub fn compile(
             fail_open_allowance: org.fail_open_allowance,
             default_workflow: org.default_workflow.clone(),
             workflows,
+            weight: org.weight,
         });
         for k in &org.api_keys {
             keys.push(KeyRecord {

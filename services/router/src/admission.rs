@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use switchyard_core::{ChatRequest, EndpointId, Error, ErrorClass, ModelId, Money};
+use switchyard_policy_model::config::Priority;
 use switchyard_policy_model::snapshot::{CompiledWorkflow, KeyRecord};
 use switchyard_providers::Timeouts;
 use switchyard_routing::{Exclusion, KeySource, PlanInput, plan};
@@ -20,6 +21,8 @@ use crate::edge::{AdmitOptions, Caller, InFlight};
 use crate::engine::{EngineSettings, PlannedAttempt};
 use crate::health_view::HealthView;
 use crate::policy_view::PolicyView;
+use crate::refusal::deadline_of;
+pub use crate::refusal::{QUEUE_POLL, Refused, RouteError, Wait};
 
 /// Longest a request may ask to generate.
 pub const MAX_OUTPUT_TOKENS: u32 = 1_000_000;
@@ -146,17 +149,55 @@ impl Admission {
         self.catalog.current()
     }
 
-    /// Checks, plans and prices `req` for `caller`; the budget gate comes next.
+    /// Checks, plans and prices `req` for `caller`, and takes the capacity of its first attempt;
+    /// the budget gate comes next. A request whose routes are all out of capacity for now (or,
+    /// for a `queue` workflow, whose preferred route is down) is refused with what it needs to
+    /// wait; so is one whose first endpoint `contested` says waiting requests of its priority
+    /// or a higher one are queued for (so it queues behind them).
     pub fn admit(
         &self,
         caller: &Caller,
         req: &ChatRequest,
         options: AdmitOptions,
-    ) -> Result<Admitted, Error> {
+        contested: &dyn Fn(&EndpointId, Priority) -> bool,
+    ) -> Result<Admitted, Refused> {
         let received = Instant::now();
         validate(req)?;
         let validator = crate::validate::Validator::for_request(req)?;
         let seed = options.seed.unwrap_or_else(rand::random);
+        let waiting = |retry_after: Duration, blocked: Vec<EndpointId>| {
+            let org = caller.key.org.as_str();
+            let compiled = &caller.policy.compiled;
+            let workflow = compiled.workflow(org, req.workflow.as_deref())?;
+            Some(Box::new(Wait {
+                retry_after,
+                deadline: deadline_of(workflow, &options, received),
+                priority: workflow.priority,
+                weight: compiled.org(org).map_or(1, |o| o.weight),
+                blocked,
+            }))
+        };
+        let routed = match self.route(&caller.policy, &caller.key, req, seed) {
+            Ok(r) => r,
+            Err(RouteError { error, wait }) => {
+                return Err(Refused {
+                    wait: wait.and_then(|(after, blocked)| waiting(after, blocked)),
+                    error,
+                });
+            }
+        };
+        if let Some(first) = routed.attempts.first()
+            && contested(&first.attempt.endpoint, routed.workflow.priority)
+        {
+            let endpoint = first.attempt.endpoint.clone();
+            return Err(Refused {
+                error: Error::new(
+                    ErrorClass::RateLimited,
+                    format!("requests are waiting for the capacity of `{endpoint}`"),
+                ),
+                wait: waiting(Duration::ZERO, vec![endpoint]),
+            });
+        }
         let Routed {
             workflow,
             attempts,
@@ -165,17 +206,17 @@ impl Admission {
             catalog,
             max_cost,
             ..
-        } = self.route(&caller.policy, &caller.key, req, seed)?;
+        } = routed;
         let token_reservation = token_reservation(req, &catalog, &attempts);
+        if let Some(first) = attempts.first() {
+            self.capacity.reserve(&first.target, token_reservation);
+        }
         let id = new_id();
         let span = tracing::Span::current();
         span.record("request_id", id.as_str());
         span.record("workflow", workflow.id.as_str());
         let t = workflow.timeouts;
-        let mut deadline = Instant::now() + Duration::from_millis(t.total_ms);
-        if let Some(timeout) = options.timeout {
-            deadline = deadline.min(Instant::now() + timeout);
-        }
+        let deadline = deadline_of(&workflow, &options, received);
         let settings = EngineSettings {
             timeouts: Timeouts {
                 connect: Duration::from_millis(t.connect_ms),
@@ -188,6 +229,7 @@ impl Admission {
             deadline,
             fallback_on_refusal: workflow.fallback_on_refusal,
             on_invalid_output: workflow.on_invalid_output,
+            capacity: Some((self.capacity.clone(), token_reservation)),
         };
         Ok(Admitted {
             id,
@@ -227,7 +269,7 @@ impl Admission {
         key: &KeyRecord,
         req: &ChatRequest,
         seed: u64,
-    ) -> Result<Routed, Error> {
+    ) -> Result<Routed, RouteError> {
         let org = key.org.to_string();
         let workflow = policy
             .compiled
@@ -259,7 +301,7 @@ impl Admission {
             capacity: &self.capacity.for_org(&org),
             seed,
         })
-        .map_err(|e| e.to_error())?;
+        .map_err(|e| RouteError::of(&e, workflow.routing.degradation))?;
         let mut attempts = Vec::new();
         for a in planned.attempts {
             let Some((target, context)) = catalog.targets.get(&a.endpoint) else {

@@ -24,7 +24,7 @@ pub struct PlannedAttempt {
 }
 
 /// How the engine behaves for one request (from the workflow).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// Per-attempt limits (each also bounded by the deadline).
     pub timeouts: Timeouts,
@@ -40,6 +40,9 @@ pub struct EngineSettings {
     pub fallback_on_refusal: bool,
     /// What to do with output that fails its JSON Schema.
     pub on_invalid_output: OnInvalidOutput,
+    /// Where every attempt after the first takes its capacity (admission took the first's),
+    /// and the tokens each reserves.
+    pub capacity: Option<(std::sync::Arc<crate::capacity::CapacityView>, u64)>,
 }
 
 /// One attempt as it happened.

@@ -94,20 +94,74 @@ pub fn scope(endpoint: &str, owner: Option<&str>) -> String {
 }
 
 fn window(w: &Window, now: u64) -> CapacityWindow {
+    let window_ms = w.reset_in.unwrap_or(DEFAULT_RESET).as_millis() as u64;
     CapacityWindow {
         limit: w.limit,
         remaining: w.remaining,
-        reset_ms: now + w.reset_in.unwrap_or(DEFAULT_RESET).as_millis() as u64,
+        reset_ms: now + window_ms,
+        window_ms,
     }
 }
 
+/// A window as it stands at `now`: past its reset, one with a known limit starts again whole
+/// (for as long as the last one ran, until an answer tells), one without says nothing.
+fn current(w: CapacityWindow, now: u64) -> Option<CapacityWindow> {
+    if w.live(now) {
+        return Some(w);
+    }
+    let limit = w.limit?;
+    Some(CapacityWindow {
+        remaining: limit,
+        reset_ms: now + w.window_ms.max(DEFAULT_RESET.as_millis() as u64),
+        ..w
+    })
+}
+
 fn left_of(w: Option<CapacityWindow>, now: u64) -> Option<Left> {
-    let w = w.filter(|w| w.live(now))?;
+    let w = current(w?, now)?;
     Some(Left {
         remaining: w.remaining,
         limit: w.limit,
         reset_in_ms: w.reset_ms - now,
     })
+}
+
+/// Where two windows are taken to be the same one: resets this close (a reply that overtook
+/// another, or routers' clocks).
+const SAME_WINDOW_MS: u64 = 1_000;
+
+/// What is known after `new` arrives where `old` was: within the same window, the least left
+/// (what was sent here after the provider counted is not in its figure yet) until the
+/// provider's reset; a later window, as reported; a window already over, nothing.
+fn absorb(old: Option<CapacityRecord>, new: CapacityRecord, now: u64) -> CapacityRecord {
+    let Some(old) = old else {
+        return new;
+    };
+    if new.observed_ms < old.observed_ms {
+        return old;
+    }
+    let same = |o: Option<CapacityWindow>, n: Option<CapacityWindow>| match (o, n) {
+        // A reply about a window already over (it took long to arrive) says nothing new.
+        (Some(o), Some(n)) if !n.live(now) => Some(o),
+        (Some(o), Some(n)) if o.live(now) && n.reset_ms <= o.reset_ms + SAME_WINDOW_MS => {
+            Some(CapacityWindow {
+                remaining: n.remaining.min(o.remaining),
+                window_ms: n.window_ms.max(o.window_ms),
+                ..n
+            })
+        }
+        (o, None) => o,
+        // The first answer of a window tells its whole length; later ones less of it.
+        (o, Some(n)) => Some(CapacityWindow {
+            window_ms: n.window_ms.max(o.map_or(0, |o| o.window_ms)),
+            ..n
+        }),
+    };
+    CapacityRecord {
+        requests: same(old.requests, new.requests),
+        tokens: same(old.tokens, new.tokens),
+        observed_ms: new.observed_ms,
+    }
 }
 
 /// The tighter of two limits.
@@ -314,7 +368,7 @@ impl CapacityView {
                 .reported
                 .is_none_or(|mine| mine.observed_ms < r.observed_ms)
             {
-                st.reported = Some(r);
+                st.reported = Some(absorb(st.reported, r, now));
                 st.dirty = false;
             }
             self.known.store(true, Ordering::Relaxed);
@@ -346,8 +400,12 @@ async fn follow(view: Weak<CapacityView>, store: Arc<dyn HealthStore>) {
     }
 }
 
-impl CapacityObserver for CapacityView {
-    fn sending(&self, target: &Target, tokens: u64) {
+impl CapacityView {
+    /// A request is about to use `target`'s key, reserving `tokens` (its prompt bound plus the
+    /// output it may produce): counted down from what is known to be left, and counted against
+    /// a declared capacity. Admission takes it for a request's first attempt (so waiting
+    /// requests let in one after another see each other's), the engine for every later one.
+    pub fn reserve(&self, target: &Target, tokens: u64) {
         let now = now_ms();
         let key = scope_of(target);
         let mut scopes = self.lock();
@@ -362,9 +420,11 @@ impl CapacityObserver for CapacityView {
         };
         if let Some(r) = &mut st.reported {
             for (w, n) in [(&mut r.requests, 1), (&mut r.tokens, tokens)] {
-                if let Some(w) = w.as_mut().filter(|w| w.live(now)) {
+                // A window past its reset starts again whole first.
+                *w = w.and_then(|w| current(w, now)).map(|mut w| {
                     w.remaining = w.remaining.saturating_sub(n);
-                }
+                    w
+                });
             }
         }
         let mut eager = None;
@@ -393,7 +453,9 @@ impl CapacityObserver for CapacityView {
             });
         }
     }
+}
 
+impl CapacityObserver for CapacityView {
     fn reported(&self, target: &Target, limits: &RateLimits) -> Option<Sharing> {
         let now = now_ms();
         let record = CapacityRecord {
@@ -406,11 +468,9 @@ impl CapacityObserver for CapacityView {
         {
             let mut scopes = self.lock();
             let st = scopes.entry(key.clone()).or_default();
-            if st.reported.is_none_or(|r| r.observed_ms <= now) {
-                st.reported = Some(record);
-                // Shared at the next flush, unless at once below.
-                st.dirty = !exhausted;
-            }
+            st.reported = Some(absorb(st.reported, record, now));
+            // Shared at the next flush, unless at once below.
+            st.dirty = !exhausted;
             if target.capacity.is_some() {
                 st.declared = target.capacity;
             }
@@ -460,120 +520,5 @@ impl CapacityTable for OrgCapacity<'_> {
     fn left(&self, endpoint: &EndpointId, key: KeySource) -> Option<CapacityLeft> {
         let owner = (key == KeySource::Byok).then_some(self.org);
         self.view.left(endpoint.as_str(), owner)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use switchyard_providers::Window;
-    use switchyard_state::MemoryHealthStore;
-
-    use super::*;
-
-    fn target(endpoint: &str, owner: Option<&str>, capacity: Option<Capacity>) -> Target {
-        Target {
-            endpoint: endpoint.into(),
-            provider: "p".into(),
-            format: switchyard_config::catalog::WireFormat::Openai,
-            base_url: "http://p".into(),
-            upstream_model: "m".into(),
-            key: None,
-            max_output: 100,
-            options: Default::default(),
-            owner: owner.map(Into::into),
-            capacity,
-        }
-    }
-
-    fn limits(remaining: u64, reset_in: Duration) -> RateLimits {
-        RateLimits {
-            requests: Some(Window {
-                limit: Some(10),
-                remaining,
-                reset_in: Some(reset_in),
-            }),
-            tokens: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_reported_exhaustion_reaches_another_router_and_ends_at_the_reset() {
-        let store: Arc<dyn HealthStore> = Arc::new(MemoryHealthStore::default());
-        let (a, b) = (
-            CapacityView::spawn(store.clone()),
-            CapacityView::spawn(store.clone()),
-        );
-        let t = target("m@p", None, None);
-        assert_eq!(b.left("m@p", None), None, "nothing known: never limited");
-        a.sending(&t, 10);
-        assert!(
-            a.reported(&t, &limits(2, Duration::from_millis(600)))
-                .is_none()
-        );
-        let left = a.left("m@p", None).unwrap().requests.unwrap();
-        assert_eq!((left.remaining, left.limit), (2, Some(10)));
-        // What this router sends after the observation counts down here.
-        a.sending(&t, 10);
-        assert_eq!(a.left("m@p", None).unwrap().requests.unwrap().remaining, 1);
-        let sharing = a.reported(&t, &limits(0, Duration::from_millis(600)));
-        // Shared at once: once the answer's wait is over, the other router knows.
-        sharing.expect("an exhaustion is shared at once").await;
-        tokio::task::yield_now().await;
-        let t0 = std::time::Instant::now();
-        while b
-            .left("m@p", None)
-            .is_none_or(|l| l.requests.unwrap().remaining != 0)
-        {
-            assert!(t0.elapsed() < FLUSH, "not announced");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        // Another org's own key is another scope.
-        assert_eq!(b.left("m@p", Some("acme")), None);
-        tokio::time::sleep(Duration::from_millis(650)).await;
-        assert_eq!(b.left("m@p", None), None, "whole again after the reset");
-    }
-
-    #[tokio::test]
-    async fn declared_capacity_is_counted_across_routers() {
-        let store: Arc<dyn HealthStore> = Arc::new(MemoryHealthStore::default());
-        let (a, b) = (
-            CapacityView::spawn(store.clone()),
-            CapacityView::spawn(store.clone()),
-        );
-        let declared = Some(Capacity {
-            rpm: Some(5),
-            tpm: Some(1_000),
-        });
-        let t = target("m@q", Some("acme"), declared);
-        for _ in 0..2 {
-            a.sending(&t, 100);
-        }
-        for _ in 0..2 {
-            b.sending(&t, 300);
-        }
-        let left = a.left("m@q", Some("acme")).unwrap();
-        assert_eq!(
-            left.requests.unwrap().remaining,
-            3,
-            "before a flush: its own"
-        );
-        tokio::time::sleep(FLUSH * 3).await;
-        for view in [&a, &b] {
-            let left = view.left("m@q", Some("acme")).unwrap();
-            assert_eq!(left.requests.unwrap().remaining, 1);
-            assert_eq!(left.tokens.unwrap().remaining, 200);
-            assert!(left.requests.unwrap().reset_in_ms <= 60_000);
-        }
-        assert_eq!(a.left("m@q", None), None, "the shared key is not the org's");
-        let table = a.for_org("acme");
-        assert!(
-            table
-                .left(&"m@q".into(), KeySource::Byok)
-                .unwrap()
-                .short_for(201)
-                .is_some()
-        );
     }
 }

@@ -23,6 +23,9 @@ pub struct AdmitOptions {
     pub seed: Option<u64>,
     /// The caller's own deadline (a gRPC deadline), when shorter than the workflow's.
     pub timeout: Option<Duration>,
+    /// The deadline an earlier admission of the same request gave it (it waited, and is
+    /// admitted again): never extended.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// The API a request came in on; it namespaces idempotency keys (the stored reply is in that
@@ -107,6 +110,7 @@ impl Incoming {
         Ok(AdmitOptions {
             seed,
             timeout: self.timeout,
+            deadline: None,
         })
     }
 }

@@ -134,6 +134,8 @@ where
         };
     }
     let mut min_context: Option<u32> = None;
+    // Admission took the first attempt's capacity; each later one takes its own.
+    let mut first = true;
     let mut i = 0;
     while i < plan.len() {
         let p = &plan[i];
@@ -157,6 +159,11 @@ where
             };
             if retries == 0 {
                 budget.deposit(&p.attempt.provider);
+            }
+            if !std::mem::take(&mut first)
+                && let Some((capacity, tokens)) = &s.capacity
+            {
+                capacity.reserve(&p.target, *tokens);
             }
             let started = Instant::now();
             // One span per attempt (exported with OTLP when configured).

@@ -18,7 +18,7 @@ use crate::admission::{Admission, Admitted};
 use crate::budget_gate::BudgetGate;
 use crate::capacity::CapacityView;
 use crate::catalog_view::{CatalogState, CatalogView};
-use crate::edge::{Caller, InFlight, Incoming};
+use crate::edge::{AdmitOptions, Caller, InFlight, Incoming};
 use crate::explain::Explanation;
 use crate::health_view::HealthView;
 use crate::idempotency::{self, Begun};
@@ -43,6 +43,7 @@ pub struct Router {
     idempotency: Option<Arc<dyn IdempotencyStore>>,
     responses: Option<(Arc<dyn ResponseStore>, Duration)>,
     abort: CancellationToken,
+    room: Arc<crate::queue::WaitingRoom>,
 }
 
 impl std::fmt::Debug for Router {
@@ -73,6 +74,8 @@ pub struct RouterParts {
     /// Fires at the drain deadline of a shutdown: requests still waiting on an upstream and
     /// streams still open end with an error.
     pub abort: CancellationToken,
+    /// Requests that may wait for a route at once (see [`crate::queue`]).
+    pub queue_capacity: usize,
 }
 
 impl RouterParts {
@@ -99,6 +102,7 @@ impl RouterParts {
             idempotency: self.idempotency,
             responses: self.responses,
             abort: self.abort,
+            room: crate::queue::WaitingRoom::new(self.queue_capacity),
         }
     }
 }
@@ -125,6 +129,7 @@ impl Router {
             responses: None,
             hold_grace: Duration::from_secs(300),
             abort: CancellationToken::new(),
+            queue_capacity: crate::queue::DEFAULT_CAPACITY,
         }
     }
 
@@ -166,15 +171,22 @@ impl Router {
         Explanation::new(&self.admission, caller, req, incoming.options()?)
     }
 
-    /// Admission, then the budget gate.
+    /// Admission (waiting for a route when there is none for now), then the budget gate.
+    /// `deadline`: an earlier admission's, when the request is admitted again.
     async fn admit(
         &self,
         caller: &Caller,
         incoming: &Incoming,
         req: &ChatRequest,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Arc<Admitted>, Error> {
         let result: Result<Arc<Admitted>, Error> = async {
-            let mut a = self.admission.admit(caller, req, incoming.options()?)?;
+            let options = AdmitOptions {
+                deadline,
+                ..incoming.options()?
+            };
+            let mut a =
+                crate::queue::admit(&self.admission, &self.room, caller, req, options).await?;
             a.held = self.gate.hold(&caller.policy, &a).await?;
             a.in_flight = Some(InFlight::new());
             a.api = incoming.api;
@@ -203,8 +215,17 @@ impl Router {
         encode: impl Fn(&Served) -> String,
     ) -> Result<Reply, Failure> {
         let run = || async {
-            let a = self.admit(&caller, incoming, &req).await?;
-            self.run(&a, &req).await
+            let mut deadline = None;
+            loop {
+                let a = self.admit(&caller, incoming, &req, deadline).await?;
+                match self.run(&a, &req).await {
+                    Err(f) if queue_again(&a, &f.error, self.admission.capacity()) => {
+                        tokio::time::sleep(crate::admission::QUEUE_POLL).await;
+                        deadline = Some(a.settings.deadline);
+                    }
+                    served => return served,
+                }
+            }
         };
         match &incoming.idempotency_key {
             Some(idem) => {
@@ -230,7 +251,7 @@ impl Router {
         }
         let planning = req.to_planning();
         let run = || async {
-            let a = self.admit(&caller, incoming, &planning).await?;
+            let a = self.admit(&caller, incoming, &planning, None).await?;
             let mut unfinished = Unfinished::new(&self.settlement, &a);
             let cancel = self.abort.child_token();
             let result = crate::engine::embed(
@@ -361,13 +382,32 @@ impl Router {
             )
             .into());
         }
-        let a = self.admit(&caller, incoming, &req).await?;
+        let mut deadline = None;
+        loop {
+            let a = self.admit(&caller, incoming, &req, deadline).await?;
+            match self.start_stream(&a, &req).await {
+                Err(f) if queue_again(&a, &f.error, self.admission.capacity()) => {
+                    tokio::time::sleep(crate::admission::QUEUE_POLL).await;
+                    deadline = Some(a.settings.deadline);
+                }
+                started => return started,
+            }
+        }
+    }
+
+    /// Runs an admitted stream until its first chunk (or its failure, settled).
+    async fn start_stream(
+        self: &Arc<Self>,
+        a: &Arc<Admitted>,
+        req: &ChatRequest,
+    ) -> Result<StreamSession, Failure> {
+        let a = a.clone();
         let mut unfinished = Unfinished::new(&self.settlement, &a);
         let cancel = self.abort.child_token();
         match crate::engine::stream(
             &self.client,
             &a.plan,
-            &req,
+            req,
             &a.settings,
             &self.retry_budget,
             &cancel,
@@ -443,4 +483,24 @@ impl Router {
             }
         }
     }
+}
+
+/// Whether a request that failed before any byte reached the client goes back to wait for a
+/// route, with time left for another try after a pause: a `queue` workflow's after an outage, a
+/// timeout or a rate limit on its preferred route; any request throttled upstream by a key
+/// whose capacity its provider reports (a burst sent before the router knew it), which then
+/// waits for the reset in order instead of getting the 429.
+fn queue_again(a: &Admitted, error: &Error, capacity: &crate::capacity::CapacityView) -> bool {
+    if tokio::time::Instant::now() + crate::admission::QUEUE_POLL * 2 >= a.settings.deadline {
+        return false;
+    }
+    if a.workflow.routing.degradation == switchyard_routing::Degradation::Queue {
+        return error.class.fallback() == switchyard_core::Fallback::Yes;
+    }
+    error.class == switchyard_core::ErrorClass::RateLimited
+        && a.plan.iter().all(|p| {
+            capacity
+                .left(p.attempt.endpoint.as_str(), p.target.owner.as_deref())
+                .is_some_and(|l| l.short_for(a.token_reservation).is_some())
+        })
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`edge`]: what both transports share before the body: bearer key, route seed, deadline,
 //!   idempotency key, authentication, the in-flight gauge and the request span.
-//! - [`admission`]: validation, workflow, plan and maximum cost ([`explain`] stops here).
+//! - [`admission`]: validation, workflow, plan and maximum cost ([`explain`] stops here); a
+//!   request with no route for now waits in the [`queue`] (the waiting room) for one.
 //! - [`budget_gate`]: the budget hold, the fail-open allowance, the release.
 //! - [`engine`]: the attempts along the plan (retries, fallbacks, deadline, retry budget).
 //! - [`settlement`]: the usage report, passive outcomes, local penalties, metrics and log line.
@@ -42,6 +43,8 @@ pub mod models;
 pub mod observe;
 pub mod outcomes;
 pub mod policy_view;
+pub mod queue;
+pub mod refusal;
 pub mod reply;
 pub mod reporter;
 pub mod responses;

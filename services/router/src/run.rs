@@ -117,6 +117,15 @@ pub struct Args {
         env = "SWITCHYARD_ROUTER_RESPONSES_TTL_S"
     )]
     pub responses_ttl_s: u64,
+    /// Requests that may wait at once for a route (every endpoint they may use out of capacity,
+    /// or a `queue` workflow's preferred route down); past it, one that would wait is refused
+    /// at once.
+    #[arg(
+        long,
+        default_value_t = crate::queue::DEFAULT_CAPACITY,
+        env = "SWITCHYARD_ROUTER_QUEUE_CAPACITY"
+    )]
+    pub queue_capacity: usize,
 }
 
 /// Settings of a router beyond its stores and peers.
@@ -134,6 +143,8 @@ pub struct Settings {
     pub http: crate::listener::HttpLimits,
     /// See [`Args::responses_ttl_s`].
     pub responses_ttl: Duration,
+    /// See [`Args::queue_capacity`].
+    pub queue_capacity: usize,
 }
 
 impl Default for Settings {
@@ -145,6 +156,7 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(30),
             http: crate::listener::HttpLimits::default(),
             responses_ttl: Duration::from_secs(30 * 86_400),
+            queue_capacity: crate::queue::DEFAULT_CAPACITY,
         }
     }
 }
@@ -300,6 +312,7 @@ pub async fn start(
     router.hold_grace = settings.hold_grace;
     router.idempotency = Some(stores.idempotency);
     router.responses = Some((stores.responses, settings.responses_ttl));
+    router.queue_capacity = settings.queue_capacity;
     router.abort = abort.clone();
     let router = Arc::new(router.build());
     let r = router.clone();
@@ -365,6 +378,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         responses_ttl: Duration::from_secs(args.responses_ttl_s),
+        queue_capacity: args.queue_capacity,
         http: crate::listener::HttpLimits {
             header_read_timeout: Duration::from_millis(args.header_timeout_ms),
             body_read_timeout: Duration::from_millis(args.body_timeout_ms),

@@ -90,6 +90,7 @@ fn settings() -> EngineSettings {
         deadline: Instant::now() + Duration::from_secs(20),
         fallback_on_refusal: false,
         on_invalid_output: switchyard_policy_model::config::OnInvalidOutput::Return,
+        capacity: None,
     }
 }
 
