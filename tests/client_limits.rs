@@ -44,8 +44,12 @@ async fn set_limits(c: &Cluster, args: &[&str]) {
 
 #[tokio::test]
 async fn limits_hold_across_routers_and_tokens_reconcile_to_what_was_used() {
+    // 1,024 requests at once saturate the two cores the client and the whole cluster share for
+    // about a second: holds may take longer than the default 500 ms to be answered, which would
+    // fail them closed (402) and say nothing about the limits.
     let c = Cluster::start(Spec {
         routers: 4,
+        router_args: vec!["--hold-timeout-ms".into(), "5000".into()],
         ..Spec::default()
     })
     .await;

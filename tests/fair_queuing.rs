@@ -15,7 +15,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{BETA_KEY, Cluster, KEY, Spec, hi, provider};
+use common::{BETA_KEY, Cluster, KEY, Spec, exclusion, hi, provider};
 use serde_json::{Value, json};
 
 /// One request with `key`: status, body and when it completed (since `t0`).
@@ -148,18 +148,15 @@ async fn interactive_requests_go_before_batch_ones_that_waited_longer() {
 
 #[tokio::test]
 async fn a_queue_workflow_waits_out_an_outage_of_its_preferred_provider() {
-    let c = Cluster::start(Spec::default()).await;
+    let c = Arc::new(Cluster::start(Spec::default()).await);
     let body = hi(json!({"workflow": "patient_batch"}));
     // Healthy: served by its preferred provider.
     let (status, v) = c.chat(0, &body).await;
     assert_eq!((status, provider(&v)), (200, "fast"), "{v}");
     let (_, x) = c.explain(0, &body, 1).await;
-    assert!(
-        x["excluded"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["endpoint"] == "m@open" && e["reason"] == "not_preferred"),
+    assert_eq!(
+        exclusion(&x["excluded"], "m@open").map(|e| &e["reason"]),
+        Some(&json!("not_preferred")),
         "{x}"
     );
     // A 10 s outage of `fast`; a batch request arrives during it.
@@ -167,22 +164,8 @@ async fn a_queue_workflow_waits_out_an_outage_of_its_preferred_provider() {
     c.sim().reset_counters().await.unwrap();
     let broke = Instant::now();
     let waiting = {
-        let (http, url, body) = (
-            c.http.clone(),
-            format!("{}/v1/chat/completions", c.routers[0].url("http")),
-            body.clone(),
-        );
-        tokio::spawn(async move {
-            let resp = http
-                .post(url)
-                .bearer_auth(KEY)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            (status, resp.json::<Value>().await.unwrap(), broke.elapsed())
-        })
+        let (c, body) = (c.clone(), body.clone());
+        tokio::spawn(async move { send(&c, KEY, &body, broke).await })
     };
     tokio::time::sleep(Duration::from_secs(10)).await;
     c.sim().heal("fast").await.unwrap();

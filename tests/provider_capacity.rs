@@ -14,15 +14,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Spec, hi, plan, provider};
-use serde_json::{Value, json};
-
-fn exclusion<'a>(v: &'a Value, endpoint: &str) -> Option<&'a Value> {
-    v["routing"]["excluded"]
-        .as_array()?
-        .iter()
-        .find(|e| e["endpoint"] == endpoint)
-}
+use common::{Cluster, Spec, exclusion, hi, plan, provider};
+use serde_json::json;
 
 #[tokio::test]
 async fn a_key_out_of_capacity_gets_no_traffic_from_any_router_until_its_reset() {
@@ -60,7 +53,7 @@ async fn a_key_out_of_capacity_gets_no_traffic_from_any_router_until_its_reset()
             let (status, v) = c.chat(n, &body).await;
             assert_eq!((status, provider(&v)), (200, "open"), "router {n}: {v}");
             assert!(!plan(&v).contains(&"m@fast".to_string()), "{v}");
-            let e = exclusion(&v, "m@fast").unwrap_or_else(|| panic!("{v}"));
+            let e = exclusion(&v["routing"]["excluded"], "m@fast").unwrap_or_else(|| panic!("{v}"));
             assert_eq!(e["reason"], "capacity_exhausted", "{v}");
             elsewhere += 1;
         }
@@ -72,12 +65,7 @@ async fn a_key_out_of_capacity_gets_no_traffic_from_any_router_until_its_reset()
 
     // Explain names it too, with when it resets.
     let (_, x) = c.explain(1, &body, 1).await;
-    let e = x["excluded"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["endpoint"] == "m@fast")
-        .unwrap_or_else(|| panic!("{x}"));
+    let e = exclusion(&x["excluded"], "m@fast").unwrap_or_else(|| panic!("{x}"));
     assert_eq!(e["reason"], "capacity_exhausted", "{x}");
     assert!(
         e["detail"].as_str().unwrap().contains("0 requests left"),
@@ -143,11 +131,6 @@ async fn a_declared_capacity_is_shared_by_every_router() {
     assert!((6..=7).contains(&fast), "{by:?}");
     assert_eq!(fast + by.get("claude").copied().unwrap_or(0), 18);
     let (_, x) = c.explain(1, &body, 1).await;
-    let e = x["excluded"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["endpoint"] == "big@fast")
-        .unwrap_or_else(|| panic!("{x}"));
+    let e = exclusion(&x["excluded"], "big@fast").unwrap_or_else(|| panic!("{x}"));
     assert_eq!(e["reason"], "capacity_exhausted", "{x}");
 }

@@ -858,6 +858,15 @@ pub fn hi(extra: Value) -> Value {
     body
 }
 
+/// The exclusion of `endpoint` in a list of them (an explanation's `excluded`, or a routing
+/// trace's).
+pub fn exclusion<'a>(excluded: &'a Value, endpoint: &str) -> Option<&'a Value> {
+    excluded
+        .as_array()?
+        .iter()
+        .find(|e| e["endpoint"] == endpoint)
+}
+
 /// The providers that served, one per response.
 pub fn provider(v: &Value) -> &str {
     v["provider"].as_str().unwrap_or("(none)")

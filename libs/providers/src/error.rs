@@ -283,19 +283,24 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     (any && num.is_empty() && total.is_finite()).then(|| Duration::from_secs_f64(total))
 }
 
+/// Headers from name and value pairs, for tests.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(
+            *k,
+            http::HeaderValue::from_str(v).unwrap_or_else(|_| http::HeaderValue::from_static("")),
+        );
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
-
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
+    use super::test_headers as headers;
 
     #[test]
     fn retry_after_in_every_form() {

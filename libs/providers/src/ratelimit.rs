@@ -98,14 +98,7 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
+    use crate::error::test_headers as headers;
 
     #[test]
     fn openai_headers_as_documented() {

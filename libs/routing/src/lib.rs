@@ -11,9 +11,9 @@
 //! lists → regions → data collection → zero retention → request `only` → `ignore` →
 //! `allow_fallbacks: false` outside `order` → quantization → `max_price` → parameters (tools,
 //! tool_choice, response_format and json_schema always; every used one with
-//! `require_parameters`) → context and output fit → BYOK mode → health (ejected) → capacity (the
-//! key has no request, or fewer tokens than the request reserves, left on the endpoint until its
-//! reset). If every candidate is out only for health, the workflow's `panic` rule may admit them
+//! `require_parameters`) → context and output fit → BYOK mode → capacity (the key has no
+//! request, or fewer tokens than the request reserves, left on the endpoint until its reset) →
+//! health (ejected). If every candidate is out only for health, the workflow's `panic` rule may admit them
 //! anyway; if none is left and some are out of capacity, the answer is a 429 with the earliest
 //! reset as Retry-After.
 //!

@@ -288,9 +288,8 @@ impl Ctx<'_> {
                 min_percent: (min * 100.0).ceil() as u32,
             });
         }
-        if state == EndpointState::Ejected {
-            return Err(ExclusionReason::Unhealthy);
-        }
+        // Before health: a key out of capacity waits for its reset, and the panic rule (which
+        // tries ejected endpoints anyway) must not send to it meanwhile.
         if let Some(left) = self.input.capacity.left(&c.endpoint, key) {
             let output = self.max_tokens.unwrap_or(c.max_output);
             let reserve = u64::from(self.prompt_bound) + u64::from(output);
@@ -301,6 +300,9 @@ impl Ctx<'_> {
                     reset_in_ms: l.reset_in_ms,
                 });
             }
+        }
+        if state == EndpointState::Ejected {
+            return Err(ExclusionReason::Unhealthy);
         }
         Ok(state)
     }

@@ -109,12 +109,19 @@ fn limited(
     e
 }
 
+/// How long a budget hold may take by default before it counts as failed.
+pub const HOLD_TIMEOUT: Duration = Duration::from_millis(500);
+
 impl BudgetGate {
-    /// A gate on `budgets`.
-    pub fn new(budgets: Arc<dyn BudgetStore>, hold_grace: Duration) -> Self {
+    /// A gate on `budgets`; a hold without an answer within `hold_timeout` counts as failed.
+    pub fn new(
+        budgets: Arc<dyn BudgetStore>,
+        hold_grace: Duration,
+        hold_timeout: Duration,
+    ) -> Self {
         BudgetGate {
             budgets,
-            hold_timeout: Duration::from_millis(500),
+            hold_timeout,
             hold_grace,
             fail_open_spent: Mutex::new(HashMap::new()),
         }

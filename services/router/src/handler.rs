@@ -71,6 +71,8 @@ pub struct RouterParts {
     pub responses: Option<(Arc<dyn ResponseStore>, Duration)>,
     /// Unsettled holds expire this long after their request's deadline.
     pub hold_grace: Duration,
+    /// A budget hold not answered within this counts as failed (the org's fail mode applies).
+    pub hold_timeout: Duration,
     /// Fires at the drain deadline of a shutdown: requests still waiting on an upstream and
     /// streams still open end with an error.
     pub abort: CancellationToken,
@@ -83,7 +85,11 @@ impl RouterParts {
     pub fn build(self) -> Router {
         let catalog = CatalogView::new(&self.catalog, PublishedCatalog::version_of(&self.catalog));
         catalog.follow(&self.policy, self.abort.clone());
-        let gate = Arc::new(BudgetGate::new(self.budgets, self.hold_grace));
+        let gate = Arc::new(BudgetGate::new(
+            self.budgets,
+            self.hold_grace,
+            self.hold_timeout,
+        ));
         let capacity = CapacityView::spawn(self.health.store().clone());
         let settlement = Arc::new(Settlement::new(
             self.reporter,
@@ -128,6 +134,7 @@ impl Router {
             idempotency: None,
             responses: None,
             hold_grace: Duration::from_secs(300),
+            hold_timeout: crate::budget_gate::HOLD_TIMEOUT,
             abort: CancellationToken::new(),
             queue_capacity: crate::queue::DEFAULT_CAPACITY,
         }
@@ -488,8 +495,9 @@ impl Router {
 /// Whether a request that failed before any byte reached the client goes back to wait for a
 /// route, with time left for another try after a pause: a `queue` workflow's after an outage, a
 /// timeout or a rate limit on its preferred route; any request throttled upstream by a key
-/// whose capacity its provider reports (a burst sent before the router knew it), which then
-/// waits for the reset in order instead of getting the 429.
+/// whose capacity its provider reports (a burst sent before the router knew it), unless the
+/// answer's Retry-After is past its deadline, which then waits for the reset in order instead
+/// of getting the 429.
 fn queue_again(a: &Admitted, error: &Error, capacity: &crate::capacity::CapacityView) -> bool {
     if tokio::time::Instant::now() + crate::admission::QUEUE_POLL * 2 >= a.settings.deadline {
         return false;
@@ -497,10 +505,15 @@ fn queue_again(a: &Admitted, error: &Error, capacity: &crate::capacity::Capacity
     if a.workflow.routing.degradation == switchyard_routing::Degradation::Queue {
         return error.class.fallback() == switchyard_core::Fallback::Yes;
     }
+    // Its provider reports the key's capacity: the throttled request waits for the window the
+    // answer named (or, at a window's very edge, tries again after the pause).
     error.class == switchyard_core::ErrorClass::RateLimited
+        && error
+            .retry_after
+            .is_none_or(|after| tokio::time::Instant::now() + after < a.settings.deadline)
         && a.plan.iter().all(|p| {
             capacity
                 .left(p.attempt.endpoint.as_str(), p.target.owner.as_deref())
-                .is_some_and(|l| l.short_for(a.token_reservation).is_some())
+                .is_some()
         })
 }

@@ -31,6 +31,9 @@ use crate::edge::{AdmitOptions, Caller};
 /// Requests one router lets wait by default.
 pub const DEFAULT_CAPACITY: usize = 4096;
 
+/// How close together the times waiters are due to try count as the same time.
+pub const DUE_TOGETHER: Duration = Duration::from_millis(20);
+
 /// What a waiter's try came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -226,7 +229,10 @@ impl WaitingRoom {
     }
 
     /// The next waiter due to try, in order, with its turn taken; or when the next one is due.
+    /// Waiters due within [`DUE_TOGETHER`] of each other count as due together, so a few
+    /// milliseconds between the resets they were told never put one ahead of its turn.
     fn next_due(&self, now: Instant) -> Result<(u64, f64, Turn), Option<Instant>> {
+        let now = now + DUE_TOGETHER;
         let mut room = self.lock();
         let mut best: Option<usize> = None;
         let mut soonest: Option<Instant> = None;
@@ -342,7 +348,10 @@ async fn dispatch(room: std::sync::Weak<WaitingRoom>) {
                 }
             }
             Err(soonest) => {
-                let until = soonest.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+                let until = soonest.map_or_else(
+                    || Instant::now() + Duration::from_secs(1),
+                    |s| s.checked_sub(DUE_TOGETHER).unwrap_or(s),
+                );
                 tokio::select! {
                     _ = tokio::time::sleep_until(until) => {}
                     _ = r.wake.notified() => {}

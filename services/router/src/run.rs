@@ -61,6 +61,10 @@ pub struct Args {
         env = "SWITCHYARD_ROUTER_HOLD_GRACE_MS"
     )]
     pub hold_grace_ms: u64,
+    /// A budget hold (with the client limits checked in it) not answered by the state store
+    /// within this counts as failed, and the org's budget fail mode applies.
+    #[arg(long, default_value_t = 500, env = "SWITCHYARD_ROUTER_HOLD_TIMEOUT_MS")]
+    pub hold_timeout_ms: u64,
     /// Shared health records older than this read as unknown (keep it equal to the prober's
     /// `record_ttl_ms`); without fresh records the router detects outliers on its own.
     #[arg(
@@ -133,6 +137,8 @@ pub struct Args {
 pub struct Settings {
     /// See [`Args::hold_grace_ms`].
     pub hold_grace: Duration,
+    /// See [`Args::hold_timeout_ms`].
+    pub hold_timeout: Duration,
     /// See [`Args::health_ttl_ms`].
     pub health_ttl: Duration,
     /// See [`Args::shutdown_delay_ms`].
@@ -151,6 +157,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             hold_grace: Duration::from_secs(300),
+            hold_timeout: crate::budget_gate::HOLD_TIMEOUT,
             health_ttl: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
@@ -310,6 +317,7 @@ pub async fn start(
     );
     router.outcomes = Some(outcomes);
     router.hold_grace = settings.hold_grace;
+    router.hold_timeout = settings.hold_timeout;
     router.idempotency = Some(stores.idempotency);
     router.responses = Some((stores.responses, settings.responses_ttl));
     router.queue_capacity = settings.queue_capacity;
@@ -374,6 +382,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.grpc))?;
     let settings = Settings {
         hold_grace: Duration::from_millis(args.hold_grace_ms),
+        hold_timeout: Duration::from_millis(args.hold_timeout_ms),
         health_ttl: Duration::from_millis(args.health_ttl_ms),
         shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
