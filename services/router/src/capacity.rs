@@ -5,7 +5,8 @@
 //!   give what the key has left and when it resets. This router subtracts what it sends after
 //!   that and shares its newest observation through the health store every [`FLUSH`]; when a key
 //!   runs out it shares at once, published whole so every router applies it without a read, and
-//!   the answer that said so waits for that (up to `SHARE_WAIT`) before it goes on.
+//!   the answer that said so waits until the announcement came back to this router (up to
+//!   `SHARE_WAIT`) before it goes on: the others got it at the same moment.
 //! - **Declared**: an endpoint's `capacity` in the catalog (the shared key) or a BYOK key's in
 //!   the policy file (`rpm`, `tpm`), counted per UTC minute across routers: each adds what it
 //!   sent to shared counters every [`FLUSH`] and reads the totals back.
@@ -20,12 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use switchyard_config::catalog::Capacity;
 use switchyard_core::EndpointId;
 use switchyard_core::clock::now_ms;
-use switchyard_providers::{CapacityObserver, RateLimits, Sharing, Target, Window};
-use switchyard_routing::{CapacityLeft, CapacityTable, KeySource, Left};
-use switchyard_state::{CapacityRecord, CapacityUse, CapacityWindow, HealthStore, minute_of};
+use switchyard_providers::{CapacityObserver, RateLimits, Sharing, Target};
+use switchyard_routing::{CapacityLeft, CapacityTable, KeySource};
+use switchyard_state::{CapacityRecord, CapacityUse, HealthStore, minute_of};
+
+use crate::capacity_scope::{ScopeState, absorb, current, near, window};
 
 /// How often observations and declared use are shared and the others' read.
 pub const FLUSH: Duration = Duration::from_millis(250);
@@ -35,41 +37,6 @@ pub const NEAR_FLUSH: Duration = Duration::from_millis(25);
 /// How long a limit reported without a reset time is taken to last.
 pub const DEFAULT_RESET: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Default)]
-struct ScopeState {
-    reported: Option<CapacityRecord>,
-    /// `reported` is this router's own and not yet shared.
-    dirty: bool,
-    declared: Option<Capacity>,
-    /// The minute `counted` and `pending` belong to.
-    minute: u64,
-    /// Every router's use in `minute`, as last read.
-    counted: CapacityUse,
-    /// Sent here in `minute` and being added to the shared counters now.
-    counting: CapacityUse,
-    /// Sent here in `minute` and not yet added.
-    pending: CapacityUse,
-}
-
-/// Whether a limit is near: a quarter or less left, or 8 or fewer.
-fn near(l: &Left) -> bool {
-    l.remaining <= (l.limit.unwrap_or(0) / 4).max(8)
-}
-
-fn plus(a: CapacityUse, b: CapacityUse) -> CapacityUse {
-    CapacityUse {
-        requests: a.requests + b.requests,
-        tokens: a.tokens + b.tokens,
-    }
-}
-
-fn minus(a: CapacityUse, b: CapacityUse) -> CapacityUse {
-    CapacityUse {
-        requests: a.requests.saturating_sub(b.requests),
-        tokens: a.tokens.saturating_sub(b.tokens),
-    }
-}
-
 /// A router's capacity view.
 pub struct CapacityView {
     me: Weak<CapacityView>,
@@ -77,6 +44,8 @@ pub struct CapacityView {
     /// Whether any scope is known (planning skips the lock until one is).
     known: AtomicBool,
     store: Arc<dyn HealthStore>,
+    /// Announcements were applied.
+    heard: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for CapacityView {
@@ -93,146 +62,6 @@ pub fn scope(endpoint: &str, owner: Option<&str>) -> String {
     }
 }
 
-fn window(w: &Window, now: u64) -> CapacityWindow {
-    let window_ms = w.reset_in.unwrap_or(DEFAULT_RESET).as_millis() as u64;
-    CapacityWindow {
-        limit: w.limit,
-        remaining: w.remaining,
-        reset_ms: now + window_ms,
-        window_ms,
-    }
-}
-
-/// A window as it stands at `now`: past its reset, one with a known limit starts again whole
-/// (for as long as the last one ran, until an answer tells), one without says nothing.
-fn current(w: CapacityWindow, now: u64) -> Option<CapacityWindow> {
-    if w.live(now) {
-        return Some(w);
-    }
-    let limit = w.limit?;
-    Some(CapacityWindow {
-        remaining: limit,
-        reset_ms: now + w.window_ms.max(DEFAULT_RESET.as_millis() as u64),
-        ..w
-    })
-}
-
-fn left_of(w: Option<CapacityWindow>, now: u64) -> Option<Left> {
-    let w = current(w?, now)?;
-    Some(Left {
-        remaining: w.remaining,
-        limit: w.limit,
-        reset_in_ms: w.reset_ms - now,
-    })
-}
-
-/// Where two windows are taken to be the same one: resets this close (a reply that overtook
-/// another, or routers' clocks).
-const SAME_WINDOW_MS: u64 = 1_000;
-
-/// What is known after `new` arrives where `old` was: within the same window, the least left
-/// (what was sent here after the provider counted is not in its figure yet) until the
-/// provider's reset; a later window, as reported; a window already over, nothing.
-fn absorb(old: Option<CapacityRecord>, new: CapacityRecord, now: u64) -> CapacityRecord {
-    let Some(old) = old else {
-        return new;
-    };
-    if new.observed_ms < old.observed_ms {
-        return old;
-    }
-    let same = |o: Option<CapacityWindow>, n: Option<CapacityWindow>| match (o, n) {
-        // A reply about a window already over (it took long to arrive) says nothing new.
-        (Some(o), Some(n)) if !n.live(now) => Some(o),
-        (Some(o), Some(n)) if o.live(now) && n.reset_ms <= o.reset_ms + SAME_WINDOW_MS => {
-            Some(CapacityWindow {
-                remaining: n.remaining.min(o.remaining),
-                window_ms: n.window_ms.max(o.window_ms),
-                ..n
-            })
-        }
-        (o, None) => o,
-        // The first answer of a window tells its whole length; later ones less of it.
-        (o, Some(n)) => Some(CapacityWindow {
-            window_ms: n.window_ms.max(o.map_or(0, |o| o.window_ms)),
-            ..n
-        }),
-    };
-    CapacityRecord {
-        requests: same(old.requests, new.requests),
-        tokens: same(old.tokens, new.tokens),
-        observed_ms: new.observed_ms,
-    }
-}
-
-/// The tighter of two limits.
-fn tighter(a: Option<Left>, b: Option<Left>) -> Option<Left> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if b.remaining < a.remaining { b } else { a }),
-        (a, b) => a.or(b),
-    }
-}
-
-impl ScopeState {
-    fn roll(&mut self, minute: u64) {
-        if self.minute != minute {
-            self.minute = minute;
-            self.counted = CapacityUse::default();
-            self.counting = CapacityUse::default();
-            self.pending = CapacityUse::default();
-        }
-    }
-
-    /// What is to be added to the shared counters now (it stays counted here meanwhile).
-    fn take_pending(&mut self) -> CapacityUse {
-        let sent = std::mem::take(&mut self.pending);
-        self.counting = plus(self.counting, sent);
-        sent
-    }
-
-    /// `sent` was added; `total` is every router's use since (totals only grow in a minute,
-    /// so an answer overtaken by a later one changes nothing).
-    fn counted(&mut self, sent: CapacityUse, total: CapacityUse) {
-        self.counting = minus(self.counting, sent);
-        self.counted = CapacityUse {
-            requests: self.counted.requests.max(total.requests),
-            tokens: self.counted.tokens.max(total.tokens),
-        };
-    }
-
-    /// `sent` could not be added: it is added at the next flush.
-    fn not_counted(&mut self, sent: CapacityUse) {
-        self.counting = minus(self.counting, sent);
-        self.pending = plus(self.pending, sent);
-    }
-
-    fn left(&self, now: u64) -> CapacityLeft {
-        let reported = self.reported.unwrap_or_default();
-        let mut left = CapacityLeft {
-            requests: left_of(reported.requests, now),
-            tokens: left_of(reported.tokens, now),
-        };
-        if let Some(d) = self.declared {
-            let minute = minute_of(now);
-            let used = if self.minute == minute {
-                plus(plus(self.counted, self.counting), self.pending)
-            } else {
-                CapacityUse::default()
-            };
-            let reset_in_ms = (minute + 1) * 60_000 - now;
-            let declared = |limit: Option<u64>, used: u64| {
-                limit.map(|l| Left {
-                    remaining: l.saturating_sub(used),
-                    limit: Some(l),
-                    reset_in_ms,
-                })
-            };
-            left.requests = tighter(left.requests, declared(d.rpm, used.requests));
-            left.tokens = tighter(left.tokens, declared(d.tpm, used.tokens));
-        }
-        left
-    }
-}
-
 impl CapacityView {
     /// A view sharing through `store`, until the view is dropped.
     pub fn spawn(store: Arc<dyn HealthStore>) -> Arc<Self> {
@@ -241,6 +70,7 @@ impl CapacityView {
             scopes: Mutex::new(HashMap::new()),
             known: AtomicBool::new(false),
             store: store.clone(),
+            heard: tokio::sync::Notify::new(),
         });
         tokio::spawn(follow(Arc::downgrade(&view), store));
         view
@@ -350,13 +180,13 @@ impl CapacityView {
     /// Takes every newer observation the others shared.
     async fn read(&self, store: &dyn HealthStore) {
         match store.capacity().await {
-            Ok(shared) => self.merge(shared),
+            Ok(shared) => self.merge(shared, false),
             Err(e) => tracing::debug!(error = %e, "shared capacity unreadable"),
         }
     }
 
     /// Takes the records newer than what is known here.
-    fn merge(&self, shared: impl IntoIterator<Item = (String, CapacityRecord)>) {
+    fn merge(&self, shared: impl IntoIterator<Item = (String, CapacityRecord)>, announced: bool) {
         let now = now_ms();
         let mut scopes = self.lock();
         for (key, r) in shared {
@@ -364,6 +194,9 @@ impl CapacityView {
                 continue;
             }
             let st = scopes.entry(key).or_default();
+            if announced {
+                st.announced_ms = st.announced_ms.max(r.observed_ms);
+            }
             if st
                 .reported
                 .is_none_or(|mine| mine.observed_ms < r.observed_ms)
@@ -372,6 +205,29 @@ impl CapacityView {
                 st.dirty = false;
             }
             self.known.store(true, Ordering::Relaxed);
+        }
+        drop(scopes);
+        if announced {
+            self.heard.notify_waiters();
+        }
+    }
+
+    /// Waits until the announcement of `key`'s record observed at `observed_ms` came back to
+    /// this router: every router's subscription got it at the same moment, so by then the
+    /// others have it too (or are applying it).
+    async fn heard_back(&self, key: &str, observed_ms: u64) {
+        loop {
+            let heard = self.heard.notified();
+            tokio::pin!(heard);
+            heard.as_mut().enable();
+            if self
+                .lock()
+                .get(key)
+                .is_some_and(|st| st.announced_ms >= observed_ms)
+            {
+                return;
+            }
+            heard.await;
         }
     }
 }
@@ -390,7 +246,7 @@ async fn follow(view: Weak<CapacityView>, store: Arc<dyn HealthStore>) {
             }
             r = announced.recv() => match r {
                 // A key ran out at another router: applied now, as published.
-                Ok(records) => me.merge(records.iter().cloned()),
+                Ok(records) => me.merge(records.iter().cloned(), true),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     me.read(store.as_ref()).await;
                 }
@@ -437,8 +293,7 @@ impl CapacityView {
             // Near the limit, every request is counted at once rather than at the next flush,
             // and every router reads the totals every NEAR_FLUSH.
             let left = st.left(now);
-            let near = |l: Option<Left>| l.is_some_and(|l| l.remaining <= l.limit.unwrap_or(0) / 4);
-            if near(left.requests) || near(left.tokens) {
+            if [left.requests, left.tokens].iter().flatten().any(near) {
                 eager = Some((minute, vec![(key.clone().into_owned(), st.take_pending())]));
             }
         }
@@ -491,13 +346,19 @@ impl CapacityObserver for CapacityView {
         tracing::info!(endpoint = %target.endpoint, byok = target.owner.is_some(), "provider reports the key out of capacity; planned around until its reset");
         // Spawned, so it completes even if the answer stops waiting for it.
         let store = self.store.clone();
-        let shared = tokio::spawn(async move {
-            if let Err(e) = store.put_capacity(&[(key, record)], true).await {
-                tracing::warn!(error = %e, "an exhausted key not shared with the other routers");
-            }
-        });
+        let shared = {
+            let key = key.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.put_capacity(&[(key, record)], true).await {
+                    tracing::warn!(error = %e, "an exhausted key not shared with the other routers");
+                }
+            })
+        };
+        let me = self.me.upgrade()?;
         Some(Box::pin(async move {
-            let _ = shared.await;
+            if shared.await.is_ok() {
+                me.heard_back(&key, record.observed_ms).await;
+            }
         }))
     }
 }

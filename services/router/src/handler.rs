@@ -226,7 +226,9 @@ impl Router {
             loop {
                 let a = self.admit(&caller, incoming, &req, deadline).await?;
                 match self.run(&a, &req).await {
-                    Err(f) if queue_again(&a, &f.error, self.admission.capacity()) => {
+                    Err(f)
+                        if crate::refusal::queue_again(&a, &f.error, self.admission.capacity()) =>
+                    {
                         tokio::time::sleep(crate::admission::QUEUE_POLL).await;
                         deadline = Some(a.settings.deadline);
                     }
@@ -393,7 +395,7 @@ impl Router {
         loop {
             let a = self.admit(&caller, incoming, &req, deadline).await?;
             match self.start_stream(&a, &req).await {
-                Err(f) if queue_again(&a, &f.error, self.admission.capacity()) => {
+                Err(f) if crate::refusal::queue_again(&a, &f.error, self.admission.capacity()) => {
                     tokio::time::sleep(crate::admission::QUEUE_POLL).await;
                     deadline = Some(a.settings.deadline);
                 }
@@ -490,30 +492,4 @@ impl Router {
             }
         }
     }
-}
-
-/// Whether a request that failed before any byte reached the client goes back to wait for a
-/// route, with time left for another try after a pause: a `queue` workflow's after an outage, a
-/// timeout or a rate limit on its preferred route; any request throttled upstream by a key
-/// whose capacity its provider reports (a burst sent before the router knew it), unless the
-/// answer's Retry-After is past its deadline, which then waits for the reset in order instead
-/// of getting the 429.
-fn queue_again(a: &Admitted, error: &Error, capacity: &crate::capacity::CapacityView) -> bool {
-    if tokio::time::Instant::now() + crate::admission::QUEUE_POLL * 2 >= a.settings.deadline {
-        return false;
-    }
-    if a.workflow.routing.degradation == switchyard_routing::Degradation::Queue {
-        return error.class.fallback() == switchyard_core::Fallback::Yes;
-    }
-    // Its provider reports the key's capacity: the throttled request waits for the window the
-    // answer named (or, at a window's very edge, tries again after the pause).
-    error.class == switchyard_core::ErrorClass::RateLimited
-        && error
-            .retry_after
-            .is_none_or(|after| tokio::time::Instant::now() + after < a.settings.deadline)
-        && a.plan.iter().all(|p| {
-            capacity
-                .left(p.attempt.endpoint.as_str(), p.target.owner.as_deref())
-                .is_some()
-        })
 }

@@ -24,6 +24,7 @@ pub mod admission;
 pub mod attempt;
 pub mod budget_gate;
 pub mod capacity;
+mod capacity_scope;
 pub mod catalog_view;
 pub mod convert;
 pub mod edge;

@@ -1,6 +1,7 @@
 //! Why admission said no, and whether waiting may change its answer: every route out of
 //! capacity until a reset, or a `queue` workflow's preferred route down. What a request needs to
-//! wait for a route in the [`crate::queue`] comes with the refusal.
+//! wait for a route in the [`crate::queue`] comes with the refusal. Also whether a request whose
+//! run failed goes back to wait ([`queue_again`]).
 
 use std::time::Duration;
 
@@ -117,4 +118,34 @@ pub(crate) fn deadline_of(
         deadline = deadline.min(earlier);
     }
     deadline
+}
+
+/// Whether a request that failed before any byte reached the client goes back to wait for a
+/// route, with time left for another try after a pause: a `queue` workflow's after an outage, a
+/// timeout or a rate limit on its preferred route; any request throttled upstream by a key
+/// whose capacity its provider reports (a burst sent before the router knew it), unless the
+/// answer's Retry-After is past its deadline, which then waits for the reset in order instead
+/// of getting the 429.
+pub(crate) fn queue_again(
+    a: &crate::admission::Admitted,
+    error: &Error,
+    capacity: &crate::capacity::CapacityView,
+) -> bool {
+    if tokio::time::Instant::now() + crate::admission::QUEUE_POLL * 2 >= a.settings.deadline {
+        return false;
+    }
+    if a.workflow.routing.degradation == switchyard_routing::Degradation::Queue {
+        return error.class.fallback() == switchyard_core::Fallback::Yes;
+    }
+    // Its provider reports the key's capacity: the throttled request waits for the window the
+    // answer named (or, at a window's very edge, tries again after the pause).
+    error.class == switchyard_core::ErrorClass::RateLimited
+        && error
+            .retry_after
+            .is_none_or(|after| tokio::time::Instant::now() + after < a.settings.deadline)
+        && a.plan.iter().all(|p| {
+            capacity
+                .left(p.attempt.endpoint.as_str(), p.target.owner.as_deref())
+                .is_some()
+        })
 }
