@@ -16,7 +16,7 @@
 //! Every multi-key script keeps its keys in one hash slot (`{org:…}`, `{health}` tags), so the
 //! same scripts run unchanged on a cluster. A lost or demoted primary fails the commands in
 //! flight, which callers treat as a Redis outage (their fail modes apply), and later commands
-//! go to the new primary.
+//! go to the new primary. A read that lost its connection is sent once more, on a new one.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -297,6 +297,27 @@ impl SentinelConn {
     }
 }
 
+/// Whether `e` means the connection was lost (closed by a failover, a Sentinel
+/// reconfiguring its clients or a restart) rather than a command refused or slow.
+fn dropped(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// Whether `cmd` only reads, so that sending it again after a lost connection cannot apply
+/// anything twice. Such a command is retried once (on a new connection, under Sentinel to the
+/// primary as the Sentinels report it now); writes and scripts never are: their callers' fail
+/// modes apply.
+fn read_only(cmd: &Cmd) -> bool {
+    const READS: &str = "GET MGET HGET HMGET HGETALL HLEN HSCAN EXISTS TTL PTTL XRANGE XREVRANGE \
+                         XLEN SMEMBERS SSCAN SCAN ZRANGE ZSCORE ZCARD";
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => READS
+            .split_whitespace()
+            .any(|r| name.eq_ignore_ascii_case(r.as_bytes())),
+        _ => false,
+    }
+}
+
 /// A connection to whichever Redis deployment the URL named; cheap to clone.
 #[derive(Clone)]
 pub enum RedisConn {
@@ -357,13 +378,27 @@ impl RedisConn {
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Single(c) => Box::pin(async move {
+                match c.req_packed_command(cmd).await {
+                    Err(e) if dropped(&e) && read_only(cmd) => c.req_packed_command(cmd).await,
+                    r => r,
+                }
+            }),
             RedisConn::Cluster(c, _) => c.req_packed_command(cmd),
             RedisConn::Sentinel(s, pinned) => Box::pin(async move {
                 let mut c = s.connection(pinned).await?;
                 let r = c.req_packed_command(cmd).await;
                 s.check(&r);
-                r
+                match r {
+                    // The check above dropped the cached primary: this asks the Sentinels again.
+                    Err(e) if pinned.is_none() && dropped(&e) && read_only(cmd) => {
+                        let mut c = s.primary().await?;
+                        let r = c.req_packed_command(cmd).await;
+                        s.check(&r);
+                        r
+                    }
+                    r => r,
+                }
             }),
         }
     }
@@ -400,6 +435,15 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn only_reads_are_sent_again_after_a_lost_connection() {
+        assert!(read_only(redis::cmd("XRANGE").arg("k").arg("-").arg("+")));
+        assert!(read_only(redis::cmd("hgetall").arg("k")));
+        for write in ["SET", "EVALSHA", "XADD", "HINCRBY", "DEL", "PUBLISH"] {
+            assert!(!read_only(redis::cmd(write).arg("k")), "{write}");
+        }
+    }
 
     #[test]
     fn urls_name_the_deployment() {

@@ -43,7 +43,7 @@ impl Explanation {
         crate::admission::validate(req)?;
         crate::validate::Validator::for_request(req)?;
         let seed = options.seed.unwrap_or_else(rand::random);
-        let routed = admission.route(&caller.policy, &caller.key, req, seed)?;
+        let routed = admission.route(&caller.policy, &caller.key, req, seed, false)?;
         metrics::counter!("switchyard_explain_total").increment(1);
         let org = caller.key.org.as_str();
         let capacity = routed

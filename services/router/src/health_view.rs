@@ -5,8 +5,12 @@
 //!
 //! When there is no fresh shared record for an endpoint (the prober is down, or never saw it),
 //! the router falls back to its own outlier detection: [`LOCAL_EJECT_AFTER`] failed attempts in a
-//! row eject the endpoint here for [`LOCAL_EJECTION`] (doubling with each repeat, up to 8 ×). A
-//! fresh shared record always wins, so while the prober runs every router plans alike.
+//! row eject the endpoint here for [`LOCAL_EJECTION`]. When the ejection ends the endpoint is
+//! half-open: one request is let through as a trial (another only if the first brings no
+//! outcome within [`LOCAL_EJECTION`]) while the others still plan without it. A trial that
+//! succeeds restores the endpoint and resets its backoff; one that fails ejects it again for
+//! twice as long (up to 8 ×). A fresh shared record always wins, so while the prober runs every
+//! router plans alike.
 //!
 //! An upstream's Retry-After is honoured beyond the request that got it: the endpoint is left
 //! out of this router's plans until then (unless every candidate is out and the workflow's panic
@@ -35,7 +39,31 @@ pub const MAX_COOLDOWN: Duration = Duration::from_secs(300);
 struct Outlier {
     consecutive_failures: u32,
     ejected_until: Option<Instant>,
+    /// Ejections since the endpoint last succeeded; > 0 with the ejection over is half-open.
     ejections: u32,
+    /// A half-open endpoint's trial request, let through until then.
+    trial_until: Option<Instant>,
+}
+
+impl Outlier {
+    fn ejected(&self, now: Instant) -> bool {
+        self.ejected_until.is_some_and(|t| t > now)
+    }
+
+    fn half_open(&self, now: Instant) -> bool {
+        self.ejections > 0 && !self.ejected(now)
+    }
+
+    /// Ejects for the current backoff, doubled with each ejection since the last success.
+    fn eject(&mut self, endpoint: &EndpointId, now: Instant) {
+        let factor = 1u32 << self.ejections.min(3);
+        self.ejected_until = Some(now + LOCAL_EJECTION * factor);
+        self.ejections += 1;
+        self.consecutive_failures = 0;
+        self.trial_until = None;
+        metrics::counter!("switchyard_local_ejections_total").increment(1);
+        tracing::warn!(endpoint = %endpoint, for_s = (LOCAL_EJECTION * factor).as_secs(), "failing endpoint ejected locally (used while no fresh shared record exists)");
+    }
 }
 
 /// A router's health view.
@@ -171,8 +199,14 @@ impl HealthView {
     pub fn observe(&self, endpoint: &EndpointId, failed: bool) {
         let mut outliers = self.outliers.lock().unwrap_or_else(|e| e.into_inner());
         let o = outliers.entry(endpoint.clone()).or_default();
+        let now = Instant::now();
         if !failed {
-            o.consecutive_failures = 0;
+            if o.ejections > 0 && !o.ejected(now) {
+                tracing::info!(endpoint = %endpoint, "locally ejected endpoint answered its trial; restored");
+            }
+            // Restored, backoff reset (an attempt that began before an ejection and succeeded
+            // after it says the same).
+            *o = Outlier::default();
             // It answered: whatever it asked for before is over.
             self.cooldowns
                 .lock()
@@ -180,21 +214,61 @@ impl HealthView {
                 .remove(endpoint);
             return;
         }
+        if o.half_open(now) {
+            // The trial (or anything that reached it while half-open) failed.
+            o.eject(endpoint, now);
+            return;
+        }
         o.consecutive_failures += 1;
+        if o.consecutive_failures >= LOCAL_EJECT_AFTER && !o.ejected(now) {
+            o.eject(endpoint, now);
+        }
+    }
+
+    /// The snapshot a request plans with: [`Self::snapshot`], except that one half-open
+    /// endpoint whose trial is not taken is left in, and the trial is this request's. The
+    /// endpoint is returned so that a plan without it gives the trial back
+    /// ([`Self::release_trial`]).
+    pub fn snapshot_with_trial(&self) -> (Arc<HealthSnapshot>, Option<EndpointId>) {
         let now = Instant::now();
-        if o.consecutive_failures >= LOCAL_EJECT_AFTER && o.ejected_until.is_none_or(|t| t <= now) {
-            let factor = 1u32 << o.ejections.min(3);
-            o.ejected_until = Some(now + LOCAL_EJECTION * factor);
-            o.ejections += 1;
-            o.consecutive_failures = 0;
-            metrics::counter!("switchyard_local_ejections_total").increment(1);
-            tracing::warn!(endpoint = %endpoint, for_s = (LOCAL_EJECTION * factor).as_secs(), "failing endpoint ejected locally (used while no fresh shared record exists)");
+        let trial = {
+            let shared = self.current.borrow();
+            let mut outliers = self.outliers.lock().unwrap_or_else(|e| e.into_inner());
+            outliers
+                .iter_mut()
+                .find(|(ep, o)| {
+                    o.half_open(now)
+                        && o.trial_until.is_none_or(|t| t <= now)
+                        && local_only(&shared, ep)
+                })
+                .map(|(ep, o)| {
+                    o.trial_until = Some(now + LOCAL_EJECTION);
+                    ep.clone()
+                })
+        };
+        (self.planning_snapshot(trial.as_ref()), trial)
+    }
+
+    /// Gives back a trial its request will not make.
+    pub fn release_trial(&self, endpoint: &EndpointId) {
+        if let Some(o) = self
+            .outliers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(endpoint)
+        {
+            o.trial_until = None;
         }
     }
 
     /// The snapshot to plan with: the shared one, with live local penalties applied, and local
     /// ejections for endpoints without a fresh shared record.
     pub fn snapshot(&self) -> Arc<HealthSnapshot> {
+        self.planning_snapshot(None)
+    }
+
+    /// The snapshot with `trial` (a half-open endpoint) left in.
+    fn planning_snapshot(&self, trial: Option<&EndpointId>) -> Arc<HealthSnapshot> {
         let shared = self.current.borrow().clone();
         let mut penalties = self.penalties.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -205,11 +279,8 @@ impl HealthView {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|(ep, o)| {
-                o.ejected_until.is_some_and(|t| t > now)
-                    && shared
-                        .endpoints
-                        .get(*ep)
-                        .is_none_or(|h| h.state == EndpointState::Unknown)
+                (o.ejected(now) || (o.half_open(now) && trial != Some(*ep)))
+                    && local_only(&shared, ep)
             })
             .map(|(ep, _)| ep.clone())
             .collect();
@@ -233,6 +304,14 @@ impl HealthView {
         }
         Arc::new(s)
     }
+}
+
+/// Whether the router's own outlier detection speaks for `endpoint`: no fresh shared record.
+fn local_only(shared: &HealthSnapshot, endpoint: &EndpointId) -> bool {
+    shared
+        .endpoints
+        .get(endpoint)
+        .is_none_or(|h| h.state == EndpointState::Unknown)
 }
 
 /// The shared state of every endpoint as this router sees it: one gauge per endpoint and state,

@@ -144,3 +144,57 @@ async fn without_a_fresh_shared_record_the_router_ejects_on_its_own() {
     assert_eq!(s.get("m@b").state, EndpointState::Healthy);
     stop.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_local_ejection_ends_with_one_trial_that_restores_or_doubles_it() {
+    let stop = CancellationToken::new();
+    let store: Arc<dyn HealthStore> = Arc::new(switchyard_state::MemoryHealthStore::default());
+    let view = HealthView::spawn(
+        store,
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        stop.clone(),
+    );
+    until(&view, |v| !v.is_stale(), Duration::from_secs(2)).await;
+    let ep = EndpointId::from("m@a");
+    let state = |s: &switchyard_core::HealthSnapshot| s.get("m@a").state;
+    for _ in 0..3 {
+        view.observe(&ep, true);
+    }
+    assert_eq!(state(&view.snapshot()), EndpointState::Ejected);
+
+    // The ejection ends: one request gets the trial, the others still plan without it.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(state(&view.snapshot()), EndpointState::Ejected);
+    let (s, trial) = view.snapshot_with_trial();
+    assert_eq!(
+        (state(&s), trial.as_ref()),
+        (EndpointState::Unknown, Some(&ep))
+    );
+    let (s, trial) = view.snapshot_with_trial();
+    assert_eq!((state(&s), trial), (EndpointState::Ejected, None));
+
+    // The trial fails: ejected again, for twice as long.
+    view.observe(&ep, true);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(view.snapshot_with_trial().1, None);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // A trial given back (its request went elsewhere first) is the next request's.
+    assert_eq!(view.snapshot_with_trial().1.as_ref(), Some(&ep));
+    view.release_trial(&ep);
+    assert_eq!(view.snapshot_with_trial().1.as_ref(), Some(&ep));
+
+    // The trial succeeds: restored for everyone, and the backoff starts over.
+    view.observe(&ep, false);
+    assert_eq!(state(&view.snapshot()), EndpointState::Unknown);
+    for _ in 0..3 {
+        view.observe(&ep, true);
+    }
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(view.snapshot_with_trial().1.as_ref(), Some(&ep));
+
+    // A trial whose request never reports back is offered again after an ejection period.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(view.snapshot_with_trial().1.as_ref(), Some(&ep));
+    stop.cancel();
+}
