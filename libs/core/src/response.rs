@@ -187,6 +187,23 @@ pub struct ChatChunk {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+impl ChatChunk {
+    /// Whether the chunk carries part of the answer (text, reasoning, a refusal, a tool call, a
+    /// finish or the usage), as opposed to a role-only opening.
+    pub fn carries_answer(&self) -> bool {
+        self.usage.is_some()
+            || self.choices.iter().any(|c| {
+                let d = &c.delta;
+                let some = |t: &Option<String>| t.as_deref().is_some_and(|t| !t.is_empty());
+                c.finish_reason.is_some()
+                    || some(&d.content)
+                    || some(&d.reasoning)
+                    || some(&d.refusal)
+                    || !d.tool_calls.is_empty()
+            })
+    }
+}
+
 impl ChatResponse {
     /// The first choice's tool calls.
     pub fn tool_calls(&self) -> &[ToolCall] {

@@ -174,8 +174,15 @@ pub struct ByokConfig {
 pub struct WorkflowTimeouts {
     /// Connection set-up, per attempt.
     pub connect_ms: u64,
-    /// First byte (stream: first chunk), per attempt.
+    /// The response head, per attempt (a non-streamed reply: usually the whole generation).
     pub first_byte_ms: u64,
+    /// A stream's first content (text, reasoning, a tool call), per attempt; `first_byte_ms`
+    /// when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_token_ms: Option<u64>,
+    /// A stream's longest silence between chunks after its first content; a longer one is a
+    /// stall, ended as a `timeout`.
+    pub idle_ms: u64,
     /// The whole request, every attempt and retry included.
     pub total_ms: u64,
 }
@@ -185,8 +192,17 @@ impl Default for WorkflowTimeouts {
         WorkflowTimeouts {
             connect_ms: 5_000,
             first_byte_ms: 30_000,
+            first_token_ms: None,
+            idle_ms: 20_000,
             total_ms: 120_000,
         }
+    }
+}
+
+impl WorkflowTimeouts {
+    /// The first-token limit in effect.
+    pub fn first_token_ms(&self) -> u64 {
+        self.first_token_ms.unwrap_or(self.first_byte_ms)
     }
 }
 
@@ -196,6 +212,9 @@ impl Default for WorkflowTimeouts {
 pub struct RetryPolicy {
     /// Retries per endpoint after the first try.
     pub max_retries: u32,
+    /// Of those, how many may follow a timeout (no answer, no first token, a stall); by
+    /// default none: a timeout moves on to the next endpoint at once.
+    pub timeout_retries: u32,
     /// First backoff; doubles each retry, with jitter.
     pub base_backoff_ms: u64,
     /// Backoff cap (Retry-After may ask for more, within the deadline).
@@ -206,6 +225,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             max_retries: 1,
+            timeout_retries: 0,
             base_backoff_ms: 100,
             max_backoff_ms: 2_000,
         }
@@ -263,10 +283,25 @@ pub struct WorkflowConfig {
     /// What to do when a tool call or a structured output fails its JSON Schema.
     #[serde(default)]
     pub on_invalid_output: OnInvalidOutput,
+    /// What a stream does with an event it cannot parse among ones it can: `skip` (counted,
+    /// and named in the final chunk's `routing.anomalies`) or `fail`.
+    #[serde(default)]
+    pub on_malformed_event: OnMalformedEvent,
     /// For requests with tools, leave out endpoints whose measured tool-call validity (0 to 1)
     /// is below this.
     #[serde(default)]
     pub min_tool_validity: Option<f64>,
+}
+
+/// What a stream does with an event it cannot parse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMalformedEvent {
+    /// Skip it, count it per endpoint and name it in the trace; the stream goes on.
+    #[default]
+    Skip,
+    /// End the attempt as a malformed answer (before the first chunk it falls back).
+    Fail,
 }
 
 /// What to do with output that fails its JSON Schema.
@@ -362,12 +397,23 @@ impl Validate for PolicyConfig {
                         "total_ms",
                         "must be at least first_byte_ms",
                     );
+                    v.check(
+                        t.first_token_ms.is_none_or(|f| f >= t.first_byte_ms),
+                        "first_token_ms",
+                        "must be at least first_byte_ms (the first content comes after the answer's head)",
+                    );
+                    v.check(t.idle_ms > 0, "idle_ms", "must be positive");
                 });
                 v.field("retry", |v| {
                     v.check(
                         w.retry.max_retries <= 10,
                         "max_retries",
                         "must be at most 10",
+                    );
+                    v.check(
+                        w.retry.timeout_retries <= w.retry.max_retries,
+                        "timeout_retries",
+                        "must not exceed max_retries",
                     );
                     v.check(
                         w.retry.base_backoff_ms <= w.retry.max_backoff_ms,

@@ -79,6 +79,9 @@ pub struct CompiledWorkflow {
     /// What to do with output that fails its schema.
     #[serde(default)]
     pub on_invalid_output: crate::config::OnInvalidOutput,
+    /// What a stream does with an event it cannot parse.
+    #[serde(default)]
+    pub on_malformed_event: crate::config::OnMalformedEvent,
     /// Data class, for logs.
     pub data_class: Option<String>,
     /// Which waiting requests go first when capacity is short.

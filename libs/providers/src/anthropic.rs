@@ -587,4 +587,17 @@ impl StreamDecoder for Decoder {
         }
         Ok(Flow::Continue)
     }
+
+    /// The body closed after `message_delta` carried the stop reason but before
+    /// `message_stop`: the answer is whole (a refusal still is not an answer).
+    fn ended(&mut self, out: &mut Vec<ChatChunk>) -> bool {
+        let Some(f) = self.finish.filter(|_| !self.refusal) else {
+            return false;
+        };
+        out.push(
+            self.chunks
+                .chunk(Delta::default(), Some(f), Some(self.usage)),
+        );
+        true
+    }
 }

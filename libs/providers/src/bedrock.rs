@@ -455,6 +455,7 @@ pub fn classify_exception(
         provider_code: (!kind.is_empty()).then(|| kind.to_string()),
         retry_after: None,
         phase,
+        malformed: false,
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,9 +33,29 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The largest non-streamed body (or error body) read from an upstream.
 pub const MAX_BODY: usize = 32 * 1024 * 1024;
 
-/// Normalized chunks of a streamed completion. It ends with `None` only after the upstream's
-/// terminal event; any other end is an `Err` item, never a silent clean end.
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, CallError>> + Send>>;
+/// Normalized chunks of a streamed completion. It ends with `None` only when the answer is
+/// whole (the upstream's terminal event, or a clean end of the body after every choice's
+/// finish); any other end is an `Err` item, never a silent clean end.
+pub struct ChunkStream {
+    chunks: Pin<Box<dyn Stream<Item = Result<ChatChunk, CallError>> + Send>>,
+    skipped: Arc<AtomicU32>,
+}
+
+impl ChunkStream {
+    /// Events skipped so far because they could not be understood
+    /// ([`crate::MalformedEvents::Skip`]).
+    pub fn skipped(&self) -> u32 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+impl Stream for ChunkStream {
+    type Item = Result<ChatChunk, CallError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.chunks.as_mut().poll_next(cx)
+    }
+}
 
 tokio::task_local! {
     /// The connect timeout of the attempt being made on this task.
@@ -335,6 +356,7 @@ impl ProviderClient {
             r = work => r?,
         };
         let adapter = adapter_for(call.target.format);
+        let skipped = Arc::new(AtomicU32::new(0));
         let state = StreamState {
             body,
             parser: Framer::new(adapter.framing()),
@@ -343,12 +365,18 @@ impl ProviderClient {
             pending: VecDeque::new(),
             error: None,
             done: false,
-            first_deadline: Some(started + call.timeouts.first_byte),
+            first_deadline: Some(started + call.timeouts.first_token),
+            idle_deadline: None,
             deadline,
             timeouts: call.timeouts,
+            malformed: call.malformed,
+            skipped: skipped.clone(),
             cancel: call.cancel.clone(),
         };
-        Ok(Box::pin(futures::stream::unfold(state, next_chunk)))
+        Ok(ChunkStream {
+            chunks: Box::pin(futures::stream::unfold(state, next_chunk)),
+            skipped,
+        })
     }
 }
 
@@ -369,6 +397,52 @@ fn deadline_error(phase: Phase, total: bool, t: Timeouts) -> UpstreamError {
             }
         ),
     )
+}
+
+/// The limit a stream's current wait runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Total,
+    FirstToken,
+    Idle,
+}
+
+impl Limit {
+    /// The nearest of the stream's limits now.
+    fn of(s: &StreamState) -> (Instant, Limit) {
+        let tighter = match (s.first_deadline, s.idle_deadline) {
+            (Some(first), _) => Some((first, Limit::FirstToken)),
+            (None, Some(idle)) => Some((idle, Limit::Idle)),
+            (None, None) => None,
+        };
+        match tighter {
+            Some(t) if t.0 < s.deadline => t,
+            _ => (s.deadline, Limit::Total),
+        }
+    }
+
+    /// The error when it passed.
+    fn passed(self, phase: Phase, t: Timeouts) -> UpstreamError {
+        match self {
+            Limit::Total => deadline_error(phase, true, t),
+            Limit::FirstToken => UpstreamError::new(
+                ErrorClass::Timeout,
+                phase,
+                format!(
+                    "no first token within the first-token timeout of {:?}",
+                    t.first_token
+                ),
+            ),
+            Limit::Idle => UpstreamError::new(
+                ErrorClass::Timeout,
+                phase,
+                format!(
+                    "stream stalled: no chunk within the idle timeout of {:?}",
+                    t.idle
+                ),
+            ),
+        }
+    }
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -428,17 +502,24 @@ struct StreamState {
     error: Option<CallError>,
     /// The terminal event was seen.
     done: bool,
-    /// Until the first chunk: the first-byte deadline.
+    /// Until the first content: the first-token deadline.
     first_deadline: Option<Instant>,
+    /// After it: when the silence since the last chunk becomes a stall.
+    idle_deadline: Option<Instant>,
     deadline: Instant,
     timeouts: Timeouts,
+    malformed: crate::MalformedEvents,
+    skipped: Arc<AtomicU32>,
     cancel: CancellationToken,
 }
 
 async fn next_chunk(mut s: StreamState) -> Option<(Result<ChatChunk, CallError>, StreamState)> {
     loop {
         if let Some(chunk) = s.pending.pop_front() {
-            s.first_deadline = None;
+            if s.first_deadline.is_none() || chunk.carries_answer() {
+                s.first_deadline = None;
+                s.idle_deadline = Some(Instant::now() + s.timeouts.idle);
+            }
             return Some((Ok(chunk), s));
         }
         if let Some(e) = s.error.take() {
@@ -448,14 +529,14 @@ async fn next_chunk(mut s: StreamState) -> Option<(Result<ChatChunk, CallError>,
         if s.done {
             return None;
         }
-        let limit = s.first_deadline.map_or(s.deadline, |f| f.min(s.deadline));
+        let (at, limit) = Limit::of(&s);
         let frame = tokio::select! {
             biased;
             _ = s.cancel.cancelled() => {
                 s.error = Some(CallError::Cancelled);
                 continue;
             }
-            frame = tokio::time::timeout_at(limit, s.body.frame()) => frame,
+            frame = tokio::time::timeout_at(at, s.body.frame()) => frame,
         };
         let phase = if s.first_deadline.is_some() {
             Phase::FirstByte
@@ -463,7 +544,7 @@ async fn next_chunk(mut s: StreamState) -> Option<(Result<ChatChunk, CallError>,
             Phase::Stream
         };
         let failure = match frame {
-            Err(_) => Some(deadline_error(phase, limit == s.deadline, s.timeouts)),
+            Err(_) => Some(limit.passed(phase, s.timeouts)),
             Ok(None) => {
                 let mut last = Vec::new();
                 if s.decoder.ended(&mut last) {
@@ -504,6 +585,10 @@ fn decode(s: &mut StreamState, data: &[u8]) -> Option<UpstreamError> {
             Ok(Flow::Done) => {
                 s.done = true;
                 break;
+            }
+            Err(e) if e.malformed && s.malformed == crate::MalformedEvents::Skip => {
+                s.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "malformed stream event skipped");
             }
             Err(e) => {
                 s.pending.extend(out);

@@ -48,6 +48,8 @@ pub struct UpstreamError {
     pub retry_after: Option<Duration>,
     /// Where it happened.
     pub phase: Phase,
+    /// The answer (a body, or one event of a stream) could not be understood.
+    pub malformed: bool,
 }
 
 impl UpstreamError {
@@ -60,16 +62,20 @@ impl UpstreamError {
             provider_code: None,
             retry_after: None,
             phase,
+            malformed: false,
         }
     }
 
     /// A body or event that could not be understood.
     pub fn malformed(phase: Phase, what: impl std::fmt::Display) -> Self {
-        UpstreamError::new(
-            ErrorClass::Unavailable,
-            phase,
-            format!("malformed response: {what}"),
-        )
+        UpstreamError {
+            malformed: true,
+            ..UpstreamError::new(
+                ErrorClass::Unavailable,
+                phase,
+                format!("malformed response: {what}"),
+            )
+        }
     }
 
     /// The client-facing error.
@@ -176,6 +182,7 @@ pub fn classify_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
         provider_code: code,
         retry_after: retry_after(headers, SystemTime::now()),
         phase: Phase::FirstByte,
+        malformed: false,
     }
 }
 
@@ -207,6 +214,7 @@ pub fn classify_stream_error(data: &[u8]) -> UpstreamError {
         provider_code: env.kind.or(env.code),
         retry_after: None,
         phase: Phase::Stream,
+        malformed: false,
     }
 }
 

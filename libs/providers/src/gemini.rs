@@ -569,6 +569,7 @@ pub fn classify(
         provider_code: (!code.is_empty()).then_some(code),
         retry_after: delay.or_else(|| retry_after(headers, SystemTime::now())),
         phase,
+        malformed: false,
     }
 }
 

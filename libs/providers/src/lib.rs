@@ -14,7 +14,9 @@
 //! |---|---|---|
 //! | connection refused, DNS, TLS failure | `unavailable` | connect |
 //! | connect timeout (per attempt) | `timeout` | connect |
-//! | no response head (stream: no first chunk) within `first_byte` | `timeout` | first_byte |
+//! | no response head within `first_byte` | `timeout` | first_byte |
+//! | stream: no first content within `first_token` | `timeout` | first_byte |
+//! | stream: no chunk for `idle` after the first content (a stall) | `timeout` | stream |
 //! | attempt exceeds `total` | `timeout` | where it was |
 //! | connection reset / closed before the answer | `unavailable` | first_byte |
 //! | 401, 403; OpenAI `invalid_api_key` | `upstream_auth` | first_byte |
@@ -27,8 +29,8 @@
 //! | 404, 409, 500, 502, 503, 529 (`overloaded_error`), other statuses, HTML bodies | `unavailable` | first_byte |
 //! | 2xx with a body that does not parse or has no choices | `unavailable` (malformed) | body |
 //! | stream: an `error` event / `{"error": …}` data | by its type: `rate_limited`, `upstream_auth`, `timeout`, `context_length_exceeded`, else `unavailable` | stream |
-//! | stream: a broken event, a line over 4 MiB | `unavailable` (malformed) | stream |
-//! | stream: ends or is cut before `[DONE]` / `message_stop` | `unavailable` | stream |
+//! | stream: a line over 4 MiB; a broken event with [`MalformedEvents::Fail`] (by default a broken event among good ones is skipped and counted) | `unavailable` (malformed) | stream |
+//! | stream: ends or is cut before its answer is finished (no `[DONE]` / `message_stop`, and no `finish_reason` / stop reason on every choice) | `unavailable` | stream |
 //!
 //! Retry-After comes from `retry-after-ms`, `Retry-After` (seconds or HTTP date), or OpenAI's
 //! `x-ratelimit-reset-requests` / `-tokens` durations. The capacity left that every answer
@@ -52,4 +54,6 @@ pub use adapter::{Flow, Framing, StreamDecoder, WireAdapter, adapter_for};
 pub use client::{ChunkStream, ClientBuildError, ClientOptions, MAX_BODY, ProviderClient};
 pub use error::{CallError, Phase, UpstreamError};
 pub use ratelimit::{CapacityObserver, RateLimits, SHARE_WAIT, Sharing, Window};
-pub use target::{Call, EmbedCall, ProviderOptions, Target, Timeouts, resolve_key};
+pub use target::{
+    Call, EmbedCall, MalformedEvents, ProviderOptions, Target, Timeouts, resolve_key,
+};

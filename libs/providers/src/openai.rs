@@ -199,6 +199,7 @@ impl WireAdapter for OpenAi {
     fn decoder(&self, target: &Target) -> Box<dyn StreamDecoder> {
         Box::new(Decoder {
             provider: target.provider.to_string(),
+            choices: Vec::new(),
         })
     }
 
@@ -287,6 +288,8 @@ impl WireAdapter for OpenAi {
 
 struct Decoder {
     provider: String,
+    /// Every choice seen, by index, and whether it has finished.
+    choices: Vec<(u32, bool)>,
 }
 
 impl StreamDecoder for Decoder {
@@ -306,6 +309,13 @@ impl StreamDecoder for Decoder {
         let mut chunk: ChatChunk = serde_json::from_value(value)
             .map_err(|e| UpstreamError::malformed(Phase::Stream, e))?;
         chunk.provider = Some(self.provider.clone());
+        for c in &chunk.choices {
+            let finished = c.finish_reason.is_some();
+            match self.choices.iter_mut().find(|(i, _)| *i == c.index) {
+                Some((_, f)) => *f |= finished,
+                None => self.choices.push((c.index, finished)),
+            }
+        }
         let filtered = chunk
             .choices
             .iter()
@@ -317,5 +327,11 @@ impl StreamDecoder for Decoder {
             return Err(e);
         }
         Ok(Flow::Continue)
+    }
+
+    /// Several OpenAI-compatible providers close the body after the finish (and usage) chunk
+    /// without `data: [DONE]`: the answer is whole when every choice has finished.
+    fn ended(&mut self, _out: &mut Vec<ChatChunk>) -> bool {
+        !self.choices.is_empty() && self.choices.iter().all(|(_, finished)| *finished)
     }
 }

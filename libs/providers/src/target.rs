@@ -96,10 +96,15 @@ impl Target {
 pub struct Timeouts {
     /// TCP and TLS connection set-up (only when no pooled connection is free).
     pub connect: Duration,
-    /// Until the response head; for a stream, until its first chunk. Most upstreams send
-    /// nothing for a non-streamed completion until it is finished, so for those this bounds the
-    /// whole generation.
+    /// Until the response head. Most upstreams send nothing for a non-streamed completion until
+    /// it is finished, so for those this bounds the whole generation.
     pub first_byte: Duration,
+    /// A stream: from the request until its first content (text, reasoning, a tool call or the
+    /// finish), not merely its first byte or a role-only chunk.
+    pub first_token: Duration,
+    /// A stream after its first content: the longest wait for the next chunk (keep-alive
+    /// comments and pings do not count); a longer silence is a stall.
+    pub idle: Duration,
     /// The whole attempt, body or stream included.
     pub total: Duration,
 }
@@ -109,9 +114,21 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(5),
             first_byte: Duration::from_secs(60),
+            first_token: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
             total: Duration::from_secs(300),
         }
     }
+}
+
+/// What a stream does with an event it cannot understand among ones it can.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MalformedEvents {
+    /// Skip it and count it ([`crate::ChunkStream::skipped`]); the stream goes on.
+    #[default]
+    Skip,
+    /// End the attempt with a malformed-response error.
+    Fail,
 }
 
 /// One attempt: what to send where, within which limits, until when the caller still wants it.
@@ -124,6 +141,8 @@ pub struct Call<'a> {
     pub request: &'a switchyard_core::ChatRequest,
     /// Time limits.
     pub timeouts: Timeouts,
+    /// A stream's events that cannot be understood: skipped or fatal.
+    pub malformed: MalformedEvents,
     /// Fires when the caller gives up (client disconnect, overall deadline).
     pub cancel: &'a CancellationToken,
 }

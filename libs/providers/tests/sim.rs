@@ -13,8 +13,8 @@ use switchyard_config::catalog::WireFormat;
 use switchyard_core::{ChatRequest, ErrorClass, FinishReason, Tool, ToolChoice};
 use switchyard_provider_sim::SimHandle;
 use switchyard_providers::{
-    Call, CallError, ClientOptions, Phase, ProviderClient, ProviderOptions, Target, Timeouts,
-    UpstreamError,
+    Call, CallError, ClientOptions, MalformedEvents, Phase, ProviderClient, ProviderOptions,
+    Target, Timeouts, UpstreamError,
 };
 use switchyard_testkit::{SimControl, start_sim};
 use tokio_util::sync::CancellationToken;
@@ -118,6 +118,7 @@ impl Fixture {
                 target,
                 request: req,
                 timeouts,
+                malformed: MalformedEvents::Skip,
                 cancel: &cancel,
             })
             .await
@@ -131,6 +132,21 @@ impl Fixture {
         req: &ChatRequest,
         timeouts: Timeouts,
     ) -> (Vec<switchyard_core::ChatChunk>, Option<CallError>) {
+        let (chunks, end, _) = self
+            .stream_with(target, req, timeouts, MalformedEvents::Skip)
+            .await;
+        (chunks, end)
+    }
+
+    /// [`Self::stream`] with a choice of what to do with broken events; also the number
+    /// skipped.
+    async fn stream_with(
+        &self,
+        target: &Target,
+        req: &ChatRequest,
+        timeouts: Timeouts,
+        malformed: MalformedEvents,
+    ) -> (Vec<switchyard_core::ChatChunk>, Option<CallError>, u32) {
         let cancel = CancellationToken::new();
         let mut stream = match self
             .client
@@ -138,12 +154,13 @@ impl Fixture {
                 target,
                 request: req,
                 timeouts,
+                malformed,
                 cancel: &cancel,
             })
             .await
         {
             Ok(s) => s,
-            Err(e) => return (Vec::new(), Some(e)),
+            Err(e) => return (Vec::new(), Some(e), 0),
         };
         let mut chunks = Vec::new();
         while let Some(item) = stream.next().await {
@@ -151,11 +168,12 @@ impl Fixture {
                 Ok(c) => chunks.push(c),
                 Err(e) => {
                     assert!(stream.next().await.is_none(), "items after the error");
-                    return (chunks, Some(e));
+                    return (chunks, Some(e), stream.skipped());
                 }
             }
         }
-        (chunks, None)
+        let skipped = stream.skipped();
+        (chunks, None, skipped)
     }
 }
 
@@ -163,6 +181,8 @@ fn quick() -> Timeouts {
     Timeouts {
         connect: Duration::from_secs(2),
         first_byte: Duration::from_secs(5),
+        first_token: Duration::from_secs(5),
+        idle: Duration::from_secs(5),
         total: Duration::from_secs(10),
     }
 }
@@ -289,9 +309,9 @@ async fn a_wrong_key_and_an_unknown_model() {
 async fn a_hang_times_out_at_the_first_byte_limit() {
     let f = Fixture::new().await;
     let limits = Timeouts {
-        connect: Duration::from_secs(2),
         first_byte: Duration::from_millis(300),
-        total: Duration::from_secs(10),
+        first_token: Duration::from_millis(300),
+        ..quick()
     };
     for id in FORMATS {
         f.faults(id, json!({"hang_rate": 1.0})).await;
@@ -322,10 +342,10 @@ async fn a_slow_first_token_and_a_slow_stream_hit_their_limits() {
     let f = Fixture::new().await;
     for id in FORMATS {
         let t = f.target(id);
-        // Headers come at once, the first token late: the first-byte limit covers the first chunk.
+        // Headers come at once, the first token late: the first-token limit covers it.
         f.faults(id, json!({"latency": {"ttft_ms": 600}})).await;
         let limits = Timeouts {
-            first_byte: Duration::from_millis(200),
+            first_token: Duration::from_millis(200),
             ..quick()
         };
         let e = upstream(f.stream(&t, &hello(), limits).await.1);
@@ -387,9 +407,90 @@ async fn malformed_answers_are_unavailable() {
             "{id}: {e}"
         );
         assert!(e.message.contains("malformed"), "{e}");
-        let e = upstream(f.stream(&t, &hello(), quick()).await.1);
+        let (_, end, _) = f
+            .stream_with(&t, &hello(), quick(), MalformedEvents::Fail)
+            .await;
+        let e = upstream(end);
         assert_eq!(e.class, ErrorClass::Unavailable, "{id}: {e}");
         assert!(e.message.contains("malformed"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_broken_event_among_good_ones_is_skipped_and_counted_unless_fatal() {
+    let f = Fixture::new().await;
+    for id in FORMATS {
+        let t = f.target(id);
+        f.faults(id, json!({})).await;
+        let (whole, end) = f.stream(&t, &hello(), quick()).await;
+        assert!(end.is_none(), "{id}: {end:?}");
+        f.faults(id, json!({"malformed_event_after": 3})).await;
+        let (chunks, end, skipped) = f
+            .stream_with(&t, &hello(), quick(), MalformedEvents::Skip)
+            .await;
+        assert!(end.is_none(), "{id}: {end:?}");
+        assert_eq!(skipped, 1, "{id}");
+        assert_eq!(text_of(&chunks), text_of(&whole), "{id}");
+        assert!(chunks.iter().any(|c| c.usage.is_some()), "{id}");
+        let (_, end, _) = f
+            .stream_with(&t, &hello(), quick(), MalformedEvents::Fail)
+            .await;
+        let e = upstream(end);
+        assert!(e.malformed && e.phase == Phase::Stream, "{id}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_finished_is_whole_without_its_terminal_event() {
+    let f = Fixture::new().await;
+    for id in FORMATS {
+        let t = f.target(id);
+        f.faults(id, json!({"omit_terminal_event": true})).await;
+        let (chunks, end) = f.stream(&t, &hello(), quick()).await;
+        assert!(end.is_none(), "{id}: {end:?}");
+        let finish = chunks
+            .iter()
+            .flat_map(|c| c.choices.iter())
+            .find_map(|ch| ch.finish_reason);
+        assert_eq!(finish, Some(FinishReason::Stop), "{id}");
+        assert!(!text_of(&chunks).is_empty(), "{id}");
+        // Cut before the finish: still an error.
+        f.faults(
+            id,
+            json!({"omit_terminal_event": true, "cut_stream_after": 4}),
+        )
+        .await;
+        let e = upstream(f.stream(&t, &hello(), quick()).await.1);
+        assert_eq!(e.class, ErrorClass::Unavailable, "{id}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_stall_ends_within_the_idle_limit_and_slow_tokens_are_not_one() {
+    let f = Fixture::new().await;
+    let limits = Timeouts {
+        idle: Duration::from_millis(300),
+        ..quick()
+    };
+    for id in FORMATS {
+        let t = f.target(id);
+        f.faults(id, json!({"stall_stream_after": 5})).await;
+        let started = Instant::now();
+        let (chunks, end) = f.stream(&t, &hello(), limits).await;
+        let took = started.elapsed();
+        let e = upstream(end);
+        assert_eq!(
+            (e.class, e.phase),
+            (ErrorClass::Timeout, Phase::Stream),
+            "{id}: {e}"
+        );
+        assert!(e.message.contains("idle"), "{e}");
+        assert!(took < Duration::from_secs(2), "{id}: {took:?}");
+        assert!(!text_of(&chunks).is_empty(), "{id}");
+        // Slow tokens within the idle limit are not a stall.
+        f.faults(id, json!({"latency": {"per_token_ms": 100}}))
+            .await;
+        assert!(f.stream(&t, &hello(), limits).await.1.is_none(), "{id}");
     }
 }
 
@@ -485,6 +586,7 @@ async fn every_answer_reports_the_capacity_left_in_its_formats_headers() {
                     target: t,
                     request,
                     timeouts: quick(),
+                    malformed: MalformedEvents::Skip,
                     cancel,
                 };
                 if stream {
@@ -582,6 +684,7 @@ async fn cancellation_ends_the_call_at_once() {
             target: &t,
             request: &req,
             timeouts: quick(),
+            malformed: MalformedEvents::Skip,
             cancel: &cancel,
         })
         .await;

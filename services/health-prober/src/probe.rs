@@ -42,6 +42,8 @@ pub async fn probe(client: &ProviderClient, timeout: Duration, t: &ProbeTarget) 
     let timeouts = Timeouts {
         connect: timeout.min(Duration::from_secs(2)),
         first_byte: timeout,
+        first_token: timeout,
+        idle: timeout,
         total: timeout,
     };
     let cancel = CancellationToken::new();
@@ -53,6 +55,7 @@ pub async fn probe(client: &ProviderClient, timeout: Duration, t: &ProbeTarget) 
                 target: &t.target,
                 request: &req,
                 timeouts,
+                malformed: Default::default(),
                 cancel: &cancel,
             })
             .await

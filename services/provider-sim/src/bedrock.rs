@@ -388,4 +388,11 @@ impl Dialect for Bedrock {
     fn stream_content_type(&self) -> &'static str {
         "application/vnd.amazon.eventstream"
     }
+
+    fn broken_event(&self) -> Event {
+        Event {
+            bytes: Bytes::from(encode("contentBlockDelta", false, br#"{"delta": {"te"#)),
+            content: false,
+        }
+    }
 }

@@ -92,6 +92,16 @@ pub struct Faults {
     /// Streams never end: once the content is out, the last content event repeats forever (at
     /// the per-token pace, at least every 10 ms) and no terminal event comes.
     pub endless_stream: bool,
+    /// Streams go silent after this many content events, with the connection left open (until
+    /// the client gives up).
+    pub stall_stream_after: Option<u32>,
+    /// Streams end after their finish (and usage) without the event that only marks the end
+    /// (OpenAI's `data: [DONE]`, Anthropic's `message_stop`, Bedrock's `metadata`); the body
+    /// then closes cleanly, as several OpenAI-compatible providers do.
+    pub omit_terminal_event: bool,
+    /// One event whose data is not valid JSON is sent after this many content events; the
+    /// stream is otherwise whole.
+    pub malformed_event_after: Option<u32>,
     /// The first content event of a stream carries this many bytes of text in one SSE line.
     pub huge_chunk_bytes: Option<u32>,
     /// Requests per second above which the provider answers 429.

@@ -71,6 +71,17 @@ pub trait Dialect: Sync {
     /// One content event carrying `n` bytes of text.
     fn huge_event(&self, n: usize) -> Event;
 
+    /// An event whose data is not valid JSON, framed as the format frames events.
+    fn broken_event(&self) -> Event {
+        crate::wire::sse(None, r#"{"choices": [{"delta": {"content": "br"#, false)
+    }
+
+    /// How many events at the end of a stream only mark its end (OpenAI's `data: [DONE]`,
+    /// Anthropic's `message_stop`, Bedrock's `metadata`); Gemini's stream has none.
+    fn terminal_events(&self) -> usize {
+        1
+    }
+
     /// The content type of a stream.
     fn stream_content_type(&self) -> &'static str {
         "text/event-stream"

@@ -347,6 +347,10 @@ impl Dialect for Gemini {
         out
     }
 
+    fn terminal_events(&self) -> usize {
+        0
+    }
+
     fn huge_event(&self, n: usize) -> Event {
         let text = "x".repeat(n);
         sse(

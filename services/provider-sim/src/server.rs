@@ -259,14 +259,41 @@ async fn answer_chat(
     {
         *first = dialect.huge_event(n as usize);
     }
+    if faults.omit_terminal_event && !malformed {
+        let n = dialect.terminal_events().min(events.len());
+        events.truncate(events.len() - n);
+        recent.outcome = "no_terminal_event".into();
+    }
+    if let Some(after) = faults.malformed_event_after
+        && !malformed
+    {
+        let content_at: Vec<usize> = (0..events.len()).filter(|i| events[*i].content).collect();
+        let at = match after as usize {
+            0 => content_at.first().copied().unwrap_or(0),
+            n => content_at.get(n - 1).map_or(events.len(), |i| i + 1),
+        };
+        events.insert(at.min(events.len()), dialect.broken_event());
+        recent.outcome = "malformed_event".into();
+    }
     let content = events.iter().filter(|e| e.content).count() as u32;
     let cut_after = faults.cut_stream_after.filter(|n| *n < content);
     if cut_after.is_some() && !malformed {
         recent.outcome = "cut".into();
     }
+    let stall_after = faults.stall_stream_after.filter(|n| *n < content);
+    if stall_after.is_some() && !malformed {
+        recent.outcome = "stalled".into();
+    }
     state.record(recent);
     let endless = faults.endless_stream;
-    let mut resp = stream_response(events, ttft, per_token, cut_after, endless);
+    let pace = Pace {
+        ttft,
+        per_token,
+        cut_after,
+        stall_after,
+        endless,
+    };
+    let mut resp = stream_response(events, pace);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(dialect.stream_content_type()),
@@ -344,51 +371,63 @@ pub(crate) async fn sleep(d: Duration) {
     }
 }
 
+/// How a stream's events are sent.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Before the first event.
+    ttft: Duration,
+    /// Before each later content event.
+    per_token: Duration,
+    /// Abort the connection after this many content events.
+    cut_after: Option<u32>,
+    /// Go silent, the connection open, after this many content events.
+    stall_after: Option<u32>,
+    /// Repeat the last content event instead of ending.
+    endless: bool,
+}
+
 struct StreamState {
     events: std::vec::IntoIter<Event>,
     first: bool,
     sent_content: u32,
-    ttft: Duration,
-    per_token: Duration,
-    cut_after: Option<u32>,
-    endless: bool,
+    pace: Pace,
     last_content: Option<Bytes>,
 }
 
+/// The longest a stalled stream keeps its connection open.
+const STALL: Duration = Duration::from_secs(3600);
+
 /// An SSE response that paces events (time to first token, then per token) and, for the cut
-/// fault, aborts the connection after `cut_after` content events with no terminal event; an
+/// fault, aborts the connection after `cut_after` content events with no terminal event; a
+/// stalled stream sends nothing more after `stall_after` content events but stays open; an
 /// `endless` stream repeats its last content event instead of ever ending.
-fn stream_response(
-    events: Vec<Event>,
-    ttft: Duration,
-    per_token: Duration,
-    cut_after: Option<u32>,
-    endless: bool,
-) -> Response<Body> {
+fn stream_response(events: Vec<Event>, pace: Pace) -> Response<Body> {
     let state = StreamState {
         events: events.into_iter(),
         first: true,
         sent_content: 0,
-        ttft,
-        per_token,
-        cut_after,
-        endless,
+        pace,
         last_content: None,
     };
     let stream = futures::stream::unfold(Some(state), |state| async move {
         let mut s = state?;
-        if s.cut_after == Some(s.sent_content) {
+        if s.pace.stall_after == Some(s.sent_content) {
+            tokio::time::sleep(STALL).await;
+            let cut = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "stalled");
+            return Some((Err(cut), None));
+        }
+        if s.pace.cut_after == Some(s.sent_content) {
             // Let hyper flush what was sent before the abort; an error straight after ready
             // chunks would discard them with the connection.
             tokio::time::sleep(Duration::from_millis(10)).await;
             let cut = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "stream cut");
             return Some((Err(cut), None));
         }
-        if s.endless
+        if s.pace.endless
             && let Some(last) = s.last_content.clone()
             && s.events.as_slice().first().is_none_or(|e| !e.content)
         {
-            sleep(s.per_token.max(Duration::from_millis(10))).await;
+            sleep(s.pace.per_token.max(Duration::from_millis(10))).await;
             return Some((Ok(last), Some(s)));
         }
         let event = s.events.next()?;
@@ -396,10 +435,10 @@ fn stream_response(
             s.last_content = Some(event.bytes.clone());
         }
         if s.first {
-            sleep(s.ttft).await;
+            sleep(s.pace.ttft).await;
             s.first = false;
         } else if event.content {
-            sleep(s.per_token).await;
+            sleep(s.pace.per_token).await;
         }
         if event.content {
             s.sent_content += 1;

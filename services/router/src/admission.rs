@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use switchyard_core::{ChatRequest, EndpointId, Error, ErrorClass, ModelId, Money};
-use switchyard_policy_model::config::Priority;
+use switchyard_policy_model::config::{OnMalformedEvent, Priority};
 use switchyard_policy_model::snapshot::{CompiledWorkflow, KeyRecord};
-use switchyard_providers::Timeouts;
+use switchyard_providers::{MalformedEvents, Timeouts};
 use switchyard_routing::{Exclusion, KeySource, PlanInput, plan};
 use tokio::time::Instant;
 
@@ -177,7 +177,7 @@ impl Admission {
                 blocked,
             }))
         };
-        let routed = match self.route(&caller.policy, &caller.key, req, seed) {
+        let routed = match self.route(&caller.policy, &caller.key, req, seed, true) {
             Ok(r) => r,
             Err(RouteError { error, wait }) => {
                 return Err(Refused {
@@ -221,9 +221,16 @@ impl Admission {
             timeouts: Timeouts {
                 connect: Duration::from_millis(t.connect_ms),
                 first_byte: Duration::from_millis(t.first_byte_ms),
+                first_token: Duration::from_millis(t.first_token_ms()),
+                idle: Duration::from_millis(t.idle_ms),
                 total: Duration::from_millis(t.total_ms),
             },
             max_retries: workflow.retry.max_retries,
+            timeout_retries: workflow.retry.timeout_retries,
+            malformed: match workflow.on_malformed_event {
+                OnMalformedEvent::Skip => MalformedEvents::Skip,
+                OnMalformedEvent::Fail => MalformedEvents::Fail,
+            },
             base_backoff: Duration::from_millis(workflow.retry.base_backoff_ms),
             max_backoff: Duration::from_millis(workflow.retry.max_backoff_ms),
             deadline,
@@ -263,12 +270,15 @@ impl Admission {
     /// The route of a request before anything runs: its workflow, the planned attempts with
     /// their targets, every candidate left out and the maximum cost. Admission follows it and
     /// explain shows it, so a dry run with a seed is the plan a request with that seed follows.
+    /// `trial`: a request that will run may take a locally half-open endpoint's trial (explain
+    /// never does).
     pub fn route(
         &self,
         policy: &PolicyView,
         key: &KeyRecord,
         req: &ChatRequest,
         seed: u64,
+        trial: bool,
     ) -> Result<Routed, RouteError> {
         let org = key.org.to_string();
         let workflow = policy
@@ -290,7 +300,11 @@ impl Admission {
             .filter(|(o, _)| *o == org)
             .map(|(_, p)| p.as_str().into())
             .collect();
-        let health = self.health.snapshot();
+        let (health, trial) = if trial {
+            self.health.snapshot_with_trial()
+        } else {
+            (self.health.snapshot(), None)
+        };
         let catalog = self.catalog.current();
         let planned = plan(&PlanInput {
             catalog: &catalog.routing,
@@ -300,8 +314,18 @@ impl Admission {
             byok: &byok,
             capacity: &self.capacity.for_org(&org),
             seed,
-        })
-        .map_err(|e| RouteError::of(&e, workflow.routing.degradation))?;
+        });
+        // The trial is this request's only if it goes there first.
+        if let Some(t) = &trial
+            && planned
+                .as_ref()
+                .ok()
+                .and_then(|p| p.attempts.first())
+                .is_none_or(|a| &a.endpoint != t)
+        {
+            self.health.release_trial(t);
+        }
+        let planned = planned.map_err(|e| RouteError::of(&e, workflow.routing.degradation))?;
         let mut attempts = Vec::new();
         for a in planned.attempts {
             let Some((target, context)) = catalog.targets.get(&a.endpoint) else {

@@ -30,6 +30,10 @@ pub struct EngineSettings {
     pub timeouts: Timeouts,
     /// Retries per endpoint after its first try.
     pub max_retries: u32,
+    /// Of those, the ones a timeout may use (by default none: a timeout falls back at once).
+    pub timeout_retries: u32,
+    /// What a stream does with an event it cannot parse.
+    pub malformed: switchyard_providers::MalformedEvents,
     /// First backoff; doubles with each retry, jittered.
     pub base_backoff: Duration,
     /// Backoff cap.
@@ -73,6 +77,13 @@ pub struct AttemptTrace {
     /// What validation found in this attempt's reply (set on the serving attempt).
     #[serde(skip)]
     pub validity: Option<crate::validate::Validity>,
+    /// Stream events of this attempt that could not be parsed and were skipped.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub malformed_events: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What validation found in the reply that was served, if it was checked.
@@ -93,8 +104,8 @@ pub struct Completed<R = ChatResponse> {
 
 /// A committed stream: its first chunk, the rest, and how it was reached.
 pub struct Streaming {
-    /// The first chunk.
-    pub first: ChatChunk,
+    /// The chunks up to and including the first one with content.
+    pub first: Vec<ChatChunk>,
     /// The rest; ends with an error item if the upstream fails after the first chunk.
     pub rest: ChunkStream,
     /// Index of the serving attempt in the plan.

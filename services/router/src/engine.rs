@@ -4,8 +4,9 @@
 //! Retry-After longer than the backoff cap is only waited out when no other endpoint is left.
 //! Otherwise the engine falls back along the plan when the class allows it: any endpoint for
 //! outages and rate limits, a model with a larger context for context errors, and after a refusal
-//! only if the workflow allows. A stream can still fall back until its first chunk; after that it
-//! is committed to its endpoint.
+//! only if the workflow allows. A timeout moves on at once unless the workflow allows retrying it
+//! (`retry.timeout_retries`). A stream can still fall back until its first content; after that
+//! it is committed to its endpoint.
 
 use std::time::Duration;
 
@@ -48,7 +49,14 @@ fn decide(
     budget: &RetryBudget,
     provider: &ProviderId,
 ) -> Next {
-    if e.class.retry_same_endpoint() && retries_done < s.max_retries {
+    // An endpoint that did not answer in time is unlikely to answer the same request sooner:
+    // timeouts move on unless the workflow allows retrying them.
+    let allowed = if e.class == ErrorClass::Timeout {
+        s.timeout_retries.min(s.max_retries)
+    } else {
+        s.max_retries
+    };
+    if e.class.retry_same_endpoint() && retries_done < allowed {
         let wait = backoff(s.base_backoff, retries_done, s.max_backoff)
             .max(e.retry_after.unwrap_or_default());
         let worth_waiting = wait <= s.max_backoff || !more_endpoints;
@@ -80,6 +88,7 @@ fn trace(
         retry_after_ms: None,
         elapsed: started.elapsed(),
         validity: None,
+        malformed_events: 0,
     }
 }
 
@@ -91,6 +100,8 @@ fn attempt_timeouts(s: &EngineSettings) -> Option<Timeouts> {
     Some(Timeouts {
         connect: s.timeouts.connect.min(left),
         first_byte: s.timeouts.first_byte.min(left),
+        first_token: s.timeouts.first_token.min(left),
+        idle: s.timeouts.idle,
         total: s.timeouts.total.min(left),
     })
 }
@@ -306,6 +317,7 @@ pub async fn complete(
                         target,
                         request,
                         timeouts,
+                        malformed: s.malformed,
                         cancel,
                     })
                     .await
@@ -374,7 +386,8 @@ pub async fn embed(
     })
 }
 
-/// Runs a streamed request along `plan`, falling back until an attempt yields its first chunk.
+/// Runs a streamed request along `plan`, falling back until an attempt yields its first
+/// content (text, reasoning, a tool call or a finish; a role-only opening does not commit).
 pub async fn stream(
     client: &ProviderClient,
     plan: &[PlannedAttempt],
@@ -391,6 +404,7 @@ pub async fn stream(
                     target,
                     request,
                     timeouts,
+                    malformed: s.malformed,
                     cancel,
                 })
                 .await
@@ -399,14 +413,26 @@ pub async fn stream(
                 Err(CallError::Upstream(e)) => return Tried::Failed(e),
                 Err(CallError::Cancelled) => return Tried::Cancelled,
             };
-            match rest.next().await {
-                Some(Ok(first)) => Tried::Served((first, rest)),
-                Some(Err(CallError::Upstream(e))) => Tried::Failed(e),
-                Some(Err(CallError::Cancelled)) => Tried::Cancelled,
-                None => Tried::Failed(UpstreamError::malformed(
-                    switchyard_providers::Phase::FirstByte,
-                    "stream ended before any chunk",
-                )),
+            // Committed at the first content: a role-only opening can still fall back.
+            let mut first = Vec::new();
+            loop {
+                match rest.next().await {
+                    Some(Ok(chunk)) => {
+                        let content = chunk.carries_answer();
+                        first.push(chunk);
+                        if content {
+                            return Tried::Served((first, rest));
+                        }
+                    }
+                    Some(Err(CallError::Upstream(e))) => return Tried::Failed(e),
+                    Some(Err(CallError::Cancelled)) => return Tried::Cancelled,
+                    None => {
+                        return Tried::Failed(UpstreamError::malformed(
+                            switchyard_providers::Phase::FirstByte,
+                            "stream ended before any content",
+                        ));
+                    }
+                }
             }
         }
     })

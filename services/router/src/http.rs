@@ -138,6 +138,14 @@ pub(crate) fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
     if let Some(v) = crate::engine::served_validity(trace) {
         j["validation"] = serde_json::to_value(v).unwrap_or_default();
     }
+    let anomalies: Vec<Value> = trace
+        .iter()
+        .filter(|t| t.malformed_events > 0)
+        .map(|t| json!({"endpoint": t.endpoint, "kind": "malformed_event", "count": t.malformed_events}))
+        .collect();
+    if !anomalies.is_empty() {
+        j["anomalies"] = Value::Array(anomalies);
+    }
     if !a.excluded.is_empty() {
         let excluded: Vec<Value> = a
             .excluded

@@ -109,7 +109,7 @@ pub struct StreamSession {
     served: usize,
     /// Every attempt.
     pub trace: Vec<AttemptTrace>,
-    first: Option<ChatChunk>,
+    first: std::collections::VecDeque<ChatChunk>,
     rest: switchyard_providers::ChunkStream,
     guard: Unfinished,
     ended: bool,
@@ -148,7 +148,7 @@ impl StreamSession {
             endpoint: admitted.plan[served].attempt.endpoint.clone(),
             served,
             trace,
-            first: Some(first),
+            first: first.into(),
             rest,
             guard,
             ended: false,
@@ -163,9 +163,14 @@ impl StreamSession {
     /// Records the serving attempt as it ended: a passive outcome (with the tokens it streamed,
     /// over the whole stream's time) and, on a failure, the local penalty.
     fn note_served(&mut self, tokens_out: u32) {
+        let skipped = self.rest.skipped();
+        if skipped > 0 {
+            metrics::counter!("switchyard_stream_anomalies_total", "endpoint" => self.endpoint.to_string(), "kind" => "malformed_event").increment(u64::from(skipped));
+        }
         if let Some(last) = self.trace.last_mut() {
             last.latency_ms += self.first_chunk_at.elapsed().as_millis() as u64;
             last.elapsed += self.first_chunk_at.elapsed();
+            last.malformed_events = skipped;
         }
         let served = self.trace.len().saturating_sub(1);
         self.settlement
@@ -192,7 +197,7 @@ impl StreamSession {
         if self.ended {
             return None;
         }
-        let item = match self.first.take() {
+        let item = match self.first.pop_front() {
             Some(first) => Some(Ok(first)),
             None => {
                 // The upstream call follows the same token, so at the drain deadline both

@@ -82,9 +82,13 @@ fn settings() -> EngineSettings {
         timeouts: Timeouts {
             connect: Duration::from_secs(1),
             first_byte: Duration::from_secs(5),
+            first_token: Duration::from_secs(5),
+            idle: Duration::from_secs(5),
             total: Duration::from_secs(10),
         },
         max_retries: 1,
+        timeout_retries: 0,
+        malformed: switchyard_providers::MalformedEvents::Skip,
         base_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_secs(2),
         deadline: Instant::now() + Duration::from_secs(20),
