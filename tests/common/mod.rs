@@ -117,6 +117,28 @@ const POLICY: &str = "orgs:
         timeouts: { first_byte_ms: 2000, total_ms: 40000 }
         priority: batch
         degradation: queue
+      - id: strict_events
+        models: [m]
+        provider: { order: [fast], allow_fallbacks: false }
+        retry: { max_retries: 0 }
+        on_malformed_event: fail
+      - id: continued
+        models: [m]
+        provider: { order: [fast, open], allow_fallbacks: false }
+        retry: { max_retries: 0 }
+        timeouts: { first_byte_ms: 2000, idle_ms: 1000, total_ms: 20000 }
+        continuation: auto
+      - id: continued_prefill
+        models: [m]
+        provider: { order: [fast, claude], allow_fallbacks: false }
+        retry: { max_retries: 0 }
+        timeouts: { first_byte_ms: 2000, idle_ms: 1000, total_ms: 20000 }
+        continuation: auto
+      - id: hang_fallback
+        models: [m]
+        provider: { order: [fast, open], allow_fallbacks: false }
+        retry: { max_retries: 2, base_backoff_ms: 10, max_backoff_ms: 100 }
+        timeouts: { first_byte_ms: 1500, total_ms: 20000 }
   - id: beta
     budget_fail_mode: fail_open
     fail_open_allowance: \"0.002\"

@@ -541,6 +541,12 @@ impl ChatRequest {
             Parameter::Reasoning,
             self.reasoning.as_ref().is_some_and(Reasoning::is_on),
         );
+        add(
+            Parameter::Prefill,
+            self.messages
+                .last()
+                .is_some_and(|m| m.role == Role::Assistant),
+        );
         used
     }
 }

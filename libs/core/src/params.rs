@@ -41,11 +41,15 @@ pub enum Parameter {
     TopK,
     /// Reasoning (extended thinking) controls.
     Reasoning,
+    /// Continuing a trailing assistant message (an assistant prefill): natively in Anthropic's
+    /// formats and Bedrock's, with `"prefix": true` on OpenAI-compatible ones that take it.
+    /// Mid-stream continuation uses it on endpoints that list it.
+    Prefill,
 }
 
 impl Parameter {
     /// Every parameter, in declaration order.
-    pub const ALL: [Parameter; 17] = [
+    pub const ALL: [Parameter; 18] = [
         Parameter::Tools,
         Parameter::ToolChoice,
         Parameter::ParallelToolCalls,
@@ -63,6 +67,7 @@ impl Parameter {
         Parameter::LogitBias,
         Parameter::TopK,
         Parameter::Reasoning,
+        Parameter::Prefill,
     ];
 
     /// The snake_case name used in config and error messages.
@@ -85,6 +90,7 @@ impl Parameter {
             Parameter::LogitBias => "logit_bias",
             Parameter::TopK => "top_k",
             Parameter::Reasoning => "reasoning",
+            Parameter::Prefill => "prefill",
         }
     }
 

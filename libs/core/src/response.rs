@@ -43,6 +43,28 @@ impl Usage {
     pub fn total_tokens(&self) -> u32 {
         self.prompt_tokens.saturating_add(self.completion_tokens)
     }
+
+    /// The usage of two calls that made one answer (a stream and its continuation): tokens
+    /// added, and the cost when both are known.
+    pub fn plus(&self, other: &Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.saturating_add(other.prompt_tokens),
+            completion_tokens: self
+                .completion_tokens
+                .saturating_add(other.completion_tokens),
+            cached_prompt_tokens: self
+                .cached_prompt_tokens
+                .saturating_add(other.cached_prompt_tokens),
+            cache_write_prompt_tokens: self
+                .cache_write_prompt_tokens
+                .saturating_add(other.cache_write_prompt_tokens),
+            reasoning_tokens: self.reasoning_tokens.saturating_add(other.reasoning_tokens),
+            cost: match (self.cost, other.cost) {
+                (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// One generated alternative.

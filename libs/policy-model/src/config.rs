@@ -287,10 +287,27 @@ pub struct WorkflowConfig {
     /// and named in the final chunk's `routing.anomalies`) or `fail`.
     #[serde(default)]
     pub on_malformed_event: OnMalformedEvent,
+    /// When a stream already under way is cut or stalls: `off` (default: it ends with the
+    /// error) or `auto` (the next eligible endpoint finishes the answer, see the failure modes).
+    #[serde(default)]
+    pub continuation: Continuation,
     /// For requests with tools, leave out endpoints whose measured tool-call validity (0 to 1)
     /// is below this.
     #[serde(default)]
     pub min_tool_validity: Option<f64>,
+}
+
+/// Whether a cut or stalled stream is finished elsewhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Continuation {
+    /// The stream ends with the error.
+    #[default]
+    Off,
+    /// The next eligible endpoint continues the answer: given what was sent as an assistant
+    /// prefill where the endpoint supports `prefill`, or regenerated on the same model and
+    /// spliced only when it begins with exactly what was sent.
+    Auto,
 }
 
 /// What a stream does with an event it cannot parse.

@@ -82,6 +82,9 @@ pub struct CompiledWorkflow {
     /// What a stream does with an event it cannot parse.
     #[serde(default)]
     pub on_malformed_event: crate::config::OnMalformedEvent,
+    /// Whether a cut or stalled stream is finished elsewhere.
+    #[serde(default)]
+    pub continuation: crate::config::Continuation,
     /// Data class, for logs.
     pub data_class: Option<String>,
     /// Which waiting requests go first when capacity is short.

@@ -23,7 +23,7 @@ use http_body_util::Full;
 use serde_json::{Value, json};
 use switchyard_core::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, EmbeddingRequest,
-    EmbeddingResponse, ErrorClass, FinishReason, StreamOptions, Usage,
+    EmbeddingResponse, ErrorClass, FinishReason, Role, StreamOptions, Usage,
 };
 
 use crate::adapter::{Flow, KeyHeader, StreamDecoder, WireAdapter, post_json, with_body, with_key};
@@ -137,10 +137,19 @@ pub fn wire_request(target: &Target, req: &ChatRequest, stream: bool) -> ChatReq
     // know (a replayed reply's `annotations`, …) stay here too: strict OpenAI-compatible
     // providers refuse them.
     // Cache breakpoints are Anthropic's: OpenAI-format providers cache by themselves.
-    for m in &mut wire.messages {
+    let last = wire.messages.len().saturating_sub(1);
+    for (i, m) in wire.messages.iter_mut().enumerate() {
         m.reasoning = None;
         m.reasoning_signature = None;
+        // A trailing assistant message marked `prefix` is a prefill for the providers that
+        // take one this way (DeepSeek, Mistral); that mark stays.
+        let prefix = i == last
+            && m.role == Role::Assistant
+            && m.extra.get("prefix") == Some(&Value::Bool(true));
         m.extra.clear();
+        if prefix {
+            m.extra.insert("prefix".into(), Value::Bool(true));
+        }
         if let Some(Content::Parts(parts)) = &mut m.content {
             for p in parts {
                 if let ContentPart::Text { cache_control, .. } = p {

@@ -135,6 +135,7 @@ pub fn compile(
                     fallback_on_refusal: w.fallback_on_refusal,
                     on_invalid_output: w.on_invalid_output,
                     on_malformed_event: w.on_malformed_event,
+                    continuation: w.continuation,
                     data_class: w.data_class.clone(),
                     priority: w.priority,
                 }

@@ -46,7 +46,6 @@ struct Request {
 
 #[derive(Deserialize)]
 struct InMessage {
-    #[allow(dead_code)]
     role: String,
     content: Value,
 }
@@ -102,6 +101,16 @@ pub fn parse(
     if req.messages.is_empty() {
         return Err(Failure::BadRequest(
             "messages: at least one message is required".into(),
+        ));
+    }
+    let prefill = req
+        .messages
+        .last()
+        .filter(|m| m.role == "assistant")
+        .map(|m| text_of(&m.content));
+    if prefill.as_deref().is_some_and(|p| p.trim_end() != p) {
+        return Err(Failure::BadRequest(
+            "messages: final assistant content cannot end with trailing whitespace".into(),
         ));
     }
     let mut texts: Vec<String> = Vec::new();
@@ -165,6 +174,7 @@ pub fn parse(
             .thinking
             .as_ref()
             .is_some_and(|t| t["type"] == "enabled"),
+        prefill,
     })
 }
 

@@ -153,6 +153,7 @@ pub fn parse(route: &Route, body: &[u8], tokenizer: PromptTokenizer) -> Result<P
         tool,
         json: None,
         reasoning: false,
+        prefill: None,
     })
 }
 

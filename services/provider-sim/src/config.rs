@@ -53,6 +53,10 @@ pub struct SimProvider {
     /// Completion tokens it generates when `max_tokens` does not cap them.
     #[serde(default = "default_output_tokens")]
     pub output_tokens: u32,
+    /// The name its replies greet with ("Hello from …"), when not its id: providers given the
+    /// same voice serve the same weights and answer the same prompt with the same text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
     /// How it counts prompt tokens in `usage`: `estimate` (default) or `o200k` (a real
     /// tokenizer with OpenAI's chat framing).
     #[serde(default)]
@@ -114,6 +118,8 @@ pub struct Faults {
     pub context_limit: Option<u32>,
     /// Prompts containing this word (case-insensitive) are refused.
     pub refuse_on: Option<String>,
+    /// A request ending in an assistant prefill is refused (400) instead of continued.
+    pub refuse_prefill: bool,
     /// Share of tool calls whose arguments are broken (invalid JSON, or schema-invalid input for
     /// Anthropic's non-streamed `tool_use`, whose `input` is an object on the wire).
     pub invalid_tool_call_rate: f64,

@@ -120,6 +120,7 @@ pub fn parse(route: &Route, body: &[u8], tokenizer: PromptTokenizer) -> Result<P
         tools: declarations.len(),
         tool,
         json,
+        prefill: None,
         reasoning: thinking.is_object()
             && thinking["thinkingBudget"].as_u64() != Some(0)
             && thinking["includeThoughts"] != false,

@@ -27,6 +27,9 @@ pub struct Parsed {
     /// Reasoning asked for (OpenAI-format `reasoning`, Anthropic `thinking`): the reply then
     /// carries [`REASONING`] first.
     pub reasoning: bool,
+    /// The text of a trailing assistant message to continue (Anthropic: any trailing assistant
+    /// message; OpenAI format: one marked `"prefix": true`).
+    pub prefill: Option<String>,
 }
 
 /// The reasoning a simulated model shows when asked to reason.
@@ -231,6 +234,26 @@ pub fn truncated_json(valid: &str) -> String {
     cut
 }
 
+/// The rest of `pieces` after `prefill`: when the text begins with it, what follows (the first
+/// piece cut where the prefill ends); otherwise the pieces after as many characters as the
+/// prefill has, as a model continues in its own words.
+pub fn continue_after(pieces: Vec<String>, prefill: &str) -> Vec<String> {
+    let text: String = pieces.concat();
+    let mut at = 0;
+    let mut out = Vec::new();
+    let whole = text.starts_with(prefill);
+    for piece in pieces {
+        let end = at + piece.len();
+        if whole && at < prefill.len() && end > prefill.len() {
+            out.push(piece[prefill.len() - at..].to_string());
+        } else if at >= prefill.len() {
+            out.push(piece);
+        }
+        at = end;
+    }
+    out
+}
+
 /// Builds the reply for a request that passed every fault check.
 pub fn reply(
     provider: &str,
@@ -280,8 +303,13 @@ pub fn reply(
         };
     }
     let n = output_tokens.min(cap);
+    let mut pieces = text_pieces(provider, output_tokens);
+    if let Some(prefill) = &parsed.prefill {
+        pieces = continue_after(pieces, prefill);
+    }
+    pieces.truncate(n as usize);
     Reply::Text {
-        pieces: text_pieces(provider, n),
+        pieces,
         finish: if cap < output_tokens {
             Finish::Length
         } else {
@@ -320,6 +348,21 @@ mod tests {
         assert!(serde_json::from_str::<Value>(&truncated_json("{}")).is_err());
         let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}});
         assert_eq!(schema_breaking(&schema), json!({"city": 12345}));
+    }
+
+    #[test]
+    fn a_prefill_is_continued_where_it_ends() {
+        let pieces = text_pieces("p", 6);
+        assert_eq!(pieces.concat(), "Hello from p lorem ipsum dolor");
+        assert_eq!(
+            continue_after(pieces.clone(), "Hello from p lo"),
+            vec!["rem", " ipsum", " dolor"]
+        );
+        // Not its own words: it goes on after as many characters.
+        assert_eq!(
+            continue_after(pieces, "Greetings, friend"),
+            vec![" ipsum", " dolor"]
+        );
     }
 
     #[test]

@@ -68,6 +68,14 @@ pub fn parse(body: &[u8], tokenizer: PromptTokenizer) -> Result<Parsed, Failure>
         tool,
         json,
         reasoning: req.reasoning.as_ref().is_some_and(|r| r.is_on()),
+        prefill: req
+            .messages
+            .last()
+            .filter(|m| {
+                m.role == switchyard_core::Role::Assistant
+                    && m.extra.get("prefix") == Some(&Value::Bool(true))
+            })
+            .map(|m| m.text_content()),
     })
 }
 

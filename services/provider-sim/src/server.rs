@@ -211,6 +211,12 @@ async fn answer_chat(
     if refuse && dialect.refusal_is_error() {
         return fail(&mut recent, Failure::Refused);
     }
+    if parsed.prefill.is_some() && faults.refuse_prefill {
+        return fail(
+            &mut recent,
+            Failure::BadRequest("assistant prefill is not supported by this model".into()),
+        );
+    }
 
     let mut parsed = parsed;
     if faults.ignore_max_tokens {
@@ -221,7 +227,7 @@ async fn answer_chat(
         && faults.invalid_tool_call_rate > 0.0
         && state.draw() < faults.invalid_tool_call_rate;
     let reply = generate::reply(
-        &state.config.id,
+        state.config.voice.as_deref().unwrap_or(&state.config.id),
         &parsed,
         state.config.output_tokens,
         id,

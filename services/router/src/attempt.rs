@@ -80,6 +80,9 @@ pub struct AttemptTrace {
     /// Stream events of this attempt that could not be parsed and were skipped.
     #[serde(skip_serializing_if = "is_zero")]
     pub malformed_events: u32,
+    /// For an attempt that continued a cut stream: how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<crate::continuation::Mode>,
 }
 
 fn is_zero(n: &u32) -> bool {

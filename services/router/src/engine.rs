@@ -71,7 +71,7 @@ fn decide(
     }
 }
 
-fn trace(
+pub(crate) fn trace(
     p: &PlannedAttempt,
     outcome: AttemptOutcome,
     started: Instant,
@@ -89,10 +89,11 @@ fn trace(
         elapsed: started.elapsed(),
         validity: None,
         malformed_events: 0,
+        continuation: None,
     }
 }
 
-fn attempt_timeouts(s: &EngineSettings) -> Option<Timeouts> {
+pub(crate) fn attempt_timeouts(s: &EngineSettings) -> Option<Timeouts> {
     let left = s.deadline.checked_duration_since(Instant::now())?;
     if left.is_zero() {
         return None;

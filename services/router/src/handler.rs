@@ -18,6 +18,7 @@ use crate::admission::{Admission, Admitted};
 use crate::budget_gate::BudgetGate;
 use crate::capacity::CapacityView;
 use crate::catalog_view::{CatalogState, CatalogView};
+use crate::continuation::Resume;
 use crate::edge::{AdmitOptions, Caller, InFlight, Incoming};
 use crate::explain::Explanation;
 use crate::health_view::HealthView;
@@ -427,7 +428,7 @@ impl Router {
                 &self.settlement,
                 &cancel,
                 &a,
-                started,
+                (started, Resume::new(&self.client, req, &a)),
                 unfinished,
             )),
             Err(failed) => {

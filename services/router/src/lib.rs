@@ -26,6 +26,7 @@ pub mod budget_gate;
 pub mod capacity;
 mod capacity_scope;
 pub mod catalog_view;
+pub mod continuation;
 pub mod convert;
 pub mod edge;
 pub mod embeddings;

@@ -71,8 +71,37 @@ impl Settlement {
         outcome: &str,
         ttft: Option<Duration>,
     ) -> Option<Money> {
+        match served {
+            Some((endpoint, usage)) => {
+                self.finish_parts(a, &[(endpoint.clone(), usage)], trace, outcome, ttft)
+                    .await
+            }
+            None => self.finish_parts(a, &[], trace, outcome, ttft).await,
+        }
+    }
+
+    /// [`Self::finish`] for an answer made of `parts`, each an endpoint and what it used (a
+    /// stream and its continuation elsewhere): settled once, at the sum of their costs, in the
+    /// name of the endpoint that began it. No parts: nothing was served.
+    pub async fn finish_parts(
+        &self,
+        a: &Admitted,
+        parts: &[(EndpointId, Usage)],
+        trace: &[AttemptTrace],
+        outcome: &str,
+        ttft: Option<Duration>,
+    ) -> Option<Money> {
+        let served = parts.first().map(|(endpoint, _)| {
+            let usage = parts[1..].iter().fold(parts[0].1, |u, (_, p)| u.plus(p));
+            (endpoint, usage)
+        });
         let cost = match served {
-            Some((endpoint, usage)) => Some(self.report(a, endpoint, usage, trace.len(), outcome)),
+            Some((endpoint, usage)) => {
+                let cost = parts.iter().fold(Money::ZERO, |sum, (ep, u)| {
+                    sum.saturating_add(Self::cost(a, ep, u).unwrap_or(Money::ZERO))
+                });
+                Some(self.report(a, endpoint, usage, cost, trace.len(), outcome))
+            }
             None => {
                 self.gate.release(a).await;
                 None
@@ -97,10 +126,10 @@ impl Settlement {
         a: &Admitted,
         endpoint: &EndpointId,
         usage: Usage,
+        cost: Money,
         attempts: usize,
         outcome: &str,
     ) -> Money {
-        let cost = Self::cost(a, endpoint, &usage).unwrap_or(Money::ZERO);
         let p = a.plan.iter().find(|p| &p.attempt.endpoint == endpoint);
         // The hold was the most this request could cost; a reply above it breaks the bound the
         // budgets rely on. Charged as reported all the same, and made visible.
@@ -153,19 +182,14 @@ impl Settlement {
 
     /// Records a request whose client went away: a stream is settled for what it delivered (the
     /// prompt and the completion tokens streamed so far, estimated, unless the upstream reported
-    /// them); anything else has its hold released.
-    pub async fn finish_cancelled(&self, a: &Admitted, streamed: Option<(usize, Usage)>) {
+    /// them; with a continuation, each part); anything else (no parts) has its hold released.
+    pub async fn finish_cancelled(&self, a: &Admitted, streamed: &[(usize, Usage)]) {
         metrics::counter!("switchyard_requests_cancelled_total").increment(1);
-        match streamed {
-            Some((served, usage)) => {
-                let endpoint = a.plan[served].attempt.endpoint.clone();
-                self.finish(a, Some((&endpoint, usage)), &[], "cancelled", None)
-                    .await;
-            }
-            None => {
-                self.finish(a, None, &[], "cancelled", None).await;
-            }
-        }
+        let parts: Vec<(EndpointId, Usage)> = streamed
+            .iter()
+            .map(|(served, usage)| (a.plan[*served].attempt.endpoint.clone(), *usage))
+            .collect();
+        self.finish_parts(a, &parts, &[], "cancelled", None).await;
     }
 
     /// Records every attempt as a passive outcome, and penalizes endpoints that just failed,

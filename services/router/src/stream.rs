@@ -25,6 +25,9 @@ pub struct Unfinished {
     pub streamed: Option<(usize, u32)>,
     /// The usage the upstream reported, if it did.
     reported: Option<Usage>,
+    /// For a continued stream: each attempt that streamed part of the answer before the
+    /// serving one, with what it used.
+    earlier: Vec<(usize, Usage)>,
 }
 
 impl Unfinished {
@@ -35,6 +38,7 @@ impl Unfinished {
             prompt_tokens: admitted.prompt_tokens,
             streamed: None,
             reported: None,
+            earlier: Vec::new(),
         }
     }
 
@@ -71,14 +75,29 @@ impl Unfinished {
     pub fn disarm(&mut self) {
         self.admitted = None;
     }
+
+    /// Every part of the answer so far: the earlier attempts' and the serving one's.
+    fn parts(&self) -> Vec<(usize, Usage)> {
+        let mut parts = self.earlier.clone();
+        parts.extend(self.streamed.map(|(served, _)| (served, self.usage())));
+        parts
+    }
+
+    /// The serving attempt's part is done; `served` streams the rest.
+    fn continued_on(&mut self, served: usize) {
+        let done = self.streamed.map(|(s, _)| (s, self.usage()));
+        self.earlier.extend(done);
+        self.streamed = Some((served, 0));
+        self.reported = None;
+    }
 }
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
         if let Some(a) = self.admitted.take() {
-            let streamed = self.streamed.map(|(served, _)| (served, self.usage()));
+            let parts = self.parts();
             let settlement = self.settlement.clone();
-            tokio::spawn(async move { settlement.finish_cancelled(&a, streamed).await });
+            tokio::spawn(async move { settlement.finish_cancelled(&a, &parts).await });
         }
     }
 }
@@ -114,7 +133,16 @@ pub struct StreamSession {
     guard: Unfinished,
     ended: bool,
     first_chunk_at: Instant,
+    /// When the serving attempt's part began (its first chunk, or its continuation).
+    part_started: Instant,
     assembly: Option<crate::validate::Assembly>,
+    /// Set when the workflow continues cut streams; then the text sent so far is kept.
+    resume: Option<crate::continuation::Resume>,
+    sent: String,
+    /// A tool call was streamed: the answer cannot be continued.
+    tool_calls_sent: bool,
+    /// The id of the first chunk, kept on a continuation's chunks.
+    stream_id: Option<String>,
 }
 
 impl StreamSession {
@@ -126,7 +154,7 @@ impl StreamSession {
         settlement: &Arc<Settlement>,
         abort: &CancellationToken,
         admitted: &Arc<Admitted>,
-        started: Streaming,
+        (started, resume): (Streaming, Option<crate::continuation::Resume>),
         mut guard: Unfinished,
     ) -> Self {
         let Streaming {
@@ -153,6 +181,11 @@ impl StreamSession {
             guard,
             ended: false,
             first_chunk_at: Instant::now(),
+            part_started: Instant::now(),
+            resume,
+            sent: String::new(),
+            tool_calls_sent: false,
+            stream_id: None,
             assembly: admitted
                 .validator
                 .as_ref()
@@ -168,8 +201,8 @@ impl StreamSession {
             metrics::counter!("switchyard_stream_anomalies_total", "endpoint" => self.endpoint.to_string(), "kind" => "malformed_event").increment(u64::from(skipped));
         }
         if let Some(last) = self.trace.last_mut() {
-            last.latency_ms += self.first_chunk_at.elapsed().as_millis() as u64;
-            last.elapsed += self.first_chunk_at.elapsed();
+            last.latency_ms += self.part_started.elapsed().as_millis() as u64;
+            last.elapsed += self.part_started.elapsed();
             last.malformed_events = skipped;
         }
         let served = self.trace.len().saturating_sub(1);
@@ -182,9 +215,8 @@ impl StreamSession {
     async fn cut_for_shutdown(&mut self) -> StreamEvent {
         self.ended = true;
         self.guard.disarm();
-        let usage = self.guard.usage();
         self.settlement
-            .finish_cancelled(&self.admitted, Some((self.served, usage)))
+            .finish_cancelled(&self.admitted, &self.guard.parts())
             .await;
         StreamEvent::Failed(Error::new(
             ErrorClass::Unavailable,
@@ -197,96 +229,162 @@ impl StreamSession {
         if self.ended {
             return None;
         }
-        let item = match self.first.pop_front() {
-            Some(first) => Some(Ok(first)),
-            None => {
-                // The upstream call follows the same token, so at the drain deadline both
-                // branches can be ready: the shutdown's ending wins.
-                tokio::select! {
-                    biased;
-                    _ = self.abort.cancelled() => return Some(self.cut_for_shutdown().await),
-                    item = self.rest.next() => item,
-                }
-            }
-        };
-        let ttft = Some(
-            self.first_chunk_at
-                .saturating_duration_since(self.admitted.received),
-        );
-        match item {
-            Some(Ok(mut chunk)) => {
-                self.guard.observe(&chunk);
-                if let Some(a) = self.assembly.as_mut() {
-                    a.add(&chunk);
-                }
-                let attempt = &self.admitted.plan[self.served].attempt;
-                chunk.model = attempt.model.to_string();
-                chunk.provider = Some(attempt.provider.to_string());
-                if let Some(u) = chunk.usage.as_mut() {
-                    u.cost = Settlement::cost(&self.admitted, &self.endpoint, u);
-                }
-                Some(StreamEvent::Chunk(chunk))
-            }
-            Some(Err(switchyard_providers::CallError::Cancelled)) if self.abort.is_cancelled() => {
-                Some(self.cut_for_shutdown().await)
-            }
-            Some(Err(e)) => {
-                self.ended = true;
-                self.guard.disarm();
-                let error = match e {
-                    switchyard_providers::CallError::Upstream(u) => u.to_error(),
-                    switchyard_providers::CallError::Cancelled => {
-                        Error::new(ErrorClass::Timeout, "the upstream call was cancelled")
+        loop {
+            let item = match self.first.pop_front() {
+                Some(first) => Some(Ok(first)),
+                None => {
+                    // The upstream call follows the same token, so at the drain deadline both
+                    // branches can be ready: the shutdown's ending wins.
+                    tokio::select! {
+                        biased;
+                        _ = self.abort.cancelled() => return Some(self.cut_for_shutdown().await),
+                        item = self.rest.next() => item,
                     }
-                };
-                let usage = self.guard.usage();
-                if let Some(last) = self.trace.last_mut() {
-                    last.outcome = AttemptOutcome::Failed(error.class);
                 }
-                self.note_served(usage.completion_tokens);
-                self.settlement
-                    .finish(
-                        &self.admitted,
-                        Some((&self.endpoint, usage)),
-                        &self.trace,
-                        error.class.as_str(),
-                        ttft,
-                    )
-                    .await;
-                Some(StreamEvent::Failed(error))
-            }
-            None => {
-                self.ended = true;
-                self.guard.disarm();
-                let usage = self.guard.usage();
-                // Validated at the end, before the final event; too late to go elsewhere.
-                if let (Some(v), Some(a)) = (&self.admitted.validator, &self.assembly) {
-                    let validity = v.check_stream(a);
-                    crate::validate::Validator::count(
-                        &self.endpoint,
-                        &validity,
-                        self.settlement.outcomes(),
-                    );
-                    if let Some(last) = self.trace.last_mut() {
-                        if !validity.valid {
-                            last.outcome = AttemptOutcome::InvalidOutput;
+            };
+            let ttft = Some(
+                self.first_chunk_at
+                    .saturating_duration_since(self.admitted.received),
+            );
+            return match item {
+                Some(Ok(chunk)) => Some(StreamEvent::Chunk(self.pass(chunk))),
+                Some(Err(switchyard_providers::CallError::Cancelled))
+                    if self.abort.is_cancelled() =>
+                {
+                    Some(self.cut_for_shutdown().await)
+                }
+                Some(Err(e)) => {
+                    let error = match e {
+                        switchyard_providers::CallError::Upstream(u) => u.to_error(),
+                        switchyard_providers::CallError::Cancelled => {
+                            Error::new(ErrorClass::Timeout, "the upstream call was cancelled")
                         }
-                        last.validity = Some(validity);
+                    };
+                    let usage = self.guard.usage();
+                    if let Some(last) = self.trace.last_mut() {
+                        last.outcome = AttemptOutcome::Failed(error.class);
                     }
+                    self.note_served(usage.completion_tokens);
+                    if self.continued(&error).await {
+                        continue;
+                    }
+                    self.ended = true;
+                    self.guard.disarm();
+                    let parts = self.parts();
+                    self.settlement
+                        .finish_parts(
+                            &self.admitted,
+                            &parts,
+                            &self.trace,
+                            error.class.as_str(),
+                            ttft,
+                        )
+                        .await;
+                    Some(StreamEvent::Failed(error))
                 }
-                self.note_served(usage.completion_tokens);
-                let cost = self
-                    .settlement
-                    .finish(
-                        &self.admitted,
-                        Some((&self.endpoint, usage)),
-                        &self.trace,
-                        "ok",
-                        ttft,
-                    )
-                    .await;
-                Some(StreamEvent::Done(Usage { cost, ..usage }))
+                None => {
+                    self.ended = true;
+                    self.guard.disarm();
+                    let usage = self.guard.usage();
+                    // Validated at the end, before the final event; too late to go elsewhere.
+                    if let (Some(v), Some(a)) = (&self.admitted.validator, &self.assembly) {
+                        let validity = v.check_stream(a);
+                        crate::validate::Validator::count(
+                            &self.endpoint,
+                            &validity,
+                            self.settlement.outcomes(),
+                        );
+                        if let Some(last) = self.trace.last_mut() {
+                            if !validity.valid {
+                                last.outcome = AttemptOutcome::InvalidOutput;
+                            }
+                            last.validity = Some(validity);
+                        }
+                    }
+                    self.note_served(usage.completion_tokens);
+                    let parts = self.parts();
+                    let cost = self
+                        .settlement
+                        .finish_parts(&self.admitted, &parts, &self.trace, "ok", ttft)
+                        .await;
+                    let total = self.with_earlier(usage);
+                    Some(StreamEvent::Done(Usage { cost, ..total }))
+                }
+            };
+        }
+    }
+
+    /// A chunk on its way to the client: counted, assembled for validation, kept for a
+    /// continuation, and labelled with the serving model, provider and (with usage) cost.
+    fn pass(&mut self, mut chunk: ChatChunk) -> ChatChunk {
+        self.guard.observe(&chunk);
+        if let Some(a) = self.assembly.as_mut() {
+            a.add(&chunk);
+        }
+        if self.resume.is_some() {
+            match &self.stream_id {
+                Some(id) => chunk.id.clone_from(id),
+                None => self.stream_id = Some(chunk.id.clone()),
+            }
+            if let Some(c) = chunk.choices.first() {
+                self.sent.push_str(c.delta.content.as_deref().unwrap_or(""));
+                self.tool_calls_sent |= !c.delta.tool_calls.is_empty();
             }
         }
+        let attempt = &self.admitted.plan[self.served].attempt;
+        chunk.model = attempt.model.to_string();
+        chunk.provider = Some(attempt.provider.to_string());
+        if let Some(u) = chunk.usage.as_mut() {
+            u.cost = Settlement::cost(&self.admitted, &self.endpoint, u);
+            *u = self.with_earlier(*u);
+        }
+        chunk
+    }
+
+    /// Every part of the answer so far, by endpoint.
+    fn parts(&self) -> Vec<(EndpointId, Usage)> {
+        self.guard
+            .parts()
+            .into_iter()
+            .map(|(i, u)| (self.admitted.plan[i].attempt.endpoint.clone(), u))
+            .collect()
+    }
+
+    /// `usage` of the serving attempt with the earlier parts' added (and their costs).
+    fn with_earlier(&self, usage: Usage) -> Usage {
+        self.guard.earlier.iter().fold(usage, |total, (i, u)| {
+            let endpoint = &self.admitted.plan[*i].attempt.endpoint;
+            let cost = Settlement::cost(&self.admitted, endpoint, u);
+            total.plus(&Usage { cost, ..*u })
+        })
+    }
+
+    /// After the serving attempt failed with `error`: whether another endpoint now continues
+    /// the answer (the workflow allows it, nothing rules it out, and one could). The failed
+    /// attempts that tried are in the trace either way.
+    async fn continued(&mut self, error: &Error) -> bool {
+        let Some(resume) = &self.resume else {
+            return false;
+        };
+        if self.tool_calls_sent || !crate::continuation::continuable(error.class) {
+            return false;
+        }
+        let (resumed, failed) = resume
+            .resume(&self.admitted, &self.sent, self.served, &self.abort)
+            .await;
+        self.settlement.note_attempts(&failed, 0);
+        self.trace.extend(failed);
+        let Some(r) = resumed else {
+            return false;
+        };
+        tracing::info!(from = %self.endpoint, to = %self.admitted.plan[r.served].attempt.endpoint, mode = ?r.trace.continuation, error = %error, "stream continued on another endpoint");
+        self.guard.continued_on(r.served);
+        self.served = r.served;
+        self.endpoint = self.admitted.plan[r.served].attempt.endpoint.clone();
+        self.rest = r.rest;
+        self.first = r.first.into();
+        self.trace.push(r.trace);
+        self.part_started = Instant::now();
+        true
     }
 }
