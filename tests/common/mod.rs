@@ -134,6 +134,15 @@ const POLICY: &str = "orgs:
         retry: { max_retries: 0 }
         timeouts: { first_byte_ms: 2000, idle_ms: 1000, total_ms: 20000 }
         continuation: auto
+      - id: unhedged
+        models: [m]
+        provider: { order: [fast, open], allow_fallbacks: false }
+        retry: { max_retries: 0 }
+      - id: hedged
+        models: [m]
+        provider: { order: [fast, open], allow_fallbacks: false }
+        retry: { max_retries: 0 }
+        hedge: { after_percentile: 90, after_ms: 150 }
       - id: hang_fallback
         models: [m]
         provider: { order: [fast, open], allow_fallbacks: false }

@@ -16,6 +16,9 @@ pub enum AttemptOutcome {
     InvalidOutput,
     /// The attempt failed with this class.
     Failed(ErrorClass),
+    /// The attempt was cancelled before it answered because another one of the same request
+    /// answered first (a hedge): it says nothing about the endpoint.
+    Cancelled,
 }
 
 impl AttemptOutcome {
@@ -25,6 +28,7 @@ impl AttemptOutcome {
             AttemptOutcome::Ok => "ok",
             AttemptOutcome::InvalidOutput => "invalid_output",
             AttemptOutcome::Failed(class) => class.as_str(),
+            AttemptOutcome::Cancelled => "cancelled",
         }
     }
 
@@ -37,7 +41,7 @@ impl AttemptOutcome {
     pub const fn counts_against_health(self) -> bool {
         match self {
             AttemptOutcome::Failed(class) => class.counts_against_health(),
-            AttemptOutcome::Ok | AttemptOutcome::InvalidOutput => false,
+            AttemptOutcome::Ok | AttemptOutcome::InvalidOutput | AttemptOutcome::Cancelled => false,
         }
     }
 

@@ -291,10 +291,29 @@ pub struct WorkflowConfig {
     /// error) or `auto` (the next eligible endpoint finishes the answer, see the failure modes).
     #[serde(default)]
     pub continuation: Continuation,
+    /// Hedged requests: when the first attempt has no first token this long, a second one
+    /// starts on the next endpoint and the first to answer wins (requests without tools, or
+    /// with an idempotency key; each hedge spends from the retry budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<Hedge>,
     /// For requests with tools, leave out endpoints whose measured tool-call validity (0 to 1)
     /// is below this.
     #[serde(default)]
     pub min_tool_validity: Option<f64>,
+}
+
+/// When a request is hedged: after a fixed time, or after the first endpoint's observed time to
+/// first token at a percentile (this router's last 256 answers from it), with `after_ms` until
+/// 20 are known.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hedge {
+    /// Milliseconds without a first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_ms: Option<u64>,
+    /// A percentile (50 to 99.9) of the first endpoint's time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_percentile: Option<f64>,
 }
 
 /// Whether a cut or stalled stream is finished elsewhere.
@@ -438,6 +457,25 @@ impl Validate for PolicyConfig {
                         "must not exceed max_backoff_ms",
                     );
                 });
+                if let Some(h) = &w.hedge {
+                    v.field("hedge", |v| {
+                        v.check(
+                            h.after_ms.is_some() || h.after_percentile.is_some(),
+                            "after_ms",
+                            "a hedge needs after_ms, after_percentile or both",
+                        );
+                        v.check(
+                            h.after_ms.is_none_or(|ms| ms > 0),
+                            "after_ms",
+                            "must be positive",
+                        );
+                        v.check(
+                            h.after_percentile.is_none_or(|p| (50.0..=99.9).contains(&p)),
+                            "after_percentile",
+                            "must be between 50 and 99.9",
+                        );
+                    });
+                }
                 v.check(
                     (1..=20).contains(&w.attempt_cap),
                     "attempt_cap",

@@ -85,6 +85,9 @@ pub struct CompiledWorkflow {
     /// Whether a cut or stalled stream is finished elsewhere.
     #[serde(default)]
     pub continuation: crate::config::Continuation,
+    /// Hedged requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<crate::config::Hedge>,
     /// Data class, for logs.
     pub data_class: Option<String>,
     /// Which waiting requests go first when capacity is short.

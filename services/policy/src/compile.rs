@@ -136,6 +136,7 @@ pub fn compile(
                     on_invalid_output: w.on_invalid_output,
                     on_malformed_event: w.on_malformed_event,
                     continuation: w.continuation,
+                    hedge: w.hedge,
                     data_class: w.data_class.clone(),
                     priority: w.priority,
                 }

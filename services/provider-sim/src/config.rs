@@ -142,7 +142,7 @@ pub struct SimCapacity {
 }
 
 /// Delays of a simulated provider.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Latency {
     /// Before the first byte of the body.
@@ -151,6 +151,10 @@ pub struct Latency {
     pub per_token_ms: u64,
     /// Up to this much is added to the time to first token, uniformly.
     pub jitter_ms: u64,
+    /// Share of requests in the slow tail: their time to first token is `tail_ttft_ms`.
+    pub tail_rate: f64,
+    /// The slow tail's time to first token.
+    pub tail_ttft_ms: u64,
 }
 
 /// An injected error status and the share of requests that get it.
@@ -185,6 +189,7 @@ impl Validate for Faults {
         check_rate(v, "reset_rate", self.reset_rate);
         check_rate(v, "malformed_rate", self.malformed_rate);
         check_rate(v, "invalid_tool_call_rate", self.invalid_tool_call_rate);
+        check_rate(v, "tail_rate", self.latency.tail_rate);
         v.each("errors", &self.errors, |v, _, e| {
             v.check(
                 ERROR_STATUSES.contains(&e.status),

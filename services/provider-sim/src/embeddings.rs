@@ -3,8 +3,6 @@
 //! `embedding_dimensions`), prompt tokens counted as for chat, and the provider's fault profile
 //! applied by the same code as for chat (auth, model, then [`meet_faults`], then latency).
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Response, StatusCode};
@@ -179,10 +177,7 @@ async fn answer(
         Err(resp) => return resp,
     };
     state.record(recent);
-    sleep(Duration::from_millis(
-        faults.latency.ttft_ms + state.draw_ms(faults.latency.jitter_ms),
-    ))
-    .await;
+    sleep(state.ttft(&faults.latency)).await;
     if malformed {
         return crate::wire::malformed_json();
     }

@@ -234,8 +234,7 @@ async fn answer_chat(
         invalid_tool,
         refuse,
     );
-    let ttft =
-        Duration::from_millis(faults.latency.ttft_ms + state.draw_ms(faults.latency.jitter_ms));
+    let ttft = state.ttft(&faults.latency);
     let per_token = Duration::from_millis(faults.latency.per_token_ms);
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)

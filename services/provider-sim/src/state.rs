@@ -148,6 +148,17 @@ impl ProviderState {
         lock(&self.rng).random::<f64>()
     }
 
+    /// A request's time to first token under `latency`: the base plus jitter, or the slow
+    /// tail's.
+    pub fn ttft(&self, latency: &crate::config::Latency) -> std::time::Duration {
+        let ms = if latency.tail_rate > 0.0 && self.draw() < latency.tail_rate {
+            latency.tail_ttft_ms
+        } else {
+            latency.ttft_ms + self.draw_ms(latency.jitter_ms)
+        };
+        std::time::Duration::from_millis(ms)
+    }
+
     /// A uniform draw in [0, max].
     pub fn draw_ms(&self, max: u64) -> u64 {
         if max == 0 {

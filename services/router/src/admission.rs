@@ -237,6 +237,7 @@ impl Admission {
             fallback_on_refusal: workflow.fallback_on_refusal,
             on_invalid_output: workflow.on_invalid_output,
             capacity: Some((self.capacity.clone(), token_reservation)),
+            hedge: self.hedge_delay(&workflow, &attempts, req, &options),
         };
         Ok(Admitted {
             id,
@@ -265,6 +266,25 @@ impl Admission {
             in_flight: None,
             api: crate::edge::Api::default(),
         })
+    }
+
+    /// When to hedge the first attempt, for a workflow with `hedge` and a request it may apply
+    /// to: more than one planned attempt, and no tools unless it carries an idempotency key.
+    fn hedge_delay(
+        &self,
+        workflow: &CompiledWorkflow,
+        attempts: &[PlannedAttempt],
+        req: &ChatRequest,
+        options: &AdmitOptions,
+    ) -> Option<Duration> {
+        let h = workflow.hedge?;
+        let first = attempts.first().filter(|_| attempts.len() > 1)?;
+        if !req.tools.is_empty() && !options.idempotent {
+            return None;
+        }
+        h.after_percentile
+            .and_then(|p| self.health.ttft().percentile(&first.attempt.endpoint, p))
+            .or(h.after_ms.map(Duration::from_millis))
     }
 
     /// The route of a request before anything runs: its workflow, the planned attempts with

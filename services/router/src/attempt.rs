@@ -34,6 +34,8 @@ pub struct EngineSettings {
     pub timeout_retries: u32,
     /// What a stream does with an event it cannot parse.
     pub malformed: switchyard_providers::MalformedEvents,
+    /// Hedge the first attempt after this long without an answer (see [`crate::hedge`]).
+    pub hedge: Option<Duration>,
     /// First backoff; doubles with each retry, jittered.
     pub base_backoff: Duration,
     /// Backoff cap.
@@ -83,6 +85,9 @@ pub struct AttemptTrace {
     /// For an attempt that continued a cut stream: how.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub continuation: Option<crate::continuation::Mode>,
+    /// The second attempt of a hedged request.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hedge: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -26,6 +26,8 @@ pub struct AdmitOptions {
     /// The deadline an earlier admission of the same request gave it (it waited, and is
     /// admitted again): never extended.
     pub deadline: Option<tokio::time::Instant>,
+    /// The request carries an idempotency key (so a request with tools may be hedged).
+    pub idempotent: bool,
 }
 
 /// The API a request came in on; it namespaces idempotency keys (the stored reply is in that
@@ -111,6 +113,7 @@ impl Incoming {
             seed,
             timeout: self.timeout,
             deadline: None,
+            idempotent: self.idempotency_key.is_some(),
         })
     }
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::attempt::{
     AttemptTrace, Completed, EngineSettings, Failed, PlannedAttempt, Streaming, served_validity,
 };
+use crate::hedge::Race;
 use crate::retry_budget::RetryBudget;
 use crate::validate::Validator;
 
@@ -90,6 +91,7 @@ pub(crate) fn trace(
         validity: None,
         malformed_events: 0,
         continuation: None,
+        hedge: false,
     }
 }
 
@@ -108,7 +110,7 @@ pub(crate) fn attempt_timeouts(s: &EngineSettings) -> Option<Timeouts> {
 }
 
 /// What happened to one attempt, for the shared loop.
-enum Tried<T> {
+pub(crate) enum Tried<T> {
     Served(T),
     /// Served, but the output failed its JSON Schema.
     Invalid(T),
@@ -122,10 +124,10 @@ async fn drive<T, F, Fut>(
     s: &EngineSettings,
     budget: &RetryBudget,
     cancel: &CancellationToken,
-    mut once: F,
+    once: F,
 ) -> Result<(T, usize, Vec<AttemptTrace>), Failed>
 where
-    F: FnMut(usize, Timeouts) -> Fut,
+    F: Fn(usize, Timeouts) -> Fut,
     Fut: std::future::Future<Output = Tried<T>>,
 {
     let mut traces = Vec::new();
@@ -149,7 +151,7 @@ where
     // Admission took the first attempt's capacity; each later one takes its own.
     let mut first = true;
     let mut i = 0;
-    while i < plan.len() {
+    'plan: while i < plan.len() {
         let p = &plan[i];
         if min_context.is_some_and(|c| p.context_length <= c) {
             i += 1;
@@ -186,7 +188,44 @@ where
                 retry = retries > 0,
                 outcome = tracing::field::Empty,
             );
-            let tried = tracing::Instrument::instrument(once(i, timeouts), span.clone()).await;
+            let hedge = s.hedge.filter(|_| i == 0 && retries == 0 && plan.len() > 1);
+            let tried = match hedge {
+                None => tracing::Instrument::instrument(once(i, timeouts), span.clone()).await,
+                Some(delay) => {
+                    let race = crate::hedge::race(&once, plan, (0, 1), timeouts, delay, s, budget);
+                    match tracing::Instrument::instrument(race, span.clone()).await {
+                        Race::Alone(tried) => tried,
+                        Race::Won {
+                            value,
+                            served,
+                            traces: raced,
+                        } => {
+                            count_attempts(&raced);
+                            traces.extend(raced);
+                            return Ok((value, served, traces));
+                        }
+                        Race::Lost {
+                            traces: raced,
+                            error,
+                            kept: invalid,
+                        } => {
+                            count_attempts(&raced);
+                            traces.extend(raced);
+                            if invalid.is_some() {
+                                kept = invalid;
+                            }
+                            let error = error.unwrap_or_else(crate::hedge::no_answer);
+                            if !crate::hedge::may_go_on(&error, s.fallback_on_refusal) {
+                                give_up!(error.to_error());
+                            }
+                            last = Some(error);
+                            // Both endpoints were tried.
+                            i = 2;
+                            continue 'plan;
+                        }
+                    }
+                }
+            };
             span.record(
                 "outcome",
                 match &tried {
@@ -281,6 +320,13 @@ where
         None => Error::new(ErrorClass::NoEligibleRoute, "no attempt could be made"),
     };
     give_up!(error)
+}
+
+/// Counts the attempts of a hedge race.
+fn count_attempts(traces: &[AttemptTrace]) {
+    for t in traces {
+        metrics::counter!("switchyard_attempts_total", "provider" => t.provider.to_string(), "outcome" => t.outcome.as_str()).increment(1);
+    }
 }
 
 /// Why a cancelled request ended (the router's drain deadline passed while it waited).

@@ -74,6 +74,8 @@ pub struct HealthView {
     outliers: Mutex<HashMap<EndpointId, Outlier>>,
     cooldowns: Mutex<HashMap<EndpointId, Instant>>,
     store: Arc<dyn HealthStore>,
+    /// Recent times to first token, for hedging at a percentile.
+    ttft: crate::hedge::TtftWindows,
 }
 
 impl std::fmt::Debug for HealthView {
@@ -103,6 +105,7 @@ impl HealthView {
             outliers: Mutex::new(HashMap::new()),
             cooldowns: Mutex::new(HashMap::new()),
             store: store.clone(),
+            ttft: crate::hedge::TtftWindows::default(),
         });
         let v = view.clone();
         tokio::spawn(async move {
@@ -143,6 +146,11 @@ impl HealthView {
             }
         });
         view
+    }
+
+    /// Recent times to first token (a non-streamed answer: the whole answer) per endpoint.
+    pub fn ttft(&self) -> &crate::hedge::TtftWindows {
+        &self.ttft
     }
 
     /// The shared store the records come from.

@@ -35,6 +35,7 @@ pub mod explain;
 pub mod grpc;
 pub mod handler;
 pub mod health_view;
+pub mod hedge;
 pub mod http;
 pub mod http_guard;
 pub mod idempotency;

@@ -91,6 +91,22 @@ impl Settlement {
         outcome: &str,
         ttft: Option<Duration>,
     ) -> Option<Money> {
+        // A hedge race's loser was sent the prompt and streamed nothing: billed at the prompt.
+        let mut parts = parts.to_vec();
+        if !parts.is_empty() {
+            parts.extend(
+                trace
+                    .iter()
+                    .filter(|t| t.outcome == AttemptOutcome::Cancelled)
+                    .map(|t| {
+                        let prompt = Usage {
+                            prompt_tokens: a.prompt_tokens,
+                            ..Usage::default()
+                        };
+                        (t.endpoint.clone(), prompt)
+                    }),
+            );
+        }
         let served = parts.first().map(|(endpoint, _)| {
             let usage = parts[1..].iter().fold(parts[0].1, |u, (_, p)| u.plus(p));
             (endpoint, usage)
@@ -197,6 +213,9 @@ impl Settlement {
     pub fn note_attempts(&self, trace: &[AttemptTrace], tokens_out: u64) {
         if let Some(w) = &self.outcomes {
             for (i, t) in trace.iter().enumerate() {
+                if t.outcome == AttemptOutcome::Cancelled {
+                    continue;
+                }
                 let tokens = if i + 1 == trace.len() { tokens_out } else { 0 };
                 w.record(&t.endpoint, t.outcome, t.latency_ms, tokens, t.ttft_ms);
             }
@@ -215,6 +234,11 @@ impl Settlement {
                         .cool_down(&t.endpoint, Duration::from_millis(ms));
                 }
                 continue;
+            }
+            if t.outcome == AttemptOutcome::Ok {
+                self.health
+                    .ttft()
+                    .record(&t.endpoint, t.ttft_ms.unwrap_or(t.latency_ms));
             }
             if !t.outcome.bears_on_health() {
                 continue;

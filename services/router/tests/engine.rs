@@ -89,6 +89,7 @@ fn settings() -> EngineSettings {
         max_retries: 1,
         timeout_retries: 0,
         malformed: switchyard_providers::MalformedEvents::Skip,
+        hedge: None,
         base_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_secs(2),
         deadline: Instant::now() + Duration::from_secs(20),
@@ -465,4 +466,86 @@ async fn a_client_that_goes_away_cancels_the_upstream_call() {
     .unwrap_err();
     assert!(failed.cancelled);
     assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_slow_first_attempt_is_hedged_within_the_retry_budget() {
+    let f = Fixture::new().await;
+    f.faults("a", json!({"latency": {"ttft_ms": 1500}})).await;
+    let plan = vec![f.planned("a", 1000), f.planned("b", 1000)];
+    let hedged = EngineSettings {
+        hedge: Some(Duration::from_millis(100)),
+        ..settings()
+    };
+    let started = Instant::now();
+    let s = stream(
+        &f.client,
+        &plan,
+        &hi(),
+        &hedged,
+        &RetryBudget::default(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    assert_eq!(s.served, 1);
+    let trace: Vec<_> = s
+        .trace
+        .iter()
+        .map(|t| (t.provider.to_string(), t.outcome.as_str(), t.hedge))
+        .collect();
+    assert_eq!(
+        trace,
+        [("a".into(), "cancelled", false), ("b".into(), "ok", true)]
+    );
+    let done = complete(
+        &f.client,
+        &plan,
+        &hi(),
+        &hedged,
+        &RetryBudget::default(),
+        &CancellationToken::new(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.served, 1);
+
+    // An answer before the delay: no hedge.
+    f.faults("a", json!({})).await;
+    let before = f.count("b").await;
+    let done = complete(
+        &f.client,
+        &plan,
+        &hi(),
+        &hedged,
+        &RetryBudget::default(),
+        &CancellationToken::new(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!((done.served, done.trace.len()), (0, 1));
+    assert_eq!(f.count("b").await, before);
+
+    // No retry budget left: the first attempt runs alone.
+    f.faults("a", json!({"latency": {"ttft_ms": 400}})).await;
+    let spent = RetryBudget::new(RetryBudgetConfig {
+        ratio: 0.0,
+        burst: 0.0,
+    });
+    let done = complete(
+        &f.client,
+        &plan,
+        &hi(),
+        &hedged,
+        &spent,
+        &CancellationToken::new(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!((done.served, done.trace.len()), (0, 1));
+    assert_eq!(f.count("b").await, before);
 }
