@@ -477,6 +477,22 @@ async fn a_slow_first_attempt_is_hedged_within_the_retry_budget() {
         hedge: Some(Duration::from_millis(100)),
         ..settings()
     };
+    let run = |budget: RetryBudget| {
+        let (f, plan, hedged) = (&f, &plan, &hedged);
+        async move {
+            complete(
+                &f.client,
+                plan,
+                &hi(),
+                hedged,
+                &budget,
+                &CancellationToken::new(),
+                None,
+            )
+            .await
+            .unwrap()
+        }
+    };
     let started = Instant::now();
     let s = stream(
         &f.client,
@@ -499,33 +515,13 @@ async fn a_slow_first_attempt_is_hedged_within_the_retry_budget() {
         trace,
         [("a".into(), "cancelled", false), ("b".into(), "ok", true)]
     );
-    let done = complete(
-        &f.client,
-        &plan,
-        &hi(),
-        &hedged,
-        &RetryBudget::default(),
-        &CancellationToken::new(),
-        None,
-    )
-    .await
-    .unwrap();
+    let done = run(RetryBudget::default()).await;
     assert_eq!(done.served, 1);
 
     // An answer before the delay: no hedge.
     f.faults("a", json!({})).await;
     let before = f.count("b").await;
-    let done = complete(
-        &f.client,
-        &plan,
-        &hi(),
-        &hedged,
-        &RetryBudget::default(),
-        &CancellationToken::new(),
-        None,
-    )
-    .await
-    .unwrap();
+    let done = run(RetryBudget::default()).await;
     assert_eq!((done.served, done.trace.len()), (0, 1));
     assert_eq!(f.count("b").await, before);
 
@@ -535,17 +531,7 @@ async fn a_slow_first_attempt_is_hedged_within_the_retry_budget() {
         ratio: 0.0,
         burst: 0.0,
     });
-    let done = complete(
-        &f.client,
-        &plan,
-        &hi(),
-        &hedged,
-        &spent,
-        &CancellationToken::new(),
-        None,
-    )
-    .await
-    .unwrap();
+    let done = run(spent).await;
     assert_eq!((done.served, done.trace.len()), (0, 1));
     assert_eq!(f.count("b").await, before);
 }
