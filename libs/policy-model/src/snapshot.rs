@@ -95,6 +95,25 @@ pub struct CompiledWorkflow {
     pub priority: crate::config::Priority,
 }
 
+impl CompiledWorkflow {
+    /// Workflow `w` as compiled, planning within `routing`.
+    pub fn new(w: &crate::config::WorkflowConfig, routing: Policy) -> Self {
+        CompiledWorkflow {
+            id: w.id.clone(),
+            routing,
+            timeouts: w.timeouts,
+            retry: w.retry,
+            fallback_on_refusal: w.fallback_on_refusal,
+            on_invalid_output: w.on_invalid_output,
+            on_malformed_event: w.on_malformed_event,
+            continuation: w.continuation,
+            hedge: w.hedge,
+            data_class: w.data_class.clone(),
+            priority: w.priority,
+        }
+    }
+}
+
 /// Where a key came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -127,19 +127,7 @@ pub fn compile(
                     .data_class
                     .as_ref()
                     .and_then(|id| cfg.data_classes.iter().find(|c| &c.id == id));
-                CompiledWorkflow {
-                    id: w.id.clone(),
-                    routing: workflow_policy(org, w, class, &overrides),
-                    timeouts: w.timeouts,
-                    retry: w.retry,
-                    fallback_on_refusal: w.fallback_on_refusal,
-                    on_invalid_output: w.on_invalid_output,
-                    on_malformed_event: w.on_malformed_event,
-                    continuation: w.continuation,
-                    hedge: w.hedge,
-                    data_class: w.data_class.clone(),
-                    priority: w.priority,
-                }
+                CompiledWorkflow::new(w, workflow_policy(org, w, class, &overrides))
             })
             .collect();
         orgs.push(CompiledOrg {

@@ -7,7 +7,6 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use switchyard_core::tokens::{PER_MESSAGE_OVERHEAD, estimate_text};
 
 use crate::dialect::header_value;
 use crate::generate::{Finish, Parsed, Reply, split_pieces};
@@ -118,24 +117,12 @@ pub fn parse(
         texts.push(text_of(system));
     }
     texts.extend(req.messages.iter().map(|m| text_of(&m.content)));
-    let mut prompt_tokens: u32 = 3 + PER_MESSAGE_OVERHEAD * req.messages.len() as u32;
-    for t in &texts {
-        prompt_tokens = prompt_tokens.saturating_add(estimate_text(t));
-    }
-    for t in &req.tools {
-        prompt_tokens = prompt_tokens
-            .saturating_add(estimate_text(&t.name))
-            .saturating_add(estimate_text(&t.input_schema.to_string()));
-    }
-    if tokenizer == crate::tokens::PromptTokenizer::O200k {
-        let tools: String = req
-            .tools
-            .iter()
-            .map(|t| format!("{}{}", t.name, t.input_schema))
-            .collect();
-        prompt_tokens =
-            crate::tokens::chat_framed(texts.iter().map(|t| ("user", None, t.clone())), &tools);
-    }
+    let tools: Vec<(&str, &Value)> = req
+        .tools
+        .iter()
+        .map(|t| (t.name.as_str(), &t.input_schema))
+        .collect();
+    let prompt_tokens = tokenizer.count(&texts, req.messages.len(), &tools);
     let choice_type = req
         .tool_choice
         .as_ref()
