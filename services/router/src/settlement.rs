@@ -92,21 +92,27 @@ impl Settlement {
         ttft: Option<Duration>,
     ) -> Option<Money> {
         // A hedge race's loser was sent the prompt and streamed nothing: billed at the prompt.
-        let mut parts = parts.to_vec();
-        if !parts.is_empty() {
-            parts.extend(
-                trace
+        let with_hedges: Vec<(EndpointId, Usage)>;
+        let parts =
+            if !parts.is_empty() && trace.iter().any(|t| t.outcome == AttemptOutcome::Cancelled) {
+                let prompt = Usage {
+                    prompt_tokens: a.prompt_tokens,
+                    ..Usage::default()
+                };
+                with_hedges = parts
                     .iter()
-                    .filter(|t| t.outcome == AttemptOutcome::Cancelled)
-                    .map(|t| {
-                        let prompt = Usage {
-                            prompt_tokens: a.prompt_tokens,
-                            ..Usage::default()
-                        };
-                        (t.endpoint.clone(), prompt)
-                    }),
-            );
-        }
+                    .cloned()
+                    .chain(
+                        trace
+                            .iter()
+                            .filter(|t| t.outcome == AttemptOutcome::Cancelled)
+                            .map(|t| (t.endpoint.clone(), prompt)),
+                    )
+                    .collect();
+                &with_hedges[..]
+            } else {
+                parts
+            };
         let served = parts.first().map(|(endpoint, _)| {
             let usage = parts[1..].iter().fold(parts[0].1, |u, (_, p)| u.plus(p));
             (endpoint, usage)
