@@ -309,3 +309,56 @@ async fn the_readme_quick_start_works_as_written() {
     }
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_standard_benchmark_measures_in_pairs_and_writes_its_table() {
+    let bin = workspace_bin("switchyard", "switchyard").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("standard.md");
+    let out = tokio::process::Command::new(&bin)
+        .args([
+            "bench",
+            "--standard",
+            "--rate",
+            "150",
+            "--window-s",
+            "1",
+            "--pairs",
+            "2",
+            "--upstream-ms",
+            "0,5",
+            "--open-streams",
+            "20",
+            "--out",
+        ])
+        .arg(&out_file)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = std::fs::read_to_string(&out_file).unwrap();
+    // Each pair is a direct window, then a through window.
+    assert_eq!(stdout.matches("  direct  ").count(), 6, "{stdout}");
+    assert_eq!(stdout.matches("  through ").count(), 6, "{stdout}");
+    for row in [
+        "| 0 ms | 150 | reply |",
+        "| 5 ms | 150 | reply |",
+        "| 0 ms | 150 | stream TTFT |",
+    ] {
+        assert!(table.contains(row), "{row} missing:\n{table}");
+    }
+    assert!(
+        table.contains("Redis + billing + policy + prober CPU / req"),
+        "{table}"
+    );
+    assert!(table.contains("with 20 open streams"), "{table}");
+    assert!(
+        table.lines().filter(|l| l.ends_with("| 0 |")).count() == 3,
+        "errors:\n{table}"
+    );
+}

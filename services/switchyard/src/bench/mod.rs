@@ -48,19 +48,34 @@ pub struct Args {
     /// Where the standard benchmark writes its table.
     #[arg(long, default_value = "target/bench/standard.md")]
     out: PathBuf,
+    /// The standard benchmark's window, seconds (each pair is a direct and a through window).
+    #[arg(long, default_value_t = 2)]
+    window_s: u64,
+    /// The standard benchmark's pairs of windows per rate and upstream latency.
+    #[arg(long, default_value_t = 5)]
+    pairs: usize,
+    /// The standard benchmark's upstream latencies, ms (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [0u64, 10])]
+    upstream_ms: Vec<u64>,
+    /// Streams the standard benchmark holds open through the router while it reads its memory.
+    #[arg(long, default_value_t = 1000)]
+    open_streams: usize,
 }
 
 /// Runs `bench`.
 pub async fn run(args: Args) -> Result<(), String> {
     if args.standard {
         let rates = if args.rate == [100] {
-            vec![1000, 2000, 5000]
+            vec![1000, 4000, 8000]
         } else {
             args.rate.clone()
         };
         return standard::run(&standard::Standard {
             rates,
-            duration: Duration::from_secs(args.duration_s),
+            upstream_ms: args.upstream_ms,
+            window: Duration::from_secs(args.window_s),
+            pairs: args.pairs.max(1),
+            open_streams: args.open_streams,
             out: args.out,
         })
         .await;
