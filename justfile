@@ -24,9 +24,10 @@ up *ARGS:
 check-catalog FILE:
     cargo run -p switchyard -- check-catalog {{FILE}}
 
-# The standard benchmark: the simulator at a fixed latency, directly and through the whole
-# cluster (router, policy, billing, prober, Redis; budgets on) at several rates, then the highest
-# rate the router holds. Writes target/bench/standard.md. Needs redis-server.
+# The standard benchmark: the simulator at 0 and 10 ms, directly and through the whole cluster
+# (router, policy, billing, prober, Redis; budgets on) in interleaved pairs of windows at several
+# rates, streams, and the router's memory with 1,000 open streams. Writes
+# target/bench/standard.md. Needs redis-server.
 bench *ARGS:
     cargo run --release -p switchyard -- bench --standard {{ARGS}}
 

@@ -75,10 +75,13 @@ pub fn continuable(class: ErrorClass) -> bool {
 
 impl Resume {
     /// For a workflow with `continuation: auto` and a request of one choice.
-    pub fn new(client: &ProviderClient, req: &ChatRequest, a: &Admitted) -> Option<Resume> {
-        (a.workflow.continuation == Continuation::Auto && req.n.unwrap_or(1) <= 1).then(|| Resume {
-            client: client.clone(),
-            request: req.clone(),
+    /// Boxed: a stream without it carries only a pointer.
+    pub fn new(client: &ProviderClient, req: &ChatRequest, a: &Admitted) -> Option<Box<Resume>> {
+        (a.workflow.continuation == Continuation::Auto && req.n.unwrap_or(1) <= 1).then(|| {
+            Box::new(Resume {
+                client: client.clone(),
+                request: req.clone(),
+            })
         })
     }
 

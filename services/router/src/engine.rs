@@ -192,7 +192,16 @@ where
             let tried = match hedge {
                 None => tracing::Instrument::instrument(once(i, timeouts), span.clone()).await,
                 Some(delay) => {
-                    let race = crate::hedge::race(&once, plan, (0, 1), timeouts, delay, s, budget);
+                    // Boxed: two attempts' futures, only for hedged requests.
+                    let race = Box::pin(crate::hedge::race(
+                        &once,
+                        plan,
+                        (0, 1),
+                        timeouts,
+                        delay,
+                        s,
+                        budget,
+                    ));
                     match tracing::Instrument::instrument(race, span.clone()).await {
                         Race::Alone(tried) => tried,
                         Race::Won {

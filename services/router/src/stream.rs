@@ -137,7 +137,7 @@ pub struct StreamSession {
     part_started: Instant,
     assembly: Option<crate::validate::Assembly>,
     /// Set when the workflow continues cut streams; then the text sent so far is kept.
-    resume: Option<crate::continuation::Resume>,
+    resume: Option<Box<crate::continuation::Resume>>,
     sent: String,
     /// A tool call was streamed: the answer cannot be continued.
     tool_calls_sent: bool,
@@ -154,7 +154,7 @@ impl StreamSession {
         settlement: &Arc<Settlement>,
         abort: &CancellationToken,
         admitted: &Arc<Admitted>,
-        (started, resume): (Streaming, Option<crate::continuation::Resume>),
+        (started, resume): (Streaming, Option<Box<crate::continuation::Resume>>),
         mut guard: Unfinished,
     ) -> Self {
         let Streaming {
@@ -265,7 +265,9 @@ impl StreamSession {
                         last.outcome = AttemptOutcome::Failed(error.class);
                     }
                     self.note_served(usage.completion_tokens);
-                    if self.continued(&error).await {
+                    // Boxed: the continuation's futures are large and rare, and every open
+                    // stream's pending `next` would otherwise carry their size.
+                    if Box::pin(self.continued(&error)).await {
                         continue;
                     }
                     self.ended = true;

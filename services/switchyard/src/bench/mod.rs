@@ -60,6 +60,10 @@ pub struct Args {
     /// Streams the standard benchmark holds open through the router while it reads its memory.
     #[arg(long, default_value_t = 1000)]
     open_streams: usize,
+    /// The standard benchmark runs its cluster (simulator, Redis aside) from this `switchyard`
+    /// binary instead of itself, to compare two builds with the same load.
+    #[arg(long)]
+    cluster_exe: Option<PathBuf>,
 }
 
 /// Runs `bench`.
@@ -76,6 +80,7 @@ pub async fn run(args: Args) -> Result<(), String> {
             window: Duration::from_secs(args.window_s),
             pairs: args.pairs.max(1),
             open_streams: args.open_streams,
+            cluster_exe: args.cluster_exe,
             out: args.out,
         })
         .await;

@@ -33,6 +33,8 @@ pub struct Standard {
     pub pairs: usize,
     /// Streams held open through the router while its memory is read (0: skipped).
     pub open_streams: usize,
+    /// The `switchyard` binary the cluster runs from (default: this one).
+    pub cluster_exe: Option<PathBuf>,
     /// Where the Markdown table goes.
     pub out: PathBuf,
 }
@@ -504,12 +506,23 @@ async fn open_streams(c: &Cluster, n: usize) -> Result<(f64, f64), String> {
 
 /// Runs the standard benchmark.
 pub async fn run(s: &Standard) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = match &s.cluster_exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe().map_err(|e| e.to_string())?,
+    };
     let c = start(&exe).await?;
     println!(
         "router + policy + billing + prober + Redis, budgets on; windows of {:?}, {} pairs (direct, through) per row",
         s.window, s.pairs
     );
+    // Memory first, from a warm router: what holding many open streams costs.
+    load::run(&plan(&c.through, 500, Duration::from_secs(1), false)).await?;
+    let streams = if s.open_streams > 0 {
+        println!("holding {} open streams", s.open_streams);
+        Some((s.open_streams, open_streams(&c, s.open_streams).await?))
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     for &upstream_ms in &s.upstream_ms {
         c.faults(serde_json::json!({"latency": {"ttft_ms": upstream_ms}}))
@@ -545,13 +558,7 @@ pub async fn run(s: &Standard) -> Result<(), String> {
         pairs,
         rss_mb: rss_mb(c.router.child.id()),
     });
-    let streams = if s.open_streams > 0 {
-        println!("holding {} open streams", s.open_streams);
-        Some((s.open_streams, open_streams(&c, s.open_streams).await?))
-    } else {
-        None
-    };
-    let md = markdown(s, &rows, streams);
+    let md = markdown(s, &rows, streams, rss_mb(c.router.child.id()));
     println!("\n{md}");
     if let Some(parent) = s.out.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
@@ -561,7 +568,12 @@ pub async fn run(s: &Standard) -> Result<(), String> {
     Ok(())
 }
 
-fn markdown(s: &Standard, rows: &[Row], streams: Option<(usize, (f64, f64))>) -> String {
+fn markdown(
+    s: &Standard,
+    rows: &[Row],
+    streams: Option<(usize, (f64, f64))>,
+    rss_at_end: f64,
+) -> String {
     let mut t = format!(
         "Windows of {:?}, {} pairs per row; figures are medians over the pairs (added = through − direct in the same pair).\n\n",
         s.window, s.pairs
@@ -587,8 +599,11 @@ fn markdown(s: &Standard, rows: &[Row], streams: Option<(usize, (f64, f64))>) ->
     }
     if let Some((n, (idle, held))) = streams {
         t.push_str(&format!(
-            "\nRouter RSS with {n} open streams: {held:.0} MB ({idle:.0} MB before they opened).\n"
+            "\nRouter RSS with {n} open streams (before the rates): {held:.0} MB ({idle:.0} MB before they opened).\n"
         ));
     }
+    t.push_str(&format!(
+        "Router RSS at the end of the run: {rss_at_end:.0} MB.\n"
+    ));
     t
 }
