@@ -209,7 +209,7 @@ where
                             served,
                             traces: raced,
                         } => {
-                            count_attempts(&raced);
+                            crate::hedge::count_attempts(&raced);
                             traces.extend(raced);
                             return Ok((value, served, traces));
                         }
@@ -218,7 +218,7 @@ where
                             error,
                             kept: invalid,
                         } => {
-                            count_attempts(&raced);
+                            crate::hedge::count_attempts(&raced);
                             traces.extend(raced);
                             if invalid.is_some() {
                                 kept = invalid;
@@ -329,13 +329,6 @@ where
         None => Error::new(ErrorClass::NoEligibleRoute, "no attempt could be made"),
     };
     give_up!(error)
-}
-
-/// Counts the attempts of a hedge race.
-fn count_attempts(traces: &[AttemptTrace]) {
-    for t in traces {
-        metrics::counter!("switchyard_attempts_total", "provider" => t.provider.to_string(), "outcome" => t.outcome.as_str()).increment(1);
-    }
 }
 
 /// Why a cancelled request ended (the router's drain deadline passed while it waited).

@@ -190,6 +190,13 @@ where
     }
 }
 
+/// Counts the attempts of a race, as the engine counts every attempt.
+pub(crate) fn count_attempts(traces: &[AttemptTrace]) {
+    for t in traces {
+        metrics::counter!("switchyard_attempts_total", "provider" => t.provider.to_string(), "outcome" => t.outcome.as_str()).increment(1);
+    }
+}
+
 /// Whether a request whose hedge race was lost with `error` may go on along the plan.
 pub(crate) fn may_go_on(error: &UpstreamError, fallback_on_refusal: bool) -> bool {
     use switchyard_core::Fallback;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod cluster;
 pub mod load;
 mod standard;
 
