@@ -209,12 +209,17 @@ impl HealthView {
         let o = outliers.entry(endpoint.clone()).or_default();
         let now = Instant::now();
         if !failed {
-            if o.ejections > 0 && !o.ejected(now) {
-                tracing::info!(endpoint = %endpoint, "locally ejected endpoint answered its trial; restored");
+            if o.ejected(now) {
+                // An answer to a request sent before the ejection does not end it early: the
+                // trial after it decides.
+                o.consecutive_failures = 0;
+            } else {
+                if o.ejections > 0 {
+                    tracing::info!(endpoint = %endpoint, "locally ejected endpoint answered its trial; restored");
+                }
+                // Restored, and the backoff starts over.
+                *o = Outlier::default();
             }
-            // Restored, backoff reset (an attempt that began before an ejection and succeeded
-            // after it says the same).
-            *o = Outlier::default();
             // It answered: whatever it asked for before is over.
             self.cooldowns
                 .lock()

@@ -108,7 +108,7 @@ where
     F: Fn(usize, Timeouts) -> Fut,
     Fut: std::future::Future<Output = Tried<T>>,
 {
-    let started = [Instant::now(), Instant::now()];
+    let first_started = Instant::now();
     let primary = once(i, timeouts);
     tokio::pin!(primary);
     tokio::select! {
@@ -127,7 +127,7 @@ where
     if let Some((capacity, tokens)) = &s.capacity {
         capacity.reserve(&hedged_to.target, *tokens);
     }
-    let started = [started[0], Instant::now()];
+    let started = [first_started, Instant::now()];
     let secondary = once(j, hedge_timeouts);
     tokio::pin!(secondary);
     let index = [i, j];

@@ -162,6 +162,9 @@ async fn a_local_ejection_ends_with_one_trial_that_restores_or_doubles_it() {
         view.observe(&ep, true);
     }
     assert_eq!(state(&view.snapshot()), EndpointState::Ejected);
+    // A late answer to a request sent before the ejection does not end it.
+    view.observe(&ep, false);
+    assert_eq!(state(&view.snapshot()), EndpointState::Ejected);
 
     // The ejection ends: one request gets the trial, the others still plan without it.
     tokio::time::advance(Duration::from_secs(11)).await;
