@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_core::Money;
 
 use crate::StateError;
+use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, RenewOutcome};
 
 /// A budget period, in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -395,6 +396,38 @@ pub trait BudgetStore: Send + Sync + 'static {
         org: &str,
         days: &[String],
     ) -> Result<Vec<(String, DayUsage)>, StateError>;
+    /// Reserves a slice of budget for a lease (creating it, or adding to it), all or nothing.
+    async fn grant_lease(&self, grant: &LeaseGrant) -> Result<LeaseOutcome, StateError>;
+    /// Renews a lease, records what its router admitted and released, and takes back what it
+    /// gives back.
+    async fn renew_lease(&self, renewal: &LeaseRenewal) -> Result<RenewOutcome, StateError>;
+    /// Settles a request served under a lease: its maximum cost (`entry.max_cost`) leaves the
+    /// lease, its cost is spent, and `entry` is appended to the ledger; idempotent by
+    /// `entry.request_id`. `seq` is what the router had admitted under the lease before it.
+    /// `Unknown` when the store never knew the lease.
+    async fn settle_leased(
+        &self,
+        org: &str,
+        lease_id: &str,
+        seq: u64,
+        entry: &LedgerEntry,
+    ) -> Result<SettleOutcome, StateError>;
+    /// Leases past their expiry: (org, lease id).
+    async fn expired_leases(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StateError>;
+    /// Ends an expired lease: charges what its router admitted by the last renewal and never
+    /// settled (at those requests' maximum cost, one unreconciled ledger entry) and gives the rest
+    /// back. `Some(charged)` when it ended now; `None` when it was renewed or changed meanwhile,
+    /// or had already ended.
+    async fn expire_lease(
+        &self,
+        org: &str,
+        lease_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<Money>, StateError>;
 }
 
 #[cfg(test)]

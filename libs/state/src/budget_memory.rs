@@ -11,6 +11,7 @@ use crate::budget::{
     BudgetDef, BudgetStore, BudgetView, DayUsage, HoldOutcome, HoldRequest, LedgerEntry, Period,
     Scope, SettleOutcome, day_of,
 };
+use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, RenewOutcome};
 
 struct Hold {
     amount: i64,
@@ -26,17 +27,19 @@ struct Hold {
 }
 
 #[derive(Default)]
-struct Org {
-    defs: BTreeMap<(Scope, Period), BudgetDef>,
-    counters: HashMap<String, i64>,
+pub(crate) struct Org {
+    pub(crate) defs: BTreeMap<(Scope, Period), BudgetDef>,
+    pub(crate) counters: HashMap<String, i64>,
     holds: HashMap<String, Hold>,
-    reported: HashSet<String>,
-    ledger: Vec<(String, LedgerEntry)>,
-    usage: HashMap<String, DayUsage>,
+    pub(crate) reported: HashSet<String>,
+    pub(crate) ledger: Vec<(String, LedgerEntry)>,
+    pub(crate) usage: HashMap<String, DayUsage>,
     /// (minute, scope) → (requests, tokens).
     rate: HashMap<(u64, String), (u64, i64)>,
     /// scope → requests in flight.
     in_flight: HashMap<String, u64>,
+    /// Budget leases by id.
+    pub(crate) leases: HashMap<String, crate::lease_memory::MemLease>,
 }
 
 /// The in-memory [`BudgetStore`].
@@ -53,19 +56,19 @@ impl std::fmt::Debug for MemoryBudgetStore {
 }
 
 impl MemoryBudgetStore {
-    fn with<T>(&self, org: &str, f: impl FnOnce(&mut Org) -> T) -> T {
+    pub(crate) fn with<T>(&self, org: &str, f: impl FnOnce(&mut Org) -> T) -> T {
         let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
         f(orgs.entry(org.to_string()).or_default())
     }
 
-    fn next_id(&self) -> String {
+    pub(crate) fn next_id(&self) -> String {
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
         *seq += 1;
         format!("{}-0", *seq)
     }
 }
 
-fn record(o: &mut Org, id: String, entry: &LedgerEntry, day: &str) {
+pub(crate) fn record(o: &mut Org, id: String, entry: &LedgerEntry, day: &str) {
     let usage = o.usage.entry(day.to_string()).or_default();
     for (f, v) in entry.usage_fields() {
         *usage.entry(f).or_default() += v;
@@ -374,6 +377,59 @@ impl BudgetStore for MemoryBudgetStore {
             days.iter()
                 .filter_map(|d| o.usage.get(d).map(|u| (d.clone(), u.clone())))
                 .collect()
+        }))
+    }
+
+    async fn grant_lease(&self, grant: &LeaseGrant) -> Result<LeaseOutcome, StateError> {
+        Ok(self.with(&grant.org, |o| crate::lease_memory::grant(o, grant)))
+    }
+
+    async fn renew_lease(&self, renewal: &LeaseRenewal) -> Result<RenewOutcome, StateError> {
+        Ok(self.with(&renewal.org, |o| crate::lease_memory::renew(o, renewal)))
+    }
+
+    async fn settle_leased(
+        &self,
+        org: &str,
+        lease_id: &str,
+        seq: u64,
+        entry: &LedgerEntry,
+    ) -> Result<SettleOutcome, StateError> {
+        let id = self.next_id();
+        Ok(self.with(org, |o| {
+            crate::lease_memory::settle(o, lease_id, seq, entry, id)
+        }))
+    }
+
+    async fn expired_leases(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        let orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, String)> = orgs
+            .iter()
+            .flat_map(|(org, o)| {
+                o.leases
+                    .iter()
+                    .filter(|(_, l)| l.state == "held" && l.expires_ms <= now_ms)
+                    .map(|(id, _)| (org.clone(), id.clone()))
+            })
+            .collect();
+        out.sort();
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn expire_lease(
+        &self,
+        org: &str,
+        lease_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<Money>, StateError> {
+        let id = self.next_id();
+        Ok(self.with(org, |o| {
+            crate::lease_memory::expire(o, org, lease_id, now_ms, id)
         }))
     }
 }

@@ -13,6 +13,7 @@ use crate::budget::{
     BudgetDef, BudgetStore, BudgetView, DayUsage, HoldOutcome, HoldRequest, LedgerEntry, Period,
     Scope, SettleOutcome,
 };
+use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, RenewOutcome};
 use crate::redis_store::connect;
 
 const ORGS: &str = "sy:billing:orgs";
@@ -161,11 +162,11 @@ redis.call('PEXPIRE', KEYS[4], 400 * 86400000)
 return {1, id}
 ";
 
-fn k(org: &str, rest: &str) -> String {
+pub(crate) fn k(org: &str, rest: &str) -> String {
     format!("sy:{{org:{org}}}:{rest}")
 }
 
-fn corrupt(key: &str, e: impl std::fmt::Display) -> StateError {
+pub(crate) fn corrupt(key: &str, e: impl std::fmt::Display) -> StateError {
     StateError::Corrupt {
         key: key.to_string(),
         detail: e.to_string(),
@@ -175,7 +176,8 @@ fn corrupt(key: &str, e: impl std::fmt::Display) -> StateError {
 /// The Redis [`BudgetStore`].
 #[derive(Clone)]
 pub struct RedisBudgetStore {
-    conn: crate::redis_conn::RedisConn,
+    pub(crate) conn: crate::redis_conn::RedisConn,
+    pub(crate) leases: crate::budget_lease_redis::LeaseScripts,
     hold: redis::Script,
     settle: redis::Script,
     charge: redis::Script,
@@ -196,6 +198,7 @@ impl RedisBudgetStore {
             hold: redis::Script::new(HOLD),
             settle: redis::Script::new(SETTLE),
             charge: redis::Script::new(CHARGE),
+            leases: crate::budget_lease_redis::LeaseScripts::new(),
         })
     }
 
@@ -252,14 +255,14 @@ impl RedisBudgetStore {
     }
 }
 
-fn code(reply: &[redis::Value]) -> i64 {
+pub(crate) fn code(reply: &[redis::Value]) -> i64 {
     match reply.first() {
         Some(redis::Value::Int(n)) => *n,
         _ => -1,
     }
 }
 
-fn text(reply: &[redis::Value], i: usize) -> Option<String> {
+pub(crate) fn text(reply: &[redis::Value], i: usize) -> Option<String> {
     match reply.get(i) {
         Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
         Some(redis::Value::SimpleString(s)) => Some(s.clone()),
@@ -268,7 +271,7 @@ fn text(reply: &[redis::Value], i: usize) -> Option<String> {
     }
 }
 
-fn money(s: Option<String>) -> Money {
+pub(crate) fn money(s: Option<String>) -> Money {
     Money::from_nanos(
         s.and_then(|s| s.parse::<f64>().ok())
             .map(|f| f as i64)
@@ -601,5 +604,40 @@ impl BudgetStore for RedisBudgetStore {
             }
         }
         Ok(out)
+    }
+
+    async fn grant_lease(&self, grant: &LeaseGrant) -> Result<LeaseOutcome, StateError> {
+        self.lease_grant_script(grant).await
+    }
+
+    async fn renew_lease(&self, renewal: &LeaseRenewal) -> Result<RenewOutcome, StateError> {
+        self.lease_renew_script(renewal).await
+    }
+
+    async fn settle_leased(
+        &self,
+        org: &str,
+        lease_id: &str,
+        seq: u64,
+        entry: &LedgerEntry,
+    ) -> Result<SettleOutcome, StateError> {
+        self.settle_under_lease(org, lease_id, seq, entry).await
+    }
+
+    async fn expired_leases(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        self.leases_expired(now_ms, limit).await
+    }
+
+    async fn expire_lease(
+        &self,
+        org: &str,
+        lease_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<Money>, StateError> {
+        self.expire(org, lease_id, now_ms).await
     }
 }

@@ -6,6 +6,7 @@
 //! Keys are namespaced `sy:`; multi-key scripts keep their keys in one hash slot.
 
 mod budget;
+mod budget_lease_redis;
 mod budget_memory;
 mod budget_redis;
 mod capacity;
@@ -15,6 +16,8 @@ mod health_memory;
 mod health_redis;
 pub mod health_stats;
 mod idempotency;
+pub mod lease;
+mod lease_memory;
 mod memory;
 mod policy;
 pub mod redis_conn;
@@ -38,6 +41,9 @@ pub use health_memory::MemoryHealthStore;
 pub use health_redis::RedisHealthStore;
 pub use health_stats::{EndpointStats, Percentiles, Tier, endpoint_stats};
 pub use idempotency::{Begin, IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore};
+pub use lease::{
+    LEASE_PREFIX, LeaseGrant, LeaseOutcome, LeaseRenewal, LeaseStanding, RenewOutcome, is_lease,
+};
 pub use memory::MemoryPolicyStore;
 pub use policy::{AuditRecord, PolicyStore, StoredSnapshot, snapshot_channel};
 pub use redis_store::{RedisPolicyStore, connect};

@@ -11,6 +11,7 @@ use switchyard_proto::v1 as pb;
 use switchyard_runtime::status::state_status;
 use switchyard_state::{
     BudgetDef, BudgetStore, BudgetView, LedgerEntry, Scope, SettleOutcome, StateError, day_of,
+    is_lease,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -38,32 +39,67 @@ impl Billing {
         Billing { store, shutdown }
     }
 
-    /// Settles one usage record against its hold, or charges it when there is none (no hold
-    /// named, or the named one was never taken: a router that failed open while the budget
+    /// Settles one usage record against its hold or lease, or charges it when there is none (no
+    /// hold named, or the named one was never taken: a router that failed open while the budget
     /// store was unreachable); `true` when it was new.
     pub async fn apply(&self, r: &pb::UsageRecord) -> Result<bool, StateError> {
+        let before = self.store.budgets(&r.org_id, now_ms()).await?;
+        let outcome = self.settle(r).await?;
+        self.settled(&r.org_id, &before, &outcome, now_ms()).await
+    }
+
+    /// Settles a batch: each org's budgets are read once before and once after (for the
+    /// alerts), and its records are settled concurrently, so their scripts travel pipelined on
+    /// one connection. Returns how many were new.
+    pub async fn apply_batch(&self, records: &[pb::UsageRecord]) -> Result<usize, StateError> {
+        let mut by_org: std::collections::BTreeMap<&str, Vec<&pb::UsageRecord>> =
+            std::collections::BTreeMap::new();
+        for r in records {
+            by_org.entry(r.org_id.as_str()).or_default().push(r);
+        }
+        let mut new = 0;
+        for (org, records) in by_org {
+            let before = self.store.budgets(org, now_ms()).await?;
+            let outcomes = futures::future::join_all(records.iter().map(|r| self.settle(r))).await;
+            let mut fresh = 0;
+            for outcome in outcomes {
+                if matches!(outcome?, SettleOutcome::Done(_)) {
+                    fresh += 1;
+                }
+            }
+            if fresh > 0 {
+                metrics::counter!("switchyard_billing_settled_total").increment(fresh as u64);
+                self.alerts(org, &before, now_ms()).await?;
+            }
+            new += fresh;
+        }
+        Ok(new)
+    }
+
+    /// One record's settlement, without alerts.
+    async fn settle(&self, r: &pb::UsageRecord) -> Result<SettleOutcome, StateError> {
         let entry = entry_of(r, false);
-        let before = self.store.budgets(&r.org_id, entry.finished_ms).await?;
         let settled = if r.hold_id.is_empty() {
             SettleOutcome::Unknown
+        } else if is_lease(&r.hold_id) {
+            self.store
+                .settle_leased(&r.org_id, &r.hold_id, r.lease_seq, &entry)
+                .await?
         } else {
             self.store.settle(&r.org_id, &r.hold_id, &entry).await?
         };
-        let outcome = if settled == SettleOutcome::Unknown {
-            let mut scopes = vec![Scope::org()];
-            if !r.api_key_id.is_empty() {
-                scopes.push(Scope::key(&r.api_key_id));
-            }
-            if !r.workflow.is_empty() {
-                scopes.push(Scope::workflow(&r.workflow));
-            }
-            self.store
-                .charge(&r.org_id, &scopes, entry.finished_ms, &entry)
-                .await?
-        } else {
-            settled
-        };
-        self.settled(&r.org_id, &before, &outcome, entry.finished_ms)
+        if settled != SettleOutcome::Unknown {
+            return Ok(settled);
+        }
+        let mut scopes = vec![Scope::org()];
+        if !r.api_key_id.is_empty() {
+            scopes.push(Scope::key(&r.api_key_id));
+        }
+        if !r.workflow.is_empty() {
+            scopes.push(Scope::workflow(&r.workflow));
+        }
+        self.store
+            .charge(&r.org_id, &scopes, entry.finished_ms, &entry)
             .await
     }
 
@@ -153,6 +189,28 @@ impl Billing {
         Ok(n)
     }
 
+    /// Ends budget leases whose TTL passed (their router stopped renewing them): what the router
+    /// had admitted under one and never reported is charged at its maximum cost (marked
+    /// unreconciled), the rest given back. Returns how many ended.
+    pub async fn reconcile_leases(&self, now: u64) -> Result<usize, StateError> {
+        let mut n = 0;
+        for (org, lease) in self.store.expired_leases(now, 500).await? {
+            let before = self.store.budgets(&org, now).await?;
+            let Some(charged) = self.store.expire_lease(&org, &lease, now).await? else {
+                continue;
+            };
+            n += 1;
+            metrics::counter!("switchyard_budget_leases_expired_total").increment(1);
+            tracing::warn!(org, lease, charged = %charged, "expired budget lease ended: its unreported requests charged at their maximum cost, the rest given back");
+            if charged > Money::ZERO {
+                metrics::counter!("switchyard_billing_unreconciled_total").increment(1);
+                self.settled(&org, &before, &SettleOutcome::Done(None), now)
+                    .await?;
+            }
+        }
+        Ok(n)
+    }
+
     /// Runs the reconciler every `every` until shutdown.
     pub async fn run_reconciler(self, every: Duration) {
         let mut tick = tokio::time::interval(every);
@@ -163,6 +221,9 @@ impl Billing {
             }
             if let Err(e) = self.reconcile(now_ms()).await {
                 tracing::warn!(error = %e, "reconciler pass failed");
+            }
+            if let Err(e) = self.reconcile_leases(now_ms()).await {
+                tracing::warn!(error = %e, "reconciler pass over leases failed");
             }
         }
     }
@@ -178,16 +239,17 @@ impl pb::billing_server::Billing for Billing {
         &self,
         request: Request<pb::ReportUsageRequest>,
     ) -> Result<Response<pb::ReportUsageResponse>, Status> {
-        let mut acknowledged = Vec::new();
-        for r in request.into_inner().records {
-            if r.request_id.is_empty() || r.org_id.is_empty() {
-                return Err(Status::invalid_argument(
-                    "every record needs request_id and org_id",
-                ));
-            }
-            self.apply(&r).await.map_err(state_status)?;
-            acknowledged.push(r.request_id);
+        let records = request.into_inner().records;
+        if records
+            .iter()
+            .any(|r| r.request_id.is_empty() || r.org_id.is_empty())
+        {
+            return Err(Status::invalid_argument(
+                "every record needs request_id and org_id",
+            ));
         }
+        self.apply_batch(&records).await.map_err(state_status)?;
+        let acknowledged = records.into_iter().map(|r| r.request_id).collect();
         Ok(Response::new(pb::ReportUsageResponse { acknowledged }))
     }
 

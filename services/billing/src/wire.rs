@@ -108,5 +108,6 @@ pub(crate) fn record_of(e: &LedgerEntry) -> pb::UsageRecord {
         outcome: e.outcome.clone(),
         over_hold: e.over_hold,
         max_cost_nano_usd: e.max_cost.nanos(),
+        lease_seq: 0,
     }
 }

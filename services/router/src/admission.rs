@@ -50,6 +50,9 @@ pub struct Admitted {
     /// report still names the hold, and billing charges it if no hold was ever taken). Set by
     /// the budget gate.
     pub held: bool,
+    /// The budget lease it was admitted under, if any (then `held` is true and no hold of its
+    /// own exists). Set by the budget gate.
+    pub lease: Option<crate::budget_lease::LeaseTicket>,
     /// Policy version, for the trace.
     pub policy_version: u64,
     /// Health version, for the trace.
@@ -248,6 +251,7 @@ impl Admission {
             settings,
             max_cost,
             held: false,
+            lease: None,
             policy_version: caller.policy.version,
             health_version,
             catalog,

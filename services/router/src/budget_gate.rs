@@ -19,11 +19,14 @@ use switchyard_state::{
 };
 
 use crate::admission::Admitted;
+use crate::budget_lease::{LeaseBook, NoLease};
 use crate::policy_view::PolicyView;
 
 /// The gate.
 pub struct BudgetGate {
     budgets: Arc<dyn BudgetStore>,
+    /// Budget leases, when on: requests without client limits are admitted against them.
+    leases: Option<Arc<LeaseBook>>,
     /// How long a hold may take before the budget store counts as down.
     hold_timeout: Duration,
     /// Unsettled holds expire this long after their request's deadline.
@@ -121,15 +124,66 @@ impl BudgetGate {
     ) -> Self {
         BudgetGate {
             budgets,
+            leases: None,
             hold_timeout,
             hold_grace,
             fail_open_spent: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Admits requests against budget leases from `book` where they can be.
+    pub fn with_leases(mut self, book: Arc<LeaseBook>) -> Self {
+        self.leases = Some(book);
+        self
+    }
+
+    /// Reserves the request's maximum cost: under this router's lease of its scopes while they
+    /// are far from their limits and it has no client limits, else with a hold of its own.
+    /// Sets `a.lease` or `a.held` (`false` when the budget store is down or slow and the org
+    /// fails open within its allowance on this router).
+    pub async fn reserve(&self, policy: &PolicyView, a: &mut Admitted) -> Result<(), Error> {
+        let limits = limit_checks(policy, a);
+        if let Some(book) = &self.leases
+            && limits.is_empty()
+        {
+            match book
+                .admit(
+                    a.key.org.as_str(),
+                    a.key.id.as_str(),
+                    a.workflow.id.as_str(),
+                    a.max_cost,
+                )
+                .await
+            {
+                Ok(ticket) => {
+                    metrics::counter!("switchyard_budget_reservations_total", "by" => "lease")
+                        .increment(1);
+                    a.lease = Some(ticket);
+                    a.held = true;
+                    return Ok(());
+                }
+                Err(why) => {
+                    let by = match why {
+                        NoLease::NearLimit => "hold_near_limit",
+                        NoLease::Unavailable => "hold",
+                    };
+                    metrics::counter!("switchyard_budget_reservations_total", "by" => by)
+                        .increment(1);
+                }
+            }
+        }
+        a.held = self.hold(policy, a, limits).await?;
+        Ok(())
+    }
+
     /// Holds the request's maximum cost; `Ok(false)` when the budget store is down or slow and
     /// the org fails open within its allowance on this router.
-    pub async fn hold(&self, policy: &PolicyView, a: &Admitted) -> Result<bool, Error> {
+    async fn hold(
+        &self,
+        policy: &PolicyView,
+        a: &Admitted,
+        limits: Vec<LimitCheck>,
+    ) -> Result<bool, Error> {
         let org = a.key.org.to_string();
         let req = HoldRequest {
             org: org.clone(),
@@ -145,7 +199,7 @@ impl BudgetGate {
             // reconciler settles the hold at its amount (a router that died mid-request).
             ttl_ms: a.workflow.timeouts.total_ms + self.hold_grace.as_millis() as u64,
             tokens: a.token_reservation,
-            limits: limit_checks(policy, a),
+            limits,
         };
         let outcome = match tokio::time::timeout(self.hold_timeout, self.budgets.hold(&req)).await {
             Ok(outcome) => outcome,
@@ -241,8 +295,13 @@ impl BudgetGate {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Releases the hold of a request that ended with nothing served.
+    /// Releases the hold of a request that ended with nothing served (under a lease, its share
+    /// is free again at once).
     pub async fn release(&self, a: &Admitted) {
+        if let Some(ticket) = &a.lease {
+            ticket.release();
+            return;
+        }
         if a.held
             && let Err(e) = self.budgets.release(a.key.org.as_str(), &a.id).await
         {

@@ -79,6 +79,9 @@ pub struct RouterParts {
     pub abort: CancellationToken,
     /// Requests that may wait for a route at once (see [`crate::queue`]).
     pub queue_capacity: usize,
+    /// Budget leases (see [`crate::budget_lease`]); without them every request is held on its
+    /// own.
+    pub leases: Option<Arc<crate::budget_lease::LeaseBook>>,
 }
 
 impl RouterParts {
@@ -86,11 +89,11 @@ impl RouterParts {
     pub fn build(self) -> Router {
         let catalog = CatalogView::new(&self.catalog, PublishedCatalog::version_of(&self.catalog));
         catalog.follow(&self.policy, self.abort.clone());
-        let gate = Arc::new(BudgetGate::new(
-            self.budgets,
-            self.hold_grace,
-            self.hold_timeout,
-        ));
+        let mut gate = BudgetGate::new(self.budgets, self.hold_grace, self.hold_timeout);
+        if let Some(book) = self.leases {
+            gate = gate.with_leases(book);
+        }
+        let gate = Arc::new(gate);
         let capacity = CapacityView::spawn(self.health.store().clone());
         let settlement = Arc::new(Settlement::new(
             self.reporter,
@@ -138,6 +141,7 @@ impl Router {
             hold_timeout: crate::budget_gate::HOLD_TIMEOUT,
             abort: CancellationToken::new(),
             queue_capacity: crate::queue::DEFAULT_CAPACITY,
+            leases: None,
         }
     }
 
@@ -195,7 +199,7 @@ impl Router {
             };
             let mut a =
                 crate::queue::admit(&self.admission, &self.room, caller, req, options).await?;
-            a.held = self.gate.hold(&caller.policy, &a).await?;
+            self.gate.reserve(&caller.policy, &mut a).await?;
             a.in_flight = Some(InFlight::new());
             a.api = incoming.api;
             Ok(Arc::new(a))

@@ -5,6 +5,7 @@
 //! - [`admission`]: validation, workflow, plan and maximum cost ([`explain`] stops here); a
 //!   request with no route for now waits in the [`queue`] (the waiting room) for one.
 //! - [`budget_gate`]: the budget hold, the fail-open allowance, the release.
+//! - [`budget_lease`]: budget leases, admitting requests with no round trip far from a limit.
 //! - [`engine`]: the attempts along the plan (retries, fallbacks, deadline, retry budget).
 //! - [`settlement`]: the usage report, passive outcomes, local penalties, metrics and log line.
 //! - [`stream`]: a committed stream carried to its settled end.
@@ -23,6 +24,7 @@
 pub mod admission;
 pub mod attempt;
 pub mod budget_gate;
+pub mod budget_lease;
 pub mod capacity;
 mod capacity_scope;
 pub mod catalog_view;

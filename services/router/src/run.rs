@@ -65,6 +65,17 @@ pub struct Args {
     /// within this counts as failed, and the org's budget fail mode applies.
     #[arg(long, default_value_t = 500, env = "SWITCHYARD_ROUTER_HOLD_TIMEOUT_MS")]
     pub hold_timeout_ms: u64,
+    /// Budget leases: requests without client limits are admitted against a slice of their
+    /// scopes' budget that this router reserves in advance, with no Redis round trip while the
+    /// scopes are far from their limits. A lease unrenewed this long (its router died) expires
+    /// and the reconciler gives its unused part back. 0 turns leases off: every request is held
+    /// on its own.
+    #[arg(
+        long,
+        default_value_t = 5_000,
+        env = "SWITCHYARD_ROUTER_BUDGET_LEASE_TTL_MS"
+    )]
+    pub budget_lease_ttl_ms: u64,
     /// Shared health records older than this read as unknown (keep it equal to the prober's
     /// `record_ttl_ms`); without fresh records the router detects outliers on its own.
     #[arg(
@@ -139,6 +150,8 @@ pub struct Settings {
     pub hold_grace: Duration,
     /// See [`Args::hold_timeout_ms`].
     pub hold_timeout: Duration,
+    /// See [`Args::budget_lease_ttl_ms`]; `None`: no leases.
+    pub budget_lease_ttl: Option<Duration>,
     /// See [`Args::health_ttl_ms`].
     pub health_ttl: Duration,
     /// See [`Args::shutdown_delay_ms`].
@@ -158,6 +171,7 @@ impl Default for Settings {
         Settings {
             hold_grace: Duration::from_secs(300),
             hold_timeout: crate::budget_gate::HOLD_TIMEOUT,
+            budget_lease_ttl: Some(crate::budget_lease::LEASE_TTL),
             health_ttl: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
@@ -307,6 +321,12 @@ pub async fn start(
         Duration::from_secs(1),
         shutdown.clone(),
     );
+    let leases = settings.budget_lease_ttl.map(|ttl| {
+        let book =
+            crate::budget_lease::LeaseBook::new(stores.budgets.clone(), ttl, settings.hold_timeout);
+        tracker.spawn(book.clone().run(shutdown.clone()));
+        book
+    });
     let mut router = Router::from_catalog(
         catalog,
         watcher.clone(),
@@ -315,6 +335,7 @@ pub async fn start(
         reporter,
         client,
     );
+    router.leases = leases;
     router.outcomes = Some(outcomes);
     router.hold_grace = settings.hold_grace;
     router.hold_timeout = settings.hold_timeout;
@@ -383,6 +404,8 @@ pub async fn run(args: Args) -> Result<(), String> {
     let settings = Settings {
         hold_grace: Duration::from_millis(args.hold_grace_ms),
         hold_timeout: Duration::from_millis(args.hold_timeout_ms),
+        budget_lease_ttl: (args.budget_lease_ttl_ms > 0)
+            .then(|| Duration::from_millis(args.budget_lease_ttl_ms)),
         health_ttl: Duration::from_millis(args.health_ttl_ms),
         shutdown_delay: Duration::from_millis(args.shutdown_delay_ms),
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),

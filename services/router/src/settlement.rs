@@ -191,7 +191,11 @@ impl Settlement {
             cost_nano_usd: cost.nanos(),
             // Named even when the store never confirmed it: billing settles the hold if it
             // exists and charges otherwise, so an ambiguous hold is never paid twice.
-            hold_id: a.id.clone(),
+            hold_id: a
+                .lease
+                .as_ref()
+                .map_or_else(|| a.id.clone(), |t| t.lease_id().to_string()),
+            lease_seq: a.lease.as_ref().map_or(0, |t| t.seq),
             finished_unix_ms: now_ms() as i64,
             attempts: attempts as u32,
             outcome: outcome.to_string(),
@@ -199,6 +203,9 @@ impl Settlement {
             max_cost_nano_usd: a.max_cost.nanos(),
         };
         let _ = self.reporter.report(record);
+        if let Some(t) = &a.lease {
+            t.reported();
+        }
         cost
     }
 

@@ -1,0 +1,626 @@
+//! Budget leases on this router: per (org, key, workflow, UTC day) a slice of the scopes' remaining
+//! budget reserved in the budget store, from which requests are admitted locally, with no round
+//! trip, while the scopes are far from their limits. A background task renews each lease soon
+//! after it was used (it records what was admitted and released, so a lease whose router dies is
+//! charged for its requests and gives the rest back), tops it up before it runs dry, gives back
+//! what it holds beyond its target, and closes it once idle.
+//!
+//! The slice adapts: its target is about a second of this router's spending (at least 16 of the
+//! request's maximum cost) and never more than an eighth of what the scopes have left. When an
+//! eighth of what is left is less than two requests' maximum cost, the scopes are near their
+//! limit: the lease gives everything back and requests are held one by one (the budget gate's
+//! per-request hold), which keeps the bound exact where it matters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchyard_core::Money;
+use switchyard_core::clock::now_ms;
+use switchyard_state::lease::RENEW_AFTER_ADMISSION_MS;
+use switchyard_state::{
+    BudgetStore, LEASE_PREFIX, LeaseGrant, LeaseOutcome, LeaseRenewal, LeaseStanding, RenewOutcome,
+    Scope,
+};
+use tokio_util::sync::CancellationToken;
+
+/// How long a lease lives unrenewed, by default.
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
+/// A lease unused this long gives its slice back and closes.
+const IDLE: Duration = Duration::from_secs(2);
+/// After this long idle, what billing has not settled yet is given back too (it settles as
+/// spend when it arrives).
+const ABANDON: Duration = Duration::from_secs(30);
+/// How long requests are held one by one after a scope was found near its limit.
+const NEAR_LIMIT_FOR: Duration = Duration::from_secs(1);
+/// A slice is at least this many of the request's maximum cost.
+const MIN_SLICE_REQUESTS: i64 = 16;
+/// A slice is at most this fraction (1/n) of the least budget left in its scopes.
+const HEADROOM_SHARE: i64 = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SlotKey {
+    org: String,
+    key: String,
+    workflow: String,
+    day: u64,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// Reserved in the store and not allocated to a request.
+    free: i64,
+    /// Cumulative maximum cost admitted, and released with nothing served.
+    admitted: i64,
+    released: i64,
+    /// Admitted, not released, not yet reported to billing.
+    in_flight: i64,
+    /// The slice this lease aims to hold free.
+    target: i64,
+    /// The largest maximum cost admitted lately (the slice's floor is a multiple of it).
+    request_cost: i64,
+    /// Last successful grant or renewal.
+    renewed: Option<Instant>,
+    last_admit: Option<Instant>,
+    /// Admissions or releases since the last renewal.
+    dirty: bool,
+    /// Per-request holds until then (the scopes are near a limit, or the store failed).
+    bypass_until: Option<Instant>,
+    /// Least budget left in the scopes, as of the last answer.
+    headroom: Option<i64>,
+    /// What the store reserved for the lease as of the last answer.
+    amount: i64,
+    /// Admitted since the rate was last measured, and when.
+    window_admitted: i64,
+    window_start: Option<Instant>,
+    /// Maximum cost admitted per second (EWMA).
+    rate: f64,
+    /// The store no longer has the lease, or it is closing: admit nothing more under it.
+    done: bool,
+}
+
+/// One lease.
+#[derive(Debug)]
+pub struct Slot {
+    lease_id: String,
+    org: String,
+    scopes: Vec<Scope>,
+    created_ms: u64,
+    state: Mutex<SlotState>,
+    grant: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lease's id (the usage report's `hold_id`).
+    pub fn lease_id(&self) -> &str {
+        &self.lease_id
+    }
+}
+
+/// A request admitted under a lease.
+#[derive(Debug, Clone)]
+pub struct LeaseTicket {
+    slot: Arc<Slot>,
+    /// What the router had admitted under the lease before this request.
+    pub seq: u64,
+    cost: i64,
+}
+
+impl LeaseTicket {
+    /// The lease's id.
+    pub fn lease_id(&self) -> &str {
+        self.slot.lease_id()
+    }
+
+    /// The request ended with nothing served: its allocation is free again.
+    pub fn release(&self) {
+        let mut s = self.slot.lock();
+        s.free += self.cost;
+        s.released += self.cost;
+        s.in_flight -= self.cost;
+        s.dirty = true;
+    }
+
+    /// The request's usage report is on its way to billing, which settles it against the lease.
+    pub fn reported(&self) {
+        self.slot.lock().in_flight -= self.cost;
+    }
+}
+
+/// Why a request was not admitted under a lease (the gate then holds it on its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoLease {
+    /// A scope is near its limit.
+    NearLimit,
+    /// The store did not answer, or the lease is closing.
+    Unavailable,
+}
+
+/// This router's leases.
+pub struct LeaseBook {
+    store: Arc<dyn BudgetStore>,
+    router: String,
+    ttl: Duration,
+    timeout: Duration,
+    slots: Mutex<HashMap<SlotKey, Arc<Slot>>>,
+    /// Replaced leases still closing.
+    retired: Mutex<Vec<Arc<Slot>>>,
+    next: AtomicU64,
+}
+
+impl std::fmt::Debug for LeaseBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseBook")
+            .field("router", &self.router)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+fn fresh(s: &SlotState, ttl: Duration) -> bool {
+    s.renewed.is_some_and(|t| t.elapsed() < ttl / 2)
+}
+
+/// The slice to ask for: about a second of spending, at least `MIN_SLICE_REQUESTS` requests, at
+/// most `1/HEADROOM_SHARE` of what is left; `None` when that is under two requests (near the
+/// limit).
+fn slice(s: &SlotState, cost: i64) -> Option<i64> {
+    let floor = MIN_SLICE_REQUESTS * cost.max(s.request_cost).max(1);
+    let want = (s.rate as i64).max(floor);
+    let want = match s.headroom {
+        Some(left) => want.min((left + s.free) / HEADROOM_SHARE),
+        None => want,
+    };
+    (want >= 2 * cost.max(1)).then_some(want)
+}
+
+impl LeaseBook {
+    /// Leases on `store` named after this process, living `ttl` unrenewed; a grant without an
+    /// answer within `timeout` counts as failed.
+    pub fn new(store: Arc<dyn BudgetStore>, ttl: Duration, timeout: Duration) -> Arc<Self> {
+        let router = format!("{:016x}", rand::random::<u64>());
+        Arc::new(LeaseBook {
+            store,
+            router,
+            ttl,
+            timeout,
+            slots: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    fn slot(&self, org: &str, key: &str, workflow: &str) -> Arc<Slot> {
+        let now = now_ms();
+        let k = SlotKey {
+            org: org.to_string(),
+            key: key.to_string(),
+            workflow: workflow.to_string(),
+            day: now / 86_400_000,
+        };
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slots.get(&k)
+            && !s.lock().done
+        {
+            return s.clone();
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot {
+            lease_id: format!("{LEASE_PREFIX}{}:{n}", self.router),
+            org: org.to_string(),
+            scopes: vec![Scope::org(), Scope::key(key), Scope::workflow(workflow)],
+            created_ms: now,
+            state: Mutex::new(SlotState::default()),
+            grant: tokio::sync::Mutex::new(()),
+        });
+        // A replaced lease (closing) is still renewed by the task until it closes.
+        if let Some(old) = slots.insert(k, slot.clone()) {
+            self.retired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(old);
+        }
+        slot
+    }
+
+    /// Admits a request of maximum cost `cost` under the lease of its scopes: locally while the
+    /// lease has it free, else after one grant.
+    pub async fn admit(
+        &self,
+        org: &str,
+        key: &str,
+        workflow: &str,
+        cost: Money,
+    ) -> Result<LeaseTicket, NoLease> {
+        let cost = cost.nanos().max(0);
+        let slot = self.slot(org, key, workflow);
+        if let Some(t) = self.take(&slot, cost)? {
+            return Ok(t);
+        }
+        let _grant = slot.grant.lock().await;
+        if let Some(t) = self.take(&slot, cost)? {
+            return Ok(t);
+        }
+        let amount = {
+            let mut s = slot.lock();
+            s.request_cost = s.request_cost.max(cost);
+            match slice(&s, cost) {
+                Some(a) => a,
+                None => {
+                    s.bypass_until = Some(Instant::now() + NEAR_LIMIT_FOR);
+                    return Err(NoLease::NearLimit);
+                }
+            }
+        };
+        let mut amount = amount;
+        for _ in 0..2 {
+            match self.grant(&slot, amount).await {
+                Ok(LeaseOutcome::Granted(standing)) => {
+                    let mut s = slot.lock();
+                    s.free += amount;
+                    s.target = s.target.max(amount);
+                    Self::stood(&mut s, standing);
+                    drop(s);
+                    return self.take(&slot, cost)?.ok_or(NoLease::Unavailable);
+                }
+                Ok(LeaseOutcome::Denied { headroom, .. }) => {
+                    let mut s = slot.lock();
+                    s.headroom = Some(headroom.nanos());
+                    match slice(&s, cost) {
+                        Some(a) if a < amount => amount = a,
+                        _ => {
+                            s.bypass_until = Some(Instant::now() + NEAR_LIMIT_FOR);
+                            return Err(NoLease::NearLimit);
+                        }
+                    }
+                }
+                Ok(LeaseOutcome::Gone) => {
+                    slot.lock().done = true;
+                    return Err(NoLease::Unavailable);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "budget lease not granted");
+                    slot.lock().bypass_until = Some(Instant::now() + NEAR_LIMIT_FOR);
+                    return Err(NoLease::Unavailable);
+                }
+            }
+        }
+        slot.lock().bypass_until = Some(Instant::now() + NEAR_LIMIT_FOR);
+        Err(NoLease::NearLimit)
+    }
+
+    /// Takes `cost` from the lease's free part; `Ok(None)` when it needs a grant first.
+    fn take(&self, slot: &Arc<Slot>, cost: i64) -> Result<Option<LeaseTicket>, NoLease> {
+        let mut s = slot.lock();
+        if s.done {
+            return Err(NoLease::Unavailable);
+        }
+        if s.bypass_until.is_some_and(|t| Instant::now() < t) {
+            return Err(NoLease::NearLimit);
+        }
+        if !(s.free >= cost && fresh(&s, self.ttl)) {
+            return Ok(None);
+        }
+        let seq = s.admitted as u64;
+        s.free -= cost;
+        s.admitted += cost;
+        s.in_flight += cost;
+        s.window_admitted += cost;
+        s.request_cost = s.request_cost.max(cost);
+        s.last_admit = Some(Instant::now());
+        s.dirty = true;
+        Ok(Some(LeaseTicket {
+            slot: slot.clone(),
+            seq,
+            cost,
+        }))
+    }
+
+    async fn grant(&self, slot: &Slot, amount: i64) -> Result<LeaseOutcome, String> {
+        let grant = LeaseGrant {
+            org: slot.org.clone(),
+            lease_id: slot.lease_id.clone(),
+            scopes: slot.scopes.clone(),
+            amount: Money::from_nanos(amount),
+            created_ms: slot.created_ms,
+            now_ms: now_ms(),
+            ttl_ms: self.ttl.as_millis() as u64,
+        };
+        metrics::counter!("switchyard_budget_lease_grants_total").increment(1);
+        match tokio::time::timeout(self.timeout, self.store.grant_lease(&grant)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+
+    /// Takes in what the store said of the lease.
+    fn stood(s: &mut SlotState, standing: LeaseStanding) {
+        s.renewed = Some(Instant::now());
+        s.amount = standing.amount.nanos();
+        s.headroom = standing.headroom.map(|m| m.nanos());
+        // Near a limit: everything free goes back, and requests are held one by one.
+        if let Some(left) = s.headroom
+            && (left + s.free) / HEADROOM_SHARE < 2 * s.request_cost.max(1)
+        {
+            s.bypass_until = Some(Instant::now() + NEAR_LIMIT_FOR);
+        }
+    }
+
+    /// Renews every lease that needs it; run every [`RENEW_AFTER_ADMISSION_MS`].
+    pub async fn tick(&self) {
+        let slots: Vec<(SlotKey, Arc<Slot>)> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        let work = slots.iter().map(|(k, slot)| async move {
+            if self.maintain(slot).await {
+                let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+                if slots.get(k).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                    slots.remove(k);
+                }
+            }
+        });
+        futures::future::join_all(work).await;
+        let retired: Vec<Arc<Slot>> = self
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let finished = futures::future::join_all(retired.iter().map(|s| self.maintain(s))).await;
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| {
+                !retired
+                    .iter()
+                    .zip(&finished)
+                    .any(|(r, done)| *done && Arc::ptr_eq(r, s))
+            });
+        metrics::gauge!("switchyard_budget_leases")
+            .set(self.slots.lock().unwrap_or_else(|e| e.into_inner()).len() as f64);
+    }
+
+    /// One lease's upkeep; `true` when it is over (closed or gone).
+    async fn maintain(&self, slot: &Arc<Slot>) -> bool {
+        let now = Instant::now();
+        let (give_back, close, top_up, admitted, released) = {
+            let mut s = slot.lock();
+            if let Some(start) = s.window_start {
+                let secs = now.duration_since(start).as_secs_f64();
+                if secs >= 0.25 {
+                    let r = s.window_admitted as f64 / secs;
+                    s.rate = if s.rate == 0.0 {
+                        r
+                    } else {
+                        0.7 * s.rate + 0.3 * r
+                    };
+                    s.window_admitted = 0;
+                    s.window_start = Some(now);
+                }
+            } else {
+                s.window_start = Some(now);
+            }
+            let idle = s.last_admit.is_none_or(|t| now.duration_since(t) >= IDLE);
+            let abandoned = s
+                .last_admit
+                .is_none_or(|t| now.duration_since(t) >= ABANDON);
+            let near = s.bypass_until.is_some_and(|t| now < t);
+            let due = s.dirty
+                || s.renewed
+                    .is_none_or(|t| now.duration_since(t) >= self.ttl / 4);
+            let close = s.done || (idle && s.in_flight <= 0);
+            let give_back = if close && abandoned {
+                s.free.max(s.amount)
+            } else if close || near {
+                s.free
+            } else {
+                (s.free - 2 * s.target.max(1)).max(0)
+            };
+            if s.renewed.is_none() && s.free == 0 && s.amount == 0 {
+                // Never granted (or a grant under way): nothing in the store to renew.
+                return close && slot.grant.try_lock().is_ok();
+            }
+            if !due && give_back == 0 {
+                return false;
+            }
+            if close {
+                s.done = true;
+            }
+            s.free -= give_back.min(s.free);
+            s.dirty = false;
+            let top_up = if close || near {
+                0
+            } else {
+                let target = slice(&s, s.request_cost).unwrap_or(0);
+                s.target = target;
+                if s.free < target / 2 && !idle {
+                    target - s.free
+                } else {
+                    0
+                }
+            };
+            (give_back, close, top_up, s.admitted, s.released)
+        };
+        let renewal = LeaseRenewal {
+            org: slot.org.clone(),
+            lease_id: slot.lease_id.clone(),
+            scopes: slot.scopes.clone(),
+            created_ms: slot.created_ms,
+            give_back: Money::from_nanos(give_back),
+            admitted: Money::from_nanos(admitted),
+            released: Money::from_nanos(released),
+            now_ms: now_ms(),
+            ttl_ms: self.ttl.as_millis() as u64,
+            close,
+        };
+        match tokio::time::timeout(self.timeout, self.store.renew_lease(&renewal)).await {
+            Ok(Ok(RenewOutcome::Renewed(standing))) => {
+                Self::stood(&mut slot.lock(), standing);
+            }
+            Ok(Ok(RenewOutcome::Closed)) => return true,
+            Ok(Ok(RenewOutcome::Gone)) => {
+                let mut s = slot.lock();
+                s.done = true;
+                s.free = 0;
+                tracing::warn!(lease = %slot.lease_id, "budget lease expired before its renewal");
+                return true;
+            }
+            Ok(Err(e)) => {
+                // Renewed again next tick; unrenewed past half its TTL, nothing is admitted
+                // under it (what was given back stays given back: the store may have it).
+                tracing::warn!(error = %e, "budget lease not renewed");
+                slot.lock().dirty = true;
+                return false;
+            }
+            Err(_) => {
+                slot.lock().dirty = true;
+                return false;
+            }
+        }
+        if top_up > 0 {
+            let _grant = slot.grant.lock().await;
+            if let Ok(LeaseOutcome::Granted(standing)) = self.grant(slot, top_up).await {
+                let mut s = slot.lock();
+                s.free += top_up;
+                Self::stood(&mut s, standing);
+            }
+        }
+        false
+    }
+
+    /// Renews leases every [`RENEW_AFTER_ADMISSION_MS`] until `shutdown`, then gives back what
+    /// is free and closes what it can.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(RENEW_AFTER_ADMISSION_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => self.tick().await,
+            }
+        }
+        self.give_back_all().await;
+    }
+
+    /// Gives back everything free (at shutdown, once requests have drained).
+    pub async fn give_back_all(&self) {
+        let mut slots: Vec<Arc<Slot>> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        slots.extend(
+            self.retired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        for slot in &slots {
+            {
+                let mut s = slot.lock();
+                s.done = true;
+                s.last_admit = None;
+            }
+            self.maintain(slot).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_state::{BudgetDef, MemoryBudgetStore, Period};
+
+    async fn book_with_limit(limit: i64) -> (Arc<LeaseBook>, Arc<MemoryBudgetStore>) {
+        let store = Arc::new(MemoryBudgetStore::default());
+        store
+            .set_budget(
+                "acme",
+                &Scope::org(),
+                Period::Day,
+                &BudgetDef {
+                    limit: Money::from_nanos(limit),
+                    hard: true,
+                    thresholds: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        let book = LeaseBook::new(store.clone(), LEASE_TTL, Duration::from_secs(1));
+        (book, store)
+    }
+
+    async fn held(store: &MemoryBudgetStore) -> (i64, i64) {
+        let b = store.budgets("acme", now_ms()).await.unwrap();
+        (b[0].spent.nanos(), b[0].held.nanos())
+    }
+
+    #[tokio::test]
+    async fn far_from_the_limit_one_grant_admits_many_requests() {
+        let (book, store) = book_with_limit(1_000_000_000).await;
+        let mut tickets = Vec::new();
+        for _ in 0..16 {
+            tickets.push(
+                book.admit("acme", "k", "w", Money::from_nanos(1000))
+                    .await
+                    .unwrap(),
+            );
+        }
+        // One grant of 16 requests' worth, held in the store.
+        assert_eq!(held(&store).await, (0, 16_000));
+        assert_eq!(tickets[3].seq, 3000);
+        tickets[0].release();
+        let t = book
+            .admit("acme", "k", "w", Money::from_nanos(1000))
+            .await
+            .unwrap();
+        assert_eq!(t.seq, 16_000);
+    }
+
+    #[tokio::test]
+    async fn near_the_limit_requests_are_held_one_by_one() {
+        // 8 × 2 requests' worth is 16 000: below that, no lease.
+        let (book, _store) = book_with_limit(15_000).await;
+        assert_eq!(
+            book.admit("acme", "k", "w", Money::from_nanos(1000))
+                .await
+                .err(),
+            Some(NoLease::NearLimit)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_lease_gives_everything_back_and_closes() {
+        let (book, store) = book_with_limit(1_000_000_000).await;
+        let t = book
+            .admit("acme", "k", "w", Money::from_nanos(1000))
+            .await
+            .unwrap();
+        t.reported();
+        let entry = switchyard_state::LedgerEntry {
+            request_id: "r1".into(),
+            org: "acme".into(),
+            cost: Money::from_nanos(400),
+            max_cost: Money::from_nanos(1000),
+            ..Default::default()
+        };
+        store
+            .settle_leased("acme", t.lease_id(), t.seq, &entry)
+            .await
+            .unwrap();
+        book.give_back_all().await;
+        assert_eq!(held(&store).await, (400, 0));
+        assert!(book.slots.lock().unwrap().values().all(|s| s.lock().done));
+    }
+}
