@@ -282,5 +282,5 @@ async fn racing_grants_and_holds_never_reserve_past_the_limit() {
     }
     let (spent, held) = standing(stores[0].as_ref(), "race").await;
     assert_eq!((spent, held), (0, reserved));
-    assert!(reserved <= 1000 && reserved >= 990, "{reserved}");
+    assert!((990..=1000).contains(&reserved), "{reserved}");
 }
