@@ -351,6 +351,15 @@ impl LeaseBook {
         }
     }
 
+    /// A renewal failed: nothing is admitted under the lease until one succeeds (the budget
+    /// store is down or slow, and the org's fail mode applies as it does to holds), and it is
+    /// tried again next tick. What was given back stays given back: the store may have it.
+    fn unrenewed(slot: &Slot) {
+        let mut s = slot.lock();
+        s.renewed = None;
+        s.dirty = true;
+    }
+
     /// Renews every lease that needs it; run every [`RENEW_AFTER_ADMISSION_MS`].
     pub async fn tick(&self) {
         let slots: Vec<(SlotKey, Arc<Slot>)> = self
@@ -474,14 +483,13 @@ impl LeaseBook {
                 return true;
             }
             Ok(Err(e)) => {
-                // Renewed again next tick; unrenewed past half its TTL, nothing is admitted
-                // under it (what was given back stays given back: the store may have it).
                 tracing::warn!(error = %e, "budget lease not renewed");
-                slot.lock().dirty = true;
+                Self::unrenewed(slot);
                 return false;
             }
             Err(_) => {
-                slot.lock().dirty = true;
+                tracing::warn!(timeout = ?self.timeout, "budget lease not renewed in time");
+                Self::unrenewed(slot);
                 return false;
             }
         }
