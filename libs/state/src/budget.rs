@@ -412,6 +412,21 @@ pub trait BudgetStore: Send + Sync + 'static {
         seq: u64,
         entry: &LedgerEntry,
     ) -> Result<SettleOutcome, StateError>;
+    /// Settles requests served under one lease, all finished on the same UTC day, as
+    /// [`BudgetStore::settle_leased`] does each: `(seq, entry)` each, one outcome each in order.
+    /// A store may write the whole batch at once.
+    async fn settle_leased_batch(
+        &self,
+        org: &str,
+        lease_id: &str,
+        items: &[(u64, LedgerEntry)],
+    ) -> Result<Vec<SettleOutcome>, StateError> {
+        let mut out = Vec::with_capacity(items.len());
+        for (seq, entry) in items {
+            out.push(self.settle_leased(org, lease_id, *seq, entry).await?);
+        }
+        Ok(out)
+    }
     /// Leases past their expiry: (org, lease id).
     async fn expired_leases(
         &self,

@@ -141,6 +141,58 @@ redis.call('PEXPIRE', KEYS[5], 400 * 86400000)
 return {1, id}
 ";
 
+/// A batch of SETTLE: the same per request, but the counters and usage aggregates are added up
+/// and written once per field for the whole batch. KEYS: ctr, lease, ledger, usage:<day>,
+/// early, rep:<request> × n. ARGV: maxlen, retention, n, then per request: id, actual,
+/// max_cost, seq, entry, m, (field, amount) × m.
+const SETTLE_BATCH: &str = r"
+local st = redis.call('HGET', KEYS[2], 'state')
+if not st then return {} end
+local held = st == 'held'
+local admitted = tonumber(redis.call('HGET', KEYS[2], 'admitted') or '0')
+local out, usage = {}, {}
+local spent, freed, counted = 0, 0, 0
+local n = tonumber(ARGV[3])
+local at = 4
+for i = 1, n do
+  local id, actual, maxc, seq = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+  local entry, m = ARGV[at + 4], tonumber(ARGV[at + 5])
+  if redis.call('SET', KEYS[5 + i], '1', 'NX', 'PX', ARGV[2]) then
+    spent = spent + actual
+    if held then
+      freed = freed + maxc
+      if seq + maxc <= admitted then
+        counted = counted + maxc
+      else
+        redis.call('ZADD', KEYS[5], seq + maxc, id .. '|' .. maxc)
+      end
+    end
+    out[i] = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'entry', entry)
+    for j = 0, m - 1 do
+      local f = ARGV[at + 6 + j * 2]
+      usage[f] = (usage[f] or 0) + tonumber(ARGV[at + 7 + j * 2])
+    end
+  else
+    out[i] = ''
+  end
+  at = at + 6 + m * 2
+end
+for base in string.gmatch(redis.call('HGET', KEYS[2], 'counters'), '[^\n]+') do
+  if freed > 0 then redis.call('HINCRBY', KEYS[1], base .. '|held', -freed) end
+  if spent > 0 then redis.call('HINCRBY', KEYS[1], base .. '|spent', spent) end
+end
+if freed > 0 then redis.call('HINCRBY', KEYS[2], 'amount', -freed) end
+if counted > 0 then redis.call('HINCRBY', KEYS[2], 'counted', counted) end
+if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('PEXPIRE', KEYS[5], ARGV[2]) end
+local any = false
+for f, v in pairs(usage) do
+  if v ~= 0 then redis.call('HINCRBY', KEYS[4], f, v) end
+  any = true
+end
+if any then redis.call('PEXPIRE', KEYS[4], 400 * 86400000) end
+return out
+";
+
 /// KEYS: ctr, lease, leases, ledger, usage:<day>, early. ARGV: id, now, entry (its cost
 /// `"__COST__"`), maxlen, n, (field, amount) × n (`cost|…` fields get the charge).
 const EXPIRE: &str = r#"
@@ -183,6 +235,7 @@ pub(crate) struct LeaseScripts {
     grant: redis::Script,
     renew: redis::Script,
     settle: redis::Script,
+    settle_batch: redis::Script,
     expire: redis::Script,
 }
 
@@ -192,6 +245,7 @@ impl LeaseScripts {
             grant: redis::Script::new(&format!("{HEADROOM}{GRANT}")),
             renew: redis::Script::new(&format!("{HEADROOM}{MIGRATE}{RENEW}")),
             settle: redis::Script::new(SETTLE),
+            settle_batch: redis::Script::new(SETTLE_BATCH),
             expire: redis::Script::new(&format!("{MIGRATE}{EXPIRE}")),
         }
     }
@@ -331,6 +385,58 @@ impl RedisBudgetStore {
             2 => SettleOutcome::Duplicate("reported".into()),
             _ => SettleOutcome::Unknown,
         })
+    }
+
+    /// Settles requests of one lease, all finished on the same UTC day, in one script.
+    pub(crate) async fn settle_under_lease_batch(
+        &self,
+        org: &str,
+        lease_id: &str,
+        items: &[(u64, LedgerEntry)],
+    ) -> Result<Vec<SettleOutcome>, StateError> {
+        let Some((_, first)) = items.first() else {
+            return Ok(Vec::new());
+        };
+        let day = crate::budget::day_of(if first.finished_ms > 0 {
+            first.finished_ms
+        } else {
+            switchyard_core::clock::now_ms()
+        });
+        let mut inv = self.leases.settle_batch.prepare_invoke();
+        inv.key(k(org, "ctr"))
+            .key(k(org, lease_id))
+            .key(k(org, "ledger"))
+            .key(k(org, &format!("usage:{day}")))
+            .key(k(org, &format!("{lease_id}:early")));
+        for (_, e) in items {
+            inv.key(k(org, &format!("rep:{}", e.request_id)));
+        }
+        inv.arg(LEDGER_MAXLEN)
+            .arg(LEASE_RETENTION_MS)
+            .arg(items.len());
+        for (seq, e) in items {
+            let json = serde_json::to_string(e).map_err(|err| corrupt("ledger entry", err))?;
+            inv.arg(&e.request_id)
+                .arg(e.cost.nanos().max(0))
+                .arg(e.max_cost.nanos().max(0))
+                .arg(*seq)
+                .arg(json);
+            usage_args(&mut inv, e);
+        }
+        let (mut conn, replicas) = self.conn.durable().await?;
+        let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
+        if replicas > 0 {
+            conn.wait_for_replicas(&k(org, "ctr"), replicas).await?;
+        }
+        if reply.is_empty() {
+            return Ok(vec![SettleOutcome::Unknown; items.len()]);
+        }
+        Ok((0..items.len())
+            .map(|i| match text(&reply, i).filter(|s| !s.is_empty()) {
+                Some(id) => SettleOutcome::Done(Some(id)),
+                None => SettleOutcome::Duplicate("reported".into()),
+            })
+            .collect())
     }
 
     pub(crate) async fn leases_expired(

@@ -624,6 +624,15 @@ impl BudgetStore for RedisBudgetStore {
         self.settle_under_lease(org, lease_id, seq, entry).await
     }
 
+    async fn settle_leased_batch(
+        &self,
+        org: &str,
+        lease_id: &str,
+        items: &[(u64, LedgerEntry)],
+    ) -> Result<Vec<SettleOutcome>, StateError> {
+        self.settle_under_lease_batch(org, lease_id, items).await
+    }
+
     async fn expired_leases(
         &self,
         now_ms: u64,

@@ -284,3 +284,70 @@ async fn racing_grants_and_holds_never_reserve_past_the_limit() {
     assert_eq!((spent, held), (0, reserved));
     assert!((990..=1000).contains(&reserved), "{reserved}");
 }
+
+/// A batch under one lease settles exactly as its requests would one by one: counters, ledger,
+/// usage aggregates and idempotency.
+async fn batch_contract(s: &dyn BudgetStore, org: &str) {
+    let t = now();
+    day_budget(s, org, 100).await;
+    s.grant_lease(&grant(org, "x", 50, t)).await.unwrap();
+    s.renew_lease(&renewal(org, "x", 0, 20, 0, t))
+        .await
+        .unwrap();
+    s.settle_leased(org, "lease:x", 0, &served(org, "b0", 10, 5))
+        .await
+        .unwrap();
+    let items = vec![
+        (0, served(org, "b0", 10, 5)),
+        (10, served(org, "b1", 10, 6)),
+        (20, served(org, "b2", 10, 7)),
+    ];
+    let out = s.settle_leased_batch(org, "lease:x", &items).await.unwrap();
+    assert_eq!(out[0], SettleOutcome::Duplicate("reported".into()));
+    assert!(matches!(out[1], SettleOutcome::Done(Some(_))), "{out:?}");
+    assert!(matches!(out[2], SettleOutcome::Done(Some(_))), "{out:?}");
+    // 30 of the lease's 50 settled (18 spent), 20 still reserved.
+    assert_eq!(standing(s, org).await, (18, 20));
+    assert_eq!(s.ledger(org, "", 100).await.unwrap().len(), 3);
+    let day = switchyard_state::day_of(now());
+    let usage = s.usage(org, &[day]).await.unwrap();
+    assert_eq!(usage[0].1["req|day|"], 3);
+    assert_eq!(usage[0].1["cost|day|"], usd(18).nanos());
+    // b2 was admitted after the renewal: once a renewal covers it, it counts, so an expiry
+    // charges nothing for the settled requests.
+    s.renew_lease(&renewal(org, "x", 0, 30, 0, t))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.expire_lease(org, "lease:x", t + 5_001).await.unwrap(),
+        Some(Money::ZERO)
+    );
+    assert_eq!(standing(s, org).await, (18, 0));
+    assert_eq!(
+        s.settle_leased_batch(org, "lease:none", &[(0, served(org, "b9", 1, 1))])
+            .await
+            .unwrap(),
+        vec![SettleOutcome::Unknown]
+    );
+}
+
+#[tokio::test]
+async fn a_batch_settles_like_one_by_one_in_memory() {
+    batch_contract(&MemoryBudgetStore::default(), "acme").await;
+}
+
+#[tokio::test]
+async fn a_batch_settles_like_one_by_one_in_redis() {
+    let redis = RedisServer::start().await.unwrap();
+    batch_contract(&RedisBudgetStore::open(&redis.url()).await.unwrap(), "acme").await;
+}
+
+#[tokio::test]
+async fn a_batch_settles_like_one_by_one_on_a_redis_cluster() {
+    let cluster = RedisCluster::start(3).await.unwrap();
+    batch_contract(
+        &RedisBudgetStore::open(&cluster.url()).await.unwrap(),
+        "acme",
+    )
+    .await;
+}

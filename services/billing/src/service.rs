@@ -60,13 +60,41 @@ impl Billing {
         let mut new = 0;
         for (org, records) in by_org {
             let before = self.store.budgets(org, now_ms()).await?;
-            let outcomes = futures::future::join_all(records.iter().map(|r| self.settle(r))).await;
-            let mut fresh = 0;
-            for outcome in outcomes {
-                if matches!(outcome?, SettleOutcome::Done(_)) {
-                    fresh += 1;
+            // Reports under one lease (and day) settle in one step; the rest one by one,
+            // concurrently.
+            let mut leased: std::collections::BTreeMap<(&str, String), Vec<&pb::UsageRecord>> =
+                std::collections::BTreeMap::new();
+            let mut single = Vec::new();
+            for r in records {
+                if is_lease(&r.hold_id) {
+                    let day = day_of(entry_of(r, false).finished_ms);
+                    leased.entry((r.hold_id.as_str(), day)).or_default().push(r);
+                } else {
+                    single.push(r);
                 }
             }
+            let mut outcomes: Vec<SettleOutcome> = Vec::new();
+            for ((lease, _), group) in leased {
+                let items: Vec<(u64, LedgerEntry)> = group
+                    .iter()
+                    .map(|r| (r.lease_seq, entry_of(r, false)))
+                    .collect();
+                let settled = self.store.settle_leased_batch(org, lease, &items).await?;
+                for (r, outcome) in group.iter().zip(settled) {
+                    outcomes.push(if outcome == SettleOutcome::Unknown {
+                        self.charge(r).await?
+                    } else {
+                        outcome
+                    });
+                }
+            }
+            for outcome in futures::future::join_all(single.iter().map(|r| self.settle(r))).await {
+                outcomes.push(outcome?);
+            }
+            let fresh = outcomes
+                .iter()
+                .filter(|o| matches!(o, SettleOutcome::Done(_)))
+                .count();
             if fresh > 0 {
                 metrics::counter!("switchyard_billing_settled_total").increment(fresh as u64);
                 self.alerts(org, &before, now_ms()).await?;
@@ -91,6 +119,12 @@ impl Billing {
         if settled != SettleOutcome::Unknown {
             return Ok(settled);
         }
+        self.charge(r).await
+    }
+
+    /// Charges a report that settles no hold or lease the store knows.
+    async fn charge(&self, r: &pb::UsageRecord) -> Result<SettleOutcome, StateError> {
+        let entry = entry_of(r, false);
         let mut scopes = vec![Scope::org()];
         if !r.api_key_id.is_empty() {
             scopes.push(Scope::key(&r.api_key_id));
