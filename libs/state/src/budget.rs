@@ -302,6 +302,17 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
+    /// The values of the usage dimensions besides the day (model, provider, key, workflow), as
+    /// the aggregates' field names carry them.
+    pub(crate) fn usage_dims(&self) -> [String; 4] {
+        [
+            clean(&self.model),
+            clean(&self.provider),
+            clean(&self.api_key),
+            clean(&self.workflow),
+        ]
+    }
+
     /// Usage aggregate increments: cost, requests and tokens by day, model, provider, key and
     /// workflow, as `(field, amount)`.
     pub fn usage_fields(&self) -> Vec<(String, i64)> {

@@ -143,8 +143,9 @@ return {1, id}
 
 /// A batch of SETTLE: the same per request, but the counters and usage aggregates are added up
 /// and written once per field for the whole batch. KEYS: ctr, lease, ledger, usage:<day>,
-/// early, rep:<request> × n. ARGV: maxlen, retention, n, then per request: id, actual,
-/// max_cost, seq, entry, m, (field, amount) × m.
+/// early, rep:<request> × n. ARGV: maxlen, retention, n, then per request: id, cost, max_cost,
+/// seq, entry, model, provider, key, workflow, prompt tokens, completion tokens (the usage
+/// fields are built here, as `LedgerEntry::usage_fields` names them).
 const SETTLE_BATCH: &str = r"
 local st = redis.call('HGET', KEYS[2], 'state')
 if not st then return {} end
@@ -152,13 +153,13 @@ local held = st == 'held'
 local admitted = tonumber(redis.call('HGET', KEYS[2], 'admitted') or '0')
 local out, usage = {}, {}
 local spent, freed, counted = 0, 0, 0
+local function add(f, v) usage[f] = (usage[f] or 0) + v end
 local n = tonumber(ARGV[3])
 local at = 4
 for i = 1, n do
-  local id, actual, maxc, seq = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  local entry, m = ARGV[at + 4], tonumber(ARGV[at + 5])
+  local id, cost, maxc, seq = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
   if redis.call('SET', KEYS[5 + i], '1', 'NX', 'PX', ARGV[2]) then
-    spent = spent + actual
+    if cost > 0 then spent = spent + cost end
     if held then
       freed = freed + maxc
       if seq + maxc <= admitted then
@@ -167,15 +168,19 @@ for i = 1, n do
         redis.call('ZADD', KEYS[5], seq + maxc, id .. '|' .. maxc)
       end
     end
-    out[i] = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'entry', entry)
-    for j = 0, m - 1 do
-      local f = ARGV[at + 6 + j * 2]
-      usage[f] = (usage[f] or 0) + tonumber(ARGV[at + 7 + j * 2])
+    out[i] = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'entry', ARGV[at + 4])
+    local pin, pout = tonumber(ARGV[at + 9]), tonumber(ARGV[at + 10])
+    local dims = {'day|', 'model|' .. ARGV[at + 5], 'provider|' .. ARGV[at + 6], 'key|' .. ARGV[at + 7], 'workflow|' .. ARGV[at + 8]}
+    for _, d in ipairs(dims) do
+      add('cost|' .. d, cost)
+      add('req|' .. d, 1)
+      add('in|' .. d, pin)
+      add('out|' .. d, pout)
     end
   else
     out[i] = ''
   end
-  at = at + 6 + m * 2
+  at = at + 11
 end
 for base in string.gmatch(redis.call('HGET', KEYS[2], 'counters'), '[^\n]+') do
   if freed > 0 then redis.call('HINCRBY', KEYS[1], base .. '|held', -freed) end
@@ -417,11 +422,14 @@ impl RedisBudgetStore {
         for (seq, e) in items {
             let json = serde_json::to_string(e).map_err(|err| corrupt("ledger entry", err))?;
             inv.arg(&e.request_id)
-                .arg(e.cost.nanos().max(0))
+                .arg(e.cost.nanos())
                 .arg(e.max_cost.nanos().max(0))
                 .arg(*seq)
                 .arg(json);
-            usage_args(&mut inv, e);
+            for d in e.usage_dims() {
+                inv.arg(d);
+            }
+            inv.arg(e.prompt_tokens).arg(e.completion_tokens);
         }
         let (mut conn, replicas) = self.conn.durable().await?;
         let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
