@@ -447,8 +447,11 @@ impl RedisBudgetStore {
             .collect())
     }
 
-    pub(crate) async fn leases_expired(
+    /// (org, id) of the members of every org's sorted set `set` scored at or below `now_ms`
+    /// (expired holds or leases), at most about `limit`.
+    pub(crate) async fn expired_in(
         &self,
+        set: &str,
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StateError> {
@@ -460,7 +463,7 @@ impl RedisBudgetStore {
         let mut out = Vec::new();
         for org in orgs {
             let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                .arg(k(&org, "leases"))
+                .arg(k(&org, set))
                 .arg("-inf")
                 .arg(now_ms)
                 .arg("LIMIT")

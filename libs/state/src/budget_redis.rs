@@ -525,32 +525,14 @@ impl BudgetStore for RedisBudgetStore {
         limit: usize,
     ) -> Result<Vec<(String, String, Money)>, StateError> {
         let mut conn = self.conn.clone();
-        let orgs: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(ORGS)
-            .query_async(&mut conn)
-            .await?;
         let mut out = Vec::new();
-        for org in orgs {
-            let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                .arg(k(&org, "holds"))
-                .arg("-inf")
-                .arg(now_ms)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
+        for (org, id) in self.expired_in("holds", now_ms, limit).await? {
+            let amount: Option<String> = redis::cmd("HGET")
+                .arg(k(&org, &format!("hold:{id}")))
+                .arg("amount")
                 .query_async(&mut conn)
                 .await?;
-            for id in ids {
-                let amount: Option<String> = redis::cmd("HGET")
-                    .arg(k(&org, &format!("hold:{id}")))
-                    .arg("amount")
-                    .query_async(&mut conn)
-                    .await?;
-                out.push((org.clone(), id, money(amount)));
-            }
-            if out.len() >= limit {
-                break;
-            }
+            out.push((org, id, money(amount)));
         }
         Ok(out)
     }
@@ -638,7 +620,7 @@ impl BudgetStore for RedisBudgetStore {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StateError> {
-        self.leases_expired(now_ms, limit).await
+        self.expired_in("leases", now_ms, limit).await
     }
 
     async fn expire_lease(

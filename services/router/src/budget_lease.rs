@@ -18,29 +18,19 @@ use std::time::{Duration, Instant};
 
 use switchyard_core::Money;
 use switchyard_core::clock::now_ms;
-use switchyard_state::lease::RENEW_AFTER_ADMISSION_MS;
-use switchyard_state::{
-    BudgetStore, LEASE_PREFIX, LeaseGrant, LeaseOutcome, LeaseRenewal, LeaseStanding, RenewOutcome,
-    Scope,
-};
-use tokio_util::sync::CancellationToken;
+use switchyard_state::{BudgetStore, LEASE_PREFIX, LeaseGrant, LeaseOutcome, LeaseStanding, Scope};
 
 /// How long a lease lives unrenewed, by default.
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
-/// A lease unused this long gives its slice back and closes.
-const IDLE: Duration = Duration::from_secs(2);
-/// After this long idle, what billing has not settled yet is given back too (it settles as
-/// spend when it arrives).
-const ABANDON: Duration = Duration::from_secs(30);
 /// How long requests are held one by one after a scope was found near its limit.
-const NEAR_LIMIT_FOR: Duration = Duration::from_secs(1);
+pub(crate) const NEAR_LIMIT_FOR: Duration = Duration::from_secs(1);
 /// A slice is at least this many of the request's maximum cost.
 const MIN_SLICE_REQUESTS: i64 = 16;
 /// A slice is at most this fraction (1/n) of the least budget left in its scopes.
-const HEADROOM_SHARE: i64 = 8;
+pub(crate) const HEADROOM_SHARE: i64 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct SlotKey {
+pub(crate) struct SlotKey {
     org: String,
     key: String,
     workflow: String,
@@ -48,51 +38,51 @@ struct SlotKey {
 }
 
 #[derive(Debug, Default)]
-struct SlotState {
+pub(crate) struct SlotState {
     /// Reserved in the store and not allocated to a request.
-    free: i64,
+    pub(crate) free: i64,
     /// Cumulative maximum cost admitted, and released with nothing served.
-    admitted: i64,
-    released: i64,
+    pub(crate) admitted: i64,
+    pub(crate) released: i64,
     /// Admitted, not released, not yet reported to billing.
-    in_flight: i64,
+    pub(crate) in_flight: i64,
     /// The slice this lease aims to hold free.
-    target: i64,
+    pub(crate) target: i64,
     /// The largest maximum cost admitted lately (the slice's floor is a multiple of it).
-    request_cost: i64,
+    pub(crate) request_cost: i64,
     /// Last successful grant or renewal.
-    renewed: Option<Instant>,
-    last_admit: Option<Instant>,
+    pub(crate) renewed: Option<Instant>,
+    pub(crate) last_admit: Option<Instant>,
     /// Admissions or releases since the last renewal.
-    dirty: bool,
+    pub(crate) dirty: bool,
     /// Per-request holds until then (the scopes are near a limit, or the store failed).
-    bypass_until: Option<Instant>,
+    pub(crate) bypass_until: Option<Instant>,
     /// Least budget left in the scopes, as of the last answer.
-    headroom: Option<i64>,
+    pub(crate) headroom: Option<i64>,
     /// What the store reserved for the lease as of the last answer.
-    amount: i64,
+    pub(crate) amount: i64,
     /// Admitted since the rate was last measured, and when.
-    window_admitted: i64,
-    window_start: Option<Instant>,
+    pub(crate) window_admitted: i64,
+    pub(crate) window_start: Option<Instant>,
     /// Maximum cost admitted per second (EWMA).
-    rate: f64,
+    pub(crate) rate: f64,
     /// The store no longer has the lease, or it is closing: admit nothing more under it.
-    done: bool,
+    pub(crate) done: bool,
 }
 
 /// One lease.
 #[derive(Debug)]
 pub struct Slot {
-    lease_id: String,
-    org: String,
-    scopes: Vec<Scope>,
-    created_ms: u64,
-    state: Mutex<SlotState>,
-    grant: tokio::sync::Mutex<()>,
+    pub(crate) lease_id: String,
+    pub(crate) org: String,
+    pub(crate) scopes: Vec<Scope>,
+    pub(crate) created_ms: u64,
+    pub(crate) state: Mutex<SlotState>,
+    pub(crate) grant: tokio::sync::Mutex<()>,
 }
 
 impl Slot {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -143,14 +133,14 @@ pub enum NoLease {
 
 /// This router's leases.
 pub struct LeaseBook {
-    store: Arc<dyn BudgetStore>,
-    router: String,
-    ttl: Duration,
-    timeout: Duration,
-    slots: Mutex<HashMap<SlotKey, Arc<Slot>>>,
+    pub(crate) store: Arc<dyn BudgetStore>,
+    pub(crate) router: String,
+    pub(crate) ttl: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) slots: Mutex<HashMap<SlotKey, Arc<Slot>>>,
     /// Replaced leases still closing.
-    retired: Mutex<Vec<Arc<Slot>>>,
-    next: AtomicU64,
+    pub(crate) retired: Mutex<Vec<Arc<Slot>>>,
+    pub(crate) next: AtomicU64,
 }
 
 impl std::fmt::Debug for LeaseBook {
@@ -162,14 +152,14 @@ impl std::fmt::Debug for LeaseBook {
     }
 }
 
-fn fresh(s: &SlotState, ttl: Duration) -> bool {
+pub(crate) fn fresh(s: &SlotState, ttl: Duration) -> bool {
     s.renewed.is_some_and(|t| t.elapsed() < ttl / 2)
 }
 
 /// The slice to ask for: about a second of spending, at least `MIN_SLICE_REQUESTS` requests, at
 /// most `1/HEADROOM_SHARE` of what is left; `None` when that is under two requests (near the
 /// limit).
-fn slice(s: &SlotState, cost: i64) -> Option<i64> {
+pub(crate) fn slice(s: &SlotState, cost: i64) -> Option<i64> {
     let floor = MIN_SLICE_REQUESTS * cost.max(s.request_cost).max(1);
     let want = (s.rate as i64).max(floor);
     let want = match s.headroom {
@@ -321,7 +311,7 @@ impl LeaseBook {
         }))
     }
 
-    async fn grant(&self, slot: &Slot, amount: i64) -> Result<LeaseOutcome, String> {
+    pub(crate) async fn grant(&self, slot: &Slot, amount: i64) -> Result<LeaseOutcome, String> {
         let grant = LeaseGrant {
             org: slot.org.clone(),
             lease_id: slot.lease_id.clone(),
@@ -339,7 +329,7 @@ impl LeaseBook {
     }
 
     /// Takes in what the store said of the lease.
-    fn stood(s: &mut SlotState, standing: LeaseStanding) {
+    pub(crate) fn stood(s: &mut SlotState, standing: LeaseStanding) {
         s.renewed = Some(Instant::now());
         s.amount = standing.amount.nanos();
         s.headroom = standing.headroom.map(|m| m.nanos());
@@ -348,199 +338,6 @@ impl LeaseBook {
             && (left + s.free) / HEADROOM_SHARE < 2 * s.request_cost.max(1)
         {
             s.bypass_until = Some(Instant::now() + NEAR_LIMIT_FOR);
-        }
-    }
-
-    /// A renewal failed: nothing is admitted under the lease until one succeeds (the budget
-    /// store is down or slow, and the org's fail mode applies as it does to holds), and it is
-    /// tried again next tick. What was given back stays given back: the store may have it.
-    fn unrenewed(slot: &Slot) {
-        let mut s = slot.lock();
-        s.renewed = None;
-        s.dirty = true;
-    }
-
-    /// Renews every lease that needs it; run every [`RENEW_AFTER_ADMISSION_MS`].
-    pub async fn tick(&self) {
-        let slots: Vec<(SlotKey, Arc<Slot>)> = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, s)| (k.clone(), s.clone()))
-            .collect();
-        let work = slots.iter().map(|(k, slot)| async move {
-            if self.maintain(slot).await {
-                let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-                if slots.get(k).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-                    slots.remove(k);
-                }
-            }
-        });
-        futures::future::join_all(work).await;
-        let retired: Vec<Arc<Slot>> = self
-            .retired
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let finished = futures::future::join_all(retired.iter().map(|s| self.maintain(s))).await;
-        self.retired
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|s| {
-                !retired
-                    .iter()
-                    .zip(&finished)
-                    .any(|(r, done)| *done && Arc::ptr_eq(r, s))
-            });
-        metrics::gauge!("switchyard_budget_leases")
-            .set(self.slots.lock().unwrap_or_else(|e| e.into_inner()).len() as f64);
-    }
-
-    /// One lease's upkeep; `true` when it is over (closed or gone).
-    async fn maintain(&self, slot: &Arc<Slot>) -> bool {
-        let now = Instant::now();
-        let (give_back, close, top_up, admitted, released) = {
-            let mut s = slot.lock();
-            if let Some(start) = s.window_start {
-                let secs = now.duration_since(start).as_secs_f64();
-                if secs >= 0.25 {
-                    let r = s.window_admitted as f64 / secs;
-                    s.rate = if s.rate == 0.0 {
-                        r
-                    } else {
-                        0.7 * s.rate + 0.3 * r
-                    };
-                    s.window_admitted = 0;
-                    s.window_start = Some(now);
-                }
-            } else {
-                s.window_start = Some(now);
-            }
-            let idle = s.last_admit.is_none_or(|t| now.duration_since(t) >= IDLE);
-            let abandoned = s
-                .last_admit
-                .is_none_or(|t| now.duration_since(t) >= ABANDON);
-            let near = s.bypass_until.is_some_and(|t| now < t);
-            let due = s.dirty
-                || s.renewed
-                    .is_none_or(|t| now.duration_since(t) >= self.ttl / 4);
-            let close = s.done || (idle && s.in_flight <= 0);
-            let give_back = if close && abandoned {
-                s.free.max(s.amount)
-            } else if close || near {
-                s.free
-            } else {
-                (s.free - 2 * s.target.max(1)).max(0)
-            };
-            if s.renewed.is_none() && s.free == 0 && s.amount == 0 {
-                // Never granted (or a grant under way): nothing in the store to renew.
-                return close && slot.grant.try_lock().is_ok();
-            }
-            if !due && give_back == 0 {
-                return false;
-            }
-            if close {
-                s.done = true;
-            }
-            s.free -= give_back.min(s.free);
-            s.dirty = false;
-            let top_up = if close || near {
-                0
-            } else {
-                let target = slice(&s, s.request_cost).unwrap_or(0);
-                s.target = target;
-                if s.free < target / 2 && !idle {
-                    target - s.free
-                } else {
-                    0
-                }
-            };
-            (give_back, close, top_up, s.admitted, s.released)
-        };
-        let renewal = LeaseRenewal {
-            org: slot.org.clone(),
-            lease_id: slot.lease_id.clone(),
-            scopes: slot.scopes.clone(),
-            created_ms: slot.created_ms,
-            give_back: Money::from_nanos(give_back),
-            admitted: Money::from_nanos(admitted),
-            released: Money::from_nanos(released),
-            now_ms: now_ms(),
-            ttl_ms: self.ttl.as_millis() as u64,
-            close,
-        };
-        match tokio::time::timeout(self.timeout, self.store.renew_lease(&renewal)).await {
-            Ok(Ok(RenewOutcome::Renewed(standing))) => {
-                Self::stood(&mut slot.lock(), standing);
-            }
-            Ok(Ok(RenewOutcome::Closed)) => return true,
-            Ok(Ok(RenewOutcome::Gone)) => {
-                let mut s = slot.lock();
-                s.done = true;
-                s.free = 0;
-                tracing::warn!(lease = %slot.lease_id, "budget lease expired before its renewal");
-                return true;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "budget lease not renewed");
-                Self::unrenewed(slot);
-                return false;
-            }
-            Err(_) => {
-                tracing::warn!(timeout = ?self.timeout, "budget lease not renewed in time");
-                Self::unrenewed(slot);
-                return false;
-            }
-        }
-        if top_up > 0 {
-            let _grant = slot.grant.lock().await;
-            if let Ok(LeaseOutcome::Granted(standing)) = self.grant(slot, top_up).await {
-                let mut s = slot.lock();
-                s.free += top_up;
-                Self::stood(&mut s, standing);
-            }
-        }
-        false
-    }
-
-    /// Renews leases every [`RENEW_AFTER_ADMISSION_MS`] until `shutdown`, then gives back what
-    /// is free and closes what it can.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_millis(RENEW_AFTER_ADMISSION_MS));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => self.tick().await,
-            }
-        }
-        self.give_back_all().await;
-    }
-
-    /// Gives back everything free (at shutdown, once requests have drained).
-    pub async fn give_back_all(&self) {
-        let mut slots: Vec<Arc<Slot>> = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        slots.extend(
-            self.retired
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned(),
-        );
-        for slot in &slots {
-            {
-                let mut s = slot.lock();
-                s.done = true;
-                s.last_admit = None;
-            }
-            self.maintain(slot).await;
         }
     }
 }
