@@ -110,39 +110,10 @@ local least = headroom(8, n, 0)
 return {1, tostring(amount), least and tostring(least) or ''}
 ";
 
-/// KEYS: ctr, lease, rep:<request>, ledger, usage:<day>, early. ARGV: actual, entry, maxlen,
-/// retention, max_cost, seq, n, (field, amount) × n, request id.
-const SETTLE: &str = r"
-local st = redis.call('HGET', KEYS[2], 'state')
-if not st then return {0} end
-if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then return {2, 'reported'} end
-local actual, maxc, seq = tonumber(ARGV[1]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local held = st == 'held'
-for base in string.gmatch(redis.call('HGET', KEYS[2], 'counters'), '[^\n]+') do
-  if held then redis.call('HINCRBY', KEYS[1], base .. '|held', -maxc) end
-  redis.call('HINCRBY', KEYS[1], base .. '|spent', actual)
-end
-local n = tonumber(ARGV[7])
-if held then
-  redis.call('HINCRBY', KEYS[2], 'amount', -maxc)
-  if seq + maxc <= tonumber(redis.call('HGET', KEYS[2], 'admitted')) then
-    redis.call('HINCRBY', KEYS[2], 'counted', maxc)
-  else
-    -- Admitted after the router's last renewal: counted once a renewal covers it.
-    redis.call('ZADD', KEYS[6], seq + maxc, ARGV[8 + n * 2] .. '|' .. maxc)
-    redis.call('PEXPIRE', KEYS[6], ARGV[4])
-  end
-end
-local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'entry', ARGV[2])
-for i = 0, n - 1 do
-  redis.call('HINCRBY', KEYS[5], ARGV[8 + i * 2], ARGV[9 + i * 2])
-end
-redis.call('PEXPIRE', KEYS[5], 400 * 86400000)
-return {1, id}
-";
-
-/// A batch of SETTLE: the same per request, but the counters and usage aggregates are added up
-/// and written once per field for the whole batch. KEYS: ctr, lease, ledger, usage:<day>,
+/// Settles requests served under a lease: per request (idempotent by its `rep:` marker) its
+/// maximum cost leaves the lease's `held`, its cost is spent, and a settled request the last
+/// renewal did not cover waits in `early`; the counters and usage aggregates are added up and
+/// written once per field for the whole batch. KEYS: ctr, lease, ledger, usage:<day>,
 /// early, rep:<request> × n. ARGV: maxlen, retention, n, then per request: id, cost, max_cost,
 /// seq, entry, model, provider, key, workflow, prompt tokens, completion tokens (the usage
 /// fields are built here, as `LedgerEntry::usage_fields` names them).
@@ -239,7 +210,6 @@ return {1, tostring(charge)}
 pub(crate) struct LeaseScripts {
     grant: redis::Script,
     renew: redis::Script,
-    settle: redis::Script,
     settle_batch: redis::Script,
     expire: redis::Script,
 }
@@ -249,7 +219,6 @@ impl LeaseScripts {
         LeaseScripts {
             grant: redis::Script::new(&format!("{HEADROOM}{GRANT}")),
             renew: redis::Script::new(&format!("{HEADROOM}{MIGRATE}{RENEW}")),
-            settle: redis::Script::new(SETTLE),
             settle_batch: redis::Script::new(SETTLE_BATCH),
             expire: redis::Script::new(&format!("{MIGRATE}{EXPIRE}")),
         }
@@ -350,46 +319,6 @@ impl RedisBudgetStore {
             3 => Ok(RenewOutcome::Gone),
             _ => Err(corrupt("lease renew script", "unexpected reply")),
         }
-    }
-
-    pub(crate) async fn settle_under_lease(
-        &self,
-        org: &str,
-        lease_id: &str,
-        seq: u64,
-        entry: &LedgerEntry,
-    ) -> Result<SettleOutcome, StateError> {
-        let entry_json = serde_json::to_string(entry).map_err(|e| corrupt("ledger entry", e))?;
-        let day = crate::budget::day_of(if entry.finished_ms > 0 {
-            entry.finished_ms
-        } else {
-            switchyard_core::clock::now_ms()
-        });
-        let mut inv = self.leases.settle.prepare_invoke();
-        inv.key(k(org, "ctr"))
-            .key(k(org, lease_id))
-            .key(k(org, &format!("rep:{}", entry.request_id)))
-            .key(k(org, "ledger"))
-            .key(k(org, &format!("usage:{day}")))
-            .key(k(org, &format!("{lease_id}:early")));
-        inv.arg(entry.cost.nanos().max(0))
-            .arg(entry_json)
-            .arg(LEDGER_MAXLEN)
-            .arg(LEASE_RETENTION_MS)
-            .arg(entry.max_cost.nanos().max(0))
-            .arg(seq);
-        usage_args(&mut inv, entry);
-        inv.arg(&entry.request_id);
-        let (mut conn, replicas) = self.conn.durable().await?;
-        let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
-        if replicas > 0 {
-            conn.wait_for_replicas(&k(org, "ctr"), replicas).await?;
-        }
-        Ok(match code(&reply) {
-            1 => SettleOutcome::Done(text(&reply, 1)),
-            2 => SettleOutcome::Duplicate("reported".into()),
-            _ => SettleOutcome::Unknown,
-        })
     }
 
     /// Settles requests of one lease, all finished on the same UTC day, in one script.

@@ -603,7 +603,9 @@ impl BudgetStore for RedisBudgetStore {
         seq: u64,
         entry: &LedgerEntry,
     ) -> Result<SettleOutcome, StateError> {
-        self.settle_under_lease(org, lease_id, seq, entry).await
+        let items = [(seq, entry.clone())];
+        let mut out = self.settle_under_lease_batch(org, lease_id, &items).await?;
+        Ok(out.pop().unwrap_or(SettleOutcome::Unknown))
     }
 
     async fn settle_leased_batch(
