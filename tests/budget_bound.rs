@@ -348,31 +348,29 @@ async fn holders(c: &Cluster) -> String {
     keys.sort();
     let mut out = Vec::new();
     for key in keys {
-        if key.contains(":hold:") || (key.contains(":lease:") && !key.ends_with(":early")) {
-            let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(&key)
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-            let fields: Vec<String> = fields
-                .into_iter()
-                .filter(|(f, _)| f != "counters")
-                .map(|(f, v)| format!("{f}={v}"))
-                .collect();
-            out.push(format!("{key} {{{}}}", fields.join(" ")));
-        } else if key.ends_with(":ctr") {
-            let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(&key)
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-            let held: Vec<String> = fields
-                .into_iter()
-                .filter(|(f, _)| f.ends_with("|held"))
-                .map(|(f, v)| format!("{f}={v}"))
-                .collect();
-            out.push(format!("{key} {{{}}}", held.join(" ")));
+        let hold_or_lease =
+            key.contains(":hold:") || (key.contains(":lease:") && !key.ends_with(":early"));
+        if !hold_or_lease && !key.ends_with(":ctr") {
+            continue;
         }
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        // Of a hold or a lease every field but its counter list; of the counters, what is held.
+        let shown: Vec<String> = fields
+            .into_iter()
+            .filter(|(f, _)| {
+                if hold_or_lease {
+                    f != "counters"
+                } else {
+                    f.ends_with("|held")
+                }
+            })
+            .map(|(f, v)| format!("{f}={v}"))
+            .collect();
+        out.push(format!("{key} {{{}}}", shown.join(" ")));
     }
     out.join("; ")
 }

@@ -56,12 +56,18 @@ local function migrate(lease, early)
 end
 ";
 
-/// KEYS: bdef, ctr, lease, leases. ARGV: id, amount, expires_ms, n, (scope, period, pk) × n.
+/// KEYS: bdef, ctr, lease, leases. ARGV: id, amount, expires_ms, n, (scope, period, pk) × n,
+/// retention, number.
 const GRANT: &str = r"
 local st = redis.call('HGET', KEYS[3], 'state')
 if st and st ~= 'held' then return {3} end
 local amount = tonumber(ARGV[2])
 local n = tonumber(ARGV[4])
+local number = tonumber(ARGV[6 + n * 3])
+if st and number <= tonumber(redis.call('HGET', KEYS[3], 'grants') or '0') then
+  local least = headroom(5, n, 0)
+  return {1, redis.call('HGET', KEYS[3], 'amount'), least and tostring(least) or ''}
+end
 local least, denied = headroom(5, n, amount)
 if denied then return denied end
 local bases = {}
@@ -74,7 +80,7 @@ if not st then
   redis.call('HSET', KEYS[3], 'state', 'held', 'counters', table.concat(bases, '\n'), 'amount', 0, 'admitted', 0, 'released', 0, 'counted', 0)
 end
 local total = redis.call('HINCRBY', KEYS[3], 'amount', amount)
-redis.call('HSET', KEYS[3], 'expires_ms', ARGV[3])
+redis.call('HSET', KEYS[3], 'expires_ms', ARGV[3], 'grants', number)
 redis.call('PEXPIREAT', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[5 + n * 3]))
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return {1, tostring(total), least and tostring(least) or ''}
@@ -264,7 +270,7 @@ impl RedisBudgetStore {
             .key(k(org, "leases"));
         inv.arg(&g.lease_id).arg(g.amount.nanos()).arg(expires);
         pair_args(&mut inv, &g.scopes, g.created_ms);
-        inv.arg(LEASE_RETENTION_MS);
+        inv.arg(LEASE_RETENTION_MS).arg(g.number);
         let mut conn = self.conn.clone();
         let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
         match code(&reply) {

@@ -45,6 +45,10 @@ pub struct LeaseGrant {
     pub now_ms: u64,
     /// Unrenewed for this long, the lease expires.
     pub ttl_ms: u64,
+    /// This grant's number on its lease, counting from 1. A grant whose answer was lost is sent
+    /// again with the same number; the store applies each number once and answers a repeat
+    /// with the lease as it stands.
+    pub number: u64,
 }
 
 /// The answer to a grant.

@@ -17,6 +17,8 @@ pub(crate) struct MemLease {
     admitted: i64,
     released: i64,
     counted: i64,
+    /// The number of the last grant applied.
+    grants: u64,
     /// Settled before a renewal covered them: (end of the allocation, maximum cost).
     early: Vec<(i64, i64)>,
 }
@@ -80,6 +82,14 @@ pub(crate) fn grant(o: &mut Org, g: &LeaseGrant) -> LeaseOutcome {
     }
     let amount = g.amount.nanos();
     let pairs = lease_pairs(&g.scopes, g.created_ms);
+    if let Some(l) = o.leases.get(&g.lease_id).filter(|l| g.number <= l.grants) {
+        let standing = l.amount;
+        let (least, _) = headroom(o, &pairs, 0);
+        return LeaseOutcome::Granted(LeaseStanding {
+            amount: Money::from_nanos(standing),
+            headroom: least.map(Money::from_nanos),
+        });
+    }
     let (least, denied) = headroom(o, &pairs, amount);
     if let Some((scope, period, left)) = denied {
         return LeaseOutcome::Denied {
@@ -103,9 +113,11 @@ pub(crate) fn grant(o: &mut Org, g: &LeaseGrant) -> LeaseOutcome {
         admitted: 0,
         released: 0,
         counted: 0,
+        grants: 0,
         early: Vec::new(),
     });
     lease.amount += amount;
+    lease.grants = g.number;
     lease.expires_ms = g.now_ms + g.ttl_ms;
     LeaseOutcome::Granted(LeaseStanding {
         amount: Money::from_nanos(lease.amount),

@@ -36,8 +36,12 @@ fn grant(org: &str, id: &str, cents: i64, at: u64) -> LeaseGrant {
         created_ms: at,
         now_ms: at,
         ttl_ms: 5_000,
+        number: GRANTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     }
 }
+
+/// Grant numbers: every grant in these tests is a new one.
+static GRANTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn renewal(org: &str, id: &str, give: i64, admitted: i64, released: i64, at: u64) -> LeaseRenewal {
     LeaseRenewal {
@@ -88,13 +92,14 @@ async fn contract(s: &dyn BudgetStore, org: &str) {
     let t = now();
     day_budget(s, org, 100).await;
     // A slice of 30: held in the org (and the key and workflow scopes), 70 left.
-    assert_eq!(
-        s.grant_lease(&grant(org, "a", 30, t)).await.unwrap(),
-        LeaseOutcome::Granted(LeaseStanding {
-            amount: usd(30),
-            headroom: Some(usd(70)),
-        })
-    );
+    let first = grant(org, "a", 30, t);
+    let granted = LeaseOutcome::Granted(LeaseStanding {
+        amount: usd(30),
+        headroom: Some(usd(70)),
+    });
+    assert_eq!(s.grant_lease(&first).await.unwrap(), granted);
+    // Its answer lost, the router asks again with the same number: applied once, same answer.
+    assert_eq!(s.grant_lease(&first).await.unwrap(), granted);
     assert_eq!(standing(s, org).await, (0, 30));
     // 80 more does not fit: nothing changes, and the answer says what is left.
     match s.grant_lease(&grant(org, "a", 80, t)).await.unwrap() {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_core::Money;
 use switchyard_core::clock::now_ms;
-use switchyard_state::{BudgetStore, LEASE_PREFIX, LeaseGrant, LeaseOutcome, LeaseStanding, Scope};
+use switchyard_state::{BudgetStore, LEASE_PREFIX, LeaseOutcome, Scope};
 
 /// How long a lease lives unrenewed, by default.
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
@@ -68,6 +68,11 @@ pub(crate) struct SlotState {
     pub(crate) rate: f64,
     /// The store no longer has the lease, or it is closing: admit nothing more under it.
     pub(crate) done: bool,
+    /// The number of the last grant asked for.
+    pub(crate) grants: u64,
+    /// A grant that got no answer (number, amount, since): the store may have applied it, so it
+    /// is asked again, with its number, before anything else.
+    pub(crate) unanswered: Option<(u64, i64, Instant)>,
 }
 
 /// One lease.
@@ -250,15 +255,14 @@ impl LeaseBook {
         let mut amount = amount;
         for _ in 0..2 {
             match self.grant(&slot, amount).await {
-                Ok(LeaseOutcome::Granted(standing)) => {
-                    let mut s = slot.lock();
-                    s.free += amount;
-                    s.target = s.target.max(amount);
-                    Self::stood(&mut s, standing);
-                    drop(s);
+                Ok((LeaseOutcome::Granted(_), granted)) => {
+                    {
+                        let mut s = slot.lock();
+                        s.target = s.target.max(granted);
+                    }
                     return self.take(&slot, cost)?.ok_or(NoLease::Unavailable);
                 }
-                Ok(LeaseOutcome::Denied { headroom, .. }) => {
+                Ok((LeaseOutcome::Denied { headroom, .. }, _)) => {
                     let mut s = slot.lock();
                     s.headroom = Some(headroom.nanos());
                     match slice(&s, cost) {
@@ -269,7 +273,7 @@ impl LeaseBook {
                         }
                     }
                 }
-                Ok(LeaseOutcome::Gone) => {
+                Ok((LeaseOutcome::Gone, _)) => {
                     slot.lock().done = true;
                     return Err(NoLease::Unavailable);
                 }
@@ -310,42 +314,12 @@ impl LeaseBook {
             cost,
         }))
     }
-
-    pub(crate) async fn grant(&self, slot: &Slot, amount: i64) -> Result<LeaseOutcome, String> {
-        let grant = LeaseGrant {
-            org: slot.org.clone(),
-            lease_id: slot.lease_id.clone(),
-            scopes: slot.scopes.clone(),
-            amount: Money::from_nanos(amount),
-            created_ms: slot.created_ms,
-            now_ms: now_ms(),
-            ttl_ms: self.ttl.as_millis() as u64,
-        };
-        metrics::counter!("switchyard_budget_lease_grants_total").increment(1);
-        match tokio::time::timeout(self.timeout, self.store.grant_lease(&grant)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        }
-    }
-
-    /// Takes in what the store said of the lease.
-    pub(crate) fn stood(s: &mut SlotState, standing: LeaseStanding) {
-        s.renewed = Some(Instant::now());
-        s.amount = standing.amount.nanos();
-        s.headroom = standing.headroom.map(|m| m.nanos());
-        // Near a limit: everything free goes back, and requests are held one by one.
-        if let Some(left) = s.headroom
-            && (left + s.free) / HEADROOM_SHARE < 2 * s.request_cost.max(1)
-        {
-            s.bypass_until = Some(Instant::now() + NEAR_LIMIT_FOR);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_state::{BudgetDef, MemoryBudgetStore, Period};
+    use switchyard_state::{BudgetDef, LeaseGrant, MemoryBudgetStore, Period};
 
     async fn book_with_limit(limit: i64) -> (Arc<LeaseBook>, Arc<MemoryBudgetStore>) {
         let store = Arc::new(MemoryBudgetStore::default());
@@ -391,6 +365,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(t.seq, 16_000);
+    }
+
+    #[tokio::test]
+    async fn a_grant_whose_answer_was_lost_is_asked_again_and_counted_once() {
+        let (book, store) = book_with_limit(1_000_000_000).await;
+        let slot = book.slot("acme", "k", "w");
+        // The store applied grant 1 of 16 000, but its answer never came back.
+        let grant = LeaseGrant {
+            org: "acme".into(),
+            lease_id: slot.lease_id.clone(),
+            scopes: slot.scopes.clone(),
+            amount: Money::from_nanos(16_000),
+            created_ms: slot.created_ms,
+            now_ms: now_ms(),
+            ttl_ms: LEASE_TTL.as_millis() as u64,
+            number: 1,
+        };
+        store.grant_lease(&grant).await.unwrap();
+        {
+            let mut s = slot.lock();
+            s.grants = 1;
+            s.unanswered = Some((1, 16_000, Instant::now()));
+        }
+        // The next admission asks grant 1 again: the store does not reserve it twice, and the
+        // router has it free.
+        let t = book
+            .admit("acme", "k", "w", Money::from_nanos(1000))
+            .await
+            .unwrap();
+        assert_eq!(held(&store).await, (0, 16_000));
+        assert_eq!(t.seq, 0);
+        let s = slot.lock();
+        assert_eq!((s.free, s.unanswered), (15_000, None));
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use switchyard_core::Money;
 use switchyard_core::clock::now_ms;
 use switchyard_state::lease::RENEW_AFTER_ADMISSION_MS;
-use switchyard_state::{LeaseOutcome, LeaseRenewal, RenewOutcome};
+use switchyard_state::{LeaseRenewal, RenewOutcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::budget_lease::{LeaseBook, Slot, SlotKey, slice};
@@ -69,6 +69,9 @@ impl LeaseBook {
 
     /// One lease's upkeep; `true` when it is over (closed or gone).
     async fn maintain(&self, slot: &Arc<Slot>) -> bool {
+        if self.ask_again(slot).await {
+            return false;
+        }
         let now = Instant::now();
         let (give_back, close, top_up, admitted, released) = {
             let mut s = slot.lock();
@@ -165,10 +168,8 @@ impl LeaseBook {
         }
         if top_up > 0 {
             let _grant = slot.grant.lock().await;
-            if let Ok(LeaseOutcome::Granted(standing)) = self.grant(slot, top_up).await {
-                let mut s = slot.lock();
-                s.free += top_up;
-                Self::stood(&mut s, standing);
+            if let Err(e) = self.grant(slot, top_up).await {
+                tracing::debug!(error = %e, "budget lease not topped up");
             }
         }
         false

@@ -41,6 +41,7 @@ pub mod hedge;
 pub mod http;
 pub mod http_guard;
 pub mod idempotency;
+mod lease_grant;
 mod lease_upkeep;
 pub mod listener;
 pub mod messages;
