@@ -34,10 +34,33 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::debug!("a metrics recorder was already installed");
+            } else {
+                spawn_upkeep(handle.clone());
             }
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Folds histogram samples into their buckets every [`UPKEEP_EVERY`], for as long as the
+/// process lives (the recorder is process-wide too). The recorder keeps every sample until then:
+/// without this, a process nobody scrapes grows by each sample it records, and one that is
+/// scraped holds a scrape interval of them at its peak rate.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep not started: histograms drain only when scraped");
+    }
 }
 
 /// Whether the service is ready, with a detail for operators.
