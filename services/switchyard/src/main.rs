@@ -11,6 +11,11 @@ mod ctl;
 mod secrets;
 mod up;
 
+/// jemalloc with its background threads: memory freed after a burst is purged back to the
+/// system within seconds (glibc's arenas kept the router's peak for good).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "LLM routing gateway")]
 struct Cli {

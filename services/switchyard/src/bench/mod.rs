@@ -6,6 +6,7 @@ use std::time::Duration;
 
 mod cluster;
 pub mod load;
+mod soak;
 mod standard;
 
 /// Arguments of `bench`.
@@ -65,10 +66,32 @@ pub struct Args {
     /// binary instead of itself, to compare two builds with the same load.
     #[arg(long)]
     cluster_exe: Option<PathBuf>,
+    /// A memory soak instead: the standard cluster under one rate (`--rate`, default 4000) for
+    /// this many seconds, then idle; fails when the router's RSS does not come back within 20 %
+    /// of its warm level.
+    #[arg(long, conflicts_with_all = ["url", "grpc", "standard"])]
+    soak_s: Option<u64>,
+    /// Seconds the soak leaves the router idle before its last reading.
+    #[arg(long, default_value_t = 120)]
+    idle_s: u64,
 }
 
 /// Runs `bench`.
 pub async fn run(args: Args) -> Result<(), String> {
+    if let Some(soak_s) = args.soak_s {
+        return soak::run(&soak::Soak {
+            rate: if args.rate == [100] {
+                4000
+            } else {
+                args.rate[0]
+            },
+            load: Duration::from_secs(soak_s),
+            idle: Duration::from_secs(args.idle_s),
+            cluster_exe: args.cluster_exe,
+            out: args.out.with_file_name("soak.md"),
+        })
+        .await;
+    }
     if args.standard {
         let rates = if args.rate == [100] {
             vec![1000, 4000, 8000]
