@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_core::Money;
 
 use crate::StateError;
-use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, RenewOutcome};
+use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, LeasedReport, RenewOutcome};
 
 /// A budget period, in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -413,31 +413,28 @@ pub trait BudgetStore: Send + Sync + 'static {
     /// gives back.
     async fn renew_lease(&self, renewal: &LeaseRenewal) -> Result<RenewOutcome, StateError>;
     /// Settles a request served under a lease: its maximum cost (`entry.max_cost`) leaves the
-    /// lease, its cost is spent, and `entry` is appended to the ledger; idempotent by
-    /// `entry.request_id`. `seq` is what the router had admitted under the lease before it.
-    /// `Unknown` when the store never knew the lease.
+    /// lease, its cost is spent, and `entry` is appended to the ledger; idempotent by its number
+    /// (or, unnumbered, by `entry.request_id`). `Unknown` when the store never knew the lease.
     async fn settle_leased(
         &self,
         org: &str,
         lease_id: &str,
-        seq: u64,
-        entry: &LedgerEntry,
-    ) -> Result<SettleOutcome, StateError>;
-    /// Settles requests served under one lease, all finished on the same UTC day, as
-    /// [`BudgetStore::settle_leased`] does each: `(seq, entry)` each, one outcome each in order.
-    /// A store may write the whole batch at once.
+        report: &LeasedReport,
+    ) -> Result<SettleOutcome, StateError> {
+        let mut out = self
+            .settle_leased_batch(org, lease_id, std::slice::from_ref(report))
+            .await?;
+        Ok(out.pop().unwrap_or(SettleOutcome::Unknown))
+    }
+    /// Settles requests served under one lease as [`BudgetStore::settle_leased`] does each, in
+    /// one step: one outcome each, in order. Numbered reports come in increasing order of their
+    /// numbers (a lower one after a higher one would count as a duplicate).
     async fn settle_leased_batch(
         &self,
         org: &str,
         lease_id: &str,
-        items: &[(u64, LedgerEntry)],
-    ) -> Result<Vec<SettleOutcome>, StateError> {
-        let mut out = Vec::with_capacity(items.len());
-        for (seq, entry) in items {
-            out.push(self.settle_leased(org, lease_id, *seq, entry).await?);
-        }
-        Ok(out)
-    }
+        reports: &[LeasedReport],
+    ) -> Result<Vec<SettleOutcome>, StateError>;
     /// Leases past their expiry: (org, lease id).
     async fn expired_leases(
         &self,

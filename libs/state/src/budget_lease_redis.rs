@@ -8,7 +8,7 @@ use crate::StateError;
 use crate::budget::{LedgerEntry, Period, Scope, SettleOutcome};
 use crate::budget_redis::{RedisBudgetStore, code, corrupt, k, money, text};
 use crate::lease::{
-    LeaseGrant, LeaseOutcome, LeaseRenewal, LeaseStanding, RenewOutcome, lease_pairs,
+    LeaseGrant, LeaseOutcome, LeaseRenewal, LeaseStanding, LeasedReport, RenewOutcome, lease_pairs,
 };
 
 const ORGS: &str = "sy:billing:orgs";
@@ -116,48 +116,64 @@ local least = headroom(8, n, 0)
 return {1, tostring(amount), least and tostring(least) or ''}
 ";
 
-/// Settles requests served under a lease: per request (idempotent by its `rep:` marker) its
-/// maximum cost leaves the lease's `held`, its cost is spent, and a settled request the last
-/// renewal did not cover waits in `early`; the counters and usage aggregates are added up and
-/// written once per field for the whole batch. KEYS: ctr, lease, ledger, usage:<day>,
-/// early, rep:<request> × n. ARGV: maxlen, retention, n, then per request: id, cost, max_cost,
-/// seq, entry, model, provider, key, workflow, prompt tokens, completion tokens (the usage
-/// fields are built here, as `LedgerEntry::usage_fields` names them).
+/// Settles requests served under a lease. Per request, once (a numbered report above the
+/// lease's `reported`, or an unnumbered one whose `rep:` marker is new): its maximum cost leaves
+/// the lease's `held`, its cost is spent, it joins the ledger, and if the last renewal did not
+/// cover it, it waits in `early`. Counters are added up and written once per field for the whole
+/// batch, usage once per group of requests with the same day, model, provider, key and workflow
+/// (the fields `LedgerEntry::usage_fields` names). KEYS: ctr, lease, ledger, early, usage:<day> ×
+/// d, rep:<request> for each unnumbered request. ARGV: maxlen, retention, n, g, then per group:
+/// day (1..d), model, provider, key, workflow; then per request: id, cost, max_cost, seq, number,
+/// group (1..g), prompt tokens, completion tokens, entry.
 const SETTLE_BATCH: &str = r"
 local st = redis.call('HGET', KEYS[2], 'state')
 if not st then return {} end
 local held = st == 'held'
 local admitted = tonumber(redis.call('HGET', KEYS[2], 'admitted') or '0')
-local out, usage = {}, {}
+local last = tonumber(redis.call('HGET', KEYS[2], 'reported') or '0')
+local reported = last
+local n, groups = tonumber(ARGV[3]), tonumber(ARGV[4])
+local sums = {}
+for g = 1, groups do sums[g] = {0, 0, 0, 0} end
+local out = {}
 local spent, freed, counted = 0, 0, 0
-local function add(f, v) usage[f] = (usage[f] or 0) + v end
-local n = tonumber(ARGV[3])
-local at = 4
+local marker, days = 4, 0
+for g = 1, groups do
+  local d = tonumber(ARGV[5 + (g - 1) * 5])
+  if d > days then days = d end
+end
+marker = marker + days
+local at = 5 + groups * 5
 for i = 1, n do
-  local id, cost, maxc, seq = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  if redis.call('SET', KEYS[5 + i], '1', 'NX', 'PX', ARGV[2]) then
+  local cost, maxc, seq, number = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  local fresh
+  if number > 0 then
+    fresh = number > reported
+    if fresh then reported = number end
+  else
+    marker = marker + 1
+    fresh = redis.call('SET', KEYS[marker], '1', 'NX', 'PX', ARGV[2])
+  end
+  if fresh then
     if cost > 0 then spent = spent + cost end
     if held then
       freed = freed + maxc
       if seq + maxc <= admitted then
         counted = counted + maxc
       else
-        redis.call('ZADD', KEYS[5], seq + maxc, id .. '|' .. maxc)
+        redis.call('ZADD', KEYS[4], seq + maxc, ARGV[at] .. '|' .. maxc)
       end
     end
-    out[i] = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'entry', ARGV[at + 4])
-    local pin, pout = tonumber(ARGV[at + 9]), tonumber(ARGV[at + 10])
-    local dims = {'day|', 'model|' .. ARGV[at + 5], 'provider|' .. ARGV[at + 6], 'key|' .. ARGV[at + 7], 'workflow|' .. ARGV[at + 8]}
-    for _, d in ipairs(dims) do
-      add('cost|' .. d, cost)
-      add('req|' .. d, 1)
-      add('in|' .. d, pin)
-      add('out|' .. d, pout)
-    end
+    out[i] = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'entry', ARGV[at + 8])
+    local s = sums[tonumber(ARGV[at + 5])]
+    s[1] = s[1] + cost
+    s[2] = s[2] + 1
+    s[3] = s[3] + tonumber(ARGV[at + 6])
+    s[4] = s[4] + tonumber(ARGV[at + 7])
   else
     out[i] = ''
   end
-  at = at + 11
+  at = at + 9
 end
 for base in string.gmatch(redis.call('HGET', KEYS[2], 'counters'), '[^\n]+') do
   if freed > 0 then redis.call('HINCRBY', KEYS[1], base .. '|held', -freed) end
@@ -165,13 +181,23 @@ for base in string.gmatch(redis.call('HGET', KEYS[2], 'counters'), '[^\n]+') do
 end
 if freed > 0 then redis.call('HINCRBY', KEYS[2], 'amount', -freed) end
 if counted > 0 then redis.call('HINCRBY', KEYS[2], 'counted', counted) end
-if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('PEXPIRE', KEYS[5], ARGV[2]) end
-local any = false
-for f, v in pairs(usage) do
-  if v ~= 0 then redis.call('HINCRBY', KEYS[4], f, v) end
-  any = true
+if reported > last then redis.call('HSET', KEYS[2], 'reported', reported) end
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[2]) end
+for g = 1, groups do
+  local s = sums[g]
+  if s[2] > 0 then
+    local base = 5 + (g - 1) * 5
+    local usage = KEYS[4 + tonumber(ARGV[base])]
+    local dims = {'day|', 'model|' .. ARGV[base + 1], 'provider|' .. ARGV[base + 2], 'key|' .. ARGV[base + 3], 'workflow|' .. ARGV[base + 4]}
+    for _, d in ipairs(dims) do
+      if s[1] ~= 0 then redis.call('HINCRBY', usage, 'cost|' .. d, s[1]) end
+      redis.call('HINCRBY', usage, 'req|' .. d, s[2])
+      if s[3] ~= 0 then redis.call('HINCRBY', usage, 'in|' .. d, s[3]) end
+      if s[4] ~= 0 then redis.call('HINCRBY', usage, 'out|' .. d, s[4]) end
+    end
+    redis.call('PEXPIRE', usage, 400 * 86400000)
+  end
 end
-if any then redis.call('PEXPIRE', KEYS[4], 400 * 86400000) end
 return out
 ";
 
@@ -327,44 +353,77 @@ impl RedisBudgetStore {
         }
     }
 
-    /// Settles requests of one lease, all finished on the same UTC day, in one script.
+    /// Settles reports of one lease in one script (see [`SETTLE_BATCH`]).
     pub(crate) async fn settle_under_lease_batch(
         &self,
         org: &str,
         lease_id: &str,
-        items: &[(u64, LedgerEntry)],
+        reports: &[LeasedReport],
     ) -> Result<Vec<SettleOutcome>, StateError> {
-        let Some((_, first)) = items.first() else {
+        if reports.is_empty() {
             return Ok(Vec::new());
-        };
-        let day = crate::budget::day_of(if first.finished_ms > 0 {
-            first.finished_ms
-        } else {
-            switchyard_core::clock::now_ms()
-        });
+        }
+        // Days, and groups of (day, usage dimensions), numbered from 1 in order of appearance.
+        let mut days: Vec<String> = Vec::with_capacity(1);
+        let mut groups: Vec<(usize, [String; 4])> = Vec::with_capacity(1);
+        let group_of: Vec<usize> = reports
+            .iter()
+            .map(|r| {
+                let day = crate::budget::day_of(if r.entry.finished_ms > 0 {
+                    r.entry.finished_ms
+                } else {
+                    switchyard_core::clock::now_ms()
+                });
+                let day = match days.iter().position(|d| *d == day) {
+                    Some(i) => i + 1,
+                    None => {
+                        days.push(day);
+                        days.len()
+                    }
+                };
+                let dims = r.entry.usage_dims();
+                match groups.iter().position(|(d, g)| *d == day && *g == dims) {
+                    Some(i) => i + 1,
+                    None => {
+                        groups.push((day, dims));
+                        groups.len()
+                    }
+                }
+            })
+            .collect();
         let mut inv = self.leases.settle_batch.prepare_invoke();
         inv.key(k(org, "ctr"))
             .key(k(org, lease_id))
             .key(k(org, "ledger"))
-            .key(k(org, &format!("usage:{day}")))
             .key(k(org, &format!("{lease_id}:early")));
-        for (_, e) in items {
-            inv.key(k(org, &format!("rep:{}", e.request_id)));
+        for day in &days {
+            inv.key(k(org, &format!("usage:{day}")));
+        }
+        for r in reports.iter().filter(|r| r.number == 0) {
+            inv.key(k(org, &format!("rep:{}", r.entry.request_id)));
         }
         inv.arg(LEDGER_MAXLEN)
             .arg(LEASE_RETENTION_MS)
-            .arg(items.len());
-        for (seq, e) in items {
+            .arg(reports.len())
+            .arg(groups.len());
+        for (day, dims) in &groups {
+            inv.arg(*day);
+            for d in dims {
+                inv.arg(d);
+            }
+        }
+        for (r, group) in reports.iter().zip(&group_of) {
+            let e = &r.entry;
             let json = serde_json::to_string(e).map_err(|err| corrupt("ledger entry", err))?;
             inv.arg(&e.request_id)
                 .arg(e.cost.nanos())
                 .arg(e.max_cost.nanos().max(0))
-                .arg(*seq)
+                .arg(r.seq)
+                .arg(r.number)
+                .arg(*group)
+                .arg(e.prompt_tokens)
+                .arg(e.completion_tokens)
                 .arg(json);
-            for d in e.usage_dims() {
-                inv.arg(d);
-            }
-            inv.arg(e.prompt_tokens).arg(e.completion_tokens);
         }
         let (mut conn, replicas) = self.conn.durable().await?;
         let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
@@ -372,9 +431,9 @@ impl RedisBudgetStore {
             conn.wait_for_replicas(&k(org, "ctr"), replicas).await?;
         }
         if reply.is_empty() {
-            return Ok(vec![SettleOutcome::Unknown; items.len()]);
+            return Ok(vec![SettleOutcome::Unknown; reports.len()]);
         }
-        Ok((0..items.len())
+        Ok((0..reports.len())
             .map(|i| match text(&reply, i).filter(|s| !s.is_empty()) {
                 Some(id) => SettleOutcome::Done(Some(id)),
                 None => SettleOutcome::Duplicate("reported".into()),

@@ -11,7 +11,7 @@ use crate::budget::{
     BudgetDef, BudgetStore, BudgetView, DayUsage, HoldOutcome, HoldRequest, LedgerEntry, Period,
     Scope, SettleOutcome, day_of,
 };
-use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, RenewOutcome};
+use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, LeasedReport, RenewOutcome};
 
 struct Hold {
     amount: i64,
@@ -388,16 +388,19 @@ impl BudgetStore for MemoryBudgetStore {
         Ok(self.with(&renewal.org, |o| crate::lease_memory::renew(o, renewal)))
     }
 
-    async fn settle_leased(
+    async fn settle_leased_batch(
         &self,
         org: &str,
         lease_id: &str,
-        seq: u64,
-        entry: &LedgerEntry,
-    ) -> Result<SettleOutcome, StateError> {
-        let id = self.next_id();
+        reports: &[LeasedReport],
+    ) -> Result<Vec<SettleOutcome>, StateError> {
+        let ids: Vec<String> = reports.iter().map(|_| self.next_id()).collect();
         Ok(self.with(org, |o| {
-            crate::lease_memory::settle(o, lease_id, seq, entry, id)
+            reports
+                .iter()
+                .zip(ids)
+                .map(|(r, id)| crate::lease_memory::settle(o, lease_id, r, id))
+                .collect()
         }))
     }
 

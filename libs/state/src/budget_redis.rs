@@ -13,7 +13,7 @@ use crate::budget::{
     BudgetDef, BudgetStore, BudgetView, DayUsage, HoldOutcome, HoldRequest, LedgerEntry, Period,
     Scope, SettleOutcome,
 };
-use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, RenewOutcome};
+use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, LeasedReport, RenewOutcome};
 use crate::redis_store::connect;
 
 const ORGS: &str = "sy:billing:orgs";
@@ -596,25 +596,13 @@ impl BudgetStore for RedisBudgetStore {
         self.lease_renew_script(renewal).await
     }
 
-    async fn settle_leased(
-        &self,
-        org: &str,
-        lease_id: &str,
-        seq: u64,
-        entry: &LedgerEntry,
-    ) -> Result<SettleOutcome, StateError> {
-        let items = [(seq, entry.clone())];
-        let mut out = self.settle_under_lease_batch(org, lease_id, &items).await?;
-        Ok(out.pop().unwrap_or(SettleOutcome::Unknown))
-    }
-
     async fn settle_leased_batch(
         &self,
         org: &str,
         lease_id: &str,
-        items: &[(u64, LedgerEntry)],
+        reports: &[LeasedReport],
     ) -> Result<Vec<SettleOutcome>, StateError> {
-        self.settle_under_lease_batch(org, lease_id, items).await
+        self.settle_under_lease_batch(org, lease_id, reports).await
     }
 
     async fn expired_leases(

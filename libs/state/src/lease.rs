@@ -14,7 +14,7 @@
 
 use switchyard_core::Money;
 
-use crate::budget::{Period, Scope};
+use crate::budget::{LedgerEntry, Period, Scope};
 
 /// Every lease id starts with this, so a usage report or a reconciler tells leases from holds.
 pub const LEASE_PREFIX: &str = "lease:";
@@ -126,6 +126,20 @@ pub fn lease_pairs(scopes: &[Scope], created_ms: u64) -> Vec<(Scope, Period, Str
                 .map(move |p| (s.clone(), p, p.key(created_ms)))
         })
         .collect()
+}
+
+/// A request served under a lease, as billing settles it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedReport {
+    /// What its router had admitted under the lease before it (the report's `lease_seq`).
+    pub seq: u64,
+    /// Its router's number for the report (`report_seq`): increasing in the order the router
+    /// sends its reports, a batch sent again unchanged. A lease belongs to one router, so a
+    /// report numbered at or below the highest its lease has settled is a duplicate. 0: not
+    /// numbered; the report is then idempotent by its request id (a marker per request).
+    pub number: u64,
+    /// Its ledger entry.
+    pub entry: LedgerEntry,
 }
 
 /// What the reconciler charges for an expired lease: the requests its router had admitted by the

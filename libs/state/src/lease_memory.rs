@@ -5,7 +5,8 @@ use switchyard_core::Money;
 use crate::budget::{LedgerEntry, Period, Scope, SettleOutcome, day_of};
 use crate::budget_memory::{Org, record};
 use crate::lease::{
-    LeaseGrant, LeaseOutcome, LeaseRenewal, LeaseStanding, RenewOutcome, lease_pairs, unreported,
+    LeaseGrant, LeaseOutcome, LeaseRenewal, LeaseStanding, LeasedReport, RenewOutcome, lease_pairs,
+    unreported,
 };
 
 /// A lease as the memory store keeps it.
@@ -19,6 +20,8 @@ pub(crate) struct MemLease {
     counted: i64,
     /// The number of the last grant applied.
     grants: u64,
+    /// The highest report number settled.
+    reported: u64,
     /// Settled before a renewal covered them: (end of the allocation, maximum cost).
     early: Vec<(i64, i64)>,
 }
@@ -114,6 +117,7 @@ pub(crate) fn grant(o: &mut Org, g: &LeaseGrant) -> LeaseOutcome {
         released: 0,
         counted: 0,
         grants: 0,
+        reported: 0,
         early: Vec::new(),
     });
     lease.amount += amount;
@@ -153,17 +157,19 @@ pub(crate) fn renew(o: &mut Org, r: &LeaseRenewal) -> RenewOutcome {
     })
 }
 
-pub(crate) fn settle(
-    o: &mut Org,
-    lease_id: &str,
-    seq: u64,
-    entry: &LedgerEntry,
-    id: String,
-) -> SettleOutcome {
+pub(crate) fn settle(o: &mut Org, lease_id: &str, r: &LeasedReport, id: String) -> SettleOutcome {
+    let (seq, entry) = (r.seq, &r.entry);
     let Some(lease) = o.leases.get_mut(lease_id) else {
         return SettleOutcome::Unknown;
     };
-    if !o.reported.insert(entry.request_id.clone()) {
+    let fresh = if r.number > 0 {
+        let fresh = r.number > lease.reported;
+        lease.reported = lease.reported.max(r.number);
+        fresh
+    } else {
+        o.reported.insert(entry.request_id.clone())
+    };
+    if !fresh {
         return SettleOutcome::Duplicate("reported".into());
     }
     let (actual, maxc) = (entry.cost.nanos().max(0), entry.max_cost.nanos().max(0));

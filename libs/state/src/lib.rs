@@ -42,7 +42,8 @@ pub use health_redis::RedisHealthStore;
 pub use health_stats::{EndpointStats, Percentiles, Tier, endpoint_stats};
 pub use idempotency::{Begin, IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore};
 pub use lease::{
-    LEASE_PREFIX, LeaseGrant, LeaseOutcome, LeaseRenewal, LeaseStanding, RenewOutcome, is_lease,
+    LEASE_PREFIX, LeaseGrant, LeaseOutcome, LeaseRenewal, LeaseStanding, LeasedReport,
+    RenewOutcome, is_lease,
 };
 pub use memory::MemoryPolicyStore;
 pub use policy::{AuditRecord, PolicyStore, StoredSnapshot, snapshot_channel};

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use switchyard_core::Money;
 use switchyard_state::{
     BudgetDef, BudgetStore, HoldOutcome, HoldRequest, LeaseGrant, LeaseOutcome, LeaseRenewal,
-    LeaseStanding, LedgerEntry, MemoryBudgetStore, Period, RedisBudgetStore, RenewOutcome, Scope,
-    SettleOutcome,
+    LeaseStanding, LeasedReport, LedgerEntry, MemoryBudgetStore, Period, RedisBudgetStore,
+    RenewOutcome, Scope, SettleOutcome,
 };
 use switchyard_testkit::{RedisCluster, RedisServer};
 
@@ -56,6 +56,11 @@ fn renewal(org: &str, id: &str, give: i64, admitted: i64, released: i64, at: u64
         ttl_ms: 5_000,
         close: false,
     }
+}
+
+/// A report under a lease: admitted after `seq`, its router's report number `number` (0: none).
+fn numbered(seq: u64, number: u64, entry: LedgerEntry) -> LeasedReport {
+    LeasedReport { seq, number, entry }
 }
 
 fn served(org: &str, id: &str, max: i64, cost: i64) -> LedgerEntry {
@@ -123,12 +128,12 @@ async fn contract(s: &dyn BudgetStore, org: &str) {
     ));
     // r1 (max 10, cost 4) settles before any renewal recorded it.
     let r1 = s
-        .settle_leased(org, "lease:a", 0, &served(org, "r1", 10, 4))
+        .settle_leased(org, "lease:a", &numbered(0, 1, served(org, "r1", 10, 4)))
         .await
         .unwrap();
     assert!(matches!(r1, SettleOutcome::Done(Some(_))), "{r1:?}");
     assert_eq!(
-        s.settle_leased(org, "lease:a", 0, &served(org, "r1", 10, 4))
+        s.settle_leased(org, "lease:a", &numbered(0, 1, served(org, "r1", 10, 4)))
             .await
             .unwrap(),
         SettleOutcome::Duplicate("reported".into())
@@ -148,7 +153,7 @@ async fn contract(s: &dyn BudgetStore, org: &str) {
     }
     assert_eq!(standing(s, org).await, (4, 18));
     // r2 settles after the renewal. r4 (max 3) was admitted after it and is never reported.
-    s.settle_leased(org, "lease:a", 10, &served(org, "r2", 10, 10))
+    s.settle_leased(org, "lease:a", &numbered(10, 2, served(org, "r2", 10, 10)))
         .await
         .unwrap();
     assert_eq!(standing(s, org).await, (14, 8));
@@ -181,7 +186,7 @@ async fn contract(s: &dyn BudgetStore, org: &str) {
     s.renew_lease(&renewal(org, "b", 0, 12, 0, t))
         .await
         .unwrap();
-    s.settle_leased(org, "lease:b", 0, &served(org, "r5", 5, 2))
+    s.settle_leased(org, "lease:b", &numbered(0, 1, served(org, "r5", 5, 2)))
         .await
         .unwrap();
     assert_eq!(standing(s, org).await, (16, 15));
@@ -196,13 +201,13 @@ async fn contract(s: &dyn BudgetStore, org: &str) {
     assert_eq!(last.cost, usd(7));
     assert_eq!(last.hold_id, "lease:b");
     // A late report of a settled-by-expiry lease is still charged (never under-charged).
-    s.settle_leased(org, "lease:b", 5, &served(org, "r6", 7, 3))
+    s.settle_leased(org, "lease:b", &numbered(5, 2, served(org, "r6", 7, 3)))
         .await
         .unwrap();
     assert_eq!(standing(s, org).await, (26, 0));
     // An unknown lease is Unknown (billing then charges the report).
     assert_eq!(
-        s.settle_leased(org, "lease:nope", 0, &served(org, "r7", 1, 1))
+        s.settle_leased(org, "lease:nope", &numbered(0, 1, served(org, "r7", 1, 1)))
             .await
             .unwrap(),
         SettleOutcome::Unknown
@@ -299,13 +304,13 @@ async fn batch_contract(s: &dyn BudgetStore, org: &str) {
     s.renew_lease(&renewal(org, "x", 0, 20, 0, t))
         .await
         .unwrap();
-    s.settle_leased(org, "lease:x", 0, &served(org, "b0", 10, 5))
+    s.settle_leased(org, "lease:x", &numbered(0, 0, served(org, "b0", 10, 5)))
         .await
         .unwrap();
     let items = vec![
-        (0, served(org, "b0", 10, 5)),
-        (10, served(org, "b1", 10, 6)),
-        (20, served(org, "b2", 10, 7)),
+        numbered(0, 0, served(org, "b0", 10, 5)),
+        numbered(10, 0, served(org, "b1", 10, 6)),
+        numbered(20, 0, served(org, "b2", 10, 7)),
     ];
     let out = s.settle_leased_batch(org, "lease:x", &items).await.unwrap();
     assert_eq!(out[0], SettleOutcome::Duplicate("reported".into()));
@@ -329,11 +334,83 @@ async fn batch_contract(s: &dyn BudgetStore, org: &str) {
     );
     assert_eq!(standing(s, org).await, (18, 0));
     assert_eq!(
-        s.settle_leased_batch(org, "lease:none", &[(0, served(org, "b9", 1, 1))])
-            .await
-            .unwrap(),
+        s.settle_leased_batch(
+            org,
+            "lease:none",
+            &[numbered(0, 1, served(org, "b9", 1, 1))]
+        )
+        .await
+        .unwrap(),
         vec![SettleOutcome::Unknown]
     );
+}
+
+/// Numbered reports (as routers send them): a batch sent again, whole or in part, and a report
+/// numbered below the lease's highest count once, with no marker per request; one batch may
+/// finish across midnight, each report's usage on its own day.
+async fn numbered_contract(s: &dyn BudgetStore, org: &str) {
+    let t = now();
+    day_budget(s, org, 100).await;
+    s.grant_lease(&grant(org, "y", 50, t)).await.unwrap();
+    s.renew_lease(&renewal(org, "y", 0, 30, 0, t))
+        .await
+        .unwrap();
+    let mut yesterday = served(org, "n1", 10, 5);
+    yesterday.finished_ms = t - 86_400_000;
+    let first = vec![
+        numbered(0, 1, yesterday),
+        numbered(10, 2, served(org, "n2", 10, 6)),
+    ];
+    let out = s.settle_leased_batch(org, "lease:y", &first).await.unwrap();
+    assert!(
+        out.iter()
+            .all(|o| matches!(o, SettleOutcome::Done(Some(_)))),
+        "{out:?}"
+    );
+    assert_eq!(standing(s, org).await, (11, 30));
+    // Its acknowledgement lost, the router sends the batch again: nothing counts twice.
+    let again = s.settle_leased_batch(org, "lease:y", &first).await.unwrap();
+    assert_eq!(again, vec![SettleOutcome::Duplicate("reported".into()); 2]);
+    // The next batch overlaps nothing, but a stray report numbered below the highest does.
+    let next = vec![
+        numbered(0, 1, served(org, "n1", 10, 5)),
+        numbered(20, 3, served(org, "n3", 10, 7)),
+    ];
+    let out = s.settle_leased_batch(org, "lease:y", &next).await.unwrap();
+    assert_eq!(out[0], SettleOutcome::Duplicate("reported".into()));
+    assert!(matches!(out[1], SettleOutcome::Done(Some(_))), "{out:?}");
+    assert_eq!(standing(s, org).await, (18, 20));
+    assert_eq!(s.ledger(org, "", 100).await.unwrap().len(), 3);
+    let days = [
+        switchyard_state::day_of(t - 86_400_000),
+        switchyard_state::day_of(t),
+    ];
+    let usage = s.usage(org, &days).await.unwrap();
+    assert_eq!(usage[0].1["req|day|"], 1);
+    assert_eq!(usage[0].1["cost|day|"], usd(5).nanos());
+    assert_eq!(usage[1].1["req|day|"], 2);
+    assert_eq!(usage[1].1["cost|day|"], usd(13).nanos());
+}
+
+#[tokio::test]
+async fn numbered_reports_count_once_in_memory() {
+    numbered_contract(&MemoryBudgetStore::default(), "acme").await;
+}
+
+#[tokio::test]
+async fn numbered_reports_count_once_in_redis() {
+    let redis = RedisServer::start().await.unwrap();
+    numbered_contract(&RedisBudgetStore::open(&redis.url()).await.unwrap(), "acme").await;
+}
+
+#[tokio::test]
+async fn numbered_reports_count_once_on_a_redis_cluster() {
+    let cluster = RedisCluster::start(3).await.unwrap();
+    numbered_contract(
+        &RedisBudgetStore::open(&cluster.url()).await.unwrap(),
+        "acme",
+    )
+    .await;
 }
 
 #[tokio::test]

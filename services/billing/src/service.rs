@@ -9,7 +9,7 @@ use switchyard_core::Money;
 use switchyard_proto::v1 as pb;
 use switchyard_runtime::status::state_status;
 use switchyard_state::{
-    BudgetDef, BudgetStore, BudgetView, LedgerEntry, Scope, SettleOutcome, StateError, day_of,
+    BudgetDef, BudgetStore, BudgetView, LeasedReport, Scope, SettleOutcome, StateError, day_of,
     is_lease,
 };
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use switchyard_core::clock::now_ms;
 
-use crate::wire::{budget_proto, entry_of, period_of, record_of, scope_of};
+use crate::wire::{budget_proto, entry_of, leased_report, period_of, record_of, scope_of};
 
 /// The billing service.
 #[derive(Clone)]
@@ -59,26 +59,23 @@ impl Billing {
         let mut new = 0;
         for (org, records) in by_org {
             let before = self.store.budgets(org, now_ms()).await?;
-            // Reports under one lease (and day) settle in one step; the rest one by one,
-            // concurrently.
-            let mut leased: std::collections::BTreeMap<(&str, String), Vec<&pb::UsageRecord>> =
+            // Reports under one lease settle in one step, in the order their router numbered
+            // them; the rest one by one, concurrently.
+            let mut leased: std::collections::BTreeMap<&str, Vec<&pb::UsageRecord>> =
                 std::collections::BTreeMap::new();
             let mut single = Vec::new();
             for r in records {
                 if is_lease(&r.hold_id) {
-                    let day = day_of(entry_of(r, false).finished_ms);
-                    leased.entry((r.hold_id.as_str(), day)).or_default().push(r);
+                    leased.entry(r.hold_id.as_str()).or_default().push(r);
                 } else {
                     single.push(r);
                 }
             }
             let mut outcomes: Vec<SettleOutcome> = Vec::new();
-            for ((lease, _), group) in leased {
-                let items: Vec<(u64, LedgerEntry)> = group
-                    .iter()
-                    .map(|r| (r.lease_seq, entry_of(r, false)))
-                    .collect();
-                let settled = self.store.settle_leased_batch(org, lease, &items).await?;
+            for (lease, mut group) in leased {
+                group.sort_by_key(|r| r.report_seq);
+                let reports: Vec<LeasedReport> = group.iter().map(|r| leased_report(r)).collect();
+                let settled = self.store.settle_leased_batch(org, lease, &reports).await?;
                 for (r, outcome) in group.iter().zip(settled) {
                     outcomes.push(if outcome == SettleOutcome::Unknown {
                         self.charge(r).await?
@@ -105,15 +102,16 @@ impl Billing {
 
     /// One record's settlement, without alerts.
     async fn settle(&self, r: &pb::UsageRecord) -> Result<SettleOutcome, StateError> {
-        let entry = entry_of(r, false);
         let settled = if r.hold_id.is_empty() {
             SettleOutcome::Unknown
         } else if is_lease(&r.hold_id) {
             self.store
-                .settle_leased(&r.org_id, &r.hold_id, r.lease_seq, &entry)
+                .settle_leased(&r.org_id, &r.hold_id, &leased_report(r))
                 .await?
         } else {
-            self.store.settle(&r.org_id, &r.hold_id, &entry).await?
+            self.store
+                .settle(&r.org_id, &r.hold_id, &entry_of(r, false))
+                .await?
         };
         if settled != SettleOutcome::Unknown {
             return Ok(settled);

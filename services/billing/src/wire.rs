@@ -4,7 +4,7 @@
 use switchyard_core::Money;
 use switchyard_core::clock::now_ms;
 use switchyard_proto::v1 as pb;
-use switchyard_state::{BudgetView, LedgerEntry, Period, Scope};
+use switchyard_state::{BudgetView, LeasedReport, LedgerEntry, Period, Scope};
 use tonic::Status;
 
 pub(crate) fn scope_of(s: Option<pb::Scope>) -> Result<(String, Scope), Status> {
@@ -89,6 +89,15 @@ pub(crate) fn entry_of(r: &pb::UsageRecord, unreconciled: bool) -> LedgerEntry {
     }
 }
 
+/// A report under a lease, as the store settles it.
+pub(crate) fn leased_report(r: &pb::UsageRecord) -> LeasedReport {
+    LeasedReport {
+        seq: r.lease_seq,
+        number: r.report_seq,
+        entry: entry_of(r, false),
+    }
+}
+
 pub(crate) fn record_of(e: &LedgerEntry) -> pb::UsageRecord {
     pb::UsageRecord {
         request_id: e.request_id.clone(),
@@ -109,5 +118,6 @@ pub(crate) fn record_of(e: &LedgerEntry) -> pb::UsageRecord {
         over_hold: e.over_hold,
         max_cost_nano_usd: e.max_cost.nanos(),
         lease_seq: 0,
+        report_seq: 0,
     }
 }

@@ -427,8 +427,13 @@ mod tests {
             max_cost: Money::from_nanos(1000),
             ..Default::default()
         };
+        let report = switchyard_state::LeasedReport {
+            seq: t.seq,
+            number: 1,
+            entry,
+        };
         store
-            .settle_leased("acme", t.lease_id(), t.seq, &entry)
+            .settle_leased("acme", t.lease_id(), &report)
             .await
             .unwrap();
         book.give_back_all().await;

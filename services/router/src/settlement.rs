@@ -196,6 +196,7 @@ impl Settlement {
                 .as_ref()
                 .map_or_else(|| a.id.clone(), |t| t.lease_id().to_string()),
             lease_seq: a.lease.as_ref().map_or(0, |t| t.seq),
+            report_seq: 0,
             finished_unix_ms: now_ms() as i64,
             attempts: attempts as u32,
             outcome: outcome.to_string(),
