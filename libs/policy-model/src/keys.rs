@@ -16,9 +16,15 @@ pub fn hash(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
 }
 
-/// Lowercase hex.
+/// Lowercase hex (one allocation: a key is hashed on every request).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The display prefix of a key: enough to recognise it, never enough to use it.
@@ -59,5 +65,15 @@ mod tests {
         assert!(key.starts_with(&prefix));
         assert_ne!(issue().1, h);
         assert_eq!(format!("{secret:?}"), "SecretBox<str>([REDACTED])");
+    }
+
+    #[test]
+    fn hex_is_lowercase_two_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        // The SHA-256 of "abc", as published.
+        assert_eq!(
+            hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

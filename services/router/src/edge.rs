@@ -156,10 +156,7 @@ fn grpc_timeout(v: &str) -> Option<Duration> {
 /// content is refused.
 pub fn request_hash(content: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(content)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    switchyard_policy_model::keys::hex(&sha2::Sha256::digest(content))
 }
 
 /// An authenticated caller: the policy version it was authenticated under and its key.

@@ -21,6 +21,7 @@ use crate::engine::AttemptTrace;
 use crate::handler::{Failure, Reply, Router, Served};
 use crate::listener::HttpLimits;
 use crate::stream::{StreamEvent, StreamSession};
+use crate::trace::{Routing, WithRouting};
 
 /// The HTTP routes, behind the guards of [`crate::http_guard`] with `limits`.
 pub fn routes(router: Arc<Router>, limits: HttpLimits) -> Axum {
@@ -132,36 +133,26 @@ pub(crate) fn stored(text: String, replayed: bool) -> Response {
 
 /// The routing trace of a request: plan, attempts, exclusions, seed and versions.
 pub(crate) fn trace_json(a: &Admitted, trace: &[AttemptTrace]) -> Value {
-    let plan: Vec<&str> = a.plan.iter().map(|p| p.attempt.endpoint.as_str()).collect();
-    // The seed as text: JSON numbers lose u64 precision in most clients.
-    let mut j = json!({"request_id": a.id, "workflow": a.workflow.id, "attempts": trace, "plan": plan, "seed": a.seed.to_string(), "policy_version": a.policy_version, "health_version": a.health_version, "catalog_version": a.catalog.version});
-    if let Some(v) = crate::engine::served_validity(trace) {
-        j["validation"] = serde_json::to_value(v).unwrap_or_default();
-    }
-    let anomalies: Vec<Value> = trace
-        .iter()
-        .filter(|t| t.malformed_events > 0)
-        .map(|t| json!({"endpoint": t.endpoint, "kind": "malformed_event", "count": t.malformed_events}))
-        .collect();
-    if !anomalies.is_empty() {
-        j["anomalies"] = Value::Array(anomalies);
-    }
-    if !a.excluded.is_empty() {
-        let excluded: Vec<Value> = a
-            .excluded
-            .iter()
-            .map(|e| crate::explain::excluded_json(&crate::convert::excluded(e)))
-            .collect();
-        j["excluded"] = Value::Array(excluded);
-    }
-    j
+    Routing::of(a, trace).to_value()
 }
 
-/// A reply with its routing trace.
-fn reply_json(s: &Served) -> Value {
-    let mut body = serde_json::to_value(&s.response).unwrap_or_default();
-    body["routing"] = trace_json(&s.admitted, &s.trace);
-    body
+/// A reply with its routing trace, as JSON text.
+fn reply_body(s: &Served) -> Vec<u8> {
+    WithRouting {
+        body: &s.response,
+        routing: Routing::of(&s.admitted, &s.trace),
+    }
+    .to_vec()
+}
+
+/// A JSON reply of an admitted request.
+fn json_reply(body: Vec<u8>, id: &str) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    with_request_id(resp, id)
 }
 
 /// Parses a chat completion request body; errors name the field they are about.
@@ -252,19 +243,25 @@ async fn chat_inner(State(r): State<Arc<Router>>, headers: HeaderMap, body: Byte
         };
     }
     match r
-        .complete(caller, &incoming, req, |s| reply_json(s).to_string())
+        .complete(caller, &incoming, req, |s| {
+            String::from_utf8(reply_body(s)).unwrap_or_default()
+        })
         .await
     {
-        Ok(Reply::Served(s)) => {
-            with_request_id(axum::Json(reply_json(&s)).into_response(), &s.admitted.id)
-        }
+        Ok(Reply::Served(s)) => json_reply(reply_body(&s), &s.admitted.id),
         Ok(Reply::Stored { text, replayed }) => stored(text, replayed),
         Err(f) => failure_response(f),
     }
 }
 
-fn sse(v: &Value) -> Bytes {
-    Bytes::from(format!("data: {v}\n\n"))
+fn sse(v: &impl serde::Serialize) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    if serde_json::to_writer(&mut out, v).is_err() {
+        out.truncate(6);
+        out.extend_from_slice(b"{}");
+    }
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 /// A chunk as an SSE event; the usage-only chunk (and usage on others) only when the client
@@ -276,7 +273,7 @@ fn render(mut chunk: ChatChunk, include_usage: bool) -> Option<Bytes> {
         }
         chunk.usage = None;
     }
-    Some(sse(&serde_json::to_value(&chunk).unwrap_or_default()))
+    Some(sse(&chunk))
 }
 
 fn stream(session: StreamSession, include_usage: bool) -> Response {

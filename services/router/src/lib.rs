@@ -59,4 +59,5 @@ pub mod retry_budget;
 pub mod run;
 pub mod settlement;
 pub mod stream;
+mod trace;
 pub mod validate;
