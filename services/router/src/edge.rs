@@ -32,7 +32,7 @@ pub struct AdmitOptions {
 
 /// The API a request came in on; it namespaces idempotency keys (the stored reply is in that
 /// API's encoding) and labels the request span, the request metrics and the log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Api {
     /// OpenAI chat completions over HTTP (and the HTTP routes beside it).
     #[default]

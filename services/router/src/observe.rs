@@ -4,11 +4,16 @@
 //! with `RUST_LOG=info,switchyard::request=off`). The API key appears only as its display
 //! prefix.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use switchyard_core::{EndpointId, Money, Usage};
+use metrics::{Counter, Histogram};
+use switchyard_core::ModelId;
+use switchyard_core::{AttemptOutcome, EndpointId, Money, ProviderId, Usage, WorkflowId};
 
 use crate::admission::Admitted;
+use crate::edge::Api;
 use crate::engine::AttemptTrace;
 
 /// How a request ended, for [`request`].
@@ -21,51 +26,117 @@ pub struct Ending<'a> {
     /// Every attempt.
     pub trace: &'a [AttemptTrace],
     /// `ok`, `cancelled` or the error class.
-    pub outcome: &'a str,
+    pub outcome: &'static str,
     /// For streams: when the first chunk was ready for the client, from receipt.
     pub ttft: Option<Duration>,
+}
+
+/// The series one kind of request ends in (its API, workflow, served model and provider, and
+/// outcome), resolved once: looking a labelled series up in the recorder allocates its labels
+/// and hashes them, on every request.
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+    tokens_in: Counter,
+    tokens_out: Counter,
+    cost: Counter,
+    ttft: Histogram,
+}
+
+type SeriesKey = (
+    Api,
+    bool,
+    WorkflowId,
+    Option<(ModelId, ProviderId)>,
+    &'static str,
+);
+
+/// Resolved series, by what labels them; as many as the label sets in use, a few hundred at
+/// most in any deployment (labels are low-cardinality by design).
+static SERIES: LazyLock<Mutex<HashMap<SeriesKey, Arc<Series>>>> = LazyLock::new(Mutex::default);
+static ATTEMPTS: LazyLock<Mutex<HashMap<(ProviderId, AttemptOutcome), Histogram>>> =
+    LazyLock::new(Mutex::default);
+
+fn series(key: SeriesKey) -> Arc<Series> {
+    let mut all = SERIES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = all.get(&key) {
+        return s.clone();
+    }
+    let (api, stream, workflow, served, outcome) = &key;
+    let (model, provider) = served
+        .as_ref()
+        .map_or(("none".to_string(), "none".to_string()), |(m, p)| {
+            (m.to_string(), p.to_string())
+        });
+    let workflow = workflow.to_string();
+    let s = Arc::new(Series {
+        requests: metrics::counter!("switchyard_requests_total", "api" => api.as_str(), "workflow" => workflow.clone(), "model" => model.clone(), "provider" => provider.clone(), "outcome" => *outcome),
+        duration: metrics::histogram!("switchyard_request_duration_seconds", "workflow" => workflow.clone(), "stream" => if *stream { "true" } else { "false" }),
+        tokens_in: metrics::counter!("switchyard_tokens_total", "direction" => "in", "model" => model.clone(), "provider" => provider.clone()),
+        tokens_out: metrics::counter!("switchyard_tokens_total", "direction" => "out", "model" => model, "provider" => provider.clone()),
+        cost: metrics::counter!("switchyard_cost_nano_usd_total", "workflow" => workflow),
+        ttft: metrics::histogram!("switchyard_ttft_seconds", "provider" => provider),
+    });
+    all.insert(key, s.clone());
+    s
+}
+
+fn attempt_duration(provider: &ProviderId, outcome: AttemptOutcome) -> Histogram {
+    let mut all = ATTEMPTS.lock().unwrap_or_else(|e| e.into_inner());
+    all.entry((provider.clone(), outcome))
+        .or_insert_with(|| {
+            metrics::histogram!("switchyard_upstream_duration_seconds", "provider" => provider.to_string(), "outcome" => outcome.as_str())
+        })
+        .clone()
 }
 
 /// Records a request that was admitted and has ended.
 pub fn request(a: &Admitted, e: &Ending<'_>) {
     let total = a.received.elapsed();
-    let workflow = a.workflow.id.to_string();
     let served = e
         .served
         .and_then(|(ep, _)| a.plan.iter().find(|p| &p.attempt.endpoint == ep));
-    let (model, provider) = served.map_or(("none".to_string(), "none".to_string()), |p| {
-        (p.attempt.model.to_string(), p.attempt.provider.to_string())
-    });
-    let outcome = e.outcome.to_string();
-    metrics::counter!("switchyard_requests_total", "api" => a.api.as_str(), "workflow" => workflow.clone(), "model" => model.clone(), "provider" => provider.clone(), "outcome" => outcome.clone()).increment(1);
-    metrics::histogram!("switchyard_request_duration_seconds", "workflow" => workflow.clone(), "stream" => if a.stream { "true" } else { "false" }).record(total.as_secs_f64());
+    let m = series((
+        a.api,
+        a.stream,
+        a.workflow.id.clone(),
+        served.map(|p| (p.attempt.model.clone(), p.attempt.provider.clone())),
+        e.outcome,
+    ));
+    m.requests.increment(1);
+    m.duration.record(total.as_secs_f64());
     let upstream: Duration = e.trace.iter().map(|t| t.elapsed).sum();
     for t in e.trace {
-        metrics::histogram!("switchyard_upstream_duration_seconds", "provider" => t.provider.to_string(), "outcome" => t.outcome.as_str()).record(t.elapsed.as_secs_f64());
+        attempt_duration(&t.provider, t.outcome).record(t.elapsed.as_secs_f64());
     }
     // The router's own time: everything but the upstream call, on the common path of one
     // non-streamed attempt (retries would add their backoff waits).
     let overhead = total.saturating_sub(upstream);
     if !a.stream && e.trace.len() == 1 {
-        metrics::histogram!("switchyard_router_overhead_seconds").record(overhead.as_secs_f64());
+        static OVERHEAD: LazyLock<Histogram> =
+            LazyLock::new(|| metrics::histogram!("switchyard_router_overhead_seconds"));
+        OVERHEAD.record(overhead.as_secs_f64());
     }
     if let Some(ttft) = e.ttft {
-        metrics::histogram!("switchyard_ttft_seconds", "provider" => provider.clone())
-            .record(ttft.as_secs_f64());
+        m.ttft.record(ttft.as_secs_f64());
     }
     let usage = e.served.map(|(_, u)| u).unwrap_or_default();
     if e.served.is_some() {
-        metrics::counter!("switchyard_tokens_total", "direction" => "in", "model" => model.clone(), "provider" => provider.clone()).increment(u64::from(usage.prompt_tokens));
-        metrics::counter!("switchyard_tokens_total", "direction" => "out", "model" => model.clone(), "provider" => provider.clone()).increment(u64::from(usage.completion_tokens));
+        m.tokens_in.increment(u64::from(usage.prompt_tokens));
+        m.tokens_out.increment(u64::from(usage.completion_tokens));
     }
     let cost = e.cost.unwrap_or(Money::ZERO);
-    metrics::counter!("switchyard_cost_nano_usd_total", "workflow" => workflow.clone())
-        .increment(cost.nanos().max(0) as u64);
+    m.cost.increment(cost.nanos().max(0) as u64);
 
     // The line is built only when someone reads it (`switchyard::request` at info).
     if !tracing::enabled!(target: "switchyard::request", tracing::Level::INFO) {
         return;
     }
+    let workflow = &a.workflow.id;
+    let (model, provider) = served.map_or(("none", "none"), |p| {
+        (p.attempt.model.as_str(), p.attempt.provider.as_str())
+    });
+    let outcome = e.outcome;
     let retries = e.trace.iter().filter(|t| t.retry).count();
     let fallbacks = e
         .trace

@@ -68,7 +68,7 @@ impl Settlement {
         a: &Admitted,
         served: Option<(&EndpointId, Usage)>,
         trace: &[AttemptTrace],
-        outcome: &str,
+        outcome: &'static str,
         ttft: Option<Duration>,
     ) -> Option<Money> {
         match served {
@@ -88,7 +88,7 @@ impl Settlement {
         a: &Admitted,
         parts: &[(EndpointId, Usage)],
         trace: &[AttemptTrace],
-        outcome: &str,
+        outcome: &'static str,
         ttft: Option<Duration>,
     ) -> Option<Money> {
         // A hedge race's loser was sent the prompt and streamed nothing: billed at the prompt.
@@ -150,7 +150,7 @@ impl Settlement {
         usage: Usage,
         cost: Money,
         attempts: usize,
-        outcome: &str,
+        outcome: &'static str,
     ) -> Money {
         let p = a.plan.iter().find(|p| &p.attempt.endpoint == endpoint);
         // The hold was the most this request could cost; a reply above it breaks the bound the
