@@ -310,13 +310,21 @@ impl StreamDecoder for Decoder {
         if event.event == "error" || data.starts_with("{\"error\"") {
             return Err(classify_stream_error(data.as_bytes()));
         }
-        let value: Value =
-            serde_json::from_str(data).map_err(|e| UpstreamError::malformed(Phase::Stream, e))?;
-        if value.get("error").is_some_and(|e| !e.is_null()) {
+        // Straight into a chunk (once per event); an error object is what does not parse as one,
+        // or a chunk that carries `error` too.
+        let mut chunk: ChatChunk = match serde_json::from_str(data) {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let value: Option<Value> = serde_json::from_str(data).ok();
+                if value.is_some_and(|v| v.get("error").is_some_and(|e| !e.is_null())) {
+                    return Err(classify_stream_error(data.as_bytes()));
+                }
+                return Err(UpstreamError::malformed(Phase::Stream, e));
+            }
+        };
+        if chunk.extra.get("error").is_some_and(|e| !e.is_null()) {
             return Err(classify_stream_error(data.as_bytes()));
         }
-        let mut chunk: ChatChunk = serde_json::from_value(value)
-            .map_err(|e| UpstreamError::malformed(Phase::Stream, e))?;
         chunk.provider = Some(self.provider.clone());
         for c in &chunk.choices {
             let finished = c.finish_reason.is_some();
