@@ -237,7 +237,7 @@ impl StreamSession {
                     // branches can be ready: the shutdown's ending wins.
                     tokio::select! {
                         biased;
-                        _ = self.abort.cancelled() => return Some(self.cut_for_shutdown().await),
+                        _ = self.abort.cancelled() => return Some(Box::pin(self.cut_for_shutdown()).await),
                         item = self.rest.next() => item,
                     }
                 }
@@ -251,7 +251,7 @@ impl StreamSession {
                 Some(Err(switchyard_providers::CallError::Cancelled))
                     if self.abort.is_cancelled() =>
                 {
-                    Some(self.cut_for_shutdown().await)
+                    Some(Box::pin(self.cut_for_shutdown()).await)
                 }
                 Some(Err(e)) => {
                     let error = match e {
@@ -273,15 +273,16 @@ impl StreamSession {
                     self.ended = true;
                     self.guard.disarm();
                     let parts = self.parts();
-                    self.settlement
-                        .finish_parts(
-                            &self.admitted,
-                            &parts,
-                            &self.trace,
-                            error.class.as_str(),
-                            ttft,
-                        )
-                        .await;
+                    // Boxed, as the settlement at the end below: an open stream's pending
+                    // `next` should hold what waiting for the next chunk needs, no more.
+                    Box::pin(self.settlement.finish_parts(
+                        &self.admitted,
+                        &parts,
+                        &self.trace,
+                        error.class.as_str(),
+                        ttft,
+                    ))
+                    .await;
                     Some(StreamEvent::Failed(error))
                 }
                 None => {
@@ -305,10 +306,14 @@ impl StreamSession {
                     }
                     self.note_served(usage.completion_tokens);
                     let parts = self.parts();
-                    let cost = self
-                        .settlement
-                        .finish_parts(&self.admitted, &parts, &self.trace, "ok", ttft)
-                        .await;
+                    let cost = Box::pin(self.settlement.finish_parts(
+                        &self.admitted,
+                        &parts,
+                        &self.trace,
+                        "ok",
+                        ttft,
+                    ))
+                    .await;
                     let total = self.with_earlier(usage);
                     Some(StreamEvent::Done(Usage { cost, ..total }))
                 }

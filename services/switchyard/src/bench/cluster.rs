@@ -315,7 +315,8 @@ pub(super) fn plan(url: &str, rate: u32, duration: Duration, stream: bool) -> Pl
 }
 
 /// Opens `n` streams through the router that stay open (the simulator streams forever, a chunk
-/// a second), reads the router's memory once every one has its first chunk, and closes them.
+/// a second), reads the router's memory 3 s after every one has its first chunk, and closes
+/// them.
 pub(super) async fn open_streams(c: &Cluster, n: usize) -> Result<(f64, f64), String> {
     use http_body_util::BodyExt;
     let idle = rss_mb(c.router.child.id());
@@ -373,6 +374,9 @@ pub(super) async fn open_streams(c: &Cluster, n: usize) -> Result<(f64, f64), St
             Err(_) => break,
         }
     }
+    // Held, not opening: what opening them left behind (parsed requests, plans) is given back
+    // to the system within a couple of seconds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let held = rss_mb(c.router.child.id());
     close.cancel();
     while tasks.join_next().await.is_some() {}
