@@ -190,3 +190,107 @@ async fn limits_hold_across_routers_and_tokens_reconcile_to_what_was_used() {
         "{audit}"
     );
 }
+
+/// The sum of a counter's series in Prometheus text whose line starts with `prefix` (a name, or
+/// a name and the start of its labels).
+fn counted(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn far_from_a_limit_limited_requests_are_admitted_against_slices() {
+    let c = Cluster::start(Spec {
+        routers: 2,
+        ..Spec::default()
+    })
+    .await;
+    // Far from both limits: no request is held on its own.
+    set_limits(&c, &["--key", "k1", "--rpm", "100000"]).await;
+    set_limits(&c, &["--tpm", "100000000"]).await;
+    early_in_a_minute(30).await;
+    let minute = now_ms() / 60_000;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (http, url) = (
+            c.http.clone(),
+            format!("{}/v1/chat/completions", c.routers[w % 2].url("http")),
+        );
+        tasks.spawn(async move {
+            for _ in 0..50 {
+                let resp = http
+                    .post(&url)
+                    .bearer_auth(common::KEY)
+                    .json(&hi(json!({})))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let (mut leased, mut held, mut grants) = (0.0, 0.0, 0.0);
+    for n in 0..2 {
+        let m = c.metrics(n).await;
+        leased += counted(&m, "switchyard_budget_reservations_total{by=\"lease\"}");
+        held += counted(&m, "switchyard_budget_reservations_total{by=\"hold");
+        grants += counted(&m, "switchyard_rate_slice_grants_total");
+    }
+    eprintln!(
+        "400 limited requests: {leased} under leases and slices, {held} held, {grants} slice grants"
+    );
+    assert_eq!((leased, held), (400.0, 0.0));
+    assert!(grants < 100.0, "{grants} slice grants for 400 requests");
+
+    // A limit lowered below what the minute has counted applies at once: what is left of the
+    // slices granted under the old one is given back, and the next request is checked against
+    // the new one.
+    set_limits(&c, &["--key", "k1", "--rpm", "100"]).await;
+    assert_eq!(now_ms() / 60_000, minute, "still the minute of the 400");
+    for n in 0..2 {
+        let (status, v) = c.chat(n, &hi(json!({}))).await;
+        assert_eq!(status, 429, "{v}");
+        assert_eq!(
+            v["error"]["metadata"]["limit"], "requests_per_minute",
+            "{v}"
+        );
+    }
+    set_limits(&c, &["--key", "k1", "--rpm", "100000"]).await;
+
+    // Near a limit, slices give way to holds and the limit is exact: 2 routers × 128 at once
+    // against 60 a minute on the workflow (whose window has counted nothing yet).
+    set_limits(&c, &["--workflow", "main", "--rpm", "60"]).await;
+    early_in_a_minute(20).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..256 {
+        let (http, url) = (
+            c.http.clone(),
+            format!("{}/v1/chat/completions", c.routers[i % 2].url("http")),
+        );
+        tasks.spawn(async move {
+            http.post(&url)
+                .bearer_auth(common::KEY)
+                .json(&hi(json!({})))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            200 => ok += 1,
+            429 => {}
+            other => panic!("{other}"),
+        }
+    }
+    eprintln!("2 routers × 128 at once, rpm 60: {ok} admitted");
+    assert!((55..=60).contains(&ok), "{ok} admitted");
+}

@@ -16,6 +16,7 @@ use switchyard_core::Money;
 
 use crate::StateError;
 use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, LeasedReport, RenewOutcome};
+use crate::rate_slice::{RateAsk, RateGrant};
 
 /// A budget period, in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -435,6 +436,22 @@ pub trait BudgetStore: Send + Sync + 'static {
         lease_id: &str,
         reports: &[LeasedReport],
     ) -> Result<Vec<SettleOutcome>, StateError>;
+    /// Reserves a rate slice in each scope of `asks` for the UTC minute of `now_ms` (see
+    /// [`crate::rate_slice`]): each all or nothing, one answer each in order.
+    async fn grant_rate(
+        &self,
+        org: &str,
+        now_ms: u64,
+        asks: &[RateAsk],
+    ) -> Result<Vec<RateGrant>, StateError>;
+    /// Gives back what slices of `returns` (their scopes, requests and tokens) were not used,
+    /// while the UTC minute of `now_ms` lasts (the next one starts from zero anyway).
+    async fn return_rate(
+        &self,
+        org: &str,
+        now_ms: u64,
+        returns: &[RateAsk],
+    ) -> Result<(), StateError>;
     /// Leases past their expiry: (org, lease id).
     async fn expired_leases(
         &self,

@@ -12,6 +12,7 @@ use crate::budget::{
     Scope, SettleOutcome, day_of,
 };
 use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, LeasedReport, RenewOutcome};
+use crate::rate_slice::{RateAsk, RateGrant};
 
 struct Hold {
     amount: i64,
@@ -35,7 +36,7 @@ pub(crate) struct Org {
     pub(crate) ledger: Vec<(String, LedgerEntry)>,
     pub(crate) usage: HashMap<String, DayUsage>,
     /// (minute, scope) → (requests, tokens).
-    rate: HashMap<(u64, String), (u64, i64)>,
+    pub(crate) rate: HashMap<(u64, String), (u64, i64)>,
     /// scope → requests in flight.
     in_flight: HashMap<String, u64>,
     /// Budget leases by id.
@@ -402,6 +403,45 @@ impl BudgetStore for MemoryBudgetStore {
                 .map(|(r, id)| crate::lease_memory::settle(o, lease_id, r, id))
                 .collect()
         }))
+    }
+
+    async fn grant_rate(
+        &self,
+        org: &str,
+        now_ms: u64,
+        asks: &[RateAsk],
+    ) -> Result<Vec<RateGrant>, StateError> {
+        let minute = crate::budget::minute_of(now_ms);
+        Ok(self.with(org, |o| {
+            o.rate.retain(|(m, _), _| *m + 1 >= minute);
+            asks.iter()
+                .map(|a| {
+                    let counted = o
+                        .rate
+                        .entry((minute, a.scope.as_str().to_string()))
+                        .or_default();
+                    crate::rate_slice::grant(a, counted)
+                })
+                .collect()
+        }))
+    }
+
+    async fn return_rate(
+        &self,
+        org: &str,
+        now_ms: u64,
+        returns: &[RateAsk],
+    ) -> Result<(), StateError> {
+        let minute = crate::budget::minute_of(now_ms);
+        self.with(org, |o| {
+            for r in returns {
+                if let Some(c) = o.rate.get_mut(&(minute, r.scope.as_str().to_string())) {
+                    c.0 = c.0.saturating_sub(r.requests);
+                    c.1 -= r.tokens as i64;
+                }
+            }
+        });
+        Ok(())
     }
 
     async fn expired_leases(

@@ -14,6 +14,7 @@ use crate::budget::{
     Scope, SettleOutcome,
 };
 use crate::lease::{LeaseGrant, LeaseOutcome, LeaseRenewal, LeasedReport, RenewOutcome};
+use crate::rate_slice::{RateAsk, RateGrant};
 use crate::redis_store::connect;
 
 const ORGS: &str = "sy:billing:orgs";
@@ -178,6 +179,8 @@ pub(crate) fn corrupt(key: &str, e: impl std::fmt::Display) -> StateError {
 pub struct RedisBudgetStore {
     pub(crate) conn: crate::redis_conn::RedisConn,
     pub(crate) leases: crate::budget_lease_redis::LeaseScripts,
+    pub(crate) rate_grant: redis::Script,
+    pub(crate) rate_return: redis::Script,
     hold: redis::Script,
     settle: redis::Script,
     charge: redis::Script,
@@ -199,6 +202,8 @@ impl RedisBudgetStore {
             settle: redis::Script::new(SETTLE),
             charge: redis::Script::new(CHARGE),
             leases: crate::budget_lease_redis::LeaseScripts::new(),
+            rate_grant: redis::Script::new(crate::rate_slice_redis::GRANT_RATE),
+            rate_return: redis::Script::new(crate::rate_slice_redis::RETURN_RATE),
         })
     }
 
@@ -603,6 +608,24 @@ impl BudgetStore for RedisBudgetStore {
         reports: &[LeasedReport],
     ) -> Result<Vec<SettleOutcome>, StateError> {
         self.settle_under_lease_batch(org, lease_id, reports).await
+    }
+
+    async fn grant_rate(
+        &self,
+        org: &str,
+        now_ms: u64,
+        asks: &[RateAsk],
+    ) -> Result<Vec<RateGrant>, StateError> {
+        self.grant_rate_script(org, now_ms, asks).await
+    }
+
+    async fn return_rate(
+        &self,
+        org: &str,
+        now_ms: u64,
+        returns: &[RateAsk],
+    ) -> Result<(), StateError> {
+        self.return_rate_script(org, now_ms, returns).await
     }
 
     async fn expired_leases(

@@ -20,6 +20,8 @@ pub mod lease;
 mod lease_memory;
 mod memory;
 mod policy;
+pub mod rate_slice;
+mod rate_slice_redis;
 pub mod redis_conn;
 mod redis_store;
 mod responses;
@@ -47,5 +49,6 @@ pub use lease::{
 };
 pub use memory::MemoryPolicyStore;
 pub use policy::{AuditRecord, PolicyStore, StoredSnapshot, snapshot_channel};
+pub use rate_slice::{RateAsk, RateGrant};
 pub use redis_store::{RedisPolicyStore, connect};
 pub use responses::{MemoryResponseStore, RedisResponseStore, ResponseStore};

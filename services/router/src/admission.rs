@@ -53,6 +53,9 @@ pub struct Admitted {
     /// The budget lease it was admitted under, if any (then `held` is true and no hold of its
     /// own exists). Set by the budget gate.
     pub lease: Option<crate::budget_lease::LeaseTicket>,
+    /// The rate slices it was admitted against, if any (then it counts against its client
+    /// limits already; what it uses is given back when it ends). Set by the budget gate.
+    pub rate: Option<crate::rate_lease::RateTicket>,
     /// Policy version, for the trace.
     pub policy_version: u64,
     /// Health version, for the trace.
@@ -252,6 +255,7 @@ impl Admission {
             max_cost,
             held: false,
             lease: None,
+            rate: None,
             policy_version: caller.policy.version,
             health_version,
             catalog,

@@ -5,7 +5,9 @@
 //! nothing served has its hold released here; anything served is settled by billing from the
 //! usage report. The same atomic step checks and counts the client limits of the request's
 //! scopes (requests and tokens per minute, requests in flight), so one round trip carries both,
-//! and a request over a limit is refused with a 429 and Retry-After.
+//! and a request over a limit is refused with a 429 and Retry-After. Far from their limits,
+//! requests are admitted with no round trip instead: against this router's budget lease
+//! ([`crate::budget_lease`]) and slices of their per-minute limits ([`crate::rate_lease`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,12 +23,14 @@ use switchyard_state::{
 use crate::admission::Admitted;
 use crate::budget_lease::{LeaseBook, NoLease};
 use crate::policy_view::PolicyView;
+use crate::rate_lease::RateBook;
 
 /// The gate.
 pub struct BudgetGate {
     budgets: Arc<dyn BudgetStore>,
-    /// Budget leases, when on: requests without client limits are admitted against them.
-    leases: Option<Arc<LeaseBook>>,
+    /// Budget leases, when on: requests are admitted against them, and against rate slices of
+    /// their client limits.
+    leases: Option<(Arc<LeaseBook>, Arc<RateBook>)>,
     /// How long a hold may take before the budget store counts as down.
     hold_timeout: Duration,
     /// Unsettled holds expire this long after their request's deadline.
@@ -131,38 +135,54 @@ impl BudgetGate {
         }
     }
 
-    /// Admits requests against budget leases from `book` where they can be.
+    /// Admits requests against budget leases from `book`, and rate slices on the same store,
+    /// where they can be.
     pub fn with_leases(mut self, book: Arc<LeaseBook>) -> Self {
-        self.leases = Some(book);
+        let rates = book.rates().clone();
+        self.leases = Some((book, rates));
         self
     }
 
-    /// Reserves the request's maximum cost: under this router's lease of its scopes while they
-    /// are far from their limits and it has no client limits, else with a hold of its own.
-    /// Sets `a.lease` or `a.held` (`false` when the budget store is down or slow and the org
-    /// fails open within its allowance on this router).
+    /// Reserves the request's maximum cost, and counts it against its client limits: under this
+    /// router's lease of its scopes and slices of their per-minute limits while they are far
+    /// from their limits, else with a hold of its own. Sets `a.lease` (and `a.rate`) or
+    /// `a.held` (`false` when the budget store is down or slow and the org fails open within
+    /// its allowance on this router).
     pub async fn reserve(&self, policy: &PolicyView, a: &mut Admitted) -> Result<(), Error> {
         let limits = limit_checks(policy, a);
-        if let Some(book) = &self.leases
-            && limits.is_empty()
-        {
-            match book
-                .admit(
-                    a.key.org.as_str(),
-                    a.key.id.as_str(),
-                    a.workflow.id.as_str(),
-                    a.max_cost,
-                )
-                .await
-            {
-                Ok(ticket) => {
+        if let Some((book, rates)) = &self.leases {
+            let org = a.key.org.as_str();
+            let rate = if limits.is_empty() {
+                Ok(None)
+            } else {
+                rates
+                    .admit(org, &limits, a.token_reservation)
+                    .await
+                    .map(Some)
+            };
+            let lease = match rate {
+                Ok(rate) => match book
+                    .admit(org, a.key.id.as_str(), a.workflow.id.as_str(), a.max_cost)
+                    .await
+                {
+                    Ok(ticket) => Ok((ticket, rate)),
+                    Err(why) => Err((why, rate)),
+                },
+                Err(why) => Err((why, None)),
+            };
+            match lease {
+                Ok((ticket, rate)) => {
                     metrics::counter!("switchyard_budget_reservations_total", "by" => "lease")
                         .increment(1);
                     a.lease = Some(ticket);
+                    a.rate = rate;
                     a.held = true;
                     return Ok(());
                 }
-                Err(why) => {
+                Err((why, rate)) => {
+                    if let Some(r) = rate {
+                        r.undo();
+                    }
                     let by = match why {
                         NoLease::NearLimit => "hold_near_limit",
                         NoLease::Unavailable => "hold",
@@ -298,6 +318,9 @@ impl BudgetGate {
     /// Releases the hold of a request that ended with nothing served (under a lease, its share
     /// is free again at once).
     pub async fn release(&self, a: &Admitted) {
+        if let Some(rate) = &a.rate {
+            rate.finish(0);
+        }
         if let Some(ticket) = &a.lease {
             ticket.release();
             return;

@@ -146,6 +146,8 @@ pub struct LeaseBook {
     /// Replaced leases still closing.
     pub(crate) retired: Mutex<Vec<Arc<Slot>>>,
     pub(crate) next: AtomicU64,
+    /// Slices of client rate limits on the same store.
+    rates: Arc<crate::rate_lease::RateBook>,
 }
 
 impl std::fmt::Debug for LeaseBook {
@@ -180,14 +182,21 @@ impl LeaseBook {
     pub fn new(store: Arc<dyn BudgetStore>, ttl: Duration, timeout: Duration) -> Arc<Self> {
         let router = format!("{:016x}", rand::random::<u64>());
         Arc::new(LeaseBook {
-            store,
             router,
             ttl,
             timeout,
             slots: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
             next: AtomicU64::new(0),
+            rates: crate::rate_lease::RateBook::new(store.clone(), timeout),
+            store,
         })
+    }
+
+    /// The slices of client rate limits kept beside the leases (their upkeep runs apart:
+    /// [`crate::rate_lease::RateBook::run`]).
+    pub fn rates(&self) -> &Arc<crate::rate_lease::RateBook> {
+        &self.rates
     }
 
     fn slot(&self, org: &str, key: &str, workflow: &str) -> Arc<Slot> {

@@ -51,6 +51,7 @@ pub mod observe;
 pub mod outcomes;
 pub mod policy_view;
 pub mod queue;
+pub mod rate_lease;
 pub mod refusal;
 pub mod reply;
 pub mod reporter;

@@ -325,6 +325,7 @@ pub async fn start(
         let book =
             crate::budget_lease::LeaseBook::new(stores.budgets.clone(), ttl, settings.hold_timeout);
         tracker.spawn(book.clone().run(shutdown.clone()));
+        tracker.spawn(book.rates().clone().run(shutdown.clone()));
         book
     });
     let mut router = Router::from_catalog(

@@ -207,6 +207,9 @@ impl Settlement {
         if let Some(t) = &a.lease {
             t.reported();
         }
+        if let Some(r) = &a.rate {
+            r.finish(u64::from(usage.total_tokens()));
+        }
         cost
     }
 
