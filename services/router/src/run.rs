@@ -65,11 +65,11 @@ pub struct Args {
     /// within this counts as failed, and the org's budget fail mode applies.
     #[arg(long, default_value_t = 500, env = "SWITCHYARD_ROUTER_HOLD_TIMEOUT_MS")]
     pub hold_timeout_ms: u64,
-    /// Budget leases: requests without client limits are admitted against a slice of their
-    /// scopes' budget that this router reserves in advance, with no Redis round trip while the
-    /// scopes are far from their limits. A lease unrenewed this long (its router died) expires
-    /// and the reconciler gives its unused part back. 0 turns leases off: every request is held
-    /// on its own.
+    /// Budget leases: requests are admitted against a slice of their scopes' budget (and of
+    /// their per-minute client limits) that this router reserves in advance, with no Redis
+    /// round trip while the scopes are far from their limits. A lease unrenewed this long (its
+    /// router died) expires and the reconciler gives its unused part back. 0 turns leases (and
+    /// rate slices) off: every request is held on its own.
     #[arg(
         long,
         default_value_t = 5_000,
