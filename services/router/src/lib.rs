@@ -52,6 +52,7 @@ pub mod outcomes;
 pub mod policy_view;
 pub mod queue;
 pub mod rate_lease;
+mod rate_lease_slice;
 pub mod refusal;
 pub mod reply;
 pub mod reporter;
