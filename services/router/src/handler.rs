@@ -7,44 +7,40 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_config::Catalog;
 use switchyard_core::{ChatRequest, EmbeddingRequest, Error, Money, Usage};
-use switchyard_policy_model::catalog::PublishedCatalog;
 use switchyard_providers::ProviderClient;
-use switchyard_state::{BudgetStore, IdempotencyStore, ResponseStore};
+use switchyard_state::{IdempotencyStore, ResponseStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Admitted};
 use crate::budget_gate::BudgetGate;
-use crate::capacity::CapacityView;
-use crate::catalog_view::{CatalogState, CatalogView};
+use crate::catalog_view::CatalogState;
 use crate::continuation::Resume;
 use crate::edge::{AdmitOptions, Caller, InFlight, Incoming};
 use crate::explain::Explanation;
 use crate::health_view::HealthView;
 use crate::idempotency::{self, Begun};
-use crate::outcomes::OutcomeWriter;
 use crate::policy_view::PolicyWatcher;
-use crate::reporter::Reporter;
 use crate::retry_budget::RetryBudget;
 use crate::settlement::Settlement;
 use crate::stream::{StreamSession, Unfinished};
 
+pub use crate::parts::RouterParts;
 pub use crate::reply::{Embedded, Failure, Reply, Served};
 
 /// A router's stages, composed.
 pub struct Router {
-    policy: Arc<PolicyWatcher>,
-    health: Arc<HealthView>,
-    admission: Admission,
-    gate: Arc<BudgetGate>,
-    client: ProviderClient,
-    retry_budget: RetryBudget,
-    settlement: Arc<Settlement>,
-    idempotency: Option<Arc<dyn IdempotencyStore>>,
-    responses: Option<(Arc<dyn ResponseStore>, Duration)>,
-    abort: CancellationToken,
-    room: Arc<crate::queue::WaitingRoom>,
+    pub(crate) policy: Arc<PolicyWatcher>,
+    pub(crate) health: Arc<HealthView>,
+    pub(crate) admission: Admission,
+    pub(crate) gate: Arc<BudgetGate>,
+    pub(crate) client: ProviderClient,
+    pub(crate) retry_budget: RetryBudget,
+    pub(crate) settlement: Arc<Settlement>,
+    pub(crate) idempotency: Option<Arc<dyn IdempotencyStore>>,
+    pub(crate) responses: Option<(Arc<dyn ResponseStore>, Duration)>,
+    pub(crate) abort: CancellationToken,
+    pub(crate) room: Arc<crate::queue::WaitingRoom>,
 }
 
 impl std::fmt::Debug for Router {
@@ -55,96 +51,7 @@ impl std::fmt::Debug for Router {
     }
 }
 
-/// What a router is built from; the optional parts have defaults.
-pub struct RouterParts {
-    catalog: Catalog,
-    policy: Arc<PolicyWatcher>,
-    health: Arc<HealthView>,
-    budgets: Arc<dyn BudgetStore>,
-    reporter: Reporter,
-    client: ProviderClient,
-    /// Passive outcomes for the prober.
-    pub outcomes: Option<Arc<OutcomeWriter>>,
-    /// Idempotency keys; without a store, `Idempotency-Key` is refused.
-    pub idempotency: Option<Arc<dyn IdempotencyStore>>,
-    /// Stored Responses API responses and how long they are kept; without a store, `store:
-    /// true` and `previous_response_id` are refused.
-    pub responses: Option<(Arc<dyn ResponseStore>, Duration)>,
-    /// Unsettled holds expire this long after their request's deadline.
-    pub hold_grace: Duration,
-    /// A budget hold not answered within this counts as failed (the org's fail mode applies).
-    pub hold_timeout: Duration,
-    /// Fires at the drain deadline of a shutdown: requests still waiting on an upstream and
-    /// streams still open end with an error.
-    pub abort: CancellationToken,
-    /// Requests that may wait for a route at once (see [`crate::queue`]).
-    pub queue_capacity: usize,
-    /// Budget leases (see [`crate::budget_lease`]); without them every request is held on its
-    /// own.
-    pub leases: Option<Arc<crate::budget_lease::LeaseBook>>,
-}
-
-impl RouterParts {
-    /// Builds the stages. Shared provider keys are resolved now.
-    pub fn build(self) -> Router {
-        let catalog = CatalogView::new(&self.catalog, PublishedCatalog::version_of(&self.catalog));
-        catalog.follow(&self.policy, self.abort.clone());
-        let mut gate = BudgetGate::new(self.budgets, self.hold_grace, self.hold_timeout);
-        if let Some(book) = self.leases {
-            gate = gate.with_leases(book);
-        }
-        let gate = Arc::new(gate);
-        let capacity = CapacityView::spawn(self.health.store().clone());
-        let settlement = Arc::new(Settlement::new(
-            self.reporter,
-            self.outcomes,
-            self.health.clone(),
-            gate.clone(),
-        ));
-        Router {
-            policy: self.policy,
-            health: self.health.clone(),
-            admission: Admission::new(catalog, self.health, capacity.clone()),
-            gate,
-            client: self.client.with_observer(capacity),
-            retry_budget: RetryBudget::default(),
-            settlement,
-            idempotency: self.idempotency,
-            responses: self.responses,
-            abort: self.abort,
-            room: crate::queue::WaitingRoom::new(self.queue_capacity),
-        }
-    }
-}
-
 impl Router {
-    /// The parts of a router for `catalog`; set the optional ones, then [`RouterParts::build`].
-    pub fn from_catalog(
-        catalog: &Catalog,
-        policy: Arc<PolicyWatcher>,
-        health: Arc<HealthView>,
-        budgets: Arc<dyn BudgetStore>,
-        reporter: Reporter,
-        client: ProviderClient,
-    ) -> RouterParts {
-        RouterParts {
-            catalog: catalog.clone(),
-            policy,
-            health,
-            budgets,
-            reporter,
-            client,
-            outcomes: None,
-            idempotency: None,
-            responses: None,
-            hold_grace: Duration::from_secs(300),
-            hold_timeout: crate::budget_gate::HOLD_TIMEOUT,
-            abort: CancellationToken::new(),
-            queue_capacity: crate::queue::DEFAULT_CAPACITY,
-            leases: None,
-        }
-    }
-
     /// Authenticates what the edge read.
     pub fn authenticate(&self, incoming: &Incoming) -> Result<Caller, Error> {
         let result = crate::edge::authenticate(&self.policy, incoming.bearer.as_deref());

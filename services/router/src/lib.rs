@@ -49,6 +49,7 @@ pub mod model_endpoints;
 pub mod models;
 pub mod observe;
 pub mod outcomes;
+mod parts;
 pub mod policy_view;
 pub mod queue;
 pub mod rate_lease;
