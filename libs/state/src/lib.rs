@@ -24,6 +24,8 @@ pub mod rate_slice;
 mod rate_slice_redis;
 pub mod redis_conn;
 mod redis_store;
+pub mod request_log;
+mod request_log_redis;
 mod responses;
 
 pub use budget::{
@@ -51,4 +53,9 @@ pub use memory::MemoryPolicyStore;
 pub use policy::{AuditRecord, PolicyStore, StoredSnapshot, snapshot_channel};
 pub use rate_slice::{RateAsk, RateGrant};
 pub use redis_store::{RedisPolicyStore, connect};
+pub use request_log::{
+    Keep as KeepRecord, MemoryRequestLog, RecordQuery, RecordedAttempt, RequestLog, RequestRecord,
+    Retention,
+};
+pub use request_log_redis::RedisRequestLog;
 pub use responses::{MemoryResponseStore, RedisResponseStore, ResponseStore};
