@@ -121,12 +121,12 @@ impl std::fmt::Debug for Admission {
     }
 }
 
-/// A fresh request id.
+/// A fresh request id: the time it was received, then 48 random bits (records are found by
+/// their time, see [`switchyard_state::request_log`]).
 pub fn new_id() -> String {
-    format!(
-        "req_{:016x}{:08x}",
+    switchyard_state::request_log::request_id(
+        switchyard_core::clock::now_ms(),
         rand::random::<u64>(),
-        rand::random::<u32>()
     )
 }
 

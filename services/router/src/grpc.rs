@@ -1,5 +1,5 @@
 //! gRPC `switchyard.v1.Router`: Chat, ChatStream and ListModels over the same pipeline as the
-//! HTTP API. Auth: `authorization: Bearer <key>` metadata. A client deadline (`grpc-timeout`)
+//! HTTP API, and the request records (`GetRequest`, `ListRequests`). Auth: `authorization: Bearer <key>` metadata. A client deadline (`grpc-timeout`)
 //! shortens the workflow's. A stream that fails after its first chunk ends with a non-OK status.
 
 use std::pin::Pin;
@@ -237,5 +237,57 @@ impl pb::router_server::Router for RouterGrpc {
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+
+    async fn get_request(
+        &self,
+        request: Request<pb::GetRequestRecordRequest>,
+    ) -> Result<Response<pb::RequestRecordDocument>, Status> {
+        let (caller, _) = authenticate(&self.router, &request)?;
+        let q = request.into_inner();
+        let org = (!q.org_id.is_empty()).then_some(q.org_id.as_str());
+        let record = crate::generations::find(&self.router, &caller, org, &q.id)
+            .await
+            .map_err(unreadable)?;
+        Ok(Response::new(document(&record)))
+    }
+
+    async fn list_requests(
+        &self,
+        request: Request<pb::ListRequestRecordsRequest>,
+    ) -> Result<Response<pb::ListRequestRecordsResponse>, Status> {
+        let (caller, _) = authenticate(&self.router, &request)?;
+        let q = request.into_inner();
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let filter = crate::generations::Filter {
+            outcome: some(q.outcome),
+            endpoint: some(q.endpoint),
+        };
+        let limit = if q.limit == 0 { 50 } else { q.limit as usize };
+        let org = (!q.org_id.is_empty()).then_some(q.org_id.as_str());
+        let records =
+            crate::generations::list(&self.router, &caller, org, q.since_unix_ms, filter, limit)
+                .await
+                .map_err(unreadable)?;
+        Ok(Response::new(pb::ListRequestRecordsResponse {
+            records: records.iter().map(document).collect(),
+        }))
+    }
+}
+
+fn document(r: &switchyard_state::RequestRecord) -> pb::RequestRecordDocument {
+    pb::RequestRecordDocument {
+        json: serde_json::to_string(r).unwrap_or_default(),
+    }
+}
+
+fn unreadable(u: crate::generations::Unreadable) -> Status {
+    use crate::generations::Unreadable;
+    match u {
+        Unreadable::NotFound(m) => Status::not_found(m),
+        Unreadable::Forbidden => Status::permission_denied(
+            "reading another org's requests needs a key with the `admin` scope",
+        ),
+        Unreadable::Failed(e) => e.to_status(),
     }
 }

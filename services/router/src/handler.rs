@@ -41,6 +41,7 @@ pub struct Router {
     pub(crate) responses: Option<(Arc<dyn ResponseStore>, Duration)>,
     pub(crate) abort: CancellationToken,
     pub(crate) room: Arc<crate::queue::WaitingRoom>,
+    pub(crate) records: Option<Arc<crate::records::Recorder>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -68,6 +69,11 @@ impl Router {
                 "stored responses are not enabled on this router: send `store: false` and no `previous_response_id`",
             )
         })
+    }
+
+    /// Where request records are read from, if requests leave them.
+    pub fn records(&self) -> Option<&Arc<dyn switchyard_state::RequestLog>> {
+        self.records.as_ref().map(|r| r.log())
     }
 
     /// Health as this router sees it.

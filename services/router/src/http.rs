@@ -37,6 +37,7 @@ pub fn routes(router: Arc<Router>, limits: HttpLimits) -> Axum {
         )
         .route("/v1/responses", post(crate::responses::create))
         .route("/v1/embeddings", post(crate::embeddings::create))
+        .route("/v1/generations/{id}", get(crate::generations::get))
         .route(
             "/v1/responses/{id}",
             get(crate::responses::get).delete(crate::responses::delete),

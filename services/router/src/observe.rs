@@ -11,6 +11,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram};
 use switchyard_core::ModelId;
 use switchyard_core::{AttemptOutcome, EndpointId, Money, ProviderId, Usage, WorkflowId};
+use switchyard_state::{RecordedAttempt, RequestRecord};
 
 use crate::admission::Admitted;
 use crate::edge::Api;
@@ -90,8 +91,9 @@ fn attempt_duration(provider: &ProviderId, outcome: AttemptOutcome) -> Histogram
         .clone()
 }
 
-/// Records a request that was admitted and has ended.
-pub fn request(a: &Admitted, e: &Ending<'_>) {
+/// Records a request that was admitted and has ended: its metrics, its log line, and its
+/// record in `records`.
+pub fn request(a: &Admitted, e: &Ending<'_>, records: Option<&crate::records::Recorder>) {
     let total = a.received.elapsed();
     let served = e
         .served
@@ -128,6 +130,53 @@ pub fn request(a: &Admitted, e: &Ending<'_>) {
     let cost = e.cost.unwrap_or(Money::ZERO);
     m.cost.increment(cost.nanos().max(0) as u64);
 
+    let retries = e.trace.iter().filter(|t| t.retry).count();
+    let fallbacks = e
+        .trace
+        .windows(2)
+        .filter(|w| w[0].endpoint != w[1].endpoint)
+        .count();
+    if let Some(records) = records {
+        records.record(RequestRecord {
+            id: a.id.clone(),
+            created_ms: switchyard_state::request_log::received_ms(&a.id).unwrap_or_default(),
+            org: a.key.org.to_string(),
+            key_id: a.key.id.to_string(),
+            api: a.api.as_str().to_string(),
+            stream: a.stream,
+            workflow: a.workflow.id.to_string(),
+            requested_model: a.requested_model.clone(),
+            model: served.map(|p| p.attempt.model.to_string()),
+            provider: served.map(|p| p.attempt.provider.to_string()),
+            endpoint: served.map(|p| p.attempt.endpoint.to_string()),
+            attempts: e
+                .trace
+                .iter()
+                .map(|t| RecordedAttempt {
+                    endpoint: t.endpoint.to_string(),
+                    provider: t.provider.to_string(),
+                    model: t.model.to_string(),
+                    outcome: t.outcome.as_str().to_string(),
+                    latency_ms: t.latency_ms,
+                    retry: t.retry,
+                })
+                .collect(),
+            retries: retries as u32,
+            fallbacks: fallbacks as u32,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost_nano_usd: cost.nanos(),
+            cost_usd: cost.to_string(),
+            latency_ms: total.as_secs_f64() * 1000.0,
+            ttft_ms: e.ttft.map(|t| t.as_secs_f64() * 1000.0),
+            policy_version: a.policy_version,
+            health_version: a.health_version,
+            catalog_version: a.catalog.version.to_string(),
+            route_seed: a.seed,
+            outcome: e.outcome.to_string(),
+        });
+    }
+
     // The line is built only when someone reads it (`switchyard::request` at info).
     if !tracing::enabled!(target: "switchyard::request", tracing::Level::INFO) {
         return;
@@ -137,12 +186,6 @@ pub fn request(a: &Admitted, e: &Ending<'_>) {
         (p.attempt.model.as_str(), p.attempt.provider.as_str())
     });
     let outcome = e.outcome;
-    let retries = e.trace.iter().filter(|t| t.retry).count();
-    let fallbacks = e
-        .trace
-        .windows(2)
-        .filter(|w| w[0].endpoint != w[1].endpoint)
-        .count();
     let attempts: Vec<String> = e
         .trace
         .iter()

@@ -49,6 +49,9 @@ pub struct RouterParts {
     /// Budget leases (see [`crate::budget_lease`]); without them every request is held on its
     /// own.
     pub leases: Option<Arc<crate::budget_lease::LeaseBook>>,
+    /// Where each request's record goes and is read from (`GET /v1/generations/{id}`);
+    /// without it, requests leave no record.
+    pub records: Option<Arc<crate::records::Recorder>>,
 }
 
 impl RouterParts {
@@ -67,6 +70,7 @@ impl RouterParts {
             self.outcomes,
             self.health.clone(),
             gate.clone(),
+            self.records.clone(),
         ));
         Router {
             policy: self.policy,
@@ -80,6 +84,7 @@ impl RouterParts {
             responses: self.responses,
             abort: self.abort,
             room: crate::queue::WaitingRoom::new(self.queue_capacity),
+            records: self.records,
         }
     }
 }
@@ -109,6 +114,7 @@ impl Router {
             abort: CancellationToken::new(),
             queue_capacity: crate::queue::DEFAULT_CAPACITY,
             leases: None,
+            records: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use switchyard_config::Catalog;
 use switchyard_providers::{ClientOptions, ProviderClient};
 use switchyard_state::{
     BudgetStore, HealthStore, PolicyStore, RedisBudgetStore, RedisHealthStore, RedisPolicyStore,
+    Retention,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -141,6 +142,22 @@ pub struct Args {
         env = "SWITCHYARD_ROUTER_QUEUE_CAPACITY"
     )]
     pub queue_capacity: usize,
+    /// How long each request's record (`GET /v1/generations/{id}`, `ctl requests`) is kept,
+    /// seconds; 0: requests leave no record.
+    #[arg(
+        long,
+        default_value_t = 86_400,
+        env = "SWITCHYARD_ROUTER_RECORDS_TTL_S"
+    )]
+    pub records_ttl_s: u64,
+    /// Records kept per org and minute at most; past it a minute's later requests leave none
+    /// (counted in `switchyard_request_records_dropped_total`).
+    #[arg(
+        long,
+        default_value_t = 6_000,
+        env = "SWITCHYARD_ROUTER_RECORDS_PER_MINUTE"
+    )]
+    pub records_per_minute: u64,
 }
 
 /// Settings of a router beyond its stores and peers.
@@ -194,11 +211,18 @@ pub struct Stores {
     pub idempotency: Arc<dyn switchyard_state::IdempotencyStore>,
     /// Stored Responses API responses.
     pub responses: Arc<dyn switchyard_state::ResponseStore>,
+    /// Request records, unless requests leave none.
+    pub records: Option<Arc<dyn switchyard_state::RequestLog>>,
 }
 
 impl Stores {
-    /// Every store on the Redis at `url`; connections end when `stop` is cancelled.
-    pub async fn redis(url: &str, stop: &CancellationToken) -> Result<Stores, String> {
+    /// Every store on the Redis at `url`, request records kept for `records` (none without);
+    /// connections end when `stop` is cancelled.
+    pub async fn redis(
+        url: &str,
+        records: Option<Retention>,
+        stop: &CancellationToken,
+    ) -> Result<Stores, String> {
         let context = |e: switchyard_state::StateError| format!("redis at {url}: {e}");
         Ok(Stores {
             health: Arc::new(
@@ -222,6 +246,14 @@ impl Stores {
                     .await
                     .map_err(context)?,
             ),
+            records: match records {
+                Some(r) => Some(Arc::new(
+                    switchyard_state::RedisRequestLog::open(url, r)
+                        .await
+                        .map_err(context)?,
+                )),
+                None => None,
+            },
         })
     }
 
@@ -233,6 +265,9 @@ impl Stores {
             policy: Some(Arc::new(switchyard_state::MemoryPolicyStore::default())),
             idempotency: Arc::new(switchyard_state::MemoryIdempotencyStore::default()),
             responses: Arc::new(switchyard_state::MemoryResponseStore::default()),
+            records: Some(Arc::new(switchyard_state::MemoryRequestLog::new(
+                Retention::default(),
+            ))),
         }
     }
 }
@@ -337,6 +372,13 @@ pub async fn start(
         client,
     );
     router.leases = leases;
+    router.records = stores.records.map(|log| {
+        let (recorder, task) = crate::records::Recorder::spawn(log, shutdown.clone());
+        tracker.spawn(async move {
+            let _ = task.await;
+        });
+        recorder
+    });
     router.outcomes = Some(outcomes);
     router.hold_grace = settings.hold_grace;
     router.hold_timeout = settings.hold_timeout;
@@ -395,7 +437,11 @@ pub async fn run(args: Args) -> Result<(), String> {
     // The local file until the policy publishes a catalog (then it is only a bootstrap).
     let catalog = Catalog::load(&args.catalog).map_err(|e| e.to_string())?;
     let stop = CancellationToken::new();
-    let stores = Stores::redis(&args.redis, &stop).await?;
+    let records = (args.records_ttl_s > 0).then(|| Retention {
+        ttl: Duration::from_secs(args.records_ttl_s),
+        per_minute: args.records_per_minute,
+    });
+    let stores = Stores::redis(&args.redis, records, &stop).await?;
     let http = TcpListener::bind(args.http)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.http))?;

@@ -25,6 +25,7 @@ pub struct Settlement {
     outcomes: Option<Arc<OutcomeWriter>>,
     health: Arc<HealthView>,
     gate: Arc<BudgetGate>,
+    records: Option<Arc<crate::records::Recorder>>,
 }
 
 impl std::fmt::Debug for Settlement {
@@ -36,16 +37,18 @@ impl std::fmt::Debug for Settlement {
 }
 
 impl Settlement {
-    /// Settles through `reporter` and `gate`, feeding `health` and `outcomes`.
+    /// Settles through `reporter` and `gate`, feeding `health`, `outcomes` and `records`.
     pub fn new(
         reporter: Reporter,
         outcomes: Option<Arc<OutcomeWriter>>,
         health: Arc<HealthView>,
         gate: Arc<BudgetGate>,
+        records: Option<Arc<crate::records::Recorder>>,
     ) -> Self {
         Settlement {
             reporter,
             outcomes,
+            records,
             health,
             gate,
         }
@@ -138,6 +141,7 @@ impl Settlement {
                 outcome,
                 ttft,
             },
+            self.records.as_deref(),
         );
         cost
     }

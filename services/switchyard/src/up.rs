@@ -117,7 +117,10 @@ pub async fn run(args: Args) -> Result<(), String> {
     let e = args.ephemeral;
     let stop = tokio_util::sync::CancellationToken::new();
     let stores = match &args.redis {
-        Some(url) => switchyard_router::run::Stores::redis(url, &stop).await?,
+        Some(url) => {
+            let records = Some(switchyard_state::Retention::default());
+            switchyard_router::run::Stores::redis(url, records, &stop).await?
+        }
         None => switchyard_router::run::Stores::memory(),
     };
     let state_name = match &args.redis {

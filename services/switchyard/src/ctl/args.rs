@@ -32,7 +32,7 @@ pub struct Args {
         default_value = "http://127.0.0.1:50054"
     )]
     pub(super) prober: String,
-    /// A router's gRPC address (for `explain`).
+    /// A router's gRPC address (for `explain`, `requests` and `request`).
     #[arg(
         long,
         global = true,
@@ -154,6 +154,40 @@ pub(super) enum Cmd {
         /// Route seed: the same seed gives the plan a request sent with it follows.
         #[arg(long)]
         seed: Option<u64>,
+    },
+    /// The newest requests routers recorded (read through a router): when, org, workflow,
+    /// serving endpoint, attempts, fallbacks, outcome, latency and cost.
+    Requests {
+        /// Only this org (a key without the `admin` scope reads its own org only).
+        #[arg(long)]
+        org: Option<String>,
+        /// Only this outcome: `ok`, `cancelled` or an error class (`rate_limited`, …).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only requests with an attempt on this endpoint (`model@provider`).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// How far back: `90s`, `15m`, `2h`, `1d`.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// At most this many (up to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// An API key: its org's requests, or any org's with the `admin` scope.
+        #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+        key: String,
+    },
+    /// One request's record: its route, every attempt, tokens, cost, and the versions and seed
+    /// it was routed with.
+    Request {
+        /// The request id (`x-switchyard-request-id`).
+        id: String,
+        /// The org, for a key with the `admin` scope (default: any org).
+        #[arg(long)]
+        org: Option<String>,
+        /// An API key: its org's requests, or any org's with the `admin` scope.
+        #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+        key: String,
     },
 }
 
@@ -311,7 +345,8 @@ pub(super) enum KeyCmd {
         /// Org.
         #[arg(long)]
         org: String,
-        /// Scopes (repeat); none means all.
+        /// Scopes (repeat); none means every scope but `admin` (which reads and changes every
+        /// org's records through routers and the console).
         #[arg(long = "scope")]
         scopes: Vec<String>,
     },

@@ -1,6 +1,7 @@
 //! `switchyard ctl`: the operator's command line over the services' gRPC APIs — endpoint health
 //! and manual ejection (prober), budgets and usage (billing), overrides, keys, the policy version
-//! and the audit trail (policy), and explain (a router's dry run). Tables for people, `--json`
+//! and the audit trail (policy), and through a router explain (a dry run) and the request
+//! records. Tables for people, `--json`
 //! for scripts; a failure is one line naming the service, what failed and what to check.
 
 mod args;
@@ -10,6 +11,7 @@ mod limits;
 mod policy;
 mod prober;
 mod render;
+mod requests;
 mod router;
 
 use std::time::Duration;
@@ -92,6 +94,24 @@ pub async fn run(args: Args) -> Result<(), String> {
         Cmd::Policy(PolicyCmd::Version) => policy_version(&ctx).await?,
         Cmd::Audit { limit } => audit(&ctx, limit).await?,
         Cmd::Explain { file, key, seed } => explain(&ctx, &file, &key, seed).await?,
+        Cmd::Requests {
+            org,
+            outcome,
+            endpoint,
+            since,
+            limit,
+            key,
+        } => {
+            let selection = requests::Selection {
+                org,
+                outcome,
+                endpoint,
+                since,
+                limit,
+            };
+            requests::list(&ctx, &key, selection).await?
+        }
+        Cmd::Request { id, org, key } => requests::one(&ctx, &key, id, org).await?,
     };
     let text = if args.json {
         format!("{:#}\n", out.json)

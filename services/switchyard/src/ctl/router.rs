@@ -20,14 +20,13 @@ pub(super) async fn explain(
         std::fs::read_to_string(file)
     }
     .map_err(|e| format!("error: cannot read {}: {e}", file.display()))?;
-    let mut request = tonic::Request::new(pb::ExplainRequest {
-        request: None,
-        openai_json: body,
-    });
-    let auth = format!("Bearer {key}")
-        .parse()
-        .map_err(|_| "error: the API key has characters a header cannot carry".to_string())?;
-    request.metadata_mut().insert("authorization", auth);
+    let mut request = super::requests::with_key(
+        pb::ExplainRequest {
+            request: None,
+            openai_json: body,
+        },
+        key,
+    )?;
     if let Some(seed) = seed
         && let Ok(v) = seed.to_string().parse()
     {
