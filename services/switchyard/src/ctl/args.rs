@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub struct Args {
     /// Print one JSON document instead of a table.
     #[arg(long, global = true)]
-    pub(super) json: bool,
+    pub(crate) json: bool,
     /// The policy service's gRPC address.
     #[arg(
         long,
@@ -15,7 +15,7 @@ pub struct Args {
         env = "SWITCHYARD_POLICY_ADDR",
         default_value = "http://127.0.0.1:50052"
     )]
-    pub(super) policy: String,
+    pub(crate) policy: String,
     /// The billing service's gRPC address.
     #[arg(
         long,
@@ -23,7 +23,7 @@ pub struct Args {
         env = "SWITCHYARD_BILLING_ADDR",
         default_value = "http://127.0.0.1:50053"
     )]
-    pub(super) billing: String,
+    pub(crate) billing: String,
     /// The health prober's gRPC address.
     #[arg(
         long,
@@ -31,7 +31,7 @@ pub struct Args {
         env = "SWITCHYARD_PROBER_ADDR",
         default_value = "http://127.0.0.1:50054"
     )]
-    pub(super) prober: String,
+    pub(crate) prober: String,
     /// A router's gRPC address (for `explain`, `requests` and `request`).
     #[arg(
         long,
@@ -39,16 +39,16 @@ pub struct Args {
         env = "SWITCHYARD_ROUTER_ADDR",
         default_value = "http://127.0.0.1:50051"
     )]
-    pub(super) router: String,
+    pub(crate) router: String,
     /// Seconds to wait for a service.
     #[arg(long, global = true, default_value_t = 5.0)]
-    pub(super) timeout: f64,
+    pub(crate) timeout: f64,
     /// Who is acting, for the audit trail (default: $USER).
     #[arg(long, global = true, env = "SWITCHYARD_ACTOR")]
-    pub(super) actor: Option<String>,
+    pub(crate) actor: Option<String>,
     /// Client certificate for mutual TLS (PEM; with --tls-key and --tls-ca).
     #[arg(long, global = true, env = "SWITCHYARD_TLS_CERT")]
-    pub(super) tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// Its private key (PEM).
     #[arg(
         long,
@@ -56,16 +56,16 @@ pub struct Args {
         env = "SWITCHYARD_TLS_KEY",
         hide_env_values = true
     )]
-    pub(super) tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     /// The CA the services' certificates are signed by (PEM).
     #[arg(long, global = true, env = "SWITCHYARD_TLS_CA")]
-    pub(super) tls_ca: Option<PathBuf>,
+    pub(crate) tls_ca: Option<PathBuf>,
     #[command(subcommand)]
-    pub(super) command: Cmd,
+    pub(crate) command: Cmd,
 }
 
 #[derive(clap::Subcommand)]
-pub(super) enum Cmd {
+pub(crate) enum Cmd {
     /// Endpoint states, statistics and reasons, as the prober records them.
     Health,
     /// Eject an endpoint: no router plans it until the time is up or it is restored.
@@ -193,7 +193,7 @@ pub(super) enum Cmd {
 
 /// Whose budget or limits: the org's, one key's or one workflow's, and why it changes.
 #[derive(clap::Args)]
-pub(super) struct ScopeArgs {
+pub(crate) struct ScopeArgs {
     /// The org.
     pub org: String,
     /// One API key of the org (its id).
@@ -235,7 +235,7 @@ impl ScopeArgs {
 
 /// Which budget: a scope and a period.
 #[derive(clap::Args)]
-pub(super) struct BudgetScope {
+pub(crate) struct BudgetScope {
     #[command(flatten)]
     pub who: ScopeArgs,
     /// day, month or total.
@@ -244,7 +244,7 @@ pub(super) struct BudgetScope {
 }
 
 #[derive(clap::Subcommand)]
-pub(super) enum BudgetCmd {
+pub(crate) enum BudgetCmd {
     /// Sets a budget (the period's spend is kept).
     Set {
         #[command(flatten)]
@@ -267,7 +267,7 @@ pub(super) enum BudgetCmd {
 }
 
 #[derive(clap::Subcommand)]
-pub(super) enum LimitCmd {
+pub(crate) enum LimitCmd {
     /// Sets a scope's limits (those not given are none).
     Set {
         #[command(flatten)]
@@ -291,7 +291,7 @@ pub(super) enum LimitCmd {
 }
 
 #[derive(clap::Subcommand)]
-pub(super) enum OverrideCmd {
+pub(crate) enum OverrideCmd {
     /// The overrides in force.
     List,
     /// Disable a provider or an endpoint, for every org or one.
@@ -339,7 +339,7 @@ pub(super) enum OverrideCmd {
 }
 
 #[derive(clap::Subcommand)]
-pub(super) enum KeyCmd {
+pub(crate) enum KeyCmd {
     /// Issue a key for an org; the secret is printed once.
     Issue {
         /// Org.
@@ -361,13 +361,13 @@ pub(super) enum KeyCmd {
 }
 
 #[derive(clap::Subcommand)]
-pub(super) enum PolicyCmd {
+pub(crate) enum PolicyCmd {
     /// The version in force, its hash, and what it holds.
     Version,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-pub(super) enum GroupBy {
+pub(crate) enum GroupBy {
     Day,
     Model,
     Provider,

@@ -8,7 +8,7 @@ use super::args::*;
 use super::client::Ctx;
 use super::render::*;
 
-pub(super) fn scope_name(s: Option<&pb::Scope>) -> (String, String) {
+pub(crate) fn scope_name(s: Option<&pb::Scope>) -> (String, String) {
     let Some(s) = s else {
         return ("?".into(), String::new());
     };
@@ -21,7 +21,7 @@ pub(super) fn scope_name(s: Option<&pb::Scope>) -> (String, String) {
     (kind.into(), s.id.clone())
 }
 
-pub(super) fn period_name(p: i32) -> &'static str {
+pub(crate) fn period_name(p: i32) -> &'static str {
     match pb::Period::try_from(p) {
         Ok(pb::Period::Day) => "day",
         Ok(pb::Period::Month) => "month",
@@ -32,7 +32,7 @@ pub(super) fn period_name(p: i32) -> &'static str {
 
 /// `budgets set|remove`: a change through the policy service, which audits it and publishes a
 /// version billing applies.
-pub(super) async fn change_budget(ctx: &Ctx, cmd: BudgetCmd) -> Result<Out, String> {
+pub(crate) async fn change_budget(ctx: &Ctx, cmd: BudgetCmd) -> Result<Out, String> {
     let target = |s: &BudgetScope| -> Result<(pb::Scope, i32), String> {
         let period = match s.period.as_str() {
             "day" => pb::Period::Day,
@@ -97,7 +97,7 @@ pub(super) async fn change_budget(ctx: &Ctx, cmd: BudgetCmd) -> Result<Out, Stri
     })
 }
 
-pub(super) async fn budgets(ctx: &Ctx, org: Option<String>) -> Result<Out, String> {
+pub(crate) async fn budgets(ctx: &Ctx, org: Option<String>) -> Result<Out, String> {
     let mut client = ctx.billing()?;
     let mut list = Vec::new();
     let mut rows = Vec::new();
@@ -176,7 +176,7 @@ pub(super) async fn budgets(ctx: &Ctx, org: Option<String>) -> Result<Out, Strin
     })
 }
 
-pub(super) async fn usage(
+pub(crate) async fn usage(
     ctx: &Ctx,
     org: Option<String>,
     by: GroupBy,

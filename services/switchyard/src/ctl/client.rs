@@ -7,15 +7,15 @@ use switchyard_proto::v1 as pb;
 use tonic::transport::Channel;
 
 /// A service `ctl` talks to, for connecting and for error lines.
-pub(super) struct Service {
-    pub(super) name: &'static str,
-    pub(super) addr: String,
-    pub(super) flag: &'static str,
-    pub(super) env: &'static str,
+pub(crate) struct Service {
+    pub(crate) name: &'static str,
+    pub(crate) addr: String,
+    pub(crate) flag: &'static str,
+    pub(crate) env: &'static str,
 }
 
 impl Service {
-    pub(super) fn channel(&self, timeout: Duration) -> Result<Channel, String> {
+    pub(crate) fn channel(&self, timeout: Duration) -> Result<Channel, String> {
         switchyard_runtime::tls::endpoint(&self.addr)
             .map(|e| e.connect_timeout(timeout).timeout(timeout).connect_lazy())
             .map_err(|e| {
@@ -27,7 +27,7 @@ impl Service {
     }
 
     /// One line: which service, what failed, what to check.
-    pub(super) fn fail(&self, what: &str, s: &tonic::Status) -> String {
+    pub(crate) fn fail(&self, what: &str, s: &tonic::Status) -> String {
         let message = s.message().replace(['\n', '\r'], " ");
         let message = if message.is_empty() {
             s.code().description().to_string()
@@ -69,35 +69,35 @@ impl Service {
     }
 }
 
-pub(super) struct Ctx {
-    pub(super) policy: Service,
-    pub(super) billing: Service,
-    pub(super) prober: Service,
-    pub(super) router: Service,
-    pub(super) timeout: Duration,
-    pub(super) actor: String,
+pub(crate) struct Ctx {
+    pub(crate) policy: Service,
+    pub(crate) billing: Service,
+    pub(crate) prober: Service,
+    pub(crate) router: Service,
+    pub(crate) timeout: Duration,
+    pub(crate) actor: String,
 }
 
 impl Ctx {
-    pub(super) fn policy(&self) -> Result<pb::policy_client::PolicyClient<Channel>, String> {
+    pub(crate) fn policy(&self) -> Result<pb::policy_client::PolicyClient<Channel>, String> {
         Ok(pb::policy_client::PolicyClient::new(
             self.policy.channel(self.timeout)?,
         ))
     }
 
-    pub(super) fn billing(&self) -> Result<pb::billing_client::BillingClient<Channel>, String> {
+    pub(crate) fn billing(&self) -> Result<pb::billing_client::BillingClient<Channel>, String> {
         Ok(pb::billing_client::BillingClient::new(
             self.billing.channel(self.timeout)?,
         ))
     }
 
-    pub(super) fn health(&self) -> Result<pb::health_client::HealthClient<Channel>, String> {
+    pub(crate) fn health(&self) -> Result<pb::health_client::HealthClient<Channel>, String> {
         Ok(pb::health_client::HealthClient::new(
             self.prober.channel(self.timeout)?,
         ))
     }
 
-    pub(super) async fn status(&self) -> Result<pb::PolicyStatus, String> {
+    pub(crate) async fn status(&self) -> Result<pb::PolicyStatus, String> {
         self.policy()?
             .get_status(pb::GetStatusRequest {})
             .await
@@ -106,7 +106,7 @@ impl Ctx {
     }
 
     /// `org`, or every org of the policy.
-    pub(super) async fn orgs(&self, org: Option<String>) -> Result<Vec<String>, String> {
+    pub(crate) async fn orgs(&self, org: Option<String>) -> Result<Vec<String>, String> {
         match org {
             Some(o) => Ok(vec![o]),
             None => Ok(self.status().await?.org_ids),

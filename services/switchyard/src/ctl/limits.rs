@@ -9,7 +9,7 @@ use super::args::LimitCmd;
 use super::client::Ctx;
 use super::render::table;
 
-pub(super) async fn change(ctx: &Ctx, cmd: LimitCmd) -> Result<Out, String> {
+pub(crate) async fn change(ctx: &Ctx, cmd: LimitCmd) -> Result<Out, String> {
     let mut client = ctx.policy()?;
     let (what, s, result) = match cmd {
         LimitCmd::Set {
@@ -54,7 +54,7 @@ pub(super) async fn change(ctx: &Ctx, cmd: LimitCmd) -> Result<Out, String> {
     })
 }
 
-pub(super) async fn list(ctx: &Ctx, org: Option<String>) -> Result<Out, String> {
+pub(crate) async fn list(ctx: &Ctx, org: Option<String>) -> Result<Out, String> {
     let status = ctx.status().await?;
     let all: Value = serde_json::from_str(&status.limits_json).unwrap_or(Value::Null);
     let limits: Vec<Value> = all

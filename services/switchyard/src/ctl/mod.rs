@@ -4,15 +4,15 @@
 //! records. Tables for people, `--json`
 //! for scripts; a failure is one line naming the service, what failed and what to check.
 
-mod args;
-mod billing;
-mod client;
-mod limits;
-mod policy;
-mod prober;
-mod render;
-mod requests;
-mod router;
+pub(crate) mod args;
+pub(crate) mod billing;
+pub(crate) mod client;
+pub(crate) mod limits;
+pub(crate) mod policy;
+pub(crate) mod prober;
+pub(crate) mod render;
+pub(crate) mod requests;
+pub(crate) mod router;
 
 use std::time::Duration;
 
@@ -26,9 +26,33 @@ use policy::{audit, keys, overrides, policy_version};
 use prober::{eject, health, probe, restore};
 use router::explain;
 
-struct Out {
-    json: Value,
-    text: String,
+pub(crate) struct Out {
+    pub(crate) json: Value,
+    pub(crate) text: String,
+}
+
+/// The services at `addrs` (policy, billing, prober, a router), acting as `actor`.
+pub(crate) fn context(addrs: [String; 4], timeout: Duration, actor: String) -> Ctx {
+    let [policy, billing, prober, router] = addrs;
+    // `host:port` is taken as plain-text HTTP/2.
+    let service = |name, addr: String, flag, env| Service {
+        name,
+        addr: if addr.contains("://") {
+            addr
+        } else {
+            format!("http://{addr}")
+        },
+        flag,
+        env,
+    };
+    Ctx {
+        policy: service("policy", policy, "policy", "SWITCHYARD_POLICY_ADDR"),
+        billing: service("billing", billing, "billing", "SWITCHYARD_BILLING_ADDR"),
+        prober: service("prober", prober, "prober", "SWITCHYARD_PROBER_ADDR"),
+        router: service("router", router, "router", "SWITCHYARD_ROUTER_ADDR"),
+        timeout,
+        actor,
+    }
 }
 
 /// Runs `ctl`.
@@ -45,30 +69,11 @@ pub async fn run(args: Args) -> Result<(), String> {
         .or_else(|| std::env::var("USER").ok())
         .filter(|a| !a.trim().is_empty())
         .map_or_else(|| "ctl".to_string(), |a| format!("{} (ctl)", a.trim()));
-    // `host:port` is taken as plain-text HTTP/2.
-    let service = |name, addr: String, flag, env| Service {
-        name,
-        addr: if addr.contains("://") {
-            addr
-        } else {
-            format!("http://{addr}")
-        },
-        flag,
-        env,
-    };
-    let ctx = Ctx {
-        policy: service("policy", args.policy, "policy", "SWITCHYARD_POLICY_ADDR"),
-        billing: service(
-            "billing",
-            args.billing,
-            "billing",
-            "SWITCHYARD_BILLING_ADDR",
-        ),
-        prober: service("prober", args.prober, "prober", "SWITCHYARD_PROBER_ADDR"),
-        router: service("router", args.router, "router", "SWITCHYARD_ROUTER_ADDR"),
+    let ctx = context(
+        [args.policy, args.billing, args.prober, args.router],
         timeout,
         actor,
-    };
+    );
     let out = match args.command {
         Cmd::Health => health(&ctx).await?,
         Cmd::Eject {

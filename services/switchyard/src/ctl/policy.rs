@@ -8,7 +8,7 @@ use super::args::*;
 use super::client::Ctx;
 use super::render::*;
 
-pub(super) fn override_kind(k: i32) -> &'static str {
+pub(crate) fn override_kind(k: i32) -> &'static str {
     match pb::OverrideKind::try_from(k) {
         Ok(pb::OverrideKind::DisableProvider) => "disable_provider",
         Ok(pb::OverrideKind::DisableEndpoint) => "disable_endpoint",
@@ -17,7 +17,7 @@ pub(super) fn override_kind(k: i32) -> &'static str {
     }
 }
 
-pub(super) fn override_json(o: &pb::Override) -> Value {
+pub(crate) fn override_json(o: &pb::Override) -> Value {
     json!({
         "id": o.id, "kind": override_kind(o.kind),
         "org": (!o.org_id.is_empty()).then_some(&o.org_id),
@@ -26,7 +26,7 @@ pub(super) fn override_json(o: &pb::Override) -> Value {
     })
 }
 
-pub(super) fn overrides_table(list: &[pb::Override]) -> String {
+pub(crate) fn overrides_table(list: &[pb::Override]) -> String {
     if list.is_empty() {
         return "no overrides\n".into();
     }
@@ -61,7 +61,7 @@ pub(super) fn overrides_table(list: &[pb::Override]) -> String {
     )
 }
 
-pub(super) async fn overrides(ctx: &Ctx, cmd: OverrideCmd) -> Result<Out, String> {
+pub(crate) async fn overrides(ctx: &Ctx, cmd: OverrideCmd) -> Result<Out, String> {
     let mut client = ctx.policy()?;
     let put =
         |kind: pb::OverrideKind, org: Option<String>, target, model: Option<String>, reason| {
@@ -148,7 +148,7 @@ pub(super) async fn overrides(ctx: &Ctx, cmd: OverrideCmd) -> Result<Out, String
     })
 }
 
-pub(super) async fn keys(ctx: &Ctx, cmd: KeyCmd) -> Result<Out, String> {
+pub(crate) async fn keys(ctx: &Ctx, cmd: KeyCmd) -> Result<Out, String> {
     let mut client = ctx.policy()?;
     match cmd {
         KeyCmd::Issue { org, scopes } => {
@@ -192,7 +192,7 @@ pub(super) async fn keys(ctx: &Ctx, cmd: KeyCmd) -> Result<Out, String> {
     }
 }
 
-pub(super) async fn policy_version(ctx: &Ctx) -> Result<Out, String> {
+pub(crate) async fn policy_version(ctx: &Ctx) -> Result<Out, String> {
     let s = ctx.status().await?;
     Ok(Out {
         json: json!({
@@ -225,7 +225,7 @@ pub(super) async fn policy_version(ctx: &Ctx) -> Result<Out, String> {
     })
 }
 
-pub(super) async fn audit(ctx: &Ctx, limit: u32) -> Result<Out, String> {
+pub(crate) async fn audit(ctx: &Ctx, limit: u32) -> Result<Out, String> {
     let records = ctx
         .policy()?
         .list_audit(pb::ListAuditRequest { limit })

@@ -19,7 +19,7 @@ fn pct(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.1}"))
 }
 
-pub(super) fn endpoint_json(e: &pb::EndpointHealth) -> Value {
+pub(crate) fn endpoint_json(e: &pb::EndpointHealth) -> Value {
     json!({
         "uptime_last_5m": e.uptime_last_5m,
         "uptime_last_30m": e.uptime_last_30m,
@@ -43,7 +43,7 @@ pub(super) fn endpoint_json(e: &pb::EndpointHealth) -> Value {
     })
 }
 
-pub(super) fn endpoints_out(version: Option<u64>, list: &[pb::EndpointHealth]) -> Out {
+pub(crate) fn endpoints_out(version: Option<u64>, list: &[pb::EndpointHealth]) -> Out {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|e| {
@@ -103,7 +103,7 @@ pub(super) fn endpoints_out(version: Option<u64>, list: &[pb::EndpointHealth]) -
     Out { json, text }
 }
 
-pub(super) async fn health(ctx: &Ctx) -> Result<Out, String> {
+pub(crate) async fn health(ctx: &Ctx) -> Result<Out, String> {
     let r = ctx
         .health()?
         .list_endpoints(pb::ListEndpointsRequest {})
@@ -118,7 +118,7 @@ pub(super) async fn health(ctx: &Ctx) -> Result<Out, String> {
     Ok(out)
 }
 
-pub(super) async fn eject(
+pub(crate) async fn eject(
     ctx: &Ctx,
     endpoint: String,
     seconds: u32,
@@ -138,7 +138,7 @@ pub(super) async fn eject(
     Ok(endpoints_out(None, &[r]))
 }
 
-pub(super) async fn restore(ctx: &Ctx, endpoint: String, reason: String) -> Result<Out, String> {
+pub(crate) async fn restore(ctx: &Ctx, endpoint: String, reason: String) -> Result<Out, String> {
     let r = ctx
         .health()?
         .restore(pb::RestoreRequest {
@@ -152,7 +152,7 @@ pub(super) async fn restore(ctx: &Ctx, endpoint: String, reason: String) -> Resu
     Ok(endpoints_out(None, &[r]))
 }
 
-pub(super) async fn probe(ctx: &Ctx, endpoint: String) -> Result<Out, String> {
+pub(crate) async fn probe(ctx: &Ctx, endpoint: String) -> Result<Out, String> {
     let r = ctx
         .health()?
         .probe_now(pb::ProbeNowRequest { endpoint })

@@ -4,7 +4,7 @@ use switchyard_core::Money;
 use switchyard_proto::v1 as pb;
 
 /// Columns padded to their widest cell.
-pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -29,11 +29,11 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     text
 }
 
-pub(super) fn usd(nanos: i64) -> String {
+pub(crate) fn usd(nanos: i64) -> String {
     Money::from_nanos(nanos).to_string()
 }
 
-pub(super) fn ago(unix_ms: i64) -> String {
+pub(crate) fn ago(unix_ms: i64) -> String {
     if unix_ms <= 0 {
         return "never".into();
     }
@@ -46,7 +46,7 @@ pub(super) fn ago(unix_ms: i64) -> String {
     }
 }
 
-pub(super) fn state_name(s: i32) -> &'static str {
+pub(crate) fn state_name(s: i32) -> &'static str {
     match pb::EndpointState::try_from(s) {
         Ok(pb::EndpointState::Healthy) => "healthy",
         Ok(pb::EndpointState::Degraded) => "degraded",

@@ -10,7 +10,7 @@ use super::client::Ctx;
 use super::render::{ago, table, usd};
 
 /// `request` with `key` as its bearer credentials.
-pub(super) fn with_key<T>(request: T, key: &str) -> Result<tonic::Request<T>, String> {
+pub(crate) fn with_key<T>(request: T, key: &str) -> Result<tonic::Request<T>, String> {
     let mut request = tonic::Request::new(request);
     let auth = format!("Bearer {key}")
         .parse()
@@ -20,7 +20,7 @@ pub(super) fn with_key<T>(request: T, key: &str) -> Result<tonic::Request<T>, St
 }
 
 /// `90s`, `15m`, `2h` or `1d`, in ms.
-pub(super) fn age_ms(text: &str) -> Result<u64, String> {
+pub(crate) fn age_ms(text: &str) -> Result<u64, String> {
     let bad = || format!("error: `{text}` is not an age like 90s, 15m, 2h or 1d");
     let (n, unit) = text.split_at(text.len().saturating_sub(1));
     let n: u64 = n.parse().map_err(|_| bad())?;
@@ -46,7 +46,7 @@ fn client(ctx: &Ctx) -> Result<pb::router_client::RouterClient<tonic::transport:
 }
 
 /// What `ctl requests` selects.
-pub(super) struct Selection {
+pub(crate) struct Selection {
     pub org: Option<String>,
     pub outcome: Option<String>,
     pub endpoint: Option<String>,
@@ -54,7 +54,7 @@ pub(super) struct Selection {
     pub limit: u32,
 }
 
-pub(super) async fn list(ctx: &Ctx, key: &str, s: Selection) -> Result<Out, String> {
+pub(crate) async fn list(ctx: &Ctx, key: &str, s: Selection) -> Result<Out, String> {
     let since = switchyard_core::clock::now_ms().saturating_sub(age_ms(&s.since)?);
     let request = with_key(
         pb::ListRequestRecordsRequest {
@@ -116,7 +116,7 @@ pub(super) async fn list(ctx: &Ctx, key: &str, s: Selection) -> Result<Out, Stri
     Ok(Out { json, text })
 }
 
-pub(super) async fn one(
+pub(crate) async fn one(
     ctx: &Ctx,
     key: &str,
     id: String,

@@ -8,7 +8,7 @@ use super::Out;
 use super::client::Ctx;
 use super::render::*;
 
-pub(super) async fn explain(
+pub(crate) async fn explain(
     ctx: &Ctx,
     file: &PathBuf,
     key: &str,
@@ -20,6 +20,16 @@ pub(super) async fn explain(
         std::fs::read_to_string(file)
     }
     .map_err(|e| format!("error: cannot read {}: {e}", file.display()))?;
+    explain_body(ctx, body, key, seed).await
+}
+
+/// Explains the OpenAI-format chat request `body` for `key`'s org.
+pub(crate) async fn explain_body(
+    ctx: &Ctx,
+    body: String,
+    key: &str,
+    seed: Option<u64>,
+) -> Result<Out, String> {
     let mut request = super::requests::with_key(
         pb::ExplainRequest {
             request: None,
