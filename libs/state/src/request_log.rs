@@ -55,7 +55,8 @@ pub struct RequestRecord {
     pub policy_version: u64,
     pub health_version: u64,
     pub catalog_version: String,
-    pub route_seed: u64,
+    /// As text: JSON numbers lose a u64's precision in many clients.
+    pub route_seed: String,
     /// `ok`, `cancelled` or the error class.
     pub outcome: String,
 }

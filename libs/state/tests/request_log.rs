@@ -38,7 +38,7 @@ fn record(org: &str, at_ms: u64, n: u64, outcome: &str) -> RequestRecord {
         policy_version: 1,
         health_version: 2,
         catalog_version: "c".into(),
-        route_seed: 9,
+        route_seed: "9".into(),
         outcome: outcome.into(),
     }
 }

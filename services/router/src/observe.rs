@@ -172,7 +172,7 @@ pub fn request(a: &Admitted, e: &Ending<'_>, records: Option<&crate::records::Re
             policy_version: a.policy_version,
             health_version: a.health_version,
             catalog_version: a.catalog.version.to_string(),
-            route_seed: a.seed,
+            route_seed: a.seed.to_string(),
             outcome: e.outcome.to_string(),
         });
     }

@@ -145,7 +145,7 @@ mod tests {
             policy_version: 1,
             health_version: 1,
             catalog_version: "v".into(),
-            route_seed: 7,
+            route_seed: "7".into(),
             outcome: "ok".into(),
         }
     }

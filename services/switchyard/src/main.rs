@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod check;
+mod console;
 mod ctl;
 mod secrets;
 mod up;
@@ -49,6 +50,8 @@ enum Command {
     /// Operate a running cluster: health, ejections, budgets, usage, overrides, keys, the
     /// policy version, the audit trail, and explain (a routing dry run).
     Ctl(ctl::Args),
+    /// Serve the operator console (a web UI over the services' gRPC APIs).
+    Console(console::Args),
 }
 
 #[tokio::main]
@@ -73,6 +76,7 @@ async fn main() -> ExitCode {
         Command::NewMasterKey => secrets::new_master_key(),
         Command::Bench(args) => bench::run(args).await,
         Command::Ctl(args) => ctl::run(args).await,
+        Command::Console(args) => console::run(args).await,
     };
     telemetry.shutdown();
     match result {

@@ -179,8 +179,23 @@ pub async fn run(args: Args) -> Result<(), String> {
     )
     .await?;
 
+    let console = crate::console::start(
+        bind(e, "127.0.0.1:8090").await?,
+        crate::console::Backends {
+            addrs: [
+                format!("http://{}", policy.grpc_addr),
+                format!("http://{}", billing.grpc_addr),
+                format!("http://{}", prober.grpc_addr),
+                format!("http://{}", router.grpc_addr),
+            ],
+            timeout: Duration::from_secs(5),
+        },
+        stop.clone(),
+    )
+    .await?;
+
     let mut text = format!(
-        "switchyard up\n  router     http://{}  (OpenAI-compatible API; /metrics /healthz /readyz)  grpc {}\n  policy     grpc {}  ops {}\n  billing    grpc {}  ops {}\n  prober     grpc {}  ops {}\n  catalog    {catalog_name} ({} providers, {} models, {} endpoints)\n  state      {state_name}\n  simulated providers (control API {}):\n",
+        "switchyard up\n  console    http://{console}  (operator console; sign in with an API key)\n  router     http://{}  (OpenAI-compatible API; /metrics /healthz /readyz)  grpc {}\n  policy     grpc {}  ops {}\n  billing    grpc {}  ops {}\n  prober     grpc {}  ops {}\n  catalog    {catalog_name} ({} providers, {} models, {} endpoints)\n  state      {state_name}\n  simulated providers (control API {}):\n",
         router.http_addr,
         router.grpc_addr,
         policy.grpc_addr,
@@ -203,7 +218,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     }
     if args.policy.is_none() {
         text.push_str(&format!(
-            "  demo key   sk-switchyard-demo (dev only)\n  try        curl http://{}/v1/chat/completions -H 'authorization: Bearer sk-switchyard-demo' -H 'content-type: application/json' -d '{{\"model\": \"demo-fast\", \"messages\": [{{\"role\": \"user\", \"content\": \"hello\"}}]}}'\n",
+            "  demo key   sk-switchyard-demo (dev only); sk-switchyard-admin signs in to the console as an admin\n  try        curl http://{}/v1/chat/completions -H 'authorization: Bearer sk-switchyard-demo' -H 'content-type: application/json' -d '{{\"model\": \"demo-fast\", \"messages\": [{{\"role\": \"user\", \"content\": \"hello\"}}]}}'\n",
             router.http_addr
         ));
     }
