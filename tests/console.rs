@@ -1,8 +1,9 @@
 //! The operator console in headless Chromium against `switchyard up`: a provider broken in the
 //! simulator shows ejected on the endpoints page, the requests page opens a request that fell
 //! back with its trace, an ejection made from the page is in `ctl audit` with the console's
-//! actor, a budget set from the page refuses the next request, and every page's screenshot is
-//! written and not blank. A key without the admin scope reads but changes nothing.
+//! actor, client limits set there are the policy's, a budget set there refuses the next request,
+//! and every page's screenshot is written and not blank. A key without the admin scope reads but
+//! changes nothing.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -200,6 +201,18 @@ async fn the_console_shows_an_outage_and_its_changes_take_effect() {
         "{eject}"
     );
     assert_eq!(eject["reason"], "ejected from the console e2e", "{eject}");
+
+    // The client limits set on the page are the policy's.
+    let bin = switchyard_testkit::workspace_bin("switchyard", "switchyard").unwrap();
+    let limits = tokio::process::Command::new(bin)
+        .args([
+            "ctl", "--json", "--policy", &policy, "limits", "--org", "demo",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let limits: Value = serde_json::from_slice(&limits.stdout).unwrap();
+    assert_eq!(limits["limits"][0]["set"]["rpm"], 600, "{limits}");
 
     // The budget set on the page refuses the next request.
     let deadline = Instant::now() + Duration::from_secs(10);

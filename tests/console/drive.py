@@ -1,7 +1,7 @@
 """Drives the operator console in headless Chromium (Selenium with Debian's chromium and
 chromedriver): signs in with an admin key, waits for the broken provider's endpoint to show
-ejected, ejects another endpoint from the page, opens a request that fell back, sets a budget,
-and visits every page, writing a screenshot of each (checked not to be blank).
+ejected, ejects another endpoint from the page, opens a request that fell back, sets a budget
+and client limits, and visits every page, writing a screenshot of each (checked not to be blank).
 
 Arguments: console URL, API key, screenshot directory, endpoint expected ejected, endpoint to
 eject, org whose day budget to set. Prints one JSON object of what it saw.
@@ -140,6 +140,17 @@ try:
         return "0.000001" in driver.find_element(By.ID, "page").text
 
     wait("budget listed", listed)
+    for field, value in (("rpm", "600"), ("reason", "console e2e limits")):
+        driver.find_element(By.ID, "limits-" + field).send_keys(value)
+    driver.find_element(By.ID, "limits-set").click()
+    wait("limits set", lambda: "set the client limits" in status())
+
+    def limited():
+        go("usage")
+        go("budgets")
+        return "600" in driver.find_element(By.ID, "page").text
+
+    wait("limits listed", limited)
     shot("budgets")
 
     go("usage")

@@ -139,6 +139,8 @@ pub fn routes(console: Arc<Console>) -> Axum {
         .route("/api/budgets", get(budgets))
         .route("/api/budgets/set", post(changes::set_budget))
         .route("/api/budgets/remove", post(changes::remove_budget))
+        .route("/api/limits/set", post(changes::set_limits))
+        .route("/api/limits/remove", post(changes::remove_limits))
         .route("/api/usage", get(usage))
         .route("/api/requests", get(list_requests))
         .route("/api/requests/{id}", get(one_request))

@@ -1,5 +1,5 @@
-//! The console's changes: eject and restore an endpoint, set and remove a budget, remove an
-//! override. Each needs a key with the `admin` scope and is audited with it as the actor.
+//! The console's changes: eject and restore an endpoint, set and remove a budget or a scope's
+//! client limits, remove an override. Each needs a key with the `admin` scope and is audited with it as the actor.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::api::{Shared, failed, reply};
-use crate::ctl::args::{BudgetCmd, BudgetScope, OverrideCmd, ScopeArgs};
+use crate::ctl::args::{BudgetCmd, BudgetScope, LimitCmd, OverrideCmd, ScopeArgs};
 use crate::ctl::{billing, policy, prober};
 
 #[derive(Deserialize)]
@@ -153,6 +153,78 @@ pub(super) async fn remove_override(
                 reason: body.reason.clone(),
             };
             Ok(policy::overrides(&ctx, cmd).await.map_err(failed)?.json)
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct LimitChange {
+    org: String,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    workflow: Option<String>,
+    #[serde(default)]
+    rpm: Option<u64>,
+    #[serde(default)]
+    tpm: Option<u64>,
+    #[serde(default)]
+    concurrent: Option<u64>,
+    #[serde(default)]
+    reason: String,
+}
+
+impl LimitChange {
+    fn scope(&self) -> ScopeArgs {
+        let some = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        ScopeArgs {
+            org: self.org.clone(),
+            key: some(&self.key),
+            workflow: some(&self.workflow),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+pub(super) async fn set_limits(
+    State(c): Shared,
+    headers: HeaderMap,
+    body: axum::Json<LimitChange>,
+) -> Response {
+    reply(
+        async {
+            let (_, ctx) = c.admin(&headers).await?;
+            let cmd = LimitCmd::Set {
+                scope: body.scope(),
+                rpm: body.rpm,
+                tpm: body.tpm,
+                concurrent: body.concurrent,
+            };
+            Ok(crate::ctl::limits::change(&ctx, cmd)
+                .await
+                .map_err(failed)?
+                .json)
+        }
+        .await,
+    )
+}
+
+pub(super) async fn remove_limits(
+    State(c): Shared,
+    headers: HeaderMap,
+    body: axum::Json<LimitChange>,
+) -> Response {
+    reply(
+        async {
+            let (_, ctx) = c.admin(&headers).await?;
+            let cmd = LimitCmd::Remove {
+                scope: body.scope(),
+            };
+            Ok(crate::ctl::limits::change(&ctx, cmd)
+                .await
+                .map_err(failed)?
+                .json)
         }
         .await,
     )

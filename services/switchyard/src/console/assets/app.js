@@ -141,7 +141,8 @@ const views = {
       '<button class="budget-remove danger" data-org="' + esc(b.org) + '" data-scope="' + esc(b.scope) + '" data-id="' + esc(b.id) + '" data-period="' + esc(b.period) + '">Remove</button>',
     ]);
     const limits = (r.limits.limits || []).map((l) => [
-      esc(l.org), esc(l.key || l.workflow || "org"), esc(l.set?.rpm ?? "–"), esc(l.set?.tpm ?? "–"), esc(l.set?.concurrent ?? "–"), esc(l.source),
+      esc(l.org), esc(l.key ? "key " + l.key : l.workflow ? "workflow " + l.workflow : "org"), esc(l.set?.rpm ?? "–"), esc(l.set?.tpm ?? "–"), esc(l.set?.concurrent ?? "–"), esc(l.source),
+      '<button class="limits-remove danger" data-org="' + esc(l.org) + '" data-key="' + esc(l.key || "") + '" data-workflow="' + esc(l.workflow || "") + '">Remove</button>',
     ]);
     return (
       "<h1>Budgets &amp; limits</h1>" +
@@ -159,7 +160,16 @@ const views = {
       '<button id="budget-set" class="primary" type="submit">Set</button></form>' +
       table(["org", "scope", "id", "period", "limit", "spent", "held", "remaining", "kind", ""], rows) +
       "<h2>Client limits</h2>" +
-      table(["org", "scope", "rpm", "tpm", "in flight", "source"], limits)
+      '<form id="limits-form" class="inline card"><b>Set client limits</b>' +
+      '<input id="limits-org" placeholder="org" required size="10" value="' + esc(state.me.org) + '">' +
+      '<input id="limits-key" placeholder="key id (optional)" size="12">' +
+      '<input id="limits-workflow" placeholder="workflow (optional)" size="12">' +
+      '<input id="limits-rpm" placeholder="requests / min" size="10">' +
+      '<input id="limits-tpm" placeholder="tokens / min" size="10">' +
+      '<input id="limits-concurrent" placeholder="in flight" size="8">' +
+      '<input id="limits-reason" placeholder="reason (audited)" required size="24">' +
+      '<button id="limits-set" class="primary" type="submit">Set</button></form>' +
+      table(["org", "scope", "rpm", "tpm", "in flight", "source", ""], limits)
     );
   },
 
@@ -291,6 +301,11 @@ document.addEventListener("click", async (ev) => {
     act("removed the " + d.period + " budget of " + d.org, "budgets/remove", {
       org: d.org, key: d.scope === "key" ? d.id : null, workflow: d.scope === "workflow" ? d.id : null, period: d.period, reason: "removed from the console",
     });
+  } else if (t.matches("button.limits-remove")) {
+    const d = t.dataset;
+    act("removed the client limits of " + d.org, "limits/remove", {
+      org: d.org, key: d.key || null, workflow: d.workflow || null, reason: "removed from the console",
+    });
   } else if (t.matches("button.override-remove")) {
     act("removed override " + t.dataset.id, "overrides/remove", { id: t.dataset.id, reason: "removed from the console" });
   } else if (t.closest("tr.request")) {
@@ -329,6 +344,12 @@ document.addEventListener("submit", async (ev) => {
     const v = (id) => $("#budget-" + id).value.trim();
     act("set the " + v("period") + " budget of " + v("org"), "budgets/set", {
       org: v("org"), key: v("key") || null, workflow: v("workflow") || null, period: v("period"), limit: v("limit"), soft: $("#budget-soft").checked, reason: v("reason"),
+    });
+  } else if (f.id === "limits-form") {
+    const v = (id) => $("#limits-" + id).value.trim();
+    const n = (id) => (v(id) ? Number(v(id)) : null);
+    act("set the client limits of " + v("org"), "limits/set", {
+      org: v("org"), key: v("key") || null, workflow: v("workflow") || null, rpm: n("rpm"), tpm: n("tpm"), concurrent: n("concurrent"), reason: v("reason"),
     });
   } else if (f.id === "filter-form") {
     const v = (id) => $("#filter-" + id).value.trim();
