@@ -1,5 +1,8 @@
 //! The console's changes: eject and restore an endpoint, set and remove a budget or a scope's
-//! client limits, remove an override. Each needs a key with the `admin` scope and is audited with it as the actor.
+//! client limits, remove an override. Each needs a key with the `admin` scope, is made by the
+//! `ctl` command that does the same, and is audited with the key as the actor.
+
+use std::future::Future;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -7,8 +10,25 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::api::{Shared, failed, reply};
+use crate::ctl::Out;
 use crate::ctl::args::{BudgetCmd, BudgetScope, LimitCmd, OverrideCmd, ScopeArgs};
-use crate::ctl::{billing, policy, prober};
+use crate::ctl::client::Ctx;
+use crate::ctl::{billing, limits, policy, prober};
+
+/// Runs `change` as the signed-in admin: what its `ctl` command prints with `--json`.
+async fn as_admin<F, Fut>(State(c): Shared, headers: HeaderMap, change: F) -> Response
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = Result<Out, String>>,
+{
+    reply(
+        async {
+            let (_, ctx) = c.admin(&headers).await?;
+            Ok(change(ctx).await.map_err(failed)?.json)
+        }
+        .await,
+    )
+}
 
 #[derive(Deserialize)]
 pub(super) struct Ejection {
@@ -23,114 +43,145 @@ fn five_minutes() -> u32 {
     300
 }
 
-pub(super) async fn eject(
-    State(c): Shared,
-    headers: HeaderMap,
-    body: axum::Json<Ejection>,
-) -> Response {
-    reply(
-        async {
-            let (_, ctx) = c.admin(&headers).await?;
-            let e = body.0;
-            Ok(prober::eject(&ctx, e.endpoint, e.seconds, e.reason)
-                .await
-                .map_err(failed)?
-                .json)
-        }
-        .await,
-    )
+pub(super) async fn eject(c: Shared, headers: HeaderMap, e: axum::Json<Ejection>) -> Response {
+    let e = e.0;
+    as_admin(c, headers, |ctx| async move {
+        prober::eject(&ctx, e.endpoint, e.seconds, e.reason).await
+    })
+    .await
 }
 
-pub(super) async fn restore(
-    State(c): Shared,
-    headers: HeaderMap,
-    body: axum::Json<Ejection>,
-) -> Response {
-    reply(
-        async {
-            let (_, ctx) = c.admin(&headers).await?;
-            let e = body.0;
-            Ok(prober::restore(&ctx, e.endpoint, e.reason)
-                .await
-                .map_err(failed)?
-                .json)
-        }
-        .await,
-    )
+pub(super) async fn restore(c: Shared, headers: HeaderMap, e: axum::Json<Ejection>) -> Response {
+    let e = e.0;
+    as_admin(c, headers, |ctx| async move {
+        prober::restore(&ctx, e.endpoint, e.reason).await
+    })
+    .await
 }
 
+/// Whose budget or limits: an org, or one of its keys or workflows, and why.
 #[derive(Deserialize)]
-pub(super) struct BudgetChange {
+pub(super) struct Who {
     org: String,
     #[serde(default)]
     key: Option<String>,
     #[serde(default)]
     workflow: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+impl Who {
+    fn scope(self) -> ScopeArgs {
+        let given = |s: Option<String>| s.filter(|s| !s.is_empty());
+        ScopeArgs {
+            org: self.org,
+            key: given(self.key),
+            workflow: given(self.workflow),
+            reason: self.reason,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct BudgetChange {
+    #[serde(flatten)]
+    who: Who,
     period: String,
     #[serde(default)]
     limit: String,
     #[serde(default)]
     soft: bool,
-    #[serde(default)]
-    reason: String,
 }
 
 impl BudgetChange {
-    fn scope(&self) -> BudgetScope {
-        let some = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
-        BudgetScope {
-            who: ScopeArgs {
-                org: self.org.clone(),
-                key: some(&self.key),
-                workflow: some(&self.workflow),
-                reason: self.reason.clone(),
-            },
-            period: self.period.clone(),
-        }
+    fn scope(self) -> (BudgetScope, String, bool) {
+        let scope = BudgetScope {
+            who: self.who.scope(),
+            period: self.period,
+        };
+        (scope, self.limit, self.soft)
     }
 }
 
 pub(super) async fn set_budget(
-    State(c): Shared,
+    c: Shared,
     headers: HeaderMap,
-    body: axum::Json<BudgetChange>,
+    b: axum::Json<BudgetChange>,
 ) -> Response {
-    reply(
-        async {
-            let (_, ctx) = c.admin(&headers).await?;
-            let cmd = BudgetCmd::Set {
-                scope: body.scope(),
-                limit: body.limit.clone(),
-                soft: body.soft,
-                alerts: vec![],
-            };
-            Ok(billing::change_budget(&ctx, cmd)
-                .await
-                .map_err(failed)?
-                .json)
-        }
-        .await,
-    )
+    let (scope, limit, soft) = b.0.scope();
+    let cmd = BudgetCmd::Set {
+        scope,
+        limit,
+        soft,
+        alerts: vec![],
+    };
+    as_admin(c, headers, |ctx| async move {
+        billing::change_budget(&ctx, cmd).await
+    })
+    .await
 }
 
 pub(super) async fn remove_budget(
-    State(c): Shared,
+    c: Shared,
     headers: HeaderMap,
-    body: axum::Json<BudgetChange>,
+    b: axum::Json<BudgetChange>,
 ) -> Response {
-    reply(
-        async {
-            let (_, ctx) = c.admin(&headers).await?;
-            let cmd = BudgetCmd::Remove {
-                scope: body.scope(),
-            };
-            Ok(billing::change_budget(&ctx, cmd)
-                .await
-                .map_err(failed)?
-                .json)
-        }
-        .await,
+    let cmd = BudgetCmd::Remove {
+        scope: b.0.scope().0,
+    };
+    as_admin(c, headers, |ctx| async move {
+        billing::change_budget(&ctx, cmd).await
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub(super) struct LimitChange {
+    #[serde(flatten)]
+    who: Who,
+    #[serde(default)]
+    rpm: Option<u64>,
+    #[serde(default)]
+    tpm: Option<u64>,
+    #[serde(default)]
+    concurrent: Option<u64>,
+}
+
+pub(super) async fn set_limits(
+    c: Shared,
+    headers: HeaderMap,
+    l: axum::Json<LimitChange>,
+) -> Response {
+    let l = l.0;
+    let cmd = LimitCmd::Set {
+        scope: l.who.scope(),
+        rpm: l.rpm,
+        tpm: l.tpm,
+        concurrent: l.concurrent,
+    };
+    as_admin(
+        c,
+        headers,
+        |ctx| async move { limits::change(&ctx, cmd).await },
     )
+    .await
+}
+
+pub(super) async fn remove_limits(
+    c: Shared,
+    headers: HeaderMap,
+    l: axum::Json<LimitChange>,
+) -> Response {
+    let cmd = LimitCmd::Remove {
+        scope: l.0.who.scope(),
+    };
+    as_admin(
+        c,
+        headers,
+        |ctx| async move { limits::change(&ctx, cmd).await },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -141,91 +192,17 @@ pub(super) struct OverrideRemoval {
 }
 
 pub(super) async fn remove_override(
-    State(c): Shared,
+    c: Shared,
     headers: HeaderMap,
-    body: axum::Json<OverrideRemoval>,
+    o: axum::Json<OverrideRemoval>,
 ) -> Response {
-    reply(
-        async {
-            let (_, ctx) = c.admin(&headers).await?;
-            let cmd = OverrideCmd::Remove {
-                id: body.id.clone(),
-                reason: body.reason.clone(),
-            };
-            Ok(policy::overrides(&ctx, cmd).await.map_err(failed)?.json)
-        }
-        .await,
-    )
-}
-
-#[derive(Deserialize)]
-pub(super) struct LimitChange {
-    org: String,
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    workflow: Option<String>,
-    #[serde(default)]
-    rpm: Option<u64>,
-    #[serde(default)]
-    tpm: Option<u64>,
-    #[serde(default)]
-    concurrent: Option<u64>,
-    #[serde(default)]
-    reason: String,
-}
-
-impl LimitChange {
-    fn scope(&self) -> ScopeArgs {
-        let some = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
-        ScopeArgs {
-            org: self.org.clone(),
-            key: some(&self.key),
-            workflow: some(&self.workflow),
-            reason: self.reason.clone(),
-        }
-    }
-}
-
-pub(super) async fn set_limits(
-    State(c): Shared,
-    headers: HeaderMap,
-    body: axum::Json<LimitChange>,
-) -> Response {
-    reply(
-        async {
-            let (_, ctx) = c.admin(&headers).await?;
-            let cmd = LimitCmd::Set {
-                scope: body.scope(),
-                rpm: body.rpm,
-                tpm: body.tpm,
-                concurrent: body.concurrent,
-            };
-            Ok(crate::ctl::limits::change(&ctx, cmd)
-                .await
-                .map_err(failed)?
-                .json)
-        }
-        .await,
-    )
-}
-
-pub(super) async fn remove_limits(
-    State(c): Shared,
-    headers: HeaderMap,
-    body: axum::Json<LimitChange>,
-) -> Response {
-    reply(
-        async {
-            let (_, ctx) = c.admin(&headers).await?;
-            let cmd = LimitCmd::Remove {
-                scope: body.scope(),
-            };
-            Ok(crate::ctl::limits::change(&ctx, cmd)
-                .await
-                .map_err(failed)?
-                .json)
-        }
-        .await,
-    )
+    let o = o.0;
+    let cmd = OverrideCmd::Remove {
+        id: o.id,
+        reason: o.reason,
+    };
+    as_admin(c, headers, |ctx| async move {
+        policy::overrides(&ctx, cmd).await
+    })
+    .await
 }
