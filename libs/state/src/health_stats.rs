@@ -135,6 +135,21 @@ pub struct EndpointStats {
     pub throughput_30m: Option<Percentiles>,
     /// Attempts counted over 30 minutes.
     pub attempts_30m: u64,
+    /// The last 30 minutes one by one, oldest first (empty when the minutes' start is unknown).
+    pub by_minute: Vec<MinuteStats>,
+}
+
+/// One minute of an endpoint's statistics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MinuteStats {
+    /// When the minute starts, Unix ms.
+    pub start_ms: u64,
+    /// Attempts counted in it.
+    pub attempts: u64,
+    /// Percent of those that bear on health that answered.
+    pub uptime: Option<f64>,
+    /// Attempt latency, seconds.
+    pub latency: Option<Percentiles>,
 }
 
 fn uptime(buckets: &[Outcomes]) -> Option<f64> {
@@ -159,7 +174,22 @@ pub fn stats(minutes: &[Outcomes], hours: &[Outcomes]) -> EndpointStats {
         ttft_30m: percentiles(&window.ttft_hist, 0.001, false),
         throughput_30m: percentiles(&window.tps_hist, 1.0, true),
         attempts_30m: window.total(),
+        by_minute: Vec::new(),
     }
+}
+
+/// `minutes` (as [`stats`] takes them) one by one, the first starting at minute `first`.
+pub fn by_minute(minutes: &[Outcomes], first: u64) -> Vec<MinuteStats> {
+    minutes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| MinuteStats {
+            start_ms: (first + i as u64) * Tier::Minute.secs() * 1000,
+            attempts: m.total(),
+            uptime: uptime(std::slice::from_ref(m)),
+            latency: percentiles(&m.latency_hist, 0.001, false),
+        })
+        .collect()
 }
 
 /// `endpoint`'s statistics at `now_ms`, read from `store` (two round trips).
@@ -170,13 +200,17 @@ pub async fn endpoint_stats(
 ) -> Result<EndpointStats, StateError> {
     let minute = Tier::Minute.of_ms(now_ms);
     let hour = Tier::Hour.of_ms(now_ms);
+    let first = minute.saturating_sub(29);
     let minutes = store
-        .tier_outcomes(endpoint, Tier::Minute, minute.saturating_sub(29), minute)
+        .tier_outcomes(endpoint, Tier::Minute, first, minute)
         .await?;
     let hours = store
         .tier_outcomes(endpoint, Tier::Hour, hour.saturating_sub(23), hour)
         .await?;
-    Ok(stats(&minutes, &hours))
+    Ok(EndpointStats {
+        by_minute: by_minute(&minutes, first),
+        ..stats(&minutes, &hours)
+    })
 }
 
 #[cfg(test)]

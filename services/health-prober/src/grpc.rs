@@ -75,6 +75,16 @@ fn with_stats(mut e: pb::EndpointHealth, s: switchyard_state::EndpointStats) -> 
     e.latency_last_30m = percentiles(s.latency_30m);
     e.ttft_last_30m = percentiles(s.ttft_30m);
     e.throughput_last_30m = percentiles(s.throughput_30m);
+    e.last_30m_by_minute = s
+        .by_minute
+        .into_iter()
+        .map(|m| pb::MinuteHealth {
+            start_unix_ms: m.start_ms as i64,
+            attempts: m.attempts,
+            uptime: m.uptime,
+            latency: percentiles(m.latency),
+        })
+        .collect();
     e
 }
 

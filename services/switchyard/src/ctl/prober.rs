@@ -27,6 +27,10 @@ pub(crate) fn endpoint_json(e: &pb::EndpointHealth) -> Value {
         "latency_last_30m": percentiles_json(e.latency_last_30m.as_ref()),
         "ttft_last_30m": percentiles_json(e.ttft_last_30m.as_ref()),
         "throughput_last_30m": percentiles_json(e.throughput_last_30m.as_ref()),
+        "last_30m_by_minute": e.last_30m_by_minute.iter().map(|m| json!({
+            "start_unix_ms": m.start_unix_ms, "attempts": m.attempts, "uptime": m.uptime,
+            "latency": percentiles_json(m.latency.as_ref()),
+        })).collect::<Vec<_>>(),
         "endpoint": e.endpoint,
         "state": state_name(e.state),
         "reason": e.reason,

@@ -2,7 +2,7 @@
 // the console's JSON API with the signed-in key. No dependencies; charts are inline SVG.
 "use strict";
 
-const state = { key: sessionStorage.getItem("switchyard-key"), me: null, timer: null, history: {} };
+const state = { key: sessionStorage.getItem("switchyard-key"), me: null, timer: null };
 
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 const $ = (sel) => document.querySelector(sel);
@@ -64,11 +64,25 @@ function bars(items, format) {
   return '<svg class="chart" viewBox="0 0 ' + width + " " + y + '" width="100%" style="max-width:' + width + 'px" preserveAspectRatio="xMinYMin meet">' + out + "</svg>";
 }
 
-function spark(values) {
-  if (values.length < 2) return '<span class="muted">collecting…</span>';
-  const w = 140, h = 28, max = Math.max(...values, 1), min = Math.min(...values, 0);
-  const pts = values.map((v, i) => ((w * i) / (values.length - 1)).toFixed(1) + "," + (h - 2 - ((h - 4) * (v - min)) / (max - min || 1)).toFixed(1));
-  return '<svg class="spark" width="' + w + '" height="' + h + '"><polyline points="' + pts.join(" ") + '"/></svg>';
+// Lines over time: `series` are arrays of numbers or null (no data that minute), one colour each,
+// on a shared scale from 0 (or `max`, when given).
+function lines(series, max, title) {
+  const w = 180, h = 34;
+  const all = series.flat().filter((v) => v !== null && v !== undefined);
+  if (!all.length) return '<span class="muted">no attempts</span>';
+  const top = max || Math.max(...all, 1e-9);
+  const n = Math.max(...series.map((s) => s.length));
+  const x = (i) => (n > 1 ? (w * i) / (n - 1) : w / 2).toFixed(1);
+  const y = (v) => (h - 2 - ((h - 4) * v) / top).toFixed(1);
+  const colours = ["#2f6fde", "#d88a00"];
+  const out = series.map((s, k) => {
+    const pts = s.map((v, i) => (v === null || v === undefined ? null : x(i) + "," + y(v))).filter(Boolean);
+    const dots = pts.length === 1 ? '<circle cx="' + pts[0].split(",")[0] + '" cy="' + pts[0].split(",")[1] + '" r="3" fill="' + colours[k] + '"/>' : "";
+    return '<polyline points="' + pts.join(" ") + '" stroke="' + colours[k] + '"/>' + dots;
+  });
+  const axis = '<line x1="0" x2="' + w + '" y1="' + (h - 1) + '" y2="' + (h - 1) + '" stroke="#dde1e8"/>';
+  const scale = '<text x="0" y="9" font-size="9" fill="#5d6778">' + esc(num(top, top < 10 ? 1 : 0)) + "</text>";
+  return '<svg class="spark" width="' + w + '" height="' + h + '"><title>' + esc(title) + "</title>" + axis + scale + out.join("") + "</svg>";
 }
 
 // Views: each draws into #page; `every` redraws periodically.
@@ -97,12 +111,7 @@ const views = {
 
   async endpoints() {
     const r = await api("endpoints");
-    for (const e of r.endpoints) {
-      const hist = (state.history[e.endpoint] = state.history[e.endpoint] || []);
-      hist.push(e.latency_ms || 0);
-      if (hist.length > 60) hist.shift();
-    }
-    const p = (x) => (x ? num(x.p50) + " / " + num(x.p90) + " / " + num(x.p99) : "–");
+    const p = (x) => (x ? num(1000 * x.p50, 1) + " / " + num(1000 * x.p90, 1) + " / " + num(1000 * x.p99, 1) : "–");
     const up = (v) => (v === null || v === undefined ? "–" : Number(v).toFixed(1) + "%");
     const rows = r.endpoints.map((e) => [
       "<b>" + esc(e.endpoint) + "</b>",
@@ -112,7 +121,8 @@ const views = {
       num(100 * e.error_rate, 1) + "%",
       up(e.uptime_last_5m) + " / " + up(e.uptime_last_30m) + " / " + up(e.uptime_last_1d),
       p(e.latency_last_30m),
-      spark(state.history[e.endpoint]),
+      lines([(e.last_30m_by_minute || []).map((m) => m.uptime)], 100, "uptime per minute, %"),
+      lines(["p50", "p90"].map((q) => (e.last_30m_by_minute || []).map((m) => (m.latency ? 1000 * m.latency[q] : null))), 0, "latency p50 (blue) and p90 (orange) per minute, ms"),
       esc(e.ejections),
       e.state === "ejected"
         ? '<button class="restore" data-endpoint="' + esc(e.endpoint) + '">Restore</button>'
@@ -125,7 +135,7 @@ const views = {
       '<label>for <input id="eject-seconds" type="number" value="300" min="1" style="width:90px"> s</label>' +
       '<input id="eject-reason" placeholder="reason (audited)" required size="40">' +
       '<button id="eject-go" class="primary" type="submit">Eject</button><button type="button" id="eject-cancel">Cancel</button></form>' +
-      table(["endpoint", "state", "reason", "errors", "uptime 5m / 30m / 1d", "latency p50 / p90 / p99 ms (30m)", "latency over time", "ejections", ""], rows, (i) => ' data-endpoint="' + esc(r.endpoints[i].endpoint) + '"')
+      table(["endpoint", "state", "reason", "errors", "uptime 5m / 30m / 1d", "latency p50 / p90 / p99 ms (30m)", "uptime, 30 min", "latency p50 / p90, 30 min", "ejections", ""], rows, (i) => ' data-endpoint="' + esc(r.endpoints[i].endpoint) + '"')
     );
   },
 
