@@ -105,7 +105,7 @@ try:
 
     go("endpoints")
     wait(BROKEN + " ejected", lambda: "ejected" in row(BROKEN).find_element(By.CSS_SELECTOR, ".badge").text)
-    wait("latency history", lambda: driver.find_elements(By.CSS_SELECTOR, "svg.spark"))
+    wait("charts over time", lambda: driver.find_elements(By.CSS_SELECTOR, "svg.spark polyline"))
     seen["broken_state"] = row(BROKEN).find_element(By.CSS_SELECTOR, ".badge").text
     # The table redraws every 2 s: click again if it went stale under the pointer.
     wait("eject form", lambda: row(TO_EJECT).find_element(By.CSS_SELECTOR, "button.eject").click() or driver.find_element(By.ID, "eject-form").is_displayed())
