@@ -72,7 +72,7 @@ function lines(series, max, title) {
   if (!all.length) return '<span class="muted">no attempts</span>';
   const top = max || Math.max(...all, 1e-9);
   const n = Math.max(...series.map((s) => s.length));
-  const x = (i) => (n > 1 ? (w * i) / (n - 1) : w / 2).toFixed(1);
+  const x = (i) => (n > 1 ? 3 + ((w - 6) * i) / (n - 1) : w / 2).toFixed(1);
   const y = (v) => (h - 2 - ((h - 4) * v) / top).toFixed(1);
   const colours = ["#2f6fde", "#d88a00"];
   const out = series.map((s, k) => {
