@@ -136,10 +136,11 @@ pub fn request(a: &Admitted, e: &Ending<'_>, records: Option<&crate::records::Re
         .windows(2)
         .filter(|w| w[0].endpoint != w[1].endpoint)
         .count();
-    if let Some(records) = records {
+    let created_ms = switchyard_state::request_log::received_ms(&a.id).unwrap_or_default();
+    if let Some(records) = records.filter(|r| r.wants(a.key.org.as_str(), created_ms)) {
         records.record(RequestRecord {
             id: a.id.clone(),
-            created_ms: switchyard_state::request_log::received_ms(&a.id).unwrap_or_default(),
+            created_ms,
             org: a.key.org.to_string(),
             key_id: a.key.id.to_string(),
             api: a.api.as_str().to_string(),

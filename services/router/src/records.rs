@@ -1,11 +1,12 @@
 //! Request records (see [`switchyard_state::request_log`]): each request that ends leaves its
 //! record here, without waiting, and they are written to the shared log in one batch every
 //! [`FLUSH_EVERY`]; so a record can be read from any router a moment after its request ended.
+//! Past what the log keeps of an org's minute, a router builds no more of them that minute.
 //! While the log is unreachable records wait (at most [`MAX_PENDING`], the oldest dropped
 //! first and counted in `switchyard_request_records_dropped_total`) and are written when it
 //! returns.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ const BATCH: usize = 2_048;
 pub struct Recorder {
     log: Arc<dyn RequestLog>,
     pending: Mutex<VecDeque<RequestRecord>>,
+    /// The minute and, per org, how many records of it this router has queued: past what the
+    /// log keeps of one org's minute, the rest would be dropped there.
+    queued: Mutex<(u64, HashMap<String, u64>)>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -47,6 +51,7 @@ impl Recorder {
         let r = Arc::new(Recorder {
             log,
             pending: Mutex::default(),
+            queued: Mutex::default(),
         });
         let me = r.clone();
         let task = tokio::spawn(async move {
@@ -68,6 +73,31 @@ impl Recorder {
     /// The log records are read from.
     pub fn log(&self) -> &Arc<dyn RequestLog> {
         &self.log
+    }
+
+    /// Whether to record a request of `org` received at `at_ms`, counting it: not once this
+    /// router has queued as many of the org's records of that minute as the log keeps (they
+    /// would be dropped there), so they are not even built.
+    pub fn wants(&self, org: &str, at_ms: u64) -> bool {
+        let minute = switchyard_state::minute_of(at_ms);
+        let cap = self.log.retention().per_minute;
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        if minute > queued.0 {
+            *queued = (minute, HashMap::new());
+        } else if minute < queued.0 {
+            // Received in a minute this router has moved past: the log bounds it.
+            return true;
+        }
+        let n = match queued.1.get_mut(org) {
+            Some(n) => n,
+            None => queued.1.entry(org.to_string()).or_default(),
+        };
+        if *n >= cap {
+            dropped(1);
+            return false;
+        }
+        *n += 1;
+        true
     }
 
     /// Queues the record of a request that ended.
@@ -148,6 +178,28 @@ mod tests {
             route_seed: "7".into(),
             outcome: "ok".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn past_what_the_log_keeps_of_a_minute_no_record_is_built() {
+        let log = Arc::new(MemoryRequestLog::new(Retention {
+            per_minute: 2,
+            ..Retention::default()
+        }));
+        let (r, _task) = Recorder::spawn(log, CancellationToken::new());
+        let minute = 29_000_000 * 60_000;
+        assert!(r.wants("acme", minute));
+        assert!(r.wants("acme", minute + 1));
+        assert!(!r.wants("acme", minute + 2));
+        assert!(r.wants("beta", minute + 3), "another org counts apart");
+        assert!(
+            r.wants("acme", minute + 60_000),
+            "the next minute starts again"
+        );
+        assert!(
+            r.wants("acme", minute + 5),
+            "a late one of a past minute is the log's to bound"
+        );
     }
 
     #[tokio::test]

@@ -146,7 +146,7 @@ pub struct Args {
     /// seconds; 0: requests leave no record.
     #[arg(
         long,
-        default_value_t = 86_400,
+        default_value_t = 6 * 3600,
         env = "SWITCHYARD_ROUTER_RECORDS_TTL_S"
     )]
     pub records_ttl_s: u64,
@@ -154,7 +154,7 @@ pub struct Args {
     /// (counted in `switchyard_request_records_dropped_total`).
     #[arg(
         long,
-        default_value_t = 6_000,
+        default_value_t = 1_000,
         env = "SWITCHYARD_ROUTER_RECORDS_PER_MINUTE"
     )]
     pub records_per_minute: u64,
