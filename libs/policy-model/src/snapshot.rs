@@ -135,12 +135,23 @@ pub struct KeyRecord {
     pub sha256: String,
     /// Display prefix.
     pub prefix: String,
-    /// Scopes; empty means all.
+    /// Scopes; empty means all but [`ADMIN_SCOPE`].
     pub scopes: Vec<String>,
     /// Revoked keys stay listed but never authenticate.
     pub revoked: bool,
     /// Origin.
     pub origin: KeyOrigin,
+}
+
+/// The scope that reads every org's request records and, in the console, changes things; never
+/// implied by a key without scopes.
+pub const ADMIN_SCOPE: &str = "admin";
+
+impl KeyRecord {
+    /// Whether the key has [`ADMIN_SCOPE`].
+    pub fn is_admin(&self) -> bool {
+        self.scopes.iter().any(|s| s == ADMIN_SCOPE)
+    }
 }
 
 /// An org's sealed key for a provider.

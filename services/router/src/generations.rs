@@ -14,16 +14,8 @@ use crate::edge::{Api, Caller};
 use crate::handler::Router;
 use crate::http::{incoming, refused};
 
-/// The key scope that reads (and, in the console, changes) every org.
-pub const ADMIN_SCOPE: &str = "admin";
-
 /// Most records one listing returns.
 pub const MAX_LIST: usize = 1_000;
-
-/// Whether `caller`'s key has the admin scope (never implied by a key without scopes).
-pub fn is_admin(caller: &Caller) -> bool {
-    caller.key.scopes.iter().any(|s| s == ADMIN_SCOPE)
-}
 
 /// Why a record cannot be read.
 #[derive(Debug)]
@@ -56,9 +48,9 @@ fn unreachable(e: switchyard_state::StateError) -> Unreadable {
 fn org_for(caller: &Caller, org: Option<&str>) -> Result<Option<String>, Unreadable> {
     let own = caller.key.org.as_str();
     match org.filter(|o| !o.is_empty()) {
-        Some(o) if o != own && !is_admin(caller) => Err(Unreadable::Forbidden),
+        Some(o) if o != own && !caller.key.is_admin() => Err(Unreadable::Forbidden),
         Some(o) => Ok(Some(o.to_string())),
-        None if is_admin(caller) => Ok(None),
+        None if caller.key.is_admin() => Ok(None),
         None => Ok(Some(own.to_string())),
     }
 }

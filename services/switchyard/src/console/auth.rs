@@ -10,9 +10,6 @@ use switchyard_proto::v1 as pb;
 
 use crate::ctl::client::Ctx;
 
-/// The scope that may change things (see the router's request records for reads).
-pub const ADMIN: &str = "admin";
-
 /// How long a fetched policy answers sign-ins.
 const FRESH: Duration = Duration::from_secs(1);
 
@@ -98,7 +95,7 @@ impl Gate {
             org: record.org.to_string(),
             key_id: record.id.to_string(),
             prefix: record.prefix.clone(),
-            admin: record.scopes.iter().any(|s| s == ADMIN),
+            admin: record.is_admin(),
             key: key.to_string(),
         })
     }
