@@ -80,6 +80,14 @@ async fn the_console_shows_an_outage_and_its_changes_take_effect() {
     assert_eq!(status, 401);
     let (status, body) = console_get(&http, &console, "audit", DEMO_KEY).await;
     assert_eq!(status, 403, "{body}");
+    let (status, body) = console_get(&http, &console, "usage?by=week", DEMO_KEY).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = console_get(&http, &console, "usage?by=model", DEMO_KEY).await;
+    assert_eq!(
+        (status, body["group_by"].clone()),
+        (200, json!("model")),
+        "{body}"
+    );
     let resp = http
         .post(format!("{console}/api/endpoints/eject"))
         .bearer_auth(DEMO_KEY)

@@ -254,19 +254,14 @@ async fn usage(
     reply(
         async {
             let (op, ctx) = c.signed_in(&headers).await?;
-            let by = match q.get("by").map(String::as_str).unwrap_or("day") {
-                "day" => GroupBy::Day,
-                "model" => GroupBy::Model,
-                "provider" => GroupBy::Provider,
-                "key" => GroupBy::Key,
-                "workflow" => GroupBy::Workflow,
-                other => {
-                    return Err((
-                        StatusCode::BAD_REQUEST,
-                        format!("`by` is day, model, provider, key or workflow, not `{other}`"),
-                    ));
-                }
-            };
+            let asked = q.get("by").map_or("day", String::as_str);
+            // The values `ctl usage --by` takes, parsed as it parses them.
+            let by = <GroupBy as clap::ValueEnum>::from_str(asked, false).map_err(|_| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("`by` is day, model, provider, key or workflow, not `{asked}`"),
+                )
+            })?;
             let org = org_for(&op, q.get("org").cloned())?;
             Ok(billing::usage(&ctx, org, by, None, None)
                 .await
