@@ -5,7 +5,7 @@
 //! Routers price requests with it (holds, `usage.cost`) and billing charges what they report, so
 //! the rule lives here, in one place, and no service links another to reach it.
 
-use std::collections::HashMap;
+use switchyard_core::FastMap;
 
 use switchyard_config::Catalog;
 use switchyard_config::catalog::Price;
@@ -14,7 +14,7 @@ use switchyard_core::{EndpointId, Money, Usage};
 /// Prices by endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct PriceBook {
-    prices: HashMap<EndpointId, (Price, u32)>,
+    prices: FastMap<EndpointId, (Price, u32)>,
 }
 
 impl PriceBook {

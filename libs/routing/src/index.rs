@@ -1,7 +1,7 @@
 //! The catalog compiled for planning: endpoints with their provider's facts resolved, grouped by
 //! model, built once per catalog version rather than per request.
 
-use std::collections::HashMap;
+use switchyard_core::FastMap;
 
 use switchyard_config::Catalog;
 use switchyard_config::catalog::{DataPolicy, Price, WireFormat};
@@ -46,8 +46,8 @@ impl Candidate {
 /// The catalog as the planner reads it.
 #[derive(Debug, Clone, Default)]
 pub struct RoutingCatalog {
-    by_model: HashMap<ModelId, Vec<Candidate>>,
-    kinds: HashMap<ModelId, ModelKind>,
+    by_model: FastMap<ModelId, Vec<Candidate>>,
+    kinds: FastMap<ModelId, ModelKind>,
     /// Model ids in catalog order.
     order: Vec<ModelId>,
 }
@@ -55,7 +55,7 @@ pub struct RoutingCatalog {
 impl RoutingCatalog {
     /// Compiles a validated catalog.
     pub fn new(catalog: &Catalog) -> Self {
-        let mut by_model: HashMap<ModelId, Vec<Candidate>> = catalog
+        let mut by_model: FastMap<ModelId, Vec<Candidate>> = catalog
             .models
             .iter()
             .map(|m| (m.id.clone(), Vec::new()))

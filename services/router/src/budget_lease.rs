@@ -11,10 +11,10 @@
 //! limit: the lease gives everything back and requests are held one by one (the budget gate's
 //! per-request hold), which keeps the bound exact where it matters.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use switchyard_core::FastMap;
 
 use switchyard_core::Money;
 use switchyard_core::clock::now_ms;
@@ -142,7 +142,7 @@ pub struct LeaseBook {
     pub(crate) router: String,
     pub(crate) ttl: Duration,
     pub(crate) timeout: Duration,
-    pub(crate) slots: Mutex<HashMap<SlotKey, Arc<Slot>>>,
+    pub(crate) slots: Mutex<FastMap<SlotKey, Arc<Slot>>>,
     /// Replaced leases still closing.
     pub(crate) retired: Mutex<Vec<Arc<Slot>>>,
     pub(crate) next: AtomicU64,
@@ -185,7 +185,7 @@ impl LeaseBook {
             router,
             ttl,
             timeout,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(FastMap::default()),
             retired: Mutex::new(Vec::new()),
             next: AtomicU64::new(0),
             rates: crate::rate_lease::RateBook::new(store.clone(), timeout),

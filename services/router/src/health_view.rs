@@ -16,10 +16,10 @@
 //! out of this router's plans until then (unless every candidate is out and the workflow's panic
 //! rule tries them anyway).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use switchyard_core::FastMap;
 
 use switchyard_core::{EndpointId, EndpointState, HealthSnapshot};
 use switchyard_state::{HealthStore, snapshot};
@@ -70,9 +70,9 @@ impl Outlier {
 pub struct HealthView {
     current: watch::Sender<Arc<HealthSnapshot>>,
     stale: AtomicBool,
-    penalties: Mutex<HashMap<EndpointId, Instant>>,
-    outliers: Mutex<HashMap<EndpointId, Outlier>>,
-    cooldowns: Mutex<HashMap<EndpointId, Instant>>,
+    penalties: Mutex<FastMap<EndpointId, Instant>>,
+    outliers: Mutex<FastMap<EndpointId, Outlier>>,
+    cooldowns: Mutex<FastMap<EndpointId, Instant>>,
     store: Arc<dyn HealthStore>,
     /// Recent times to first token, for hedging at a percentile.
     ttft: crate::hedge::TtftWindows,
@@ -101,9 +101,9 @@ impl HealthView {
             current: watch::channel(Arc::new(HealthSnapshot::default())).0,
             // Stale until the first successful read.
             stale: AtomicBool::new(true),
-            penalties: Mutex::new(HashMap::new()),
-            outliers: Mutex::new(HashMap::new()),
-            cooldowns: Mutex::new(HashMap::new()),
+            penalties: Mutex::new(FastMap::default()),
+            outliers: Mutex::new(FastMap::default()),
+            cooldowns: Mutex::new(FastMap::default()),
             store: store.clone(),
             ttft: crate::hedge::TtftWindows::default(),
         });

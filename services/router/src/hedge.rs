@@ -11,9 +11,11 @@
 //! The delay is `after_ms`, or the first endpoint's time to first token at `after_percentile`
 //! over this router's last [`WINDOW`] answers from it (once [`MIN_SAMPLES`] are known).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
 use std::sync::Mutex;
 use std::time::Duration;
+use switchyard_core::FastMap;
 
 use switchyard_core::{AttemptOutcome, EndpointId, ErrorClass};
 use switchyard_providers::{Timeouts, UpstreamError};
@@ -38,7 +40,7 @@ struct Window {
 /// Recent times to first token per endpoint, as this router saw them.
 #[derive(Debug, Default)]
 pub struct TtftWindows {
-    windows: Mutex<HashMap<EndpointId, Window>>,
+    windows: Mutex<FastMap<EndpointId, Window>>,
 }
 
 impl TtftWindows {

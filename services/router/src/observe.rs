@@ -4,9 +4,9 @@
 //! with `RUST_LOG=info,switchyard::request=off`). The API key appears only as its display
 //! prefix.
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
+use switchyard_core::FastMap;
 
 use metrics::{Counter, Histogram};
 use switchyard_core::ModelId;
@@ -54,8 +54,8 @@ type SeriesKey = (
 
 /// Resolved series, by what labels them; as many as the label sets in use, a few hundred at
 /// most in any deployment (labels are low-cardinality by design).
-static SERIES: LazyLock<Mutex<HashMap<SeriesKey, Arc<Series>>>> = LazyLock::new(Mutex::default);
-static ATTEMPTS: LazyLock<Mutex<HashMap<(ProviderId, AttemptOutcome), Histogram>>> =
+static SERIES: LazyLock<Mutex<FastMap<SeriesKey, Arc<Series>>>> = LazyLock::new(Mutex::default);
+static ATTEMPTS: LazyLock<Mutex<FastMap<(ProviderId, AttemptOutcome), Histogram>>> =
     LazyLock::new(Mutex::default);
 
 fn series(key: SeriesKey) -> Arc<Series> {

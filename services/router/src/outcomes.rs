@@ -3,9 +3,9 @@
 //! counters keep aggregating (bounded by the number of endpoint-buckets, not by traffic) and are
 //! flushed when it returns.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use switchyard_core::FastMap;
 
 use switchyard_core::{AttemptOutcome, EndpointId};
 use switchyard_state::{HealthStore, Outcomes, bucket_of};
@@ -16,7 +16,7 @@ pub const MAX_PENDING: usize = 100_000;
 
 /// Aggregates and flushes outcomes.
 pub struct OutcomeWriter {
-    pending: Mutex<HashMap<(EndpointId, u64), Outcomes>>,
+    pending: Mutex<FastMap<(EndpointId, u64), Outcomes>>,
 }
 
 impl std::fmt::Debug for OutcomeWriter {
@@ -35,7 +35,7 @@ impl OutcomeWriter {
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let w = Arc::new(OutcomeWriter {
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(FastMap::default()),
         });
         let me = w.clone();
         tokio::spawn(async move {

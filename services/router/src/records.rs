@@ -6,9 +6,11 @@
 //! first and counted in `switchyard_request_records_dropped_total`) and are written when it
 //! returns.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use switchyard_core::FastMap;
 
 use switchyard_state::{RequestLog, RequestRecord};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +28,7 @@ pub struct Recorder {
     pending: Mutex<VecDeque<RequestRecord>>,
     /// The minute and, per org, how many records of it this router has queued: past what the
     /// log keeps of one org's minute, the rest would be dropped there.
-    queued: Mutex<(u64, HashMap<String, u64>)>,
+    queued: Mutex<(u64, FastMap<String, u64>)>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -83,7 +85,7 @@ impl Recorder {
         let cap = self.log.retention().per_minute;
         let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
         if minute > queued.0 {
-            *queued = (minute, HashMap::new());
+            *queued = (minute, FastMap::default());
         } else if minute < queued.0 {
             // Received in a minute this router has moved past: the log bounds it.
             return true;

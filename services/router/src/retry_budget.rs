@@ -3,8 +3,8 @@
 //! holds at most a small burst. With the defaults, retries add at most 20 % to an upstream's
 //! traffic (plus a burst of 10), however many requests fail.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
+use switchyard_core::FastMap;
 
 use switchyard_core::ProviderId;
 
@@ -30,7 +30,7 @@ impl Default for RetryBudgetConfig {
 #[derive(Debug, Default)]
 pub struct RetryBudget {
     config: RetryBudgetConfig,
-    buckets: Mutex<HashMap<ProviderId, f64>>,
+    buckets: Mutex<FastMap<ProviderId, f64>>,
 }
 
 impl RetryBudget {
@@ -38,7 +38,7 @@ impl RetryBudget {
     pub fn new(config: RetryBudgetConfig) -> Self {
         RetryBudget {
             config,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(FastMap::default()),
         }
     }
 
