@@ -131,8 +131,16 @@ impl fmt::Display for Money {
         if frac == 0 {
             write!(f, "{sign}{whole}")
         } else {
-            let frac = format!("{frac:09}");
-            write!(f, "{sign}{whole}.{}", frac.trim_end_matches('0'))
+            // The nine digits of the fraction on the stack, trailing zeros trimmed.
+            let mut digits = [b'0'; 9];
+            let mut rest = frac;
+            for d in digits.iter_mut().rev() {
+                *d = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            let end = digits.iter().rposition(|&d| d != b'0').map_or(0, |i| i + 1);
+            let frac = std::str::from_utf8(&digits[..end]).map_err(|_| fmt::Error)?;
+            write!(f, "{sign}{whole}.{frac}")
         }
     }
 }
@@ -204,6 +212,16 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn displays_exact_decimal_usd_with_trailing_zeros_trimmed() {
+        let shown = |n: i64| Money::from_nanos(n).to_string();
+        assert_eq!(shown(150_000_000), "0.15");
+        assert_eq!(shown(3_000_000_000), "3");
+        assert_eq!(shown(-1), "-0.000000001");
+        assert_eq!(shown(1_000_000_010), "1.00000001");
+        assert_eq!(shown(0), "0");
+    }
 
     #[test]
     fn parses_decimal_text_exactly() {

@@ -53,7 +53,12 @@ impl OpenAi {
 
     fn url(&self, target: &Target, path: &str) -> String {
         if !self.azure {
-            return format!("{}/{path}", target.base_url);
+            // Every call builds it: pushed rather than formatted.
+            let mut url = String::with_capacity(target.base_url.len() + 1 + path.len());
+            url.push_str(&target.base_url);
+            url.push('/');
+            url.push_str(path);
+            return url;
         }
         let base = target.base_url.trim_end_matches("/openai/v1");
         match &target.options.api_version {

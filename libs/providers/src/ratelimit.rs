@@ -41,26 +41,44 @@ impl RateLimits {
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<RateLimits> {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let number = |name: &str| text(name).and_then(|v| v.trim().parse::<u64>().ok());
-        let openai = |kind: &str| {
+        // The names are spelled out whole: this runs on every answer.
+        let openai = |[remaining, limit, reset]: [&str; 3]| {
             Some(Window {
-                remaining: number(&format!("x-ratelimit-remaining-{kind}"))?,
-                limit: number(&format!("x-ratelimit-limit-{kind}")),
-                reset_in: text(&format!("x-ratelimit-reset-{kind}")).and_then(parse_go_duration),
+                remaining: number(remaining)?,
+                limit: number(limit),
+                reset_in: text(reset).and_then(parse_go_duration),
             })
         };
-        let anthropic = |kind: &str| {
+        let anthropic = |[remaining, limit, reset]: [&str; 3]| {
             Some(Window {
-                remaining: number(&format!("anthropic-ratelimit-{kind}-remaining"))?,
-                limit: number(&format!("anthropic-ratelimit-{kind}-limit")),
-                reset_in: text(&format!("anthropic-ratelimit-{kind}-reset"))
-                    .and_then(|t| until_rfc3339(t, now)),
+                remaining: number(remaining)?,
+                limit: number(limit),
+                reset_in: text(reset).and_then(|t| until_rfc3339(t, now)),
             })
         };
+        macro_rules! openai {
+            ($kind:literal) => {
+                openai([
+                    concat!("x-ratelimit-remaining-", $kind),
+                    concat!("x-ratelimit-limit-", $kind),
+                    concat!("x-ratelimit-reset-", $kind),
+                ])
+            };
+        }
+        macro_rules! anthropic {
+            ($kind:literal) => {
+                anthropic([
+                    concat!("anthropic-ratelimit-", $kind, "-remaining"),
+                    concat!("anthropic-ratelimit-", $kind, "-limit"),
+                    concat!("anthropic-ratelimit-", $kind, "-reset"),
+                ])
+            };
+        }
         let limits = RateLimits {
-            requests: openai("requests").or_else(|| anthropic("requests")),
-            tokens: openai("tokens")
-                .or_else(|| anthropic("tokens"))
-                .or_else(|| anthropic("input-tokens")),
+            requests: openai!("requests").or_else(|| anthropic!("requests")),
+            tokens: openai!("tokens")
+                .or_else(|| anthropic!("tokens"))
+                .or_else(|| anthropic!("input-tokens")),
         };
         (limits.requests.is_some() || limits.tokens.is_some()).then_some(limits)
     }

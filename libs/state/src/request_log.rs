@@ -112,11 +112,16 @@ pub fn received_ms(id: &str) -> Option<u64> {
 
 /// A new request id for a request received at `now_ms`.
 pub fn request_id(now_ms: u64, random: u64) -> String {
-    format!(
-        "req_{:012x}{:012x}",
-        now_ms & 0xffff_ffff_ffff,
-        random & 0xffff_ffff_ffff
-    )
+    // Written digit by digit: this runs for every request, and `format!` costs several times more.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(28);
+    id.push_str("req_");
+    for n in [now_ms, random] {
+        for shift in (0..12).rev() {
+            id.push(char::from(DIGITS[((n >> (shift * 4)) & 0xf) as usize]));
+        }
+    }
+    id
 }
 
 /// Which records a listing keeps.
@@ -263,6 +268,10 @@ mod tests {
         let id = request_id(1_796_000_000_123, u64::MAX);
         assert_eq!(id.len(), 28);
         assert_eq!(received_ms(&id), Some(1_796_000_000_123));
+        assert_eq!(
+            request_id(0x1234, 0xfedc_ba98_7654_3210),
+            "req_000000001234ba9876543210"
+        );
         assert_eq!(received_ms("req_zz"), None);
         assert_eq!(received_ms("chatcmpl-1"), None);
     }

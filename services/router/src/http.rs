@@ -171,6 +171,10 @@ pub(crate) fn parse_as<T: serde::de::DeserializeOwned>(
             "the request body must be a JSON object: {what}"
         )));
     }
+    // Tracking the path costs on every field, so it is done only to explain a body that failed.
+    if let Ok(parsed) = T::deserialize(&mut serde_json::Deserializer::from_slice(body)) {
+        return Ok(parsed);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -82,16 +82,58 @@ fn as_text<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// `body` (a JSON object) with `routing` added, serialized once.
-#[derive(serde::Serialize)]
 pub(crate) struct WithRouting<'a, T: Serialize> {
-    #[serde(flatten)]
     pub(crate) body: &'a T,
     pub(crate) routing: Routing<'a>,
 }
 
 impl<T: Serialize> WithRouting<'_, T> {
-    /// The JSON text.
+    /// The JSON text: the body's object with `routing` written in before its closing brace
+    /// (serde's `flatten` would take the body apart field by field into a map).
     pub(crate) fn to_vec(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        object_with(self.body, "routing", &self.routing)
+    }
+}
+
+/// `body` (a JSON object) with `name: value` added; empty when `body` is not an object.
+fn object_with(body: &impl Serialize, name: &str, value: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    if serde_json::to_writer(&mut out, body).is_err() || out.pop() != Some(b'}') {
+        return Vec::new();
+    }
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    if serde_json::to_writer(&mut out, name).is_err() {
+        return Vec::new();
+    }
+    out.push(b':');
+    if serde_json::to_writer(&mut out, value).is_err() {
+        return Vec::new();
+    }
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_is_added_to_the_object_as_its_last() {
+        let value = json!({"plan": ["a@p"], "seed": "7"});
+        let with = |body: Value| object_with(&body, "routing", &value);
+        let added: Value =
+            serde_json::from_slice(&with(json!({"id": "x", "n": [1, {"k": "}"}]}))).unwrap();
+        assert_eq!(
+            added,
+            json!({"id": "x", "n": [1, {"k": "}"}], "routing": {"plan": ["a@p"], "seed": "7"}})
+        );
+        assert_eq!(
+            with(json!({})),
+            br#"{"routing":{"plan":["a@p"],"seed":"7"}}"#.to_vec()
+        );
+        assert!(with(json!([1])).is_empty());
+        assert!(with(json!("text")).is_empty());
     }
 }
