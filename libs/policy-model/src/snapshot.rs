@@ -205,6 +205,11 @@ impl CompiledPolicy {
     /// The key record a presented key authenticates as: looked up by hash, compared in constant
     /// time, never if revoked.
     pub fn authenticate(&self, presented: &str) -> Option<&KeyRecord> {
+        self.keys.get(self.authenticate_index(presented)?)
+    }
+
+    /// Where in `keys` the record a presented key authenticates as is.
+    pub fn authenticate_index(&self, presented: &str) -> Option<usize> {
         let h = crate::keys::hash(presented);
         let index = self.key_index.get_or_init(|| {
             self.keys
@@ -213,9 +218,10 @@ impl CompiledPolicy {
                 .map(|(i, k)| (k.sha256.clone(), i))
                 .collect()
         });
-        let k = self.keys.get(*index.get(&h)?)?;
+        let i = *index.get(&h)?;
+        let k = self.keys.get(i)?;
         // The map found it by hash; the constant-time compare is the decision.
-        (bool::from(k.sha256.as_bytes().ct_eq(h.as_bytes())) && !k.revoked).then_some(k)
+        (bool::from(k.sha256.as_bytes().ct_eq(h.as_bytes())) && !k.revoked).then_some(i)
     }
 
     /// A policy from its parts (the index is built on first use).

@@ -35,9 +35,9 @@ pub struct Admitted {
     /// Request id (also the hold id).
     pub id: String,
     /// The caller's key.
-    pub key: KeyRecord,
+    pub key: Arc<KeyRecord>,
     /// The workflow.
-    pub workflow: CompiledWorkflow,
+    pub workflow: Arc<CompiledWorkflow>,
     /// Attempts in order.
     pub plan: Vec<PlannedAttempt>,
     /// Candidates left out of the plan, with their reasons.
@@ -89,7 +89,7 @@ pub struct Admitted {
 /// A request's route, planned but not run.
 pub struct Routed {
     /// The workflow.
-    pub workflow: CompiledWorkflow,
+    pub workflow: Arc<CompiledWorkflow>,
     /// Attempts in order, with where to send them.
     pub attempts: Vec<PlannedAttempt>,
     /// Every candidate left out, with its reason.
@@ -310,9 +310,7 @@ impl Admission {
     ) -> Result<Routed, RouteError> {
         let org = key.org.to_string();
         let workflow = policy
-            .compiled
             .workflow(&org, req.workflow.as_deref())
-            .cloned()
             .ok_or_else(|| {
                 Error::new(
                     ErrorClass::ForbiddenByPolicy,
@@ -322,12 +320,7 @@ impl Admission {
                     ),
                 )
             })?;
-        let byok: Vec<_> = policy
-            .byok
-            .keys()
-            .filter(|(o, _)| *o == org)
-            .map(|(_, p)| p.as_str().into())
-            .collect();
+        let byok = policy.byok_providers(&org);
         let (health, trial) = if trial {
             self.health.snapshot_with_trial()
         } else {
@@ -339,7 +332,7 @@ impl Admission {
             policy: &workflow.routing,
             request: req,
             health: &health,
-            byok: &byok,
+            byok,
             capacity: &self.capacity.for_org(&org),
             seed,
         });
@@ -361,6 +354,7 @@ impl Admission {
             };
             let mut target = target.clone();
             if a.key == KeySource::Byok {
+                let target = Arc::make_mut(&mut target);
                 target.key = policy
                     .byok
                     .get(&(org.clone(), a.provider.to_string()))

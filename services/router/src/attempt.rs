@@ -1,6 +1,7 @@
 //! What the stages pass along about attempts: a planned attempt with its target, the engine's
 //! settings from the workflow, and the trace of one attempt as it happened.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,8 +18,9 @@ use tokio::time::Instant;
 pub struct PlannedAttempt {
     /// The planner's attempt.
     pub attempt: Attempt,
-    /// The upstream call target (with the key the attempt uses).
-    pub target: Target,
+    /// The upstream call target (with the key the attempt uses), shared with the catalog's
+    /// unless the attempt uses the org's own key.
+    pub target: Arc<Target>,
     /// The endpoint's context window, for context-length fallbacks.
     pub context_length: u32,
 }

@@ -4,8 +4,8 @@
 //! the planner's index, the price book, the call targets with their shared keys — is built once
 //! per version and swapped whole, so a request plans, holds and settles against one version.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use switchyard_core::FastMap;
 
 use switchyard_config::Catalog;
 use switchyard_core::EndpointId;
@@ -29,7 +29,7 @@ pub struct CatalogState {
     /// Prices.
     pub prices: Arc<PriceBook>,
     /// Call targets with the shared keys, and context windows, by endpoint.
-    pub targets: HashMap<EndpointId, (Target, u32)>,
+    pub targets: FastMap<EndpointId, (Arc<Target>, u32)>,
 }
 
 impl std::fmt::Debug for CatalogState {
@@ -45,7 +45,7 @@ impl std::fmt::Debug for CatalogState {
 impl CatalogState {
     /// Builds everything routing needs from `catalog`; shared provider keys are resolved now.
     pub fn build(catalog: &Catalog, version: String, published: bool) -> Self {
-        let mut targets = HashMap::new();
+        let mut targets = FastMap::default();
         for e in &catalog.endpoints {
             let key = match catalog
                 .provider(e.provider.as_str())
@@ -63,7 +63,7 @@ impl CatalogState {
                 .or_else(|| catalog.model(e.model.as_str()).map(|m| m.context_length))
                 .unwrap_or(0);
             if let Some(t) = Target::from_catalog(catalog, e, key) {
-                targets.insert(e.id(), (t, context));
+                targets.insert(e.id(), (Arc::new(t), context));
             }
         }
         CatalogState {

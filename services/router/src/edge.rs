@@ -165,7 +165,7 @@ pub struct Caller {
     /// The policy.
     pub policy: Arc<PolicyView>,
     /// The key's record (never the key).
-    pub key: KeyRecord,
+    pub key: Arc<KeyRecord>,
 }
 
 /// Authenticates a bearer key against the current policy.
@@ -183,9 +183,7 @@ pub fn authenticate(policy: &PolicyWatcher, bearer: Option<&str>) -> Result<Call
         )
     })?;
     let record = policy
-        .compiled
         .authenticate(key)
-        .cloned()
         .ok_or_else(|| Error::new(ErrorClass::Unauthenticated, "invalid or revoked API key"))?;
     Ok(Caller {
         policy,

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use switchyard_config::catalog::Capacity;
-use switchyard_policy_model::snapshot::CompiledPolicy;
+use switchyard_core::{FastMap, ProviderId};
+use switchyard_policy_model::snapshot::{CompiledPolicy, CompiledWorkflow, KeyRecord};
 use switchyard_proto::v1 as pb;
 use switchyard_proto::v1::policy_client::PolicyClient;
 use switchyard_state::PolicyStore;
@@ -30,6 +31,69 @@ pub struct PolicyView {
     pub byok_capacity: HashMap<(String, String), Capacity>,
     /// Loaded from the state store (no BYOK keys) rather than from the policy service.
     pub from_store: bool,
+    /// Each org's workflows, shared by the requests that run them, and its default's id.
+    workflows: FastMap<String, (String, Vec<Arc<CompiledWorkflow>>)>,
+    /// The providers each org has its own key for.
+    byok_providers: FastMap<String, Vec<ProviderId>>,
+    /// The key records, as `compiled.keys`, shared by the requests made with them.
+    keys: Vec<Arc<KeyRecord>>,
+}
+
+impl PolicyView {
+    /// The view of `compiled` with BYOK keys `byok` (what a request looks up is indexed once
+    /// here, not on every request).
+    pub fn new(
+        version: u64,
+        compiled: CompiledPolicy,
+        byok: HashMap<(String, String), SecretString>,
+        from_store: bool,
+    ) -> Self {
+        let workflows = compiled
+            .orgs
+            .iter()
+            .map(|o| {
+                let all = o.workflows.iter().cloned().map(Arc::new).collect();
+                (o.id.to_string(), (o.default_workflow.to_string(), all))
+            })
+            .collect();
+        let mut byok_providers: FastMap<String, Vec<ProviderId>> = FastMap::default();
+        for (org, provider) in byok.keys() {
+            byok_providers
+                .entry(org.clone())
+                .or_default()
+                .push(provider.as_str().into());
+        }
+        let keys = compiled.keys.iter().cloned().map(Arc::new).collect();
+        PolicyView {
+            version,
+            keys,
+            byok_capacity: byok_capacity(&compiled),
+            compiled,
+            byok,
+            from_store,
+            workflows,
+            byok_providers,
+        }
+    }
+
+    /// Workflow `id` of `org` (its default without one), as `CompiledPolicy::workflow` finds it.
+    pub fn workflow(&self, org: &str, id: Option<&str>) -> Option<Arc<CompiledWorkflow>> {
+        let (default, all) = self.workflows.get(org)?;
+        let id = id.unwrap_or(default);
+        all.iter().find(|w| w.id.as_str() == id).cloned()
+    }
+
+    /// The record a presented key authenticates as (see `CompiledPolicy::authenticate`).
+    pub fn authenticate(&self, presented: &str) -> Option<Arc<KeyRecord>> {
+        self.keys
+            .get(self.compiled.authenticate_index(presented)?)
+            .cloned()
+    }
+
+    /// The providers `org` has its own key for.
+    pub fn byok_providers(&self, org: &str) -> &[ProviderId] {
+        self.byok_providers.get(org).map_or(&[], Vec::as_slice)
+    }
 }
 
 impl std::fmt::Debug for PolicyView {
@@ -73,13 +137,7 @@ fn decode(s: pb::PolicySnapshot) -> Result<PolicyView, String> {
         .into_iter()
         .map(|k| ((k.org_id, k.provider), SecretString::from(k.key)))
         .collect();
-    Ok(PolicyView {
-        version: s.version,
-        byok_capacity: byok_capacity(&compiled),
-        compiled,
-        byok,
-        from_store: false,
-    })
+    Ok(PolicyView::new(s.version, compiled, byok, false))
 }
 
 impl PolicyWatcher {
@@ -166,13 +224,12 @@ impl PolicyWatcher {
                         version = s.version,
                         "policy loaded from the state store (no BYOK keys until the policy service answers)"
                     );
-                    self.current.send_replace(Some(Arc::new(PolicyView {
-                        version: s.version,
-                        byok_capacity: byok_capacity(&compiled),
+                    self.current.send_replace(Some(Arc::new(PolicyView::new(
+                        s.version,
                         compiled,
-                        byok: HashMap::new(),
-                        from_store: true,
-                    })));
+                        HashMap::new(),
+                        true,
+                    ))));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "undecodable policy snapshot in the state store")

@@ -31,7 +31,7 @@ const WHAT: &str = "a Responses API request";
 
 /// Refused before routing: the log line, then the error.
 fn refused(e: &Error, caller: Option<&Caller>) -> Response {
-    refused_in(Api::Responses, e, caller.map(|c| &c.key), error_response)
+    refused_in(Api::Responses, e, caller.map(|c| &*c.key), error_response)
 }
 
 fn store_unreachable(e: switchyard_state::StateError) -> Error {

@@ -46,7 +46,7 @@ impl Fixture {
                 key: KeySource::Shared,
                 state: EndpointState::Healthy,
             },
-            target: Target {
+            target: std::sync::Arc::new(Target {
                 endpoint: format!("{model}@{provider}").as_str().into(),
                 provider: provider.into(),
                 format,
@@ -57,7 +57,7 @@ impl Fixture {
                 options: Default::default(),
                 owner: None,
                 capacity: None,
-            },
+            }),
             context_length,
         }
     }
