@@ -16,6 +16,7 @@ pub mod outcome;
 pub mod params;
 pub mod response;
 pub mod tokens;
+mod wire_de;
 
 pub use chat::{
     ChatRequest, Content, ContentPart, DataCollection, ImageUrl, JsonSchemaSpec, MaxPrice, Message,

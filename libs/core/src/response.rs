@@ -68,7 +68,7 @@ impl Usage {
 }
 
 /// One generated alternative.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Choice {
     /// Position among the choices.
     pub index: u32,
@@ -82,7 +82,7 @@ pub struct Choice {
 }
 
 /// A complete (non-streamed) chat response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatResponse {
     /// Response id.
     pub id: String,
@@ -107,11 +107,11 @@ pub struct ChatResponse {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-fn chat_completion() -> String {
+pub(crate) fn chat_completion() -> String {
     "chat.completion".to_string()
 }
 
-fn chat_completion_chunk() -> String {
+pub(crate) fn chat_completion_chunk() -> String {
     "chat.completion.chunk".to_string()
 }
 
@@ -171,7 +171,7 @@ pub struct Delta {
 }
 
 /// One choice's part of a stream chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChunkChoice {
     /// Which choice.
     pub index: u32,
@@ -185,7 +185,7 @@ pub struct ChunkChoice {
 }
 
 /// One server-sent event of a streamed response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatChunk {
     /// Response id (same for every chunk).
     pub id: String,
