@@ -29,7 +29,7 @@ pub use embedding::{
 pub use error::{Error, ErrorClass, Fallback};
 pub use health::{EndpointHealth, EndpointState, HealthSnapshot};
 /// A hash map for the per-request lookups of ids the catalog names (endpoints, providers,
-/// models): foldhash, seeded per process, several times cheaper than SipHash on short keys.
+/// models): foldhash, seeded per process, cheaper than the standard SipHash on short keys.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use ids::{ApiKeyId, EndpointId, ModelId, OrgId, ProviderId, RequestId, WorkflowId};

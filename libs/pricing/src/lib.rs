@@ -5,11 +5,9 @@
 //! Routers price requests with it (holds, `usage.cost`) and billing charges what they report, so
 //! the rule lives here, in one place, and no service links another to reach it.
 
-use switchyard_core::FastMap;
-
 use switchyard_config::Catalog;
 use switchyard_config::catalog::Price;
-use switchyard_core::{EndpointId, Money, Usage};
+use switchyard_core::{EndpointId, FastMap, Money, Usage};
 
 /// Prices by endpoint.
 #[derive(Debug, Clone, Default)]

@@ -1,11 +1,11 @@
 //! The catalog compiled for planning: endpoints with their provider's facts resolved, grouped by
 //! model, built once per catalog version rather than per request.
 
-use switchyard_core::FastMap;
-
 use switchyard_config::Catalog;
 use switchyard_config::catalog::{DataPolicy, Price, WireFormat};
-use switchyard_core::{EndpointId, ModelId, ModelKind, Parameter, ProviderId, Quantization};
+use switchyard_core::{
+    EndpointId, FastMap, ModelId, ModelKind, Parameter, ProviderId, Quantization,
+};
 
 /// One endpoint with what the planner needs to judge it.
 #[derive(Debug, Clone, PartialEq)]

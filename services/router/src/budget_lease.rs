@@ -14,10 +14,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchyard_core::FastMap;
 
-use switchyard_core::Money;
 use switchyard_core::clock::now_ms;
+use switchyard_core::{FastMap, Money};
 use switchyard_state::{BudgetStore, LEASE_PREFIX, LeaseOutcome, Scope};
 
 /// How long a lease lives unrenewed, by default.

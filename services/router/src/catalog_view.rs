@@ -5,10 +5,9 @@
 //! per version and swapped whole, so a request plans, holds and settles against one version.
 
 use std::sync::Arc;
-use switchyard_core::FastMap;
 
 use switchyard_config::Catalog;
-use switchyard_core::EndpointId;
+use switchyard_core::{EndpointId, FastMap};
 use switchyard_policy_model::catalog::PublishedCatalog;
 use switchyard_pricing::PriceBook;
 use switchyard_providers::{Target, resolve_key};

@@ -19,9 +19,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchyard_core::FastMap;
 
-use switchyard_core::{EndpointId, EndpointState, HealthSnapshot};
+use switchyard_core::{EndpointId, EndpointState, FastMap, HealthSnapshot};
 use switchyard_state::{HealthStore, snapshot};
 use tokio::sync::watch;
 use tokio::time::Instant;

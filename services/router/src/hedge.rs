@@ -12,12 +12,10 @@
 //! over this router's last [`WINDOW`] answers from it (once [`MIN_SAMPLES`] are known).
 
 use std::collections::VecDeque;
-
 use std::sync::Mutex;
 use std::time::Duration;
-use switchyard_core::FastMap;
 
-use switchyard_core::{AttemptOutcome, EndpointId, ErrorClass};
+use switchyard_core::{AttemptOutcome, EndpointId, ErrorClass, FastMap};
 use switchyard_providers::{Timeouts, UpstreamError};
 use tokio::time::Instant;
 

@@ -6,11 +6,10 @@
 
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
-use switchyard_core::FastMap;
 
 use metrics::{Counter, Histogram};
 use switchyard_core::ModelId;
-use switchyard_core::{AttemptOutcome, EndpointId, Money, ProviderId, Usage, WorkflowId};
+use switchyard_core::{AttemptOutcome, EndpointId, FastMap, Money, ProviderId, Usage, WorkflowId};
 use switchyard_state::{RecordedAttempt, RequestRecord};
 
 use crate::admission::Admitted;

@@ -5,9 +5,8 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchyard_core::FastMap;
 
-use switchyard_core::{AttemptOutcome, EndpointId};
+use switchyard_core::{AttemptOutcome, EndpointId, FastMap};
 use switchyard_state::{HealthStore, Outcomes, bucket_of};
 use tokio_util::sync::CancellationToken;
 

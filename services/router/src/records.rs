@@ -7,11 +7,10 @@
 //! returns.
 
 use std::collections::VecDeque;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchyard_core::FastMap;
 
+use switchyard_core::FastMap;
 use switchyard_state::{RequestLog, RequestRecord};
 use tokio_util::sync::CancellationToken;
 

@@ -4,9 +4,8 @@
 //! traffic (plus a burst of 10), however many requests fail.
 
 use std::sync::Mutex;
-use switchyard_core::FastMap;
 
-use switchyard_core::ProviderId;
+use switchyard_core::{FastMap, ProviderId};
 
 /// Settings of the budget.
 #[derive(Debug, Clone, Copy, PartialEq)]
