@@ -329,6 +329,8 @@ async fn the_standard_benchmark_measures_in_pairs_and_writes_its_table() {
             "0,5",
             "--open-streams",
             "20",
+            "--pacing",
+            "even",
             "--out",
         ])
         .arg(&out_file)
@@ -345,6 +347,14 @@ async fn the_standard_benchmark_measures_in_pairs_and_writes_its_table() {
     // Each pair is a direct window, then a through window.
     assert_eq!(stdout.matches("  direct  ").count(), 6, "{stdout}");
     assert_eq!(stdout.matches("  through ").count(), 6, "{stdout}");
+    // Paced evenly, every window sends its whole schedule.
+    assert_eq!(
+        stdout.matches("sent 150 ok 150 errors 0 dropped 0").count(),
+        12,
+        "{stdout}"
+    );
+    assert!(table.contains("requests paced evenly"), "{table}");
+    assert!(table.contains("| CPU stolen by the host |"), "{table}");
     for row in [
         "| 0 ms | 150 | reply |",
         "| 5 ms | 150 | reply |",

@@ -78,6 +78,45 @@ fn rss_mb(pid: Option<u32>) -> f64 {
     read().unwrap_or(0.0)
 }
 
+/// Ticks of all CPUs so far, from `/proc/stat`: (stolen by the hypervisor, all of them).
+fn cpu_ticks(stat: &str) -> Option<(u64, u64)> {
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal (guest time is within user and nice).
+    let all = fields.iter().take(8).sum();
+    Some((*fields.get(7)?, all))
+}
+
+/// CPU time of the whole machine, to tell how much of a window the hypervisor took away.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MachineCpu(Option<(u64, u64)>);
+
+impl MachineCpu {
+    pub(super) fn now() -> Self {
+        MachineCpu(
+            std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|s| cpu_ticks(&s)),
+        )
+    }
+
+    /// Share of the machine's CPU time since `earlier` that was stolen (0 where unknown).
+    pub(super) fn stolen_since(&self, earlier: &MachineCpu) -> f64 {
+        match (self.0, earlier.0) {
+            (Some((steal, all)), Some((steal0, all0))) if all > all0 => {
+                steal.saturating_sub(steal0) as f64 / (all - all0) as f64
+            }
+            _ => 0.0,
+        }
+    }
+}
+
 fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -311,6 +350,7 @@ pub(super) fn plan(url: &str, rate: u32, duration: Duration, stream: bool) -> Pl
         stream,
         max_tokens: 16,
         max_in_flight: 20_000,
+        pacing: load::Pacing::Tick,
     }
 }
 
@@ -385,4 +425,22 @@ pub(super) async fn open_streams(c: &Cluster, n: usize) -> Result<(f64, f64), St
         return Err(format!("only {ok} of {n} streams opened"));
     }
     Ok((idle, held))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_stolen_ticks_from_proc_stat() {
+        let stat = "cpu  219913 0 42572 77062 836 0 8457 1642 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(
+            cpu_ticks(stat),
+            Some((1642, 219913 + 42572 + 77062 + 836 + 8457 + 1642))
+        );
+        assert_eq!(cpu_ticks("intr 1 2 3\n"), None);
+        let (a, b) = (MachineCpu(Some((100, 1000))), MachineCpu(Some((150, 1200))));
+        assert!((b.stolen_since(&a) - 0.25).abs() < 1e-9);
+        assert_eq!(MachineCpu(None).stolen_since(&a), 0.0);
+    }
 }

@@ -32,6 +32,21 @@ pub struct Plan {
     pub max_tokens: u32,
     /// Most requests in flight; past it, requests due are counted as dropped, not sent.
     pub max_in_flight: usize,
+    /// How requests are sent on their schedule.
+    pub pacing: Pacing,
+}
+
+/// How the generator keeps its schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Pacing {
+    /// On the async runtime's timer, which fires on millisecond ticks: every request due within
+    /// a tick leaves at its end, together (four at a time at 4,000 req/s), as open-loop tools
+    /// that pace with the runtime's timer send them.
+    #[default]
+    Tick,
+    /// Each request at its own time, from a thread of its own sleeping between requests:
+    /// arrivals evenly spread, so the server cannot share a wake-up between requests.
+    Even,
 }
 
 /// The API to drive.
@@ -272,35 +287,99 @@ impl Driver {
     }
 }
 
+/// Requests sent, how many were dropped (too many in flight) and how long sending took.
+type Sent = (Vec<tokio::task::JoinHandle<Sample>>, u64, Duration);
+
+/// The schedule of `plan`: how many requests, how far apart.
+fn schedule(plan: &Plan) -> (u64, Duration) {
+    (
+        (plan.duration.as_secs_f64() * f64::from(plan.rate)).round() as u64,
+        Duration::from_secs_f64(1.0 / f64::from(plan.rate)),
+    )
+}
+
+/// Starts request `due` unless too many are in flight (`None`: dropped).
+fn launch(
+    driver: &Arc<Driver>,
+    in_flight: &Arc<tokio::sync::Semaphore>,
+    runtime: &tokio::runtime::Handle,
+    due: Instant,
+    stream: bool,
+) -> Option<tokio::task::JoinHandle<Sample>> {
+    let permit = in_flight.clone().try_acquire_owned().ok()?;
+    let driver = driver.clone();
+    Some(runtime.spawn(async move {
+        let sample = driver.one(due, stream).await;
+        drop(permit);
+        sample
+    }))
+}
+
+/// [`Pacing::Tick`]: sleeps on the runtime's timer until each request is due.
+async fn pace_on_ticks(driver: Arc<Driver>, plan: &Plan) -> Sent {
+    let (total, interval) = schedule(plan);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(plan.max_in_flight));
+    let runtime = tokio::runtime::Handle::current();
+    let mut tasks = Vec::with_capacity(total as usize);
+    let started = Instant::now();
+    let mut dropped = 0;
+    for i in 0..total {
+        let due = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        match launch(&driver, &in_flight, &runtime, due, plan.stream) {
+            Some(task) => tasks.push(task),
+            None => dropped += 1,
+        }
+    }
+    (tasks, dropped, started.elapsed())
+}
+
+/// [`Pacing::Even`]: a thread of its own sleeps until each request is due (the kernel's
+/// high-resolution timers, late by tens of microseconds) and hands it to the runtime.
+fn pace_evenly(driver: Arc<Driver>, plan: &Plan, runtime: tokio::runtime::Handle) -> Sent {
+    let (total, interval) = schedule(plan);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(plan.max_in_flight));
+    let mut tasks = Vec::with_capacity(total as usize);
+    let started = std::time::Instant::now();
+    let mut dropped = 0;
+    for i in 0..total {
+        let due = started + interval.mul_f64(i as f64);
+        let now = std::time::Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let due = Instant::from_std(due);
+        match launch(&driver, &in_flight, &runtime, due, plan.stream) {
+            Some(task) => tasks.push(task),
+            None => dropped += 1,
+        }
+    }
+    (tasks, dropped, started.elapsed())
+}
+
 /// Runs `plan` and reports what it measured.
 pub async fn run(plan: &Plan) -> Result<Report, String> {
     if plan.rate == 0 {
         return Err("the rate must be at least 1 request per second".into());
     }
     let driver = Arc::new(Driver::new(plan).await?);
-    let interval = Duration::from_secs_f64(1.0 / f64::from(plan.rate));
-    let total = (plan.duration.as_secs_f64() * f64::from(plan.rate)).round() as u64;
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(plan.max_in_flight));
-    let mut tasks = tokio::task::JoinSet::new();
-    let started = Instant::now();
-    let mut dropped = 0;
-    for i in 0..total {
-        let due = started + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(due).await;
-        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            dropped += 1;
-            continue;
-        };
-        let driver = driver.clone();
-        let stream = plan.stream;
-        tasks.spawn(async move {
-            let sample = driver.one(due, stream).await;
-            drop(permit);
-            sample
-        });
+    let (tasks, dropped, sending) = match plan.pacing {
+        Pacing::Tick => pace_on_ticks(driver, plan).await,
+        Pacing::Even => {
+            let runtime = tokio::runtime::Handle::current();
+            let paced = plan.clone();
+            tokio::task::spawn_blocking(move || pace_evenly(driver, &paced, runtime))
+                .await
+                .map_err(|e| format!("the load generator stopped: {e}"))?
+        }
+    };
+    let mut samples: Vec<Sample> = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        samples.push(
+            task.await
+                .map_err(|e| format!("a request task failed: {e}"))?,
+        );
     }
-    let sending = started.elapsed();
-    let samples: Vec<Sample> = tasks.join_all().await;
     let sent = samples.len() as u64;
     let ok = samples.iter().filter(|s| s.ok).count() as u64;
     let latency = Percentiles::of(samples.iter().filter(|s| s.ok).map(|s| s.latency).collect());

@@ -40,6 +40,10 @@ pub struct Args {
     /// `max_tokens` of each request.
     #[arg(long, default_value_t = 16)]
     max_tokens: u32,
+    /// How requests keep their schedule: `tick` on the async runtime's millisecond timer (those
+    /// due within a tick leave together), `even` each at its own time from a pacing thread.
+    #[arg(long, value_enum, default_value_t = load::Pacing::Tick)]
+    pacing: load::Pacing,
     /// One JSON object per rate instead of text.
     #[arg(long)]
     json: bool,
@@ -106,6 +110,7 @@ pub async fn run(args: Args) -> Result<(), String> {
             open_streams: args.open_streams,
             cluster_exe: args.cluster_exe,
             out: args.out,
+            pacing: args.pacing,
         })
         .await;
     }
@@ -128,6 +133,7 @@ pub async fn run(args: Args) -> Result<(), String> {
             stream: args.stream,
             max_tokens: args.max_tokens,
             max_in_flight: 20_000,
+            pacing: args.pacing,
         };
         let report = load::run(&plan).await?;
         let line = if args.json {

@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::cluster::{Cluster, open_streams, plan, start};
-use super::load::{self, Report};
+use super::cluster::{Cluster, MachineCpu, open_streams, plan, start};
+use super::load::{self, Plan, Report};
 /// Settings of the standard run.
 #[derive(Debug, Clone)]
 pub struct Standard {
@@ -30,6 +30,8 @@ pub struct Standard {
     pub cluster_exe: Option<PathBuf>,
     /// Where the Markdown table goes.
     pub out: PathBuf,
+    /// How the measured windows' requests keep their schedule.
+    pub pacing: load::Pacing,
 }
 
 /// One pair of windows: straight to the simulator, then through the router, and the CPU the
@@ -39,6 +41,8 @@ struct Pair {
     through: Report,
     router_cpu_s: f64,
     behind_cpu_s: f64,
+    /// Share of the machine's CPU the hypervisor took during the pair.
+    stolen: f64,
 }
 
 /// What one rate at one upstream latency measured, over its pairs.
@@ -114,25 +118,30 @@ impl Row {
 }
 
 /// `n` pairs of windows at `rate`, direct then through, one after the other.
-async fn pairs(
-    c: &Cluster,
-    rate: u32,
-    window: Duration,
-    n: usize,
-    stream: bool,
-) -> Result<Vec<Pair>, String> {
+async fn pairs(c: &Cluster, s: &Standard, rate: u32, stream: bool) -> Result<Vec<Pair>, String> {
+    let window = |url: &str| Plan {
+        pacing: s.pacing,
+        ..plan(url, rate, s.window, stream)
+    };
     let mut out = Vec::new();
-    for _ in 0..n {
-        let direct = load::run(&plan(&c.direct, rate, window, stream)).await?;
+    for _ in 0..s.pairs {
+        let machine = MachineCpu::now();
+        let direct = load::run(&window(&c.direct)).await?;
         let (router, behind) = (c.router_cpu(), c.behind_cpu());
-        let through = load::run(&plan(&c.through, rate, window, stream)).await?;
+        let through = load::run(&window(&c.through)).await?;
         let pair = Pair {
             router_cpu_s: c.router_cpu() - router,
             behind_cpu_s: c.behind_cpu() - behind,
+            stolen: MachineCpu::now().stolen_since(&machine),
             direct,
             through,
         };
-        println!("  direct  {}\n  through {}", pair.direct, pair.through);
+        println!(
+            "  direct  {}\n  through {}\n  CPU stolen by the host {:.1} %",
+            pair.direct,
+            pair.through,
+            pair.stolen * 100.0
+        );
         out.push(pair);
     }
     Ok(out)
@@ -146,8 +155,8 @@ pub async fn run(s: &Standard) -> Result<(), String> {
     };
     let c = start(&exe).await?;
     println!(
-        "router + policy + billing + prober + Redis, budgets on; windows of {:?}, {} pairs (direct, through) per row",
-        s.window, s.pairs
+        "router + policy + billing + prober + Redis, budgets on; windows of {:?}, {} pairs (direct, through) per row, {:?} pacing",
+        s.window, s.pairs, s.pacing
     );
     // Memory first, from a warm router: what holding many open streams costs.
     load::run(&plan(&c.through, 500, Duration::from_secs(1), false)).await?;
@@ -166,7 +175,7 @@ pub async fn run(s: &Standard) -> Result<(), String> {
         load::run(&plan(&c.direct, 500, Duration::from_secs(1), false)).await?;
         for &rate in &s.rates {
             println!("upstream {upstream_ms} ms, {rate} req/s");
-            let pairs = pairs(&c, rate, s.window, s.pairs, false).await?;
+            let pairs = pairs(&c, s, rate, false).await?;
             rows.push(Row {
                 upstream_ms,
                 rate,
@@ -184,7 +193,7 @@ pub async fn run(s: &Standard) -> Result<(), String> {
     c.faults(serde_json::json!({"latency": {"ttft_ms": upstream_ms}}))
         .await?;
     println!("streams: upstream {upstream_ms} ms, {rate} req/s");
-    let pairs = pairs(&c, rate, s.window, s.pairs, true).await?;
+    let pairs = pairs(&c, s, rate, true).await?;
     rows.push(Row {
         upstream_ms,
         rate,
@@ -209,15 +218,20 @@ fn markdown(
     rss_at_end: f64,
 ) -> String {
     let mut t = format!(
-        "Windows of {:?}, {} pairs per row; figures are medians over the pairs (added = through − direct in the same pair).\n\n",
-        s.window, s.pairs
+        "Windows of {:?}, {} pairs per row, requests paced {}; figures are medians over the pairs (added = through − direct in the same pair).\n\n",
+        s.window,
+        s.pairs,
+        match s.pacing {
+            load::Pacing::Tick => "on the runtime's millisecond ticks",
+            load::Pacing::Even => "evenly",
+        }
     );
     t.push_str(
-        "| upstream | rate (req/s) | measured | direct p50 / p99 (ms) | added p50 / p99 (ms) | router CPU / req | Redis + billing + policy + prober CPU / req | router RSS | errors |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| upstream | rate (req/s) | measured | direct p50 / p99 (ms) | added p50 / p99 (ms) | router CPU / req | Redis + billing + policy + prober CPU / req | router RSS | CPU stolen by the host | errors |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         t.push_str(&format!(
-            "| {} ms | {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} µs | {:.0} µs | {:.0} MB | {} |\n",
+            "| {} ms | {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} µs | {:.0} µs | {:.0} MB | {:.1} % | {} |\n",
             r.upstream_ms,
             r.rate,
             if r.stream { "stream TTFT" } else { "reply" },
@@ -228,6 +242,7 @@ fn markdown(
             r.cpu_us(|p| p.router_cpu_s),
             r.cpu_us(|p| p.behind_cpu_s),
             r.rss_mb,
+            median(r.pairs.iter().map(|p| p.stolen * 100.0).collect()),
             r.errors()
         ));
     }
