@@ -5,8 +5,9 @@
 //! latency, so both sides of a difference see the same machine. It reports the median over the
 //! pairs of windows of the difference through − direct at p50 and p99, the router's CPU per
 //! request apart from the CPU per request of everything behind it (Redis, billing, policy,
-//! prober), the same for streams (time to first token), and the router's memory while it holds
-//! many open streams. Prints, and writes as Markdown.
+//! prober), the share of the machine's CPU the host stole meanwhile, the same for streams (time
+//! to first token), and the router's memory while it holds many open streams. Prints, and writes
+//! as Markdown.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -117,7 +118,8 @@ impl Row {
     }
 }
 
-/// `n` pairs of windows at `rate`, direct then through, one after the other.
+/// `s.pairs` pairs of windows at `rate`, direct then through, one after the other, paced as `s`
+/// says, with the CPU the host stole during each pair.
 async fn pairs(c: &Cluster, s: &Standard, rate: u32, stream: bool) -> Result<Vec<Pair>, String> {
     let window = |url: &str| Plan {
         pacing: s.pacing,
