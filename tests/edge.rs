@@ -1,7 +1,8 @@
 //! A router's HTTP edge against clients that do not behave: partial requests are closed at their
 //! deadlines while normal requests are served, connections past the limit get a 503 and are
-//! closed, every status the listener produces is in the OpenAI envelope, and a refused request
-//! leaves its log line without the key.
+//! closed, every status the listener produces is in the OpenAI envelope, a refused request
+//! leaves its log line without the key, and a router serves the same on threads of its own as
+//! on its process's shared runtime.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -179,4 +180,66 @@ async fn every_listener_status_is_an_openai_envelope_and_refusals_are_logged() {
     assert!(refused("unauthenticated"), "{log}");
     assert!(refused("not_found") && refused("request_header_fields_too_large"));
     assert!(!log.contains(bad_key), "the key is never logged");
+}
+
+/// Clients at once per router, each making `ROUNDS` replies and streams on its connection.
+const CLIENTS: usize = 24;
+const ROUNDS: usize = 2;
+
+/// A client's replies and streams on one keep-alive connection to `base`: how many were whole
+/// (200, a reply with content, a stream ending in `[DONE]`).
+async fn whole_answers(base: String) -> usize {
+    let http = reqwest::Client::new();
+    let mut whole = 0;
+    for _ in 0..ROUNDS {
+        for stream in [false, true] {
+            let resp = http
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(common::KEY)
+                .json(&hi(serde_json::json!({"stream": stream})))
+                .send()
+                .await
+                .unwrap();
+            let ok = resp.status() == 200;
+            let text = resp.text().await.unwrap_or_default();
+            let complete = if stream {
+                text.lines().any(|l| l.trim() == "data: [DONE]")
+            } else {
+                serde_json::from_str::<Value>(&text)
+                    .is_ok_and(|v| v["choices"][0]["message"]["content"].is_string())
+            };
+            whole += usize::from(ok && complete);
+        }
+    }
+    whole
+}
+
+#[tokio::test]
+async fn routers_on_their_own_threads_and_on_the_shared_runtime_serve_and_bill_alike() {
+    let mut c = Cluster::start(Spec {
+        routers: 0,
+        ..Spec::default()
+    })
+    .await;
+    // Three serving threads, each with its own upstream pool; and none (the shared runtime).
+    let own = c.add_router_with(&["--http-threads", "3"]).await;
+    let shared = c.add_router_with(&["--http-threads", "0"]).await;
+    let mut clients = tokio::task::JoinSet::new();
+    for n in [own, shared] {
+        for _ in 0..CLIENTS {
+            clients.spawn(whole_answers(c.routers[n].url("http")));
+        }
+    }
+    let mut whole = 0;
+    while let Some(w) = clients.join_next().await {
+        whole += w.unwrap();
+    }
+    let asked = 2 * CLIENTS * ROUNDS * 2;
+    assert_eq!(whole, asked, "every reply and stream whole");
+    let ledger = c.ledger_at_least(asked, Duration::from_secs(20)).await;
+    assert_eq!(ledger.len(), asked, "each billed once");
+    for n in [own, shared] {
+        let log = c.routers[n].log();
+        assert!(!log.contains("panicked"), "{log}");
+    }
 }

@@ -495,6 +495,12 @@ impl Cluster {
 
     /// Starts one more router and waits until it is ready.
     pub async fn add_router(&mut self) -> usize {
+        self.add_router_with(&[]).await
+    }
+
+    /// Starts one more router with `extra` arguments after the spec's, and waits until it is
+    /// ready.
+    pub async fn add_router_with(&mut self, extra: &[&str]) -> usize {
         let n = self.routers.len();
         let catalog = self.dir.path().join("catalog.yaml");
         let (redis, policy, billing) = (
@@ -513,6 +519,7 @@ impl Cluster {
             &billing,
         ];
         args.extend(self.spec.router_args.iter().map(String::as_str));
+        args.extend(extra);
         let env: Vec<(String, String)> = self
             .spec
             .env

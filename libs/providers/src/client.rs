@@ -71,7 +71,7 @@ struct ConnectTimeout(Duration);
 /// that needs the connection, so the attempt's limit is read from a task-local; a connection
 /// finished in the background after another one was checked out uses the default.
 #[derive(Clone)]
-struct TimedConnector<C> {
+pub(crate) struct TimedConnector<C> {
     inner: C,
     default: Duration,
 }
@@ -104,6 +104,9 @@ where
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// The pooled HTTP client under [`ProviderClient`].
+pub(crate) type HttpClient = Client<TimedConnector<Https>, Full<Bytes>>;
+
 /// Settings of the shared client.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientOptions {
@@ -129,7 +132,9 @@ impl Default for ClientOptions {
 /// upstream offers it by ALPN) shared by every endpoint. Cheap to clone.
 #[derive(Clone)]
 pub struct ProviderClient {
-    http: Client<TimedConnector<Https>, Full<Bytes>>,
+    http: HttpClient,
+    /// Builds the pools of threads that keep their own ([`crate::own_pools`]).
+    pools: crate::own_pools::PoolMaker,
     /// Vertex AI access tokens.
     tokens: Arc<TokenCache>,
     /// Told about every call and the capacity its answer reported.
@@ -180,15 +185,24 @@ impl ProviderClient {
             inner: https,
             default: options.default_connect_timeout,
         };
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(options.pool_idle_timeout)
-            .pool_max_idle_per_host(options.pool_max_idle_per_host)
-            .build(connector);
+        let pools = crate::own_pools::PoolMaker::new(move || {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(options.pool_idle_timeout)
+                .pool_max_idle_per_host(options.pool_max_idle_per_host)
+                .build(connector.clone())
+        });
         Ok(ProviderClient {
-            http,
+            http: pools.make(),
+            pools,
             tokens: Arc::default(),
             observer: None,
         })
+    }
+
+    /// The shared pool, for tests of the per-thread pools.
+    #[cfg(test)]
+    pub(crate) fn http_for_tests(&self) -> HttpClient {
+        self.http.clone()
     }
 
     /// The same client, handing `observer` the rate-limit headers of every answer.
@@ -260,7 +274,7 @@ impl ProviderClient {
         deadline: Instant,
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
         let head_deadline = deadline.min(Instant::now() + timeouts.first_byte);
-        let sent = CONNECT_LIMIT.scope(timeouts.connect, self.http.request(req));
+        let sent = CONNECT_LIMIT.scope(timeouts.connect, self.pools.request(&self.http, req));
         match tokio::time::timeout_at(head_deadline, sent).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(request_error(&e)),

@@ -46,6 +46,7 @@ pub mod error;
 pub mod eventstream;
 pub mod gemini;
 pub mod openai;
+pub mod own_pools;
 pub mod ratelimit;
 pub mod sse;
 mod target;

@@ -63,6 +63,7 @@ pub mod responses;
 pub mod retry_budget;
 pub mod run;
 pub mod settlement;
+pub mod shards;
 pub mod stream;
 mod trace;
 pub mod validate;

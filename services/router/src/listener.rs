@@ -1,7 +1,8 @@
 //! The router's HTTP listener, built to hold against slow and partial clients: a limit on open
 //! connections (past it, a 503 in the OpenAI envelope and the connection closed), a deadline for
 //! a request's headers (hyper closes a connection that has not sent them in time), TCP_NODELAY,
-//! and a graceful stop that lets requests in flight finish. Body deadlines, header sizes and the
+//! connections served on the router's own serving threads when it has them ([`Shards`]), and a
+//! graceful stop that lets requests in flight finish. Body deadlines, header sizes and the
 //! error bodies of refused requests are the [`crate::http`] layer's.
 
 use std::sync::Arc;
@@ -10,10 +11,12 @@ use std::time::Duration;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::shards::Shards;
 
 /// Limits of the HTTP listener.
 #[derive(Debug, Clone, Copy)]
@@ -50,13 +53,15 @@ fn busy() -> Vec<u8> {
 }
 
 /// Serves `app` on `listener` until `stop`; connections are tracked by `connections` so a
-/// drain can wait for them.
+/// drain can wait for them. With `shards`, each accepted connection is served on one of their
+/// threads in turn; without, on the calling runtime.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: HttpLimits,
     stop: CancellationToken,
     connections: TaskTracker,
+    shards: Option<Arc<Shards>>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -89,22 +94,53 @@ pub async fn serve(
             });
             continue;
         };
-        let (builder, app, stop) = (builder.clone(), app.clone(), stop.clone());
-        connections.spawn(async move {
-            let _permit = permit;
-            metrics::gauge!("switchyard_http_connections").increment(1.0);
-            let conn =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+        let connection = Connection {
+            builder: builder.clone(),
+            app: app.clone(),
+            stop: stop.clone(),
+            _permit: permit,
+        };
+        let Some(shards) = &shards else {
+            connections.spawn(connection.serve(stream));
+            continue;
+        };
+        // The socket leaves this runtime's reactor for the serving thread's.
+        match stream.into_std() {
+            Ok(stream) => shards.spawn(connections.track_future(async move {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => connection.serve(stream).await,
+                    Err(e) => tracing::warn!(error = %e, "handing a connection over failed"),
                 }
+            })),
+            Err(e) => tracing::warn!(error = %e, "handing a connection over failed"),
+        }
+    }
+}
+
+/// One accepted connection, with what serving it takes.
+struct Connection {
+    builder: Arc<hyper::server::conn::http1::Builder>,
+    app: axum::Router,
+    stop: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    /// Serves requests on `stream` until the client closes it or `stop` (then gracefully).
+    async fn serve(self, stream: TcpStream) {
+        metrics::gauge!("switchyard_http_connections").increment(1.0);
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(self.app));
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = self.stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
             }
-            metrics::gauge!("switchyard_http_connections").decrement(1.0);
-        });
+        }
+        metrics::gauge!("switchyard_http_connections").decrement(1.0);
     }
 }
 

@@ -125,6 +125,15 @@ pub struct Args {
         env = "SWITCHYARD_ROUTER_MAX_HEADER_BYTES"
     )]
     pub max_header_bytes: usize,
+    /// Threads that serve HTTP connections, each with a runtime of its own: a connection, its
+    /// requests and their upstream connections stay on one thread (default: one per core).
+    /// 0 serves them on the process's shared runtime instead.
+    #[arg(
+        long,
+        default_value_t = default_http_threads(),
+        env = "SWITCHYARD_ROUTER_HTTP_THREADS"
+    )]
+    pub http_threads: usize,
     /// How long a stored Responses API response (`store: true`) is kept for
     /// `previous_response_id` and `GET /v1/responses/{id}`, seconds.
     #[arg(
@@ -181,6 +190,13 @@ pub struct Settings {
     pub responses_ttl: Duration,
     /// See [`Args::queue_capacity`].
     pub queue_capacity: usize,
+    /// See [`Args::http_threads`]; the default, 0, serves on the caller's runtime.
+    pub http_threads: usize,
+}
+
+/// One serving thread per core the process may use.
+fn default_http_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for Settings {
@@ -195,6 +211,7 @@ impl Default for Settings {
             http: crate::listener::HttpLimits::default(),
             responses_ttl: Duration::from_secs(30 * 86_400),
             queue_capacity: crate::queue::DEFAULT_CAPACITY,
+            http_threads: 0,
         }
     }
 }
@@ -290,6 +307,8 @@ pub struct RouterHandle {
     servers: TaskTracker,
     tracker: TaskTracker,
     settings: Settings,
+    /// The HTTP serving threads; they end when the handle is dropped, after the shutdown.
+    _shards: Option<Arc<crate::shards::Shards>>,
 }
 
 impl RouterHandle {
@@ -412,12 +431,21 @@ pub async fn start(
     servers.spawn(grpc_server);
     let app =
         crate::http::routes(router, settings.http).merge(switchyard_runtime::ops::routes(ready));
+    let shards = match settings.http_threads {
+        0 => None,
+        n => {
+            Some(Arc::new(crate::shards::Shards::start(n).map_err(|e| {
+                format!("cannot start the HTTP threads: {e}")
+            })?))
+        }
+    };
     servers.spawn(crate::listener::serve(
         http,
         app,
         settings.http,
         accept.clone(),
         servers.clone(),
+        shards.clone(),
     ));
     Ok(RouterHandle {
         http_addr,
@@ -429,6 +457,7 @@ pub async fn start(
         servers,
         tracker,
         settings,
+        _shards: shards,
     })
 }
 
@@ -458,6 +487,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         responses_ttl: Duration::from_secs(args.responses_ttl_s),
         queue_capacity: args.queue_capacity,
+        http_threads: args.http_threads,
         http: crate::listener::HttpLimits {
             header_read_timeout: Duration::from_millis(args.header_timeout_ms),
             body_read_timeout: Duration::from_millis(args.body_timeout_ms),
