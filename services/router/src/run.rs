@@ -126,13 +126,9 @@ pub struct Args {
     )]
     pub max_header_bytes: usize,
     /// Threads that serve HTTP connections, each with a runtime of its own: a connection, its
-    /// requests and their upstream connections stay on one thread (default: one per core).
-    /// 0 serves them on the process's shared runtime instead.
-    #[arg(
-        long,
-        default_value_t = default_http_threads(),
-        env = "SWITCHYARD_ROUTER_HTTP_THREADS"
-    )]
+    /// requests and their upstream connections stay on one thread. 0 (the default) serves
+    /// them on the process's shared runtime, whose workers steal work from each other.
+    #[arg(long, default_value_t = 0, env = "SWITCHYARD_ROUTER_HTTP_THREADS")]
     pub http_threads: usize,
     /// How long a stored Responses API response (`store: true`) is kept for
     /// `previous_response_id` and `GET /v1/responses/{id}`, seconds.
@@ -190,13 +186,8 @@ pub struct Settings {
     pub responses_ttl: Duration,
     /// See [`Args::queue_capacity`].
     pub queue_capacity: usize,
-    /// See [`Args::http_threads`]; the default, 0, serves on the caller's runtime.
+    /// See [`Args::http_threads`]; 0 serves on the caller's runtime.
     pub http_threads: usize,
-}
-
-/// One serving thread per core the process may use.
-fn default_http_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for Settings {
