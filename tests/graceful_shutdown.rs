@@ -129,7 +129,17 @@ async fn a_rolling_restart_under_load_drops_no_request() {
 
 #[tokio::test]
 async fn a_stream_past_the_drain_deadline_ends_with_an_error_and_is_billed() {
-    let mut c = Cluster::start(draining_spec(1, 1_000)).await;
+    // On the process's shared runtime, and on serving threads of the router's own.
+    for threads in ["0", "2"] {
+        stream_past_the_drain_deadline(threads).await;
+    }
+}
+
+async fn stream_past_the_drain_deadline(threads: &str) {
+    let mut spec = draining_spec(1, 1_000);
+    spec.router_args
+        .extend(["--http-threads".to_string(), threads.to_string()]);
+    let mut c = Cluster::start(spec).await;
     c.sim()
         .set_faults(
             "fast",
@@ -147,9 +157,16 @@ async fn a_stream_past_the_drain_deadline_ends_with_an_error_and_is_billed() {
     let mut router = c.routers.remove(0);
     let clean = router.terminate(Duration::from_secs(10)).await;
     let took = t.elapsed();
-    assert!(matches!(clean, Ok(true)), "{clean:?}\n{}", router.log());
+    assert!(
+        matches!(clean, Ok(true)),
+        "threads {threads}: {clean:?}\n{}",
+        router.log()
+    );
     // 1 s not ready, 1 s draining, then the cut: well before the workflow's own deadline.
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "threads {threads}: took {took:?}"
+    );
     let text = reading.await.unwrap();
     assert!(!text.contains("[DONE]"), "{text}");
     let last = text.lines().rfind(|l| l.starts_with("data: ")).unwrap();
