@@ -64,6 +64,7 @@ pub mod retry_budget;
 pub mod run;
 pub mod settlement;
 pub mod shards;
+pub mod stores;
 pub mod stream;
 mod trace;
 pub mod validate;
