@@ -134,7 +134,7 @@ impl Default for ClientOptions {
 pub struct ProviderClient {
     http: HttpClient,
     /// Builds the pools of threads that keep their own ([`crate::own_pools`]).
-    pools: crate::own_pools::PoolMaker,
+    pub(crate) pools: crate::own_pools::PoolMaker,
     /// Vertex AI access tokens.
     tokens: Arc<TokenCache>,
     /// Told about every call and the capacity its answer reported.
@@ -197,12 +197,6 @@ impl ProviderClient {
             tokens: Arc::default(),
             observer: None,
         })
-    }
-
-    /// The shared pool, for tests of the per-thread pools.
-    #[cfg(test)]
-    pub(crate) fn http_for_tests(&self) -> HttpClient {
-        self.http.clone()
     }
 
     /// The same client, handing `observer` the rate-limit headers of every answer.

@@ -78,11 +78,13 @@ mod tests {
     fn counting() -> (PoolMaker, Arc<AtomicUsize>) {
         let built = Arc::new(AtomicUsize::new(0));
         let b = built.clone();
+        // A client's own settings, counted.
+        let inner = crate::ProviderClient::new(Default::default())
+            .expect("client")
+            .pools;
         let maker = PoolMaker::new(move || {
             b.fetch_add(1, Ordering::Relaxed);
-            crate::ProviderClient::new(Default::default())
-                .map(|c| c.http_for_tests())
-                .expect("client")
+            inner.make()
         });
         (maker, built)
     }
