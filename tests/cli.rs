@@ -372,3 +372,104 @@ async fn the_standard_benchmark_measures_in_pairs_and_writes_its_table() {
         "errors:\n{table}"
     );
 }
+
+/// Processes whose parent is `pid`, from `/proc`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // The parent is the second field after the parenthesised command name.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Still running: present in `/proc` and not a zombie waiting to be reaped.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let i = stat.rfind(')')?;
+            stat[i + 2..].split_whitespace().next().map(|s| s != "Z")
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn an_interrupted_benchmark_stops_the_processes_it_started() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let bin = workspace_bin("switchyard", "switchyard").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut bench = tokio::process::Command::new(&bin)
+        .args([
+            "bench", "--soak-s", "60", "--rate", "20", "--idle-s", "1", "--out",
+        ])
+        .arg(dir.path().join("soak.md"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = bench.id().unwrap();
+    // The cluster is up once the warm-up starts.
+    let mut lines = BufReader::new(bench.stdout.take().unwrap()).lines();
+    let started = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("warming up") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(started, "the soak never started its load");
+    let cluster = children_of(pid);
+    // Redis, the simulator, policy, billing, the prober and the router.
+    assert!(cluster.len() >= 6, "children: {cluster:?}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), bench.wait())
+        .await
+        .expect("the benchmark did not exit after SIGTERM")
+        .unwrap();
+    assert!(!exit.success(), "an interrupted benchmark reports failure");
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut bench.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(stderr.contains("interrupted"), "{stderr}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = cluster.iter().copied().filter(|p| running(*p)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still running after the benchmark exited: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -80,8 +80,19 @@ pub struct Args {
     idle_s: u64,
 }
 
-/// Runs `bench`.
+/// Runs `bench`. Interrupted (Ctrl-C, SIGTERM), it stops what it started before exiting: the
+/// cluster's processes are killed when they are dropped, which a signal's default action would
+/// skip, leaving them running.
 pub async fn run(args: Args) -> Result<(), String> {
+    tokio::select! {
+        done = measure(args) => done,
+        () = switchyard_runtime::shutdown_signal() => {
+            Err("interrupted: the benchmark's processes were stopped".into())
+        }
+    }
+}
+
+async fn measure(args: Args) -> Result<(), String> {
     if let Some(soak_s) = args.soak_s {
         return soak::run(&soak::Soak {
             rate: if args.rate == [100] {
